@@ -1,0 +1,139 @@
+"""Engine, sessions and schema versioning for the preference store.
+
+Any SQLAlchemy URL works; the default is a SQLite file with WAL (readers never block
+the writer), foreign keys on, and a busy timeout so that concurrent writers wait
+instead of failing. A database written by another schema version is upgraded by the
+migrations below or refused with one clear line, never silently misread.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from labeling import models
+from labeling.models import SCHEMA_VERSION, Meta
+
+DEFAULT_DB = "sqlite:///prefloop.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# version N -> function upgrading a version-N database to N+1, run in one transaction.
+MIGRATIONS: dict[int, Callable[[Session], None]] = {}
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this version of prefloop."""
+
+
+def db_url(url: str | None = None) -> str:
+    """The URL given, else $PREFLOOP_DB, else ./prefloop.db. A bare path means a SQLite file."""
+    url = url or os.environ.get("PREFLOOP_DB") or DEFAULT_DB
+    return url if "://" in url else f"sqlite:///{url}"
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = db_url(url)
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            poolclass=StaticPool if memory else None,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # pysqlite's own transaction handling would defer BEGIN; take control so that
+    # `BEGIN IMMEDIATE` (used by assignment) really takes the write lock up front.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn) -> None:
+    immediate = conn.get_execution_options().get("sqlite_immediate")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def init_db(engine: Engine) -> None:
+    """Create the tables of a new database, or check/upgrade an existing one."""
+    tables = set(inspect(engine).get_table_names())
+    if not tables:
+        SQLModel.metadata.create_all(engine)
+        with Session(engine) as session:
+            session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            session.commit()
+        return
+    if Meta.__tablename__ not in tables:
+        raise SchemaError("database has tables but no prefloop_meta: it was not created by prefloop (refusing to touch it)")
+    _upgrade(engine)
+    SQLModel.metadata.create_all(engine)  # tables added since (no-op otherwise)
+
+
+def schema_version(engine: Engine) -> int:
+    with Session(engine) as session:
+        row = session.get(Meta, "schema_version")
+        return int(row.value) if row else 0
+
+
+def _upgrade(engine: Engine) -> None:
+    version = schema_version(engine)
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {version} is newer than this prefloop supports ({SCHEMA_VERSION}); upgrade prefloop"
+        )
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise SchemaError(f"database schema version {version} cannot be upgraded to {SCHEMA_VERSION}: no migration")
+        with Session(engine) as session:
+            step(session)
+            session.get(Meta, "schema_version").value = str(version + 1)
+            session.commit()
+        version += 1
+
+
+def open_store(url: str | None = None) -> Engine:
+    """Engine for the store at `url`, created or upgraded as needed."""
+    engine = make_engine(url)
+    init_db(engine)
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine, immediate: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error (all-or-nothing).
+
+    `immediate=True` takes SQLite's write lock at BEGIN, so read-then-write sequences
+    (assigning a slot) cannot interleave with another writer. PostgreSQL uses row locks.
+    """
+    with Session(engine) as session:
+        if immediate:
+            session.connection(execution_options={"sqlite_immediate": True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def get_project(session: Session, name: str) -> models.Project:
+    project = session.exec(select(models.Project).where(models.Project.name == name)).first()
+    if project is None:
+        raise LookupError(f"project {name!r} does not exist (create it with `labeling init --project {name}`)")
+    return project

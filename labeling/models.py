@@ -1,0 +1,130 @@
+"""The preference store: SQLModel tables (the data model that ties the packages together).
+
+Prompt -> Candidate -> Task (2..K candidates) -> Assignment (annotator, lease) -> Judgment.
+JSON columns hold small structured values (a conversation, a candidate id list, ratings).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+MODES = ("pairwise", "ranking")
+ROLES = ("annotator", "admin")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+class Meta(SQLModel, table=True):
+    """Key/value facts about the database itself; holds `schema_version`."""
+
+    __tablename__ = "prefloop_meta"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=256)
+
+
+class Annotator(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=64)
+    role: str = Field(default="annotator", max_length=16)  # annotator | admin
+    password_hash: str = Field(max_length=256)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Project(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=128)
+    guidelines: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    mode: str = Field(default="pairwise", max_length=16)  # pairwise | ranking
+    k: int = 2  # candidates per task (2 for pairwise)
+    overlap: int = 1  # distinct annotators per task
+    criteria: Optional[list] = _json()  # e.g. ["helpfulness", "harmlessness", "honesty"], rated 1..5
+    gold_rate: float = 0.0  # share of served tasks that are gold tasks
+    lease_seconds: int = 1800  # an unanswered assignment returns to the queue after this
+    is_open: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Prompt(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    messages: list = Field(sa_column=Column(JSON, nullable=False))  # [{"role", "content"}, ...]
+    source: Optional[str] = Field(default=None, max_length=512)
+    split: Optional[str] = Field(default=None, max_length=32)
+    meta: Optional[dict] = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Candidate(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    model: str = Field(max_length=256, index=True)
+    round: int = 0
+    gen_config: Optional[dict] = _json()  # temperature, top_p, max_new_tokens, seed, ...
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Task(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    candidate_ids: list = Field(sa_column=Column(JSON, nullable=False))  # 2..K candidate ids
+    priority: float = Field(default=0.0, index=True)  # higher is served first
+    gold: Optional[dict] = _json()  # {"choice": ...} or {"ranking": [...]}: a known answer
+    round: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Assignment(SQLModel, table=True):
+    """One annotator's lease on one of a task's `overlap` slots.
+
+    `slot` is unique per task while the lease lives: the database itself refuses a
+    second holder of a slot, so concurrent servers cannot exceed the overlap.
+    An expired or skipped assignment gives its slot back (slot = NULL).
+    """
+
+    __table_args__ = (
+        UniqueConstraint("task_id", "annotator_id", name="uq_assignment_task_annotator"),
+        UniqueConstraint("task_id", "slot", name="uq_assignment_task_slot"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    slot: Optional[int] = None
+    display_order: list = Field(sa_column=Column(JSON, nullable=False))  # candidate ids as shown
+    status: str = Field(default="open", max_length=16)  # open | done | skipped | expired
+    skip_reason: Optional[str] = Field(default=None, max_length=512)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Judgment(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("task_id", "annotator_id", name="uq_judgment_task_annotator"),
+        UniqueConstraint("client_request_id", name="uq_judgment_request"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    assignment_id: Optional[int] = Field(default=None, foreign_key="assignment.id")
+    display_order: list = Field(sa_column=Column(JSON, nullable=False))  # candidate ids, A first
+    choice: Optional[str] = Field(default=None, max_length=32)  # see labeling.choices.CHOICES
+    ranking: Optional[list] = _json()  # best-first candidate ids (ranking projects)
+    ratings: Optional[dict] = _json()  # {criterion: {candidate_id: 1..5}}
+    rationale: Optional[str] = Field(default=None, sa_column=Column(Text))
+    edited_response: Optional[str] = Field(default=None, sa_column=Column(Text))
+    ms_spent: Optional[int] = None
+    client_request_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -1,0 +1,40 @@
+"""A tiny subcommand dispatcher: `tool SUBCOMMAND [flags]`, each subcommand a lazily imported main(argv).
+
+Keeping imports lazy makes `tool --help` instant even though subcommands pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
+    """`commands` maps name -> ("module:function", one-line help)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: {prog} COMMAND [--config FILE.yaml] [flags]\n\ncommands:")
+        for name, (_, help_text) in commands.items():
+            print(f"  {name:<12} {help_text}")
+        print(f"\n`{prog} COMMAND --help` lists a command's flags.")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        print(f"{prog}: unknown command {name!r}; choose from {', '.join(commands)}", file=sys.stderr)
+        return 2
+    module, func = commands[name][0].split(":")
+    return run_main(getattr(importlib.import_module(module), func), rest, prog)
+
+
+def run_main(func, argv: list[str], prog: str) -> int:
+    """Run a subcommand; expected errors (bad input) print one line instead of a traceback."""
+    from prefloop.errors import UserError
+
+    try:
+        return func(argv) or 0
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,136 @@
+"""Reading and writing record files: JSONL, CSV, Parquet, or a `datasets` directory.
+
+Every reader yields (row_number, record) so that a caller can name the exact row of
+a bad record. Row numbers are 1-based lines for JSONL/CSV (header = line 1 for CSV
+so data starts at 2) and 1-based record indices for Parquet and datasets.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterator
+
+FORMATS = ("jsonl", "csv", "parquet", "datasets")
+
+
+class DataFileError(ValueError):
+    """One line naming the file, the row and what is wrong."""
+
+
+def detect_format(path: str | Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        return "datasets"
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise DataFileError(f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .csv, .parquet or a datasets directory")
+
+
+def iter_records(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, dict]]:
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file or directory")
+    fmt = fmt or detect_format(path)
+    reader = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet, "datasets": _iter_datasets}[fmt]
+    yield from reader(path)
+
+
+def read_records(path: str | Path, fmt: str | None = None) -> list[dict]:
+    return [record for _, record in iter_records(path, fmt)]
+
+
+def write_records(records: list[dict], path: str | Path, fmt: str | None = None) -> Path:
+    """Write records; `fmt` defaults from the suffix (a path without one becomes a datasets dir)."""
+    path = Path(path)
+    fmt = fmt or (detect_format(path) if path.suffix else "datasets")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        tmp.replace(path)  # readers never see a half-written file
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    elif fmt == "datasets":
+        from datasets import Dataset
+
+        Dataset.from_list(records).save_to_disk(str(path))
+    elif fmt == "csv":
+        columns = sorted({key for record in records for key in record})
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for record in records:
+                writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in record.items()})
+    else:
+        raise DataFileError(f"{path}: unknown output format {fmt}")
+    return path
+
+
+def _iter_jsonl(path: Path):
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataFileError(f"{path}: row {number}: not valid JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise DataFileError(f"{path}: row {number}: expected a JSON object")
+            yield number, record
+
+
+def _iter_csv(path: Path):
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        for number, row in enumerate(reader, start=2):
+            if None in row:
+                raise DataFileError(f"{path}: row {number}: more fields than the header has columns")
+            yield number, {k: _maybe_json(v) for k, v in row.items()}
+
+
+def _maybe_json(value):
+    """CSV cells holding JSON lists/objects (e.g. a conversation) are decoded."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _iter_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise DataFileError(f"{path}: not a readable Parquet file ({err})") from err
+    for number, record in enumerate(table.to_pylist(), start=1):
+        yield number, record
+
+
+def _iter_datasets(path: Path):
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise DataFileError(f"{path}: not a datasets directory ({err})") from err
+    if isinstance(ds, DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    for number, record in enumerate(ds, start=1):
+        yield number, dict(record)

