@@ -115,13 +115,17 @@ def open_store(url: str | None = None) -> Engine:
 
 
 @contextmanager
-def session_scope(engine: Engine, immediate: bool = False) -> Iterator[Session]:
+def session_scope(engine: Engine, immediate: bool = True) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error (all-or-nothing).
 
-    `immediate=True` takes SQLite's write lock at BEGIN, so read-then-write sequences
-    (assigning a slot) cannot interleave with another writer. PostgreSQL uses row locks.
+    `immediate=True` (the default) takes SQLite's write lock at BEGIN: a deferred
+    transaction that reads and then writes fails at once with "database is locked"
+    when another writer committed in between (the busy timeout does not apply to a
+    lock upgrade), while BEGIN IMMEDIATE simply waits its turn. Pure readers may pass
+    `immediate=False`; under WAL they never block. PostgreSQL ignores the option.
     """
-    with Session(engine) as session:
+    # expire_on_commit=False: rows returned from the scope stay readable after it closes.
+    with Session(engine, expire_on_commit=False) as session:
         if immediate:
             session.connection(execution_options={"sqlite_immediate": True})
         try:

@@ -6,10 +6,12 @@ JSON columns hold small structured values (a conversation, a candidate id list, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Text, UniqueConstraint, event
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 1
@@ -60,10 +62,23 @@ class Prompt(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
     messages: list = Field(sa_column=Column(JSON, nullable=False))  # [{"role", "content"}, ...]
+    # sha256 of the conversation (filled in on insert): re-imports dedupe on it.
+    digest: Optional[str] = Field(default=None, max_length=64, index=True)
     source: Optional[str] = Field(default=None, max_length=512)
     split: Optional[str] = Field(default=None, max_length=32)
     meta: Optional[dict] = _json()
     created_at: datetime = Field(default_factory=utcnow)
+
+
+def conversation_digest(messages: list) -> str:
+    canonical = json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@event.listens_for(Prompt, "before_insert")
+def _fill_digest(_mapper, _conn, prompt: Prompt) -> None:
+    if prompt.digest is None:
+        prompt.digest = conversation_digest(prompt.messages)
 
 
 class Candidate(SQLModel, table=True):
@@ -82,7 +97,9 @@ class Task(SQLModel, table=True):
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
     candidate_ids: list = Field(sa_column=Column(JSON, nullable=False))  # 2..K candidate ids
     priority: float = Field(default=0.0, index=True)  # higher is served first
-    gold: Optional[dict] = _json()  # {"choice": ...} or {"ranking": [...]}: a known answer
+    # A known answer makes this a gold task: {"ranking": [candidate ids, best first]}.
+    # Pairwise gold = the two ids, winner first; a judgment is correct iff its winner is ranking[0].
+    gold: Optional[dict] = _json()
     round: int = 0
     created_at: datetime = Field(default_factory=utcnow)
 

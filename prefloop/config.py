@@ -51,6 +51,8 @@ def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
         help_text = f"{help_text} (default: {default})" if default is not dataclasses.MISSING else help_text
         if kind is bool:
             parser.add_argument(*flags, dest=f.name, type=_parse_bool, nargs="?", const=True, help=help_text)
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const=False,
+                                help=argparse.SUPPRESS)
         elif is_list:
             parser.add_argument(*flags, dest=f.name, type=kind, nargs="+", help=help_text)
         else:

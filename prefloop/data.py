@@ -34,6 +34,10 @@ def detect_format(path: str | Path) -> str:
 
 
 def iter_records(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, dict]]:
+    """Rows of a file, a datasets directory, or `hf:NAME[:SPLIT]` (a `load_dataset` name cached locally)."""
+    if str(path).startswith("hf:"):
+        yield from _iter_hub(str(path)[3:])
+        return
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"{path}: no such file or directory")
@@ -51,6 +55,8 @@ def write_records(records: list[dict], path: str | Path, fmt: str | None = None)
     path = Path(path)
     fmt = fmt or (detect_format(path) if path.suffix else "datasets")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt in ("parquet", "datasets"):
+        records = _uniform(records)
     if fmt == "jsonl":
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
@@ -76,6 +82,12 @@ def write_records(records: list[dict], path: str | Path, fmt: str | None = None)
     else:
         raise DataFileError(f"{path}: unknown output format {fmt}")
     return path
+
+
+def _uniform(records: list[dict]) -> list[dict]:
+    """Columnar writers infer columns from the first row: give every row every column."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    return [{key: record.get(key) for key in columns} for record in records]
 
 
 def _iter_jsonl(path: Path):
@@ -121,6 +133,18 @@ def _iter_parquet(path: Path):
         raise DataFileError(f"{path}: not a readable Parquet file ({err})") from err
     for number, record in enumerate(table.to_pylist(), start=1):
         yield number, record
+
+
+def _iter_hub(spec: str):
+    from datasets import load_dataset
+
+    name, _, split = spec.partition(":")
+    try:
+        ds = load_dataset(name, split=split or "train")
+    except Exception as err:  # offline: only datasets already in the local cache load
+        raise DataFileError(f"hf:{spec}: cannot be loaded locally ({str(err).splitlines()[0]})") from err
+    for number, record in enumerate(ds, start=1):
+        yield number, dict(record)
 
 
 def _iter_datasets(path: Path):

@@ -1,0 +1,186 @@
+"""`align dpo`: Direct Preference Optimization (Rafailov et al. 2023) on exported pairs, or online.
+
+Offline DPO is TRL's `DPOTrainer` (tokenisation, reference handling, precomputed reference log-probs,
+checkpoints, resume) with its loss replaced by `align.losses`: the same functions the online loop and
+the closed-form bandit test use, plus ODPO margins from the judged strength.
+
+The reference policy π_ref:
+  * LoRA: the same weights with the adapter disabled (no second copy in memory);
+  * full fine-tuning: a frozen copy of the initial policy, or, with `precompute_ref_log_probs`,
+    log π_ref(y|x) computed once for every pair before training, so no reference model is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from trl import DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import add_fused_lm_head, use_adapter
+
+from align.losses import log_ratio_difference, preference_loss
+
+
+@dataclass
+class PairCollator(DataCollatorForPreference):
+    """TRL's preference collator (rows = [chosen; rejected]) that also carries each pair's margin (B,)."""
+
+    def torch_call(self, examples: list[dict]) -> dict:
+        batch = super().torch_call(examples)
+        batch["margin"] = torch.tensor([float(e.get("margin") or 0.0) for e in examples])  # (B,)
+        return batch
+
+
+class PrefloopDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer whose loss comes from `align.losses` (a dict of loss functions, not an if-chain)."""
+
+    def __init__(self, *args, loss_type: str = "sigmoid", margin_scale: float = 1.0, **kwargs):
+        self.pref_loss_type = loss_type
+        self.margin_scale = margin_scale
+        super().__init__(*args, **kwargs)
+        # TRL's fused LM head also folds entropy, mean logit and top-1 into every forward for its own
+        # metrics; log π(y_t) is all this loss needs, so re-patch with that alone (saves a pass over V).
+        policy = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        add_fused_lm_head(policy, outputs=("log_probs",))
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "margin" not in self._signature_columns:
+            self._signature_columns.append("margin")
+
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "margin"})
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        # 1. log π_θ(y|x): rows are [chosen; rejected], summed over response tokens
+        completion_mask = inputs["completion_mask"]  # (2B, T)
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)  # (2B, T)
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
+                        fused_lm_head=True, use_cache=False)
+        logps = outputs.log_probs.sum(1)  # (2B,), 0 off the response
+        # 2. log π_ref(y|x): precomputed, a frozen copy, or the base with the adapter disabled
+        ref_logps = self._reference_logps(inputs)  # (2B,)
+        # 3. the preference loss on h = Δ log-ratio (align/losses.py)
+        lengths = completion_mask[:, 1:].sum(1)  # (2B,) response tokens
+        chosen, rejected = logps.chunk(2)
+        ref_chosen, ref_rejected = ref_logps.chunk(2)
+        h = log_ratio_difference(self.pref_loss_type, chosen, rejected, ref_chosen, ref_rejected,
+                                 *lengths.chunk(2))  # (B,)
+        margin = self.margin_scale * inputs["margin"] if "margin" in inputs else None
+        loss = preference_loss(self.pref_loss_type, h, self.beta, margin, self.label_smoothing).mean()
+        # 4. diagnostics: implicit rewards r̂ = β·log(π_θ/π_ref) (DPO Eq. 5), preference accuracy, KL
+        self._log_pair_metrics(mode, chosen.detach() - ref_chosen, rejected.detach() - ref_rejected)
+        if mode == "eval" and (self.ref_model is not None or self._is_peft):
+            self._metrics[mode]["kl"].append(self._exact_kl(inputs).mean().item())
+        return loss
+
+    @property
+    def _is_peft(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def _reference_logps(self, inputs) -> torch.Tensor:
+        if self.precompute_ref_logps:
+            return torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(self.accelerator.device)
+        model = self.ref_model if self.ref_model is not None else self.model
+        ref_chosen, ref_rejected = self.compute_ref_log_probs(model, inputs)
+        return torch.cat([ref_chosen, ref_rejected])
+
+    def _reference_context(self):
+        if self.ref_model is None and self._is_peft:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        return contextlib.nullcontext()
+
+    def _log_pair_metrics(self, mode: str, chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor) -> None:
+        chosen_rewards = self.beta * chosen_logratios  # (B,)
+        rejected_rewards = self.beta * rejected_logratios
+        gather = self.accelerator.gather_for_metrics
+        metrics = {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards,
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),  # preference accuracy
+        }
+        for name, value in metrics.items():
+            self._metrics[mode][name].append(gather(value).mean().item())
+
+    @torch.no_grad()
+    def _exact_kl(self, inputs) -> torch.Tensor:
+        """Σ_t KL(π_θ(·|x, y<t) ‖ π_ref(·|x, y<t)) over response positions, per sequence (2B,).
+
+        Exact over the vocabulary (not a sample estimate), at the positions of the held-out responses;
+        one row at a time so the (T, V) logits of both models stay small.
+        """
+        kls = []
+        ref = self.ref_model if self.ref_model is not None else self.model
+        for ids, attn, mask in zip(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]):
+            ids, attn = ids[None], attn[None]
+            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=attn).logits[0, :-1].float(), -1)
+            with self._reference_context():
+                ref_logp = torch.log_softmax(ref(input_ids=ids, attention_mask=attn).logits[0, :-1].float(), -1)
+            kl_t = (logp.exp() * (logp - ref_logp)).sum(-1)  # (T-1,)
+            kls.append((kl_t * mask[1:]).sum())
+        return torch.stack(kls)
+
+
+def main(argv: list[str]) -> int:
+    from align.dpo_config import DPOConfig
+    from prefloop.config import parse_config
+
+    cfg = parse_config(DPOConfig, argv, prog="align dpo")
+    if cfg.online:
+        from align.dpo_online import train_online
+
+        train_online(cfg)
+    else:
+        train_offline(cfg)
+    return 0
+
+
+def train_offline(cfg) -> Path:
+    """Offline DPO; returns the directory of the final model (output_dir/final)."""
+    from datasets import Dataset
+    from trl import DPOConfig as TRLDPOConfig
+
+    from align.preference_data import load_eval_file, load_pairwise, split_by_prompt
+    from align.train_common import (load_policy, lora_config, metrics_callback, resume_checkpoint, save_final,
+                                     trl_args)
+    from prefloop.config import to_dict
+    from prefloop.hardware import detect
+    from prefloop.models import resolve_model
+
+    # 1. data, validated before any model is loaded
+    loaded = load_pairwise(cfg)
+    train_rows, eval_rows = split_by_prompt(loaded.rows, 0.0 if cfg.eval_data else cfg.eval_fraction, cfg.seed)
+    if cfg.eval_data:
+        eval_rows = load_eval_file(cfg.eval_data, "pairwise")
+    print(f"[prefloop] dpo: {len(train_rows)} training pairs, {len(eval_rows)} held-out, loss {cfg.loss_type}, "
+          f"β={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
+    # 2. policy (TRL builds π_ref: a frozen copy, the adapter-disabled base, or precomputed log-probs)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_policy(cfg.model)
+    args = TRLDPOConfig(**trl_args(cfg, has_eval=bool(eval_rows)), beta=cfg.beta,
+                        label_smoothing=cfg.label_smoothing, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+                        prediction_loss_only=True, truncation_mode="keep_start")
+    trainer = PrefloopDPOTrainer(
+        model=model, args=args, processing_class=tokenizer,
+        data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id, max_length=cfg.max_length),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        peft_config=lora_config(cfg), callbacks=[metrics_callback(cfg.output_dir)],
+        loss_type=cfg.loss_type, margin_scale=cfg.margin_scale)
+    # 3. train, evaluating the held-out pairs before and after
+    checkpoint = resume_checkpoint(cfg)
+    before = trainer.evaluate() if eval_rows and checkpoint is None else {}
+    trainer.train(resume_from_checkpoint=checkpoint)
+    after = trainer.evaluate() if eval_rows else {}
+    # 4. save a plain transformers model with where it came from
+    metadata = {"command": "align dpo", "base_model": resolve_model(cfg.model), "config": to_dict(cfg),
+                "data": loaded.source, "skipped": loaded.skipped, "train_pairs": len(train_rows),
+                "eval_pairs": len(eval_rows), "hardware": detect().describe(),
+                "eval_before": before, "eval_after": after}
+    return save_final(trainer.model, tokenizer, cfg, metadata)

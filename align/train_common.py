@@ -1,0 +1,160 @@
+"""What `align sft` and `align dpo` share: the common config fields, TRL arguments, LoRA, saving, resuming.
+
+The precision and gradient checkpointing always come from `prefloop.hf.hardware_training_args()`, never
+from TRL's defaults (bf16=True and gradient checkpointing on, ~400x slower on a CPU without bf16 units).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METADATA_FILE = "prefloop_metadata.json"
+
+
+@dataclass
+class TrainConfig:
+    """Fields common to the supervised and preference trainers (see SFTConfig, DPOConfig)."""
+
+    # model
+    model: str | None = field(default=None, metadata={"help": "policy π_θ to fine-tune: HF id, local dir, or the "
+                                                                "embedded default when unset (also π_ref's init)"})
+    output_dir: str = field(default="runs/align", metadata={"help": "checkpoints, metrics.jsonl, runs/ (TensorBoard) "
+                                                                     "and final/ (the model)"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (Hu et al. 2021) instead of all weights"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α/r)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"],
+                                           metadata={"help": "modules that get an adapter ('all-linear' = every "
+                                                             "linear layer except the LM head)"})
+    merge_lora: bool = field(default=True, metadata={"help": "merge the adapter into the final model so plain "
+                                                             "transformers loads it; false keeps an adapter dir"})
+    # data
+    data: str | None = field(default=None, metadata={"help": "export file (.jsonl/.csv/.parquet/datasets dir)"})
+    store: str | None = field(default=None, metadata={"help": "preference store URL to export from directly "
+                                                              "(instead of --data); the snapshot is recorded"})
+    project: str | None = field(default=None, metadata={"help": "project name in the store"})
+    eval_data: str | None = field(default=None, metadata={"help": "held-out file; default: split off eval_fraction"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of prompts held out for evaluation"})
+    max_length: int = field(default=512, metadata={"help": "tokens kept per prompt+response (truncated at the end)"})
+    # optimisation
+    learning_rate: float = field(default=1e-6, metadata={"help": "AdamW step size η"})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides num_train_epochs when > 0"})
+    batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    seed: int = field(default=0, metadata={"help": "random seed (data order, LoRA init, split)"})
+    # bookkeeping
+    logging_steps: int = field(default=10, metadata={"help": "optimizer steps between metric logs"})
+    eval_steps: int = field(default=0, metadata={"help": "steps between evaluations; 0 = at start and end only"})
+    save_steps: int = field(default=100, metadata={"help": "steps between checkpoints"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+
+    def __post_init__(self):
+        if self.data and self.store:
+            raise ValueError("give either data (an export file) or store (+ project), not both")
+        if self.store and not self.project:
+            raise ValueError("store needs project")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        for name in ("lora_r", "batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
+                     "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def trl_args(cfg: TrainConfig, has_eval: bool) -> dict:
+    """Keyword arguments shared by TRL's SFTConfig and DPOConfig, precision from the hardware found."""
+    from prefloop.hf import hardware_training_args
+
+    # Held-out data is always evaluated before and after training (by the caller); in between every eval_steps.
+    eval_strategy = "steps" if has_eval and cfg.eval_steps > 0 else "no"
+    return dict(
+        output_dir=cfg.output_dir,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps or None,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=["tensorboard"],
+        max_length=cfg.max_length,
+        dataset_num_proc=None,
+        disable_tqdm=False,
+        **hardware_training_args(),
+    )
+
+
+def load_policy(name: str | None):
+    """(model, tokenizer) with fp32 master weights; the hardware's precision applies through autocast.
+
+    Pure-bf16 weights would round away AdamW updates of size η ≈ 1e-6 (bf16 keeps ~3 significant digits).
+    """
+    import torch
+
+    from prefloop.models import load_causal_lm
+
+    return load_causal_lm(name, dtype=torch.float32)
+
+
+def lora_config(cfg: TrainConfig):
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    targets = cfg.lora_target_modules
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                      target_modules=targets[0] if targets == ["all-linear"] else targets)
+
+
+def resume_checkpoint(cfg: TrainConfig) -> str | None:
+    """The last checkpoint in output_dir when --resume is set (None: start from scratch)."""
+    if not cfg.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+    print(f"[prefloop] resume: {'from ' + last if last else 'no checkpoint in ' + cfg.output_dir + ', starting fresh'}")
+    return last
+
+
+def save_final(model, tokenizer, cfg: TrainConfig, metadata: dict) -> Path:
+    """Save the policy where plain `AutoModelForCausalLM.from_pretrained(output_dir/final)` loads it."""
+    out = Path(cfg.output_dir) / "final"
+    if cfg.lora and cfg.merge_lora:
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / METADATA_FILE).write_text(json.dumps({**metadata, "saved_at": time.time()}, indent=2, default=str))
+    print(f"[prefloop] final model: {out}")
+    return out
+
+
+def metrics_callback(log_dir: str):
+    """`prefloop.hf.JsonlMetricsCallback` kept open past `on_train_end`, so the final evaluation is logged too."""
+    from prefloop.hf import JsonlMetricsCallback
+
+    class _KeepOpen(JsonlMetricsCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            pass  # every line is flushed as written; the process exit closes the file
+
+    return _KeepOpen(log_dir)

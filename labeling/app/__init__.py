@@ -1,0 +1,11 @@
+"""The labeling web app (Gradio), in small modules; importing this package imports nothing heavy.
+
+    context.py   AppContext: the engine and settings every handler gets (no module globals)
+    auth.py      login check for Gradio's auth, the Viewer behind each request, role checks
+    render.py    untrusted text -> sanitised HTML (markdown-it + Pygments + nh3)
+    service.py   the annotator's use cases (next task, submit, skip, progress), gradio-free
+    admin.py     the admin's use cases (stats, projects, export), gradio-free, role-checked
+    annotate.py  the annotator page;  dashboard.py  the admin dashboard
+    api.py       the same actions as Gradio API endpoints (gradio_client), same login
+    build.py     assembles the Blocks and the launch arguments
+"""

@@ -1,0 +1,57 @@
+"""Login and roles.
+
+Gradio's own login (`launch(auth=callable)`) guards every route: the page, its config,
+the queue and the API endpoints, so browser and gradio_client use the same accounts.
+Gradio then tells each handler the user name (`request.username`); `viewer_for` turns
+it into a Viewer re-read from the database on every call, so a deactivated account or
+a changed role takes effect at once, not at the next login.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from labeling.models import Annotator
+from labeling.users import authenticate
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in user behind one request."""
+
+    id: int
+    name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def login_checker(engine: Engine) -> Callable[[str, str], bool]:
+    """The `auth` callable for Gradio: True when the name and password match an active account."""
+    def check(username: str, password: str) -> bool:
+        with Session(engine) as session:
+            return authenticate(session, username, password) is not None
+
+    return check
+
+
+def viewer_for(engine: Engine, username: str | None) -> Viewer:
+    if not username:
+        raise PermissionError("sign in first")
+    with Session(engine) as session:
+        user = session.exec(select(Annotator).where(Annotator.name == username)).first()
+        if user is None or not user.active:
+            raise PermissionError(f"account {username!r} is not active")
+        return Viewer(id=user.id, name=user.name, role=user.role)
+
+
+def require_admin(viewer: Viewer) -> Viewer:
+    if not viewer.is_admin:
+        raise PermissionError("admins only")
+    return viewer

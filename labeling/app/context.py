@@ -1,0 +1,15 @@
+"""What every handler needs, passed explicitly: no module-level mutable state in the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+
+@dataclass(frozen=True)
+class AppContext:
+    engine: Engine
+    default_project: str | None = None  # preselected project on the annotator page
+    export_dir: Path | None = None  # where admin exports are written (a fresh temp dir if None)

@@ -1,0 +1,131 @@
+"""The annotator's use cases, shared by the page and the API (one code path saves a vote).
+
+What an annotator receives about a task is `TaskView.public()`: the guidelines, the
+conversation and the responses under their shown labels (A, B, ...). Candidate ids,
+model names, the gold answer and other annotators' judgments never leave the server;
+labels are mapped back to candidate ids here, from the stored assignment.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from labeling import assign
+from labeling.app.auth import Viewer
+from labeling.app.render import LABELS
+from labeling.choices import CHOICES
+from labeling.models import Assignment, Candidate, Project, Prompt, Task
+from prefloop.errors import InputError
+
+
+@dataclass(frozen=True)
+class TaskView:
+    assignment_id: int
+    client_request_id: str  # fresh per served assignment: a resubmission is recorded once
+    project: str
+    mode: str  # pairwise | ranking
+    guidelines: str
+    criteria: list[str]
+    conversation: list[dict]  # [{"role", "content"}]
+    responses: list[dict]  # [{"label": "A", "text": ...}] in the shown order
+    expires_at: str  # ISO time at which the lease lapses
+
+    def public(self) -> dict:
+        return asdict(self)
+
+
+def open_projects(engine: Engine, viewer: Viewer) -> list[str]:
+    """Projects this viewer may work on: the open ones (admins also see closed ones)."""
+    with Session(engine) as session:
+        query = select(Project.name).order_by(Project.id)
+        if not viewer.is_admin:
+            query = query.where(Project.is_open == True)  # noqa: E712 - SQL expression
+        return list(session.exec(query).all())
+
+
+def next_task(engine: Engine, viewer: Viewer, project: str) -> TaskView | None:
+    """The viewer's current task in `project` (resumed or newly assigned); None when done."""
+    assignment = assign.next_assignment(engine, project, viewer.id)
+    return None if assignment is None else _view(engine, assignment)
+
+
+def _view(engine: Engine, assignment: Assignment) -> TaskView:
+    with Session(engine) as session:
+        task = session.get(Task, assignment.task_id)
+        project = session.get(Project, task.project_id)
+        prompt = session.get(Prompt, task.prompt_id)
+        texts = {c.id: c.text for c in session.exec(
+            select(Candidate).where(Candidate.id.in_(assignment.display_order)))}
+    responses = [{"label": LABELS[i], "text": texts[cid]} for i, cid in enumerate(assignment.display_order)]
+    return TaskView(assignment_id=assignment.id, client_request_id=uuid.uuid4().hex, project=project.name,
+                    mode=project.mode, guidelines=project.guidelines or "", criteria=list(project.criteria or []),
+                    conversation=[{"role": m.get("role", "user"), "content": m.get("content", "")}
+                                  for m in prompt.messages],
+                    responses=responses, expires_at=assignment.expires_at.isoformat())
+
+
+def submit(engine: Engine, viewer: Viewer, *, assignment_id: int, client_request_id: str,
+           choice: str | None = None, ranking: list[str] | str | None = None, ratings: dict | None = None,
+           rationale: str | None = None, edited_response: str | None = None,
+           ms_spent: int | None = None) -> dict:
+    """Record the viewer's answer to one of their assignments; labels refer to the shown order."""
+    assignment = assign.get_assignment(engine, assignment_id, viewer.id)
+    order = list(assignment.display_order)
+    if choice is not None and choice not in CHOICES:
+        raise InputError(f"choice: expected one of {', '.join(CHOICES)}, got {choice!r}")
+    judgment = assign.submit_judgment(
+        engine, assignment_id=assignment_id, annotator_id=viewer.id, client_request_id=client_request_id,
+        choice=choice or None, ranking=ranking_ids(ranking, order) if ranking else None,
+        ratings=ratings_by_id(ratings, order), rationale=(rationale or "").strip() or None,
+        edited_response=(edited_response or "").strip() or None, ms_spent=ms_spent)
+    return {"judgment_id": judgment.id, "assignment_id": assignment_id, "recorded": True}
+
+
+def ranking_ids(ranking: list[str] | str, order: list[int]) -> list[int]:
+    """Best-first labels ("CAB" or ["C", "A", "B"]) to candidate ids; every shown label exactly once."""
+    labels = [c for c in ranking.upper() if not c.isspace() and c not in ">,"] if isinstance(ranking, str) \
+        else [str(x).strip().upper() for x in ranking]
+    shown = list(LABELS[:len(order)])
+    if sorted(labels) != shown:
+        raise InputError(f"ranking: order all of {', '.join(shown)} once each, best first (got {''.join(labels)!r})")
+    return [order[shown.index(label)] for label in labels]
+
+
+def ratings_by_id(ratings: dict | None, order: list[int]) -> dict | None:
+    """{criterion: {label: 1..5}} to {criterion: {candidate id: score}}; blanks are dropped."""
+    if not ratings:
+        return None
+    shown = LABELS[:len(order)]
+    out: dict[str, dict[str, int]] = {}
+    for criterion, scores in ratings.items():
+        for label, score in (scores or {}).items():
+            if score is None or score == "":
+                continue
+            label = str(label).strip().upper()
+            if label not in shown:
+                raise InputError(f"ratings[{criterion}]: no response {label!r} (shown: {', '.join(shown)})")
+            out.setdefault(str(criterion), {})[str(order[shown.index(label)])] = _score(criterion, label, score)
+    return out or None
+
+
+def _score(criterion: str, label: str, score) -> int:
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        raise InputError(f"ratings[{criterion}][{label}]: {score!r} is not a number 1..5") from None
+    if value != int(value) or not 1 <= value <= 5:
+        raise InputError(f"ratings[{criterion}][{label}]: {score!r} is not an integer in 1..5")
+    return int(value)
+
+
+def skip(engine: Engine, viewer: Viewer, assignment_id: int, reason: str) -> dict:
+    skipped = assign.skip(engine, assignment_id, viewer.id, reason)
+    return {"assignment_id": skipped.id, "skipped": True}
+
+
+def progress(engine: Engine, viewer: Viewer, project: str) -> dict:
+    return asdict(assign.progress(engine, project, viewer.id))

@@ -1,0 +1,357 @@
+"""Task assignment: who labels what next, under overlap, leases and gold tasks.
+
+The rules, all enforced inside one database transaction per claim:
+
+1. Leases that ran out go back to the queue (status "expired", slot NULL).
+2. An annotator who still holds a live lease in the project gets that one back
+   (a page reload or a second tab shows the same task, never a second one).
+3. With probability `project.gold_rate` a gold task (known answer) this annotator has
+   not seen is served; gold tasks hold no slot, every annotator may see each once.
+4. Otherwise the highest-priority task that this annotator has never been assigned
+   and that has fewer than `project.overlap` slots taken gets its lowest free slot.
+
+The database is the arbiter, so this holds across several server processes:
+`UNIQUE(task_id, slot)` refuses a second holder of a slot and
+`UNIQUE(task_id, annotator_id)` a second assignment of a task to one annotator; a
+claim that loses such a race is retried. On SQLite the claim runs under
+`BEGIN IMMEDIATE` (writers queue up); on PostgreSQL `FOR UPDATE SKIP LOCKED` makes
+concurrent claimers pick different tasks instead of colliding.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, TypeVar
+
+from sqlalchemy import String, cast, exists, func, or_, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlmodel import Session, select
+
+from labeling.db import session_scope
+from labeling.judgments import record_judgment
+from labeling.models import Assignment, Judgment, Project, Task, utcnow
+from prefloop.errors import InputError
+
+T = TypeVar("T")
+
+CLAIM_ATTEMPTS = 20  # a claim that loses a slot race is retried this often
+CANDIDATES_PER_CLAIM = 8  # tasks examined per attempt before re-reading the queue
+MAX_SKIP_REASON = 512
+# SQLSTATEs worth retrying on PostgreSQL: serialization failure, deadlock.
+_RETRY_SQLSTATES = {"40001", "40P01"}
+
+
+class LeaseLost(InputError):
+    """The assignment is no longer this annotator's to answer (expired, skipped or done)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    done_today: int  # judgments by this annotator since 00:00 UTC
+    done_total: int  # judgments by this annotator in the project
+    remaining: int  # tasks still open to this annotator (free slot, never assigned to them)
+
+
+# ---------------------------------------------------------------------------
+# retries
+
+
+def with_retry(fn: Callable[[], T], attempts: int = CLAIM_ATTEMPTS) -> T:
+    """Run `fn` (one whole transaction) again when it lost a race the database reported.
+
+    IntegrityError: a concurrent claim took the same slot or task first.
+    OperationalError "database is locked": SQLite refused a stale read-then-write.
+    40001/40P01: PostgreSQL serialization failure or deadlock.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (IntegrityError, OperationalError, DBAPIError) as err:
+            if attempt == attempts - 1 or not _is_transient(err):
+                raise
+            time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))  # de-synchronise the racers
+    raise AssertionError("unreachable")
+
+
+def _is_transient(err: DBAPIError) -> bool:
+    if isinstance(err, IntegrityError):
+        return True
+    sqlstate = getattr(err.orig, "sqlstate", None)
+    return sqlstate in _RETRY_SQLSTATES or "database is locked" in str(err.orig)
+
+
+# ---------------------------------------------------------------------------
+# claiming work
+
+
+def next_assignment(engine: Engine, project: str | int, annotator_id: int, *,
+                    now: datetime | None = None, rng: random.Random | None = None) -> Assignment | None:
+    """The annotator's current lease in `project`, or a newly claimed one; None when no work is left."""
+    rng = rng or random.SystemRandom()
+
+    def claim() -> Assignment | None:
+        with session_scope(engine, immediate=True) as session:
+            at = now or utcnow()
+            proj = _project(session, project)
+            if not proj.is_open:
+                raise InputError(f"project {proj.name!r} is closed")
+            _expire(session, at)
+            assignment = (_live_lease(session, proj.id, annotator_id, at)
+                          or _claim_gold(session, proj, annotator_id, at, rng)
+                          or _claim_regular(session, proj, annotator_id, at, rng))
+            if assignment is not None:
+                session.flush()
+                session.expunge(assignment)
+            return assignment
+
+    return with_retry(claim)
+
+
+def _project(session: Session, project: str | int) -> Project:
+    column = Project.id if isinstance(project, int) else Project.name
+    found = session.exec(select(Project).where(column == project)).first()
+    if found is None:
+        raise LookupError(f"project {project!r} does not exist")
+    return found
+
+
+def _expire(session: Session, at: datetime) -> int:
+    """1. Give back the slots of leases that ran out."""
+    result = session.execute(update(Assignment)
+                             .where(Assignment.status == "open", Assignment.expires_at < at)
+                             .values(status="expired", slot=None))
+    return result.rowcount
+
+
+def _live_lease(session: Session, project_id: int, annotator_id: int, at: datetime) -> Assignment | None:
+    """2. The lease this annotator already holds in the project (resume, never a second task)."""
+    return session.exec(
+        select(Assignment).join(Task, Task.id == Assignment.task_id)
+        .where(Task.project_id == project_id, Assignment.annotator_id == annotator_id,
+               Assignment.status == "open", Assignment.expires_at >= at)
+        .order_by(Assignment.id)).first()
+
+
+def _is_gold():
+    # A JSON column may hold SQL NULL or the JSON literal null for "no gold answer".
+    return ~or_(Task.gold.is_(None), cast(Task.gold, String) == "null")
+
+
+def _not_seen_by(annotator_id: int):
+    return ~exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == annotator_id)
+
+
+def _claim_gold(session: Session, proj: Project, annotator_id: int, at: datetime,
+                rng: random.Random) -> Assignment | None:
+    """3. A gold task, at rate gold_rate, that this annotator has not been given yet."""
+    if proj.gold_rate <= 0 or rng.random() >= proj.gold_rate:
+        return None
+    gold_ids = session.exec(select(Task.id).where(Task.project_id == proj.id, _is_gold(),
+                                                  _not_seen_by(annotator_id))).all()
+    if not gold_ids:
+        return None
+    task = session.get(Task, rng.choice(list(gold_ids)))
+    return _lease(session, proj, task, annotator_id, None, at, rng)
+
+
+def _claim_regular(session: Session, proj: Project, annotator_id: int, at: datetime,
+                   rng: random.Random) -> Assignment | None:
+    """4. The highest-priority task with a free slot, at its lowest free slot."""
+    query = (select(Task).where(Task.project_id == proj.id, ~_is_gold(), _not_seen_by(annotator_id),
+                                _slots_taken(Task.id) < proj.overlap)
+             .order_by(Task.priority.desc(), Task.id).limit(CANDIDATES_PER_CLAIM)
+             .with_for_update(skip_locked=True, of=Task))
+    for task in session.exec(query).all():
+        taken = set(session.exec(select(Assignment.slot).where(
+            Assignment.task_id == task.id, Assignment.slot.is_not(None))).all())
+        free = [slot for slot in range(proj.overlap) if slot not in taken]
+        if free:
+            return _lease(session, proj, task, annotator_id, free[0], at, rng)
+    return None
+
+
+def _slots_taken(task_id_column):
+    return (select(func.count()).select_from(Assignment)
+            .where(Assignment.task_id == task_id_column, Assignment.slot.is_not(None))
+            .correlate(Task).scalar_subquery())
+
+
+def _lease(session: Session, proj: Project, task: Task, annotator_id: int, slot: int | None,
+           at: datetime, rng: random.Random) -> Assignment:
+    # The shown order is random per assignment and stored, so position bias can be measured.
+    order = rng.sample(list(task.candidate_ids), len(task.candidate_ids))
+    assignment = Assignment(task_id=task.id, annotator_id=annotator_id, slot=slot, display_order=order,
+                            status="open", created_at=at,
+                            expires_at=at + timedelta(seconds=proj.lease_seconds))
+    session.add(assignment)
+    return assignment
+
+
+def expire_leases(engine: Engine, now: datetime | None = None) -> int:
+    """Return every lapsed lease's slot to the queue; the number of leases expired."""
+    def run() -> int:
+        with session_scope(engine, immediate=True) as session:
+            return _expire(session, now or utcnow())
+
+    return with_retry(run)
+
+
+# ---------------------------------------------------------------------------
+# answering work
+
+
+def get_assignment(engine: Engine, assignment_id: int, annotator_id: int) -> Assignment:
+    """The assignment, only if it belongs to this annotator (no probing of others' work)."""
+    with Session(engine) as session:
+        assignment = session.get(Assignment, assignment_id)
+        if assignment is None or assignment.annotator_id != annotator_id:
+            raise InputError(f"assignment {assignment_id}: not one of yours")
+        session.expunge(assignment)
+        return assignment
+
+
+def renew_lease(engine: Engine, assignment_id: int, annotator_id: int, *,
+                now: datetime | None = None) -> Assignment:
+    """Extend a live lease by the project's lease time; LeaseLost if it is no longer held.
+
+    A lease past its expiry that nobody reaped yet still counts: its slot was never given away.
+    """
+    def run() -> Assignment:
+        with session_scope(engine, immediate=True) as session:
+            at = now or utcnow()
+            assignment = session.get(Assignment, assignment_id)
+            if assignment is None or assignment.annotator_id != annotator_id:
+                raise InputError(f"assignment {assignment_id}: not one of yours")
+            project = session.get(Project, session.get(Task, assignment.task_id).project_id)
+            # Conditional update: the row lock orders this against a concurrent expiry.
+            result = session.execute(update(Assignment).where(
+                Assignment.id == assignment_id, Assignment.status == "open",
+            ).values(expires_at=at + timedelta(seconds=project.lease_seconds)))
+            if result.rowcount != 1:
+                raise LeaseLost(f"assignment {assignment_id}: {_status(session, assignment_id)}; "
+                                "load the next task")
+            session.refresh(assignment)
+            session.expunge(assignment)
+            return assignment
+
+    return with_retry(run)
+
+
+def _status(session: Session, assignment_id: int) -> str:
+    status = session.exec(select(Assignment.status).where(Assignment.id == assignment_id)).one()
+    return {"expired": "the lease expired and the task went back to the queue",
+            "skipped": "it was skipped", "done": "it is already answered"}.get(status, status)
+
+
+def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, client_request_id: str,
+                    choice: str | None = None, ranking: list[int] | None = None, ratings: dict | None = None,
+                    rationale: str | None = None, edited_response: str | None = None,
+                    ms_spent: int | None = None, now: datetime | None = None) -> Judgment:
+    """The one way a vote is saved (browser and API alike): lease check, then `record_judgment`.
+
+    The shown order comes from the stored assignment, never from the client. A repeated
+    `client_request_id` (double click, retried request) returns the judgment already stored.
+    """
+    prior = _judgment_for_request(engine, client_request_id)
+    if prior is not None:
+        if prior.annotator_id != annotator_id or prior.assignment_id != assignment_id:
+            raise InputError("client_request_id: already used for a different assignment")
+        return prior
+    assignment = renew_lease(engine, assignment_id, annotator_id, now=now)
+    if ms_spent is None:
+        ms_spent = int(((now or utcnow()) - assignment.created_at).total_seconds() * 1000)
+    ms_spent = max(0, min(ms_spent, 86_400_000 - 1))
+    return with_retry(lambda: record_judgment(
+        engine, task_id=assignment.task_id, annotator_id=annotator_id,
+        display_order=list(assignment.display_order), client_request_id=client_request_id,
+        choice=choice, ranking=ranking, ratings=ratings, rationale=rationale,
+        edited_response=edited_response, ms_spent=ms_spent))
+
+
+def _judgment_for_request(engine: Engine, client_request_id: str) -> Judgment | None:
+    with Session(engine) as session:
+        judgment = session.exec(select(Judgment).where(Judgment.client_request_id == client_request_id)).first()
+        if judgment is not None:
+            session.expunge(judgment)
+        return judgment
+
+
+def skip(engine: Engine, assignment_id: int, annotator_id: int, reason: str) -> Assignment:
+    """Give the task back with a reason; it is never served to this annotator again."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InputError("skip: a reason is required")
+    if len(reason) > MAX_SKIP_REASON:
+        raise InputError(f"skip reason: {len(reason)} characters, at most {MAX_SKIP_REASON}")
+
+    def run() -> Assignment:
+        with session_scope(engine, immediate=True) as session:
+            assignment = session.get(Assignment, assignment_id)
+            if assignment is None or assignment.annotator_id != annotator_id:
+                raise InputError(f"assignment {assignment_id}: not one of yours")
+            result = session.execute(update(Assignment).where(
+                Assignment.id == assignment_id, Assignment.status == "open",
+            ).values(status="skipped", slot=None, skip_reason=reason))
+            if result.rowcount != 1:
+                raise LeaseLost(f"assignment {assignment_id}: {_status(session, assignment_id)}")
+            session.refresh(assignment)
+            session.expunge(assignment)
+            return assignment
+
+    return with_retry(run)
+
+
+# ---------------------------------------------------------------------------
+# priorities (active learning) and progress
+
+
+def set_priorities(engine: Engine, priorities: dict[int, float]) -> int:
+    """Set task priorities (higher is served first); the number of tasks updated.
+
+    The hook for active learning: the reward-model side scores open pairs and raises
+    the priority of the uncertain ones, without importing anything from the app.
+    """
+    if not priorities:
+        return 0
+    for task_id, priority in priorities.items():
+        if not isinstance(priority, (int, float)) or priority != priority:  # NaN check
+            raise InputError(f"task {task_id}: priority {priority!r} is not a number")
+
+    def run() -> int:
+        with session_scope(engine, immediate=True) as session:
+            known = set(session.exec(select(Task.id).where(Task.id.in_(list(priorities)))).all())
+            missing = sorted(set(priorities) - known)
+            if missing:
+                raise InputError(f"set_priorities: no such task(s) {missing[:10]}")
+            for task_id in sorted(priorities):  # a fixed order: concurrent writers cannot deadlock
+                session.execute(update(Task).where(Task.id == task_id).values(priority=float(priorities[task_id])))
+            return len(priorities)
+
+    return with_retry(run)
+
+
+def progress(engine: Engine, project: str | int, annotator_id: int, now: datetime | None = None) -> Progress:
+    at = now or utcnow()
+    midnight = at.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    with Session(engine) as session:
+        proj = _project(session, project)
+        mine = (select(func.count()).select_from(Judgment).join(Task, Task.id == Judgment.task_id)
+                .where(Task.project_id == proj.id, Judgment.annotator_id == annotator_id))
+        done_total = session.exec(mine).one()
+        done_today = session.exec(mine.where(Judgment.created_at >= midnight)).one()
+        remaining = session.exec(select(func.count()).select_from(Task).where(
+            Task.project_id == proj.id, ~_is_gold(), _not_seen_by(annotator_id),
+            _live_slots(at) < proj.overlap)).one()
+    return Progress(done_today=done_today, done_total=done_total, remaining=remaining)
+
+
+def _live_slots(at: datetime):
+    """Slots held by answered or still-live assignments (lapsed leases count as free)."""
+    return (select(func.count()).select_from(Assignment)
+            .where(Assignment.task_id == Task.id, Assignment.slot.is_not(None),
+                   or_(Assignment.status != "open", Assignment.expires_at >= at))
+            .correlate(Task).scalar_subquery())

@@ -1,0 +1,654 @@
+"""`labeling export`: judgments -> preference datasets (pairwise, ranking, sft, raw) with a dataset card.
+
+Row formats (the contract read by reward_model and align; TRL's conversational format):
+
+    pairwise  {"prompt": [msgs], "chosen": [assistant msg], "rejected": [assistant msg],
+               "margin": float (pairwise projects: mean judged strength, 1 better / 2 much better; 0 for ties),
+               "tie": bool, "prompt_id", "task_id", "annotators", "agreement"}
+    ranking   {"prompt": [msgs], "responses": [[assistant msg], ...] best first, "prompt_id", "task_id",
+               "annotators", "agreement"}
+    sft       {"messages": [msgs..., assistant msg], "prompt": [msgs], "completion": [assistant msg],
+               "prompt_id", "source": "edited" | "winner"}
+    raw       one row per judgment, unaggregated; annotators pseudonymised by a salted hash.
+
+Aggregation across the annotators of a task (`aggregate`):
+    majority  pairwise projects: the most frequent outcome (winner, tie or both_bad); a shared
+              top is a split vote, not a judgment, and is dropped. Ranking projects: the most
+              frequent full ranking.
+    borda     ranking projects: Borda count; pairs with equal points are dropped as split votes.
+    none      every judgment is its own row.
+`agreement` is the share of the task's annotators agreeing with a row (per pair for rankings,
+averaged over the pairs of a ranking row); rows below `min_agreement` are dropped.
+
+Decisions worth knowing:
+  * `both_bad` never yields a chosen/rejected pair (neither response is preferable), and is no
+    SFT negative either; it still counts as a vote, so it lowers the agreement of a pair.
+    The ideal response such an annotator writes is used as an SFT example like any edit.
+  * Gold tasks only measure annotators (gold accuracy = share of gold tasks whose winner,
+    or top of the ranking, matches the known answer); they are never exported, except in raw.
+    Annotators without gold judgments are kept by `min_gold_accuracy`.
+  * SFT rows: edited ideal responses first, then clear winners: judged "much better" by the
+    majority (mean strength 2), or agreed on by at least two annotators with a share of at
+    least `sft_min_agreement`. Duplicate texts for a prompt are written once.
+  * Splits are by prompt: a hash of (seed, prompt digest) puts every row of a conversation on
+    the same side, so no prompt (not even an identical re-import) is in train and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import mean
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from labeling.agreement import agreement_summary, borda_ranking, majority_vote, pair_agreement
+from labeling.choices import preference, ranking_pairs
+from labeling.db import get_project
+from labeling.models import Annotator, Candidate, Judgment, Prompt, Task
+from prefloop.errors import InputError
+
+FORMATS = ("pairwise", "ranking", "sft", "raw")
+AGGREGATES = ("majority", "borda", "none")
+TIES = ("drop", "keep")
+SPLITS = ("train", "test")
+FILE_FORMATS = ("jsonl", "parquet", "datasets")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    aggregate: str = "majority"
+    min_agreement: float = 0.0
+    ties: str = "drop"
+    min_gold_accuracy: float | None = None
+    exclude_annotators: tuple[str, ...] = ()
+    split: str | None = None
+    test_fraction: float = 0.0
+    seed: int = 0
+    rounds: tuple[int, ...] = ()
+    until_judgment_id: int | None = None
+    salt: str | None = None
+    sft_min_agreement: float = 1.0
+    margin: bool = True
+
+    def __post_init__(self):
+        _one_of("aggregate", self.aggregate, AGGREGATES)
+        _one_of("ties", self.ties, TIES)
+        if self.split is not None:
+            _one_of("split", self.split, SPLITS)
+        for name in ("min_agreement", "sft_min_agreement"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{name}={getattr(self, name)}: expected a share in [0, 1]")
+        if self.min_gold_accuracy is not None and not 0.0 <= self.min_gold_accuracy <= 1.0:
+            raise InputError(f"min_gold_accuracy={self.min_gold_accuracy}: expected a share in [0, 1]")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise InputError(f"test_fraction={self.test_fraction}: expected a share in [0, 1)")
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise InputError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+
+
+# --- 1. a consistent snapshot of the project ---------------------------------------
+
+@dataclass
+class Snapshot:
+    project: object  # labeling.models.Project (detached)
+    prompts: dict[int, Prompt]
+    candidates: dict[int, Candidate]
+    tasks: dict[int, Task]
+    judgments: list[Judgment]  # ordered by id
+    annotators: dict[int, str]  # id -> name
+    max_judgment_id: int | None
+
+
+def load_snapshot(engine: Engine, project_name: str, *, until_judgment_id: int | None = None,
+                  rounds: tuple[int, ...] = ()) -> Snapshot:
+    """Everything an export needs, read in one transaction (REPEATABLE READ on PostgreSQL)."""
+    with Session(engine) as session:
+        if engine.dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        project = get_project(session, project_name)
+        tasks = {t.id: t for t in session.exec(select(Task).where(Task.project_id == project.id).order_by(Task.id))
+                 if not rounds or t.round in rounds}
+        query = (select(Judgment).join(Task, Task.id == Judgment.task_id)
+                 .where(Task.project_id == project.id).order_by(Judgment.id))
+        if until_judgment_id is not None:
+            query = query.where(Judgment.id <= until_judgment_id)
+        judgments = [j for j in session.exec(query) if j.task_id in tasks]
+        prompts = {p.id: p for p in session.exec(select(Prompt).where(Prompt.project_id == project.id))}
+        candidates = {c.id: c for c in session.exec(
+            select(Candidate).join(Prompt, Prompt.id == Candidate.prompt_id).where(Prompt.project_id == project.id))}
+        annotators = {a.id: a.name for a in session.exec(select(Annotator))}
+    max_id = max((j.id for j in judgments), default=None)
+    return Snapshot(project, prompts, candidates, tasks, judgments, annotators, max_id)
+
+
+# --- 2. votes, gold accuracy, and which annotators count ---------------------------
+
+@dataclass(frozen=True)
+class Vote:
+    """One judgment in candidate ids: `outcome` = winner id, "tie" or "both_bad" (pairwise)."""
+
+    judgment: Judgment
+    outcome: object | None
+    strength: int
+    ranking: tuple | None
+
+
+def to_vote(judgment: Judgment, mode: str) -> Vote | None:
+    """The judgment in candidate ids, or None if it holds no answer for this project's mode."""
+    if mode == "ranking":
+        ranking = tuple(judgment.ranking or ())
+        return Vote(judgment, ranking[0], 0, ranking) if ranking else None
+    if judgment.choice is None:
+        return None
+    pref = preference(judgment.display_order, judgment.choice)
+    outcome = pref.chosen if pref.label == "win" else pref.label
+    ranking = (pref.chosen, pref.rejected) if pref.label == "win" else None
+    return Vote(judgment, outcome, pref.strength, ranking)
+
+
+def gold_correct(task: Task, judgment: Judgment) -> bool:
+    """A judgment of a gold task is correct iff its winner (top of its ranking) is the gold winner."""
+    if judgment.ranking:
+        return judgment.ranking[0] == task.gold["ranking"][0]
+    return judgment.choice is not None and preference(judgment.display_order, judgment.choice).chosen == \
+        task.gold["ranking"][0]
+
+
+def gold_accuracy(snapshot: Snapshot) -> dict[int, float]:
+    """annotator id -> share of their gold-task judgments that are correct (annotators with gold only)."""
+    scores: dict[int, list[bool]] = defaultdict(list)
+    for j in snapshot.judgments:
+        task = snapshot.tasks[j.task_id]
+        if task.gold:
+            scores[j.annotator_id].append(gold_correct(task, j))
+    return {a: sum(s) / len(s) for a, s in scores.items()}
+
+
+def excluded_annotators(snapshot: Snapshot, opts: ExportOptions) -> set[int]:
+    by_name = {name: a for a, name in snapshot.annotators.items()}
+    unknown = [name for name in opts.exclude_annotators if name not in by_name]
+    if unknown:
+        raise InputError(f"exclude_annotators: no annotator named {', '.join(map(repr, unknown))}")
+    excluded = {by_name[name] for name in opts.exclude_annotators}
+    if opts.min_gold_accuracy is not None:
+        excluded |= {a for a, acc in gold_accuracy(snapshot).items() if acc < opts.min_gold_accuracy}
+    return excluded
+
+
+def agreement_triples(snapshot: Snapshot, votes: list[Vote]) -> list[tuple]:
+    """(item, rater, label) for agreement statistics: a pairwise task is one item labelled with its
+    outcome; a ranking task is one item per candidate pair, labelled with the better candidate."""
+    triples = []
+    for v in votes:
+        j = v.judgment
+        if snapshot.project.mode == "pairwise":
+            triples.append((j.task_id, j.annotator_id, v.outcome))
+        elif v.ranking:
+            for better, worse in ranking_pairs(list(v.ranking)):
+                triples.append(((j.task_id, min(better, worse), max(better, worse)), j.annotator_id, better))
+    return triples
+
+
+# --- 3. aggregation: pairs and rankings per task -----------------------------------
+
+@dataclass(frozen=True)
+class Pair:
+    task_id: int
+    chosen: int
+    rejected: int
+    agreement: float
+    annotators: int
+    margin: float | None = None
+    tie: bool = False
+
+
+@dataclass(frozen=True)
+class Ranked:
+    task_id: int
+    order: tuple
+    agreement: float  # mean pair agreement over the ranking's pairs
+    annotators: int
+    top_share: float  # share of annotators who put order[0] first
+
+
+def choice_pairs(task: Task, votes: list[Vote], opts: ExportOptions, dropped: Counter) -> list[Pair]:
+    """Pairs from a pairwise task's choices (majority outcome, or every vote)."""
+    outcomes = [v.outcome for v in votes]
+    if opts.aggregate == "none":
+        groups = [(v.outcome, [v], outcomes.count(v.outcome) / len(votes), 1) for v in votes]
+    else:
+        top, share = majority_vote(outcomes)
+        if top is None:
+            dropped["no_majority"] += 1
+            return []
+        groups = [(top, [v for v in votes if v.outcome == top], share, len(votes))]
+    pairs = []
+    for outcome, agreeing, share, n in groups:
+        reason = "both_bad" if outcome == "both_bad" else "low_agreement" if share < opts.min_agreement else \
+            "tie" if outcome == "tie" and opts.ties == "drop" else None
+        if reason:
+            dropped[reason] += 1
+            continue
+        a, b = task.candidate_ids
+        if outcome == "tie":
+            pairs.append(Pair(task.id, a, b, share, n, 0.0, tie=True))
+        else:
+            margin = mean(v.strength for v in agreeing)  # 1 = better, 2 = much better
+            pairs.append(Pair(task.id, outcome, b if outcome == a else a, share, n, float(margin)))
+    return pairs
+
+
+def task_rankings(mode: str, task: Task, votes: list[Vote], opts: ExportOptions,
+                  dropped: Counter) -> list[Ranked]:
+    """Aggregated best-first orders of a ranking task (of a pairwise task: its decisive outcome)."""
+    if mode == "pairwise":
+        return [Ranked(p.task_id, (p.chosen, p.rejected), p.agreement, p.annotators, p.agreement)
+                for p in choice_pairs(task, votes, _without_ties(opts), dropped)]
+    rankings = [v.ranking for v in votes]
+    if opts.aggregate == "none":
+        orders = rankings
+    elif opts.aggregate == "borda":
+        orders = [tuple(borda_ranking(rankings)[0])]
+    else:
+        top, _ = majority_vote(rankings)
+        if top is None:
+            dropped["no_majority"] += 1
+            return []
+        orders = [top]
+    n = 1 if opts.aggregate == "none" else len(rankings)
+    return [Ranked(task.id, order, mean(pair_agreement(rankings, b, w) for b, w in ranking_pairs(list(order))),
+                   n, sum(r[0] == order[0] for r in rankings) / len(rankings)) for order in orders]
+
+
+def ranking_task_pairs(task: Task, votes: list[Vote], opts: ExportOptions, dropped: Counter) -> list[Pair]:
+    """Pairs of a ranking task: `ranking_pairs` of each aggregated order, each with its own agreement."""
+    rankings = [v.ranking for v in votes]
+    _, points = borda_ranking(rankings)
+    pairs = []
+    for ranked in task_rankings("ranking", task, votes, opts, dropped):
+        for better, worse in ranking_pairs(list(ranked.order)):
+            share = pair_agreement(rankings, better, worse)
+            if opts.aggregate == "borda" and points[better] == points[worse]:
+                dropped["no_majority"] += 1  # a split vote on this pair, not a judged tie
+            elif share < opts.min_agreement:
+                dropped["low_agreement"] += 1
+            else:
+                pairs.append(Pair(task.id, better, worse, share, ranked.annotators))
+    return pairs
+
+
+def task_pairs(mode: str, task: Task, votes: list[Vote], opts: ExportOptions, dropped: Counter) -> list[Pair]:
+    if mode == "ranking":
+        return ranking_task_pairs(task, votes, opts, dropped)
+    return choice_pairs(task, votes, opts, dropped)
+
+
+def _without_ties(opts: ExportOptions) -> ExportOptions:
+    return replace(opts, ties="drop")
+
+
+# --- 4. rows -----------------------------------------------------------------------
+
+@dataclass
+class Context:
+    snapshot: Snapshot
+    opts: ExportOptions
+    votes_by_task: dict[int, list[Vote]]  # exported (non-gold) tasks, counted annotators only
+    dropped: Counter = field(default_factory=Counter)
+
+    def prompt(self, task_id: int) -> list[dict]:
+        messages = self.snapshot.prompts[self.snapshot.tasks[task_id].prompt_id].messages
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+    def response(self, candidate_id: int) -> list[dict]:
+        return [{"role": "assistant", "content": self.snapshot.candidates[candidate_id].text}]
+
+    def task(self, task_id: int) -> Task:
+        return self.snapshot.tasks[task_id]
+
+
+def pairwise_rows(ctx: Context) -> list[dict]:
+    with_margin = ctx.opts.margin and ctx.snapshot.project.mode == "pairwise"
+    rows = []
+    for task_id, votes in ctx.votes_by_task.items():
+        for pair in task_pairs(ctx.snapshot.project.mode, ctx.task(task_id), votes, ctx.opts, ctx.dropped):
+            row = {"prompt": ctx.prompt(task_id), "chosen": ctx.response(pair.chosen),
+                   "rejected": ctx.response(pair.rejected)}
+            if with_margin:
+                row["margin"] = pair.margin
+            rows.append(row | {"tie": pair.tie, "prompt_id": ctx.task(task_id).prompt_id, "task_id": task_id,
+                               "annotators": pair.annotators, "agreement": pair.agreement})
+    return rows
+
+
+def ranking_rows(ctx: Context) -> list[dict]:
+    rows = []
+    for task_id, votes in ctx.votes_by_task.items():
+        for ranked in task_rankings(ctx.snapshot.project.mode, ctx.task(task_id), votes, ctx.opts, ctx.dropped):
+            if ranked.agreement < ctx.opts.min_agreement:
+                ctx.dropped["low_agreement"] += 1
+                continue
+            rows.append({"prompt": ctx.prompt(task_id), "responses": [ctx.response(c) for c in ranked.order],
+                         "prompt_id": ctx.task(task_id).prompt_id, "task_id": task_id,
+                         "annotators": ranked.annotators, "agreement": ranked.agreement})
+    return rows
+
+
+def sft_rows(ctx: Context) -> list[dict]:
+    """Edited ideal responses first, then clear winners (see the module docstring)."""
+    examples: list[tuple[int, str, str]] = []  # (task id, text, source)
+    for task_id, votes in ctx.votes_by_task.items():
+        examples += [(task_id, v.judgment.edited_response, "edited") for v in votes if v.judgment.edited_response]
+    for task_id, votes in ctx.votes_by_task.items():
+        examples += [(task_id, ctx.snapshot.candidates[c].text, "winner") for c in _clear_winners(ctx, task_id, votes)]
+    rows, seen = [], set()
+    for task_id, text, source in examples:
+        prompt_id = ctx.task(task_id).prompt_id
+        if (prompt_id, text) in seen:
+            continue
+        seen.add((prompt_id, text))
+        prompt, completion = ctx.prompt(task_id), [{"role": "assistant", "content": text}]
+        rows.append({"messages": prompt + completion, "prompt": prompt, "completion": completion,
+                     "prompt_id": prompt_id, "task_id": task_id, "source": source})
+    return rows
+
+
+def _clear_winners(ctx: Context, task_id: int, votes: list[Vote]) -> list[int]:
+    def clear(share: float, n: int) -> bool:
+        return n >= 2 and share >= ctx.opts.sft_min_agreement
+
+    sink = Counter()  # SFT does not report pair-level drops
+    task = ctx.task(task_id)
+    if ctx.snapshot.project.mode == "pairwise":
+        return [p.chosen for p in choice_pairs(task, votes, _without_ties(ctx.opts), sink)
+                if p.margin == 2.0 or clear(p.agreement, p.annotators)]
+    return [r.order[0] for r in task_rankings("ranking", task, votes, ctx.opts, sink)
+            if r.agreement >= ctx.opts.min_agreement and clear(r.top_share, r.annotators)]
+
+
+def raw_rows(ctx: Context) -> list[dict]:
+    """Every judgment of the counted annotators (gold tasks included and flagged), unaggregated."""
+    snap, salt = ctx.snapshot, ctx.opts.salt or secrets.token_hex(16)
+    excluded = excluded_annotators(snap, ctx.opts)
+    rows = []
+    for j in snap.judgments:
+        if j.annotator_id in excluded:
+            continue
+        task = snap.tasks[j.task_id]
+        pref = preference(j.display_order, j.choice) if j.choice else None
+        rows.append({
+            "judgment_id": j.id, "task_id": task.id, "prompt_id": task.prompt_id, "round": task.round,
+            "prompt": ctx.prompt(task.id),
+            "candidates": [{"id": c, "model": snap.candidates[c].model, "text": snap.candidates[c].text}
+                           for c in task.candidate_ids],
+            "annotator": pseudonym(j.annotator_id, salt), "display_order": list(j.display_order),
+            "choice": j.choice, "ranking": list(j.ranking) if j.ranking else None,
+            "chosen": pref.chosen if pref else (j.ranking[0] if j.ranking else None),
+            "rejected": pref.rejected if pref else None, "strength": pref.strength if pref else None,
+            "ratings": _ratings_list(j.ratings), "rationale": j.rationale, "edited_response": j.edited_response,
+            "ms_spent": j.ms_spent, "gold": bool(task.gold),
+            "gold_correct": gold_correct(task, j) if task.gold else None,
+            "created_at": as_utc(j.created_at).isoformat(timespec="seconds"),
+        })
+    return rows
+
+
+def pseudonym(annotator_id: int, salt: str) -> str:
+    """A stable stand-in for an annotator within one export; without the salt it cannot be reversed."""
+    return "ann-" + hashlib.sha256(f"{salt}:{annotator_id}".encode()).hexdigest()[:12]
+
+
+def _ratings_list(ratings: dict | None) -> list[dict]:
+    """{criterion: {candidate id: score}} as a list of records: one schema for every row (Parquet)."""
+    return [{"criterion": crit, "candidate_id": int(cand), "score": score}
+            for crit, scores in (ratings or {}).items() for cand, score in scores.items()]
+
+
+def as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+
+
+ROW_BUILDERS: dict[str, Callable[[Context], list[dict]]] = {
+    "pairwise": pairwise_rows, "ranking": ranking_rows, "sft": sft_rows, "raw": raw_rows,
+}
+
+
+# --- 5. the export: rows, split by prompt, card ------------------------------------
+
+def prompt_split(key: str, test_fraction: float, seed: int) -> str:
+    """'test' for a deterministic `test_fraction` of prompt keys, else 'train'."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < test_fraction else "train"
+
+
+def export_dataset(engine: Engine, project_name: str, fmt: str = "pairwise",
+                   **options) -> tuple[dict[str, list[dict]], dict]:
+    """({split: rows}, card facts). One split "train" unless test_fraction > 0 (or `split` picks one)."""
+    _one_of("format", fmt, FORMATS)
+    opts = ExportOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    snap = load_snapshot(engine, project_name, until_judgment_id=opts.until_judgment_id, rounds=opts.rounds)
+    if opts.aggregate == "borda" and snap.project.mode != "ranking":
+        raise InputError(f"aggregate=borda: project {project_name!r} is pairwise; Borda counts need rankings")
+    excluded = excluded_annotators(snap, opts)
+    votes_by_task: dict[int, list[Vote]] = defaultdict(list)
+    for j in snap.judgments:
+        vote = to_vote(j, snap.project.mode)
+        if vote is not None and j.annotator_id not in excluded and not snap.tasks[j.task_id].gold:
+            votes_by_task[j.task_id].append(vote)
+    ctx = Context(snap, opts, dict(votes_by_task))
+    rows = ROW_BUILDERS[fmt](ctx)
+    splits: dict[str, list[dict]] = {"train": [], "test": []} if opts.test_fraction > 0 else {"train": []}
+    for row in rows:
+        prompt = snap.prompts[row["prompt_id"]]
+        splits.setdefault(prompt_split(prompt.digest or str(prompt.id), opts.test_fraction, opts.seed), []).append(row)
+    if opts.split is not None:
+        splits = {opts.split: splits.get(opts.split, [])}
+    return splits, _card(ctx, fmt, splits, excluded)
+
+
+def export_records(engine: Engine, project_name: str, fmt: str = "pairwise", **options) -> list[dict]:
+    """Rows of `fmt` (see the module docstring); options are the fields of ExportOptions:
+    aggregate, min_agreement, ties, min_gold_accuracy, exclude_annotators, split, test_fraction,
+    seed, rounds, until_judgment_id, salt, sft_min_agreement, margin."""
+    splits, _ = export_dataset(engine, project_name, fmt, **options)
+    return [row for rows in splits.values() for row in rows]
+
+
+def _card(ctx: Context, fmt: str, splits: dict[str, list[dict]], excluded: set[int]) -> dict:
+    snap, opts = ctx.snapshot, ctx.opts
+    rows = [row for part in splits.values() for row in part]
+    votes = [v for vs in ctx.votes_by_task.values() for v in vs]
+    summary = agreement_summary(agreement_triples(snap, votes))
+    accuracy = gold_accuracy(snap)
+    task_ids = {row["task_id"] for row in rows}
+    used = {c for t in task_ids for c in snap.tasks[t].candidate_ids}
+    return {
+        "project": snap.project.name, "mode": snap.project.mode, "overlap": snap.project.overlap, "format": fmt,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "snapshot": {"judgments": len(snap.judgments), "max_judgment_id": snap.max_judgment_id},
+        "rounds": sorted({snap.tasks[t].round for t in task_ids}),
+        "models": sorted({snap.candidates[c].model for c in used}),
+        "options": {"aggregate": opts.aggregate, "min_agreement": opts.min_agreement, "ties": opts.ties,
+                    "min_gold_accuracy": opts.min_gold_accuracy, "excluded_by_name": len(opts.exclude_annotators),
+                    "test_fraction": opts.test_fraction, "seed": opts.seed, "split": opts.split,
+                    "rounds": list(opts.rounds), "until_judgment_id": opts.until_judgment_id,
+                    "sft_min_agreement": opts.sft_min_agreement},
+        "counts": {"rows": len(rows), "splits": {name: len(part) for name, part in splits.items()},
+                   "prompts": len({row["prompt_id"] for row in rows}), "tasks": len(task_ids),
+                   "judgments_used": len(votes), "gold_tasks": sum(1 for t in snap.tasks.values() if t.gold),
+                   "annotators": len({v.judgment.annotator_id for v in votes}),
+                   "annotators_excluded": len(excluded), "dropped": dict(sorted(ctx.dropped.items()))},
+        "agreement": {"mean_row_agreement": mean(r["agreement"] for r in rows) if rows and "agreement" in rows[0]
+                      else None,
+                      "fleiss_kappa": summary["fleiss_kappa"], "krippendorff_alpha": summary["krippendorff_alpha"],
+                      "mean_gold_accuracy": mean(accuracy.values()) if accuracy else None},
+    }
+
+
+# --- 6. writing files and the dataset card -----------------------------------------
+
+def write_export(records: list[dict] | dict[str, list[dict]], out_path: str | Path, fmt: str | None = None,
+                 card: dict | None = None) -> list[Path]:
+    """Write rows (or {split: rows}) as JSONL / Parquet / a datasets directory, with a card beside them.
+
+    Files: `x.jsonl` (or `x.train.jsonl` + `x.test.jsonl`) and `x.card.md`. A datasets directory
+    holds the card as README.md; with several splits it is a DatasetDict (`load_from_disk`).
+    Everything is written to a staging directory first, so a failure leaves no partial output.
+    """
+    from prefloop.data import detect_format, write_records
+
+    splits = records if isinstance(records, dict) else {"train": records}
+    out = Path(out_path)
+    fmt = fmt or (detect_format(out) if out.suffix else "datasets")
+    _one_of("output file format", fmt, FILE_FORMATS)
+    if not any(splits.values()):
+        raise InputError(f"{out}: nothing to write, the export has no rows")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        moves = _stage(splits, out, fmt, staging, write_records)
+        card_path = out / "README.md" if fmt == "datasets" else out.with_name(out.stem + ".card.md")
+        files = [final for _, final in moves]
+        staged_card = (staging / out.name / "README.md") if fmt == "datasets" else staging / card_path.name
+        staged_card.write_text(render_card({**(card or {}), "files": [str(p) for p in files]}, splits), "utf-8")
+        if fmt != "datasets":
+            moves.append((staged_card, card_path))
+        for staged, final in moves:
+            _replace(staged, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return files + [card_path]
+
+
+def _stage(splits, out: Path, fmt: str, staging: Path, write_records) -> list[tuple[Path, Path]]:
+    if fmt == "datasets":
+        root = staging / out.name
+        if len(splits) == 1:
+            write_records(next(iter(splits.values())), root, "datasets")
+        else:  # the layout DatasetDict.save_to_disk writes
+            for name, rows in splits.items():
+                write_records(rows, root / name, "datasets")
+            (root / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
+        return [(root, out)]
+    if len(splits) == 1:
+        return [(write_records(next(iter(splits.values())), staging / out.name, fmt), out)]
+    stem, suffix = out.stem, out.suffix
+    return [(write_records(rows, staging / f"{stem}.{name}{suffix}", fmt), out.with_name(f"{stem}.{name}{suffix}"))
+            for name, rows in splits.items()]
+
+
+def _replace(staged: Path, final: Path) -> None:
+    if final.is_dir():
+        shutil.rmtree(final)
+    os.replace(staged, final)
+
+
+def render_card(card: dict, splits: dict[str, list[dict]]) -> str:
+    """Markdown dataset card: the facts as YAML front matter (machine-readable), then prose."""
+    import yaml
+
+    counts, agreement, opts = card.get("counts", {}), card.get("agreement", {}), card.get("options", {})
+    lines = ["---", yaml.safe_dump({"prefloop": card}, sort_keys=False).rstrip(), "---", "",
+             f"# {card.get('project', '?')}: {card.get('format', '?')} preference data", "",
+             f"Exported {card.get('created_at', '?')} from the prefloop project `{card.get('project', '?')}` "
+             f"({card.get('mode', '?')} mode, overlap {card.get('overlap', '?')}), "
+             f"snapshot up to judgment id {card.get('snapshot', {}).get('max_judgment_id')}, "
+             f"round(s) {card.get('rounds', [])}.", "",
+             "| split | rows |", "| --- | --- |"]
+    lines += [f"| {name} | {len(rows)} |" for name, rows in splits.items()]
+    lines += ["", "## Counts", ""] + [f"- {k}: {v}" for k, v in counts.items() if k != "splits"]
+    lines += ["", "## Agreement", ""] + [f"- {k}: {_fmt(v)}" for k, v in agreement.items()]
+    lines += ["", "## Aggregation", ""] + [f"- {k}: {v}" for k, v in opts.items()]
+    lines += ["", "Models: " + ", ".join(card.get("models", [])) if card.get("models") else "", ""]
+    return "\n".join(lines)
+
+
+def read_card(path: str | Path) -> dict:
+    """The facts of a card written by write_export (its YAML front matter)."""
+    import yaml
+
+    text = Path(path).read_text("utf-8")
+    _, front, _ = text.split("---\n", 2)
+    return yaml.safe_load(front)["prefloop"]
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+# --- 7. command line ---------------------------------------------------------------
+
+@dataclass
+class ExportConfig:
+    """Export a project's judgments as a preference dataset with a dataset card."""
+
+    project: str = field(metadata={"help": "project name"})
+    out: str = field(metadata={"help": "output: x.jsonl, x.parquet, or a directory (a datasets dir)"})
+    db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    format: str = field(default="pairwise", metadata={"help": "row format", "choices": list(FORMATS)})
+    file_format: str | None = field(default=None, metadata={
+        "help": "jsonl, parquet or datasets; default from the suffix of --out", "choices": list(FILE_FORMATS)})
+    aggregate: str = field(default="majority", metadata={
+        "help": "across annotators: majority vote, Borda count (rankings), or none", "choices": list(AGGREGATES)})
+    min_agreement: float = field(default=0.0, metadata={
+        "help": "drop rows agreed on by fewer than this share of the task's annotators"})
+    ties: str = field(default="drop", metadata={"help": "keep tie rows (tie=true) or drop them", "choices": list(TIES)})
+    min_gold_accuracy: float | None = field(default=None, metadata={
+        "help": "exclude annotators whose gold-task accuracy is below this share"})
+    exclude_annotators: list[str] = field(default_factory=list, metadata={"help": "annotator names to leave out"})
+    test_fraction: float = field(default=0.0, metadata={"help": "share of prompts held out as a test split"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompt-hash split"})
+    rounds: list[int] = field(default_factory=list, metadata={"help": "only tasks of these rounds (default all)"})
+    until_judgment_id: int | None = field(default=None, metadata={
+        "help": "reproduce an earlier snapshot: ignore judgments with a larger id"})
+    salt: str | None = field(default=None, metadata={
+        "help": "raw format: secret salt of annotator pseudonyms (default random: unlinkable across exports)"})
+    sft_min_agreement: float = field(default=1.0, metadata={
+        "help": "sft: a winner agreed on by >= 2 annotators with this share is a clear winner"})
+    margin: bool = field(default=True, metadata={"help": "pairwise: write the margin column (judged strength)"})
+
+    def __post_init__(self):
+        if not self.project:
+            raise ValueError("project: a project name is required")
+        ExportOptions(**self.options())  # same validation as the Python API
+
+    def options(self) -> dict:
+        return {"aggregate": self.aggregate, "min_agreement": self.min_agreement, "ties": self.ties,
+                "min_gold_accuracy": self.min_gold_accuracy, "exclude_annotators": tuple(self.exclude_annotators),
+                "test_fraction": self.test_fraction, "seed": self.seed, "rounds": tuple(self.rounds),
+                "until_judgment_id": self.until_judgment_id, "salt": self.salt,
+                "sft_min_agreement": self.sft_min_agreement, "margin": self.margin}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from labeling.db import open_store
+    from prefloop.config import parse_config
+
+    cfg = parse_config(ExportConfig, argv, prog="labeling export")
+    engine = open_store(cfg.db)
+    try:
+        splits, card = export_dataset(engine, cfg.project, cfg.format, **cfg.options())
+    finally:
+        engine.dispose()
+    if not any(splits.values()):
+        raise InputError(f"project {cfg.project!r}: no {cfg.format} rows to export "
+                         f"({card['snapshot']['judgments']} judgments; dropped: {card['counts']['dropped'] or 'none'})")
+    paths = write_export(splits, cfg.out, cfg.file_format, card)
+    sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
+    print(f"exported {card['counts']['rows']} {cfg.format} rows ({sizes}) from {card['snapshot']['judgments']} "
+          f"judgments to {', '.join(map(str, paths))}")
+    return 0

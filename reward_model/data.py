@@ -1,0 +1,117 @@
+"""Comparison data: export rows (pairwise or ranking) -> comparison groups, validated, split by prompt.
+
+A *group* is one judged comparison, best response first:
+    {"prompt": [messages], "responses": [[messages], ...], "margin": float, "tie": bool,
+     "prompt_key": str, "annotators": int | None, "agreement": float | None, "row": <the export row>}
+A pairwise row gives a group of 2 (a tie row keeps its two responses, tie=True); a ranking
+row gives a group of K.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from prefloop.errors import InputError
+from reward_model.encoding import as_conversation, as_messages, response_text
+
+
+def parse_row(row: dict, where: str) -> dict:
+    """One export row -> one group; `where` ("file: row N") prefixes every error."""
+    if "prompt" not in row:
+        raise InputError(f"{where}: missing field 'prompt'")
+    if "responses" in row:
+        responses = row["responses"]
+        if not isinstance(responses, list) or len(responses) < 2:
+            raise InputError(f"{where}: field 'responses' must list at least 2 responses, best first")
+        tie = False
+    elif "chosen" in row and "rejected" in row:
+        responses, tie = [row["chosen"], row["rejected"]], bool(row.get("tie") or False)
+    else:
+        raise InputError(f"{where}: expected fields 'chosen' and 'rejected' (pairwise) or 'responses' (ranking)")
+    try:
+        prompt = as_conversation(row["prompt"])
+        responses = [as_messages(r) for r in responses]
+    except ValueError as err:
+        raise InputError(f"{where}: {err}") from err
+    margin = row.get("margin")
+    if margin is not None and not isinstance(margin, (int, float)):
+        raise InputError(f"{where}: field 'margin' must be a number, got {margin!r}")
+    return {"prompt": prompt, "responses": responses, "margin": float(margin or 0.0), "tie": tie,
+            "prompt_key": str(row.get("prompt_id", json.dumps(prompt, sort_keys=True))),
+            "annotators": row.get("annotators"), "agreement": row.get("agreement"), "row": row}
+
+
+def load_groups(path: str | Path) -> list[dict]:
+    from prefloop.data import iter_records
+
+    return [parse_row(row, f"{path}: row {n}") for n, row in iter_records(path)]
+
+
+def groups_from_records(records: list[dict], source: str) -> list[dict]:
+    return [parse_row(row, f"{source}: record {i}") for i, row in enumerate(records, start=1)]
+
+
+def check_trainable(groups: list[dict], source: str) -> None:
+    """Refuse data a Bradley-Terry model cannot learn from, with one line saying why."""
+    if not groups:
+        raise InputError(f"{source}: no comparisons (empty dataset)")
+    strict = [g for g in groups if not g["tie"] and len({response_text(r) for r in g["responses"]}) > 1]
+    if not strict:
+        raise InputError(f"{source}: one-class data: all {len(groups)} comparisons are ties or compare a "
+                         "response with itself; a Bradley-Terry model needs at least one strict preference")
+
+
+def split_by_prompt(groups: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, eval) with no prompt in both, so held-out accuracy measures new prompts."""
+    if eval_fraction <= 0:
+        return groups, []
+    keys = sorted({g["prompt_key"] for g in groups})
+    random.Random(seed).shuffle(keys)
+    n_eval = round(len(keys) * eval_fraction)
+    if n_eval == 0 or n_eval == len(keys):  # too few prompts to hold any out
+        return groups, []
+    held_out = set(keys[:n_eval])
+    return [g for g in groups if g["prompt_key"] not in held_out], [g for g in groups if g["prompt_key"] in held_out]
+
+
+def export_from_store(url: str, project: str, fmt: str = "pairwise") -> tuple[list[dict], dict]:
+    """(export rows, snapshot) read once from the preference store via labeling's public export."""
+    import datetime as dt
+
+    from labeling.db import open_store
+    from labeling.export import export_records
+
+    engine = open_store(url)
+    try:
+        records = export_records(engine, project, fmt=fmt)
+        snapshot = {"store": _redact(url), "project": project, "format": fmt, "records": len(records),
+                    **_judgment_counts(engine, project),
+                    "taken_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    finally:
+        engine.dispose()
+    return records, snapshot
+
+
+def _judgment_counts(engine, project: str) -> dict:
+    """Number of judgments and the largest judgment id at snapshot time (later judgments are newer)."""
+    from sqlalchemy import func
+    from sqlmodel import Session, select
+
+    from labeling.db import get_project
+    from labeling.models import Judgment, Task
+
+    with Session(engine) as session:
+        project_id = get_project(session, project).id
+        count, max_id = session.exec(
+            select(func.count(Judgment.id), func.max(Judgment.id)).join(Task, Task.id == Judgment.task_id)
+            .where(Task.project_id == project_id)).one()
+    return {"judgments": int(count), "max_judgment_id": max_id}
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, fit for metadata."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,69 @@
+"""Turning (prompt, response) into the token ids a reward model reads: one function for training and scoring.
+
+The reward is read at the last token of `prompt + response` rendered with the tokenizer's
+chat template, the same rendering TRL's RewardTrainer uses for conversational data
+(`apply_chat_template(prompt + chosen)`), so a model trained here scores TRL-style data and back.
+"""
+
+from __future__ import annotations
+
+Message = dict  # {"role": ..., "content": ...}
+
+
+def as_conversation(prompt) -> list[Message]:
+    """A prompt is a conversation (list of messages) or a plain string (one user turn)."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt):
+        return [{"role": m.get("role", "user"), "content": m["content"]} for m in prompt]
+    raise ValueError(f"a prompt must be a string or a list of {{role, content}} messages, got {type(prompt).__name__}")
+
+
+def as_messages(response) -> list[Message]:
+    """A response is a string or the export's `[{"role": "assistant", "content": ...}]`."""
+    if isinstance(response, str):
+        return [{"role": "assistant", "content": response}]
+    if isinstance(response, dict) and "content" in response:
+        return [{"role": response.get("role", "assistant"), "content": response["content"]}]
+    return as_conversation(response) if isinstance(response, list) else as_conversation(None)
+
+
+def response_text(response) -> str:
+    return "\n".join(m["content"] for m in as_messages(response))
+
+
+def encode(tokenizer, prompt, response, max_length: int | None = None) -> list[int]:
+    """Token ids of prompt + response; too-long inputs keep their first token and their end.
+
+    The first token (BOS, <|im_start|> or an encoder's [CLS]) is kept because encoders pool
+    there; the end is kept because decoders read the reward at the last token.
+    """
+    messages = as_conversation(prompt) + as_messages(response)
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    else:  # base models and encoders: plain text, ended by EOS where the model has one
+        text = "\n\n".join(m["content"] for m in messages)
+        ids = tokenizer(text)["input_ids"]
+        if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+            ids = ids + [tokenizer.eos_token_id]
+    ids = list(ids)
+    if max_length is not None and len(ids) > max_length:
+        ids = ids[:1] + ids[len(ids) - (max_length - 1):]
+    return ids
+
+
+def pad_right(sequences: list[list[int]], pad_id: int):
+    """(input_ids, attention_mask), both (B, T_max), right-padded.
+
+    Right padding keeps position ids equal to the unpadded ones, so a padded batch gives the
+    same reward as scoring each sequence alone (left padding would shift rotary positions).
+    """
+    import torch
+
+    longest = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)  # (B, T)
+    for i, s in enumerate(sequences):
+        input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attention_mask[i, : len(s)] = 1
+    return input_ids, attention_mask

@@ -1,0 +1,78 @@
+"""`reward-model train` configuration: one dataclass, YAML + flag overrides (prefloop.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefloop.models import DEFAULT_MODEL
+
+
+def _f(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class RewardModelConfig:
+    """Train a Bradley-Terry reward model r(x, y) on pairwise / ranking comparisons."""
+
+    # Data
+    data: str | None = _f(None, "pairwise or ranking export file (.jsonl/.csv/.parquet/datasets dir)")
+    store: str | None = _f(None, "read the preference store directly: SQLAlchemy URL (with --project)")
+    project: str | None = _f(None, "labeling project to snapshot from --store")
+    eval_data: str | None = _f(None, "held-out comparisons; default: --eval-fraction of the prompts")
+    eval_fraction: float = _f(0.1, "fraction of prompts held out for evaluation (split by prompt)")
+    # Model
+    model: str = _f(DEFAULT_MODEL, "backbone r_θ: decoder or encoder; embedded name, HF id or local dir")
+    output_dir: str = _f("runs/reward_model", "where the model, checkpoints/, logs/ and data/ go")
+    n_heads: int = _f(1, "ensemble size H: linear heads on one backbone, giving mean and std of r")
+    bootstrap: bool = _f(True, "each ensemble head sees its own Poisson(1) bootstrap weights of the data")
+    lora: bool = _f(False, "train LoRA adapters (Hu et al. 2021) + the head instead of all weights")
+    lora_r: int = _f(16, "LoRA rank r")
+    lora_alpha: int = _f(32, "LoRA scaling α")
+    lora_dropout: float = _f(0.0, "LoRA dropout")
+    max_length: int = _f(1024, "max tokens of prompt + response; longer inputs keep their first token and end")
+    # Loss
+    ranking_loss: str = _f("plackett_luce", "loss for K>=3 rankings (pairs always use Bradley-Terry)",
+                           choices=["plackett_luce", "all_pairs"])
+    use_margin: bool = _f(True, "subtract the judged-strength margin m in −log σ(r_c − r_r − m) (Llama 2 Eq. 2)")
+    margin_scale: float = _f(1.0, "multiplier on the export's margin m")
+    center_rewards_coefficient: float = _f(0.0, "reward-centering λ·(r_c + r_r)² (Eisenstein et al. 2023 Eq. 2)")
+    # Optimisation
+    learning_rate: float = _f(2e-5, "AdamW learning rate η")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_steps: int = _f(0, "linear warm-up steps")
+    per_device_train_batch_size: int = _f(8, "comparisons per device per step")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimiser step")
+    num_train_epochs: float = _f(1.0, "passes over the training comparisons")
+    max_steps: int = _f(-1, "stop after this many optimiser steps (-1: use num_train_epochs)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, ~30% slower")
+    group_by_length: bool = _f(True, "batch comparisons of similar length together (less padding)")
+    seed: int = _f(42, "seed for head initialisation, data order, split and bootstrap")
+    # Normalisation, logging, checkpoints
+    normalize_samples: int = _f(512, "responses in the reference sample that fixes offset/scale (mean 0, std 1)")
+    logging_steps: int = _f(10, "log metrics every N steps")
+    eval_steps: int = _f(50, "held-out evaluation every N steps (accuracy vs training pairs)")
+    save_steps: int = _f(100, "checkpoint every N steps")
+    save_total_limit: int = _f(2, "checkpoints kept")
+    resume: bool = _f(True, "resume from the last checkpoint in output_dir/checkpoints if there is one")
+    scoring_batch_size: int = _f(16, "batch size for normalisation and scoring")
+
+    def __post_init__(self):
+        if (self.data is None) == (self.store is None):
+            raise ValueError("give exactly one of --data FILE or --store URL --project NAME")
+        if self.store is not None and not self.project:
+            raise ValueError("--store needs --project NAME")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.n_heads < 1:
+            raise ValueError(f"n_heads must be >= 1, got {self.n_heads}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "eval_steps", "save_steps", "scoring_batch_size", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.normalize_samples < 2:
+            raise ValueError("normalize_samples must be >= 2 (a standard deviation needs two responses)")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")

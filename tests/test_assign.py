@@ -1,0 +1,248 @@
+"""Assignment: priority, overlap, leases, gold rate, skips, shown order, idempotent submits, races."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from _labeling_seed import seed_project, seed_users
+from labeling import assign
+from labeling.db import open_store, session_scope
+from labeling.models import Assignment, Judgment, Project, Task, utcnow
+from labeling.projects import set_open
+from prefloop.errors import InputError
+
+
+def _answer(engine, assignment, annotator_id, choice="a_better"):
+    return assign.submit_judgment(engine, assignment_id=assignment.id, annotator_id=annotator_id,
+                                  client_request_id=uuid.uuid4().hex, choice=choice)
+
+
+def _drain(engine, project, annotator_id, rng=None):
+    """Answer tasks until none is left; the task ids in the order served."""
+    served = []
+    while (a := assign.next_assignment(engine, project, annotator_id, rng=rng)) is not None:
+        served.append(a.task_id)
+        _answer(engine, a, annotator_id)
+    return served
+
+
+def test_highest_priority_first_and_set_priorities_reorders(memory_engine):
+    tasks = seed_project(memory_engine, n_tasks=4, overlap=2)
+    users = seed_users(memory_engine, ["ann", "bob"])
+    assign.set_priorities(memory_engine, {tasks[2]: 5.0, tasks[0]: 1.0})
+    assert _drain(memory_engine, "p", users["ann"]) == [tasks[2], tasks[0], tasks[1], tasks[3]]
+    # Active learning raises a late task to the front for the next annotator.
+    assert assign.set_priorities(memory_engine, {tasks[3]: 9.0}) == 1
+    assert assign.next_assignment(memory_engine, "p", users["bob"]).task_id == tasks[3]
+
+
+def test_set_priorities_rejects_unknown_tasks_and_nan(memory_engine):
+    tasks = seed_project(memory_engine, n_tasks=1)
+    with pytest.raises(InputError, match="no such task"):
+        assign.set_priorities(memory_engine, {tasks[0]: 1.0, 999: 2.0})
+    with pytest.raises(InputError, match="not a number"):
+        assign.set_priorities(memory_engine, {tasks[0]: float("nan")})
+    with Session(memory_engine) as s:
+        assert s.get(Task, tasks[0]).priority == 0.0  # all-or-nothing
+
+
+def test_overlap_distinct_annotators_and_never_twice(memory_engine):
+    tasks = seed_project(memory_engine, n_tasks=3, overlap=2)
+    users = seed_users(memory_engine, ["a1", "a2", "a3"])
+    served = {name: _drain(memory_engine, "p", uid) for name, uid in users.items()}
+    assert sorted(served["a1"]) == sorted(tasks) and sorted(served["a2"]) == sorted(tasks)
+    assert served["a3"] == []  # every task already has its two annotators
+    for got in served.values():
+        assert len(got) == len(set(got))
+    with Session(memory_engine) as s:
+        per_task = Counter(j.task_id for j in s.exec(select(Judgment)))
+    assert per_task == {t: 2 for t in tasks}
+
+
+def test_open_lease_is_resumed_not_duplicated(memory_engine):
+    seed_project(memory_engine, n_tasks=3)
+    uid = seed_users(memory_engine, ["ann"])["ann"]
+    first = assign.next_assignment(memory_engine, "p", uid)
+    again = assign.next_assignment(memory_engine, "p", uid)
+    assert again.id == first.id and again.display_order == first.display_order
+
+
+def test_expired_lease_returns_slot_and_late_submit_is_refused(memory_engine):
+    tasks = seed_project(memory_engine, n_tasks=1, lease_seconds=60)
+    users = seed_users(memory_engine, ["slow", "fast"])
+    lease = assign.next_assignment(memory_engine, "p", users["slow"])
+    assert assign.next_assignment(memory_engine, "p", users["fast"]) is None  # overlap 1, slot taken
+    later = utcnow() + timedelta(seconds=61)
+    taken = assign.next_assignment(memory_engine, "p", users["fast"], now=later)
+    assert taken.task_id == tasks[0] and taken.slot == 0
+    with pytest.raises(assign.LeaseLost, match="expired"):
+        _answer(memory_engine, lease, users["slow"])
+    assert assign.next_assignment(memory_engine, "p", users["slow"], now=later) is None  # never the same task twice
+    _answer(memory_engine, taken, users["fast"])
+    with Session(memory_engine) as s:
+        assert s.get(Assignment, lease.id).status == "expired" and s.get(Assignment, lease.id).slot is None
+        assert len(s.exec(select(Judgment)).all()) == 1
+
+
+def test_unreaped_late_submit_is_accepted_and_renews(memory_engine):
+    seed_project(memory_engine, n_tasks=1, lease_seconds=60)
+    uid = seed_users(memory_engine, ["ann"])["ann"]
+    lease = assign.next_assignment(memory_engine, "p", uid)
+    later = utcnow() + timedelta(seconds=120)  # past expiry, but nobody took the slot
+    judgment = assign.submit_judgment(memory_engine, assignment_id=lease.id, annotator_id=uid,
+                                      client_request_id="r1", choice="tie", now=later)
+    assert judgment.choice == "tie" and 119_000 <= judgment.ms_spent <= 125_000
+
+
+def test_skip_needs_reason_frees_slot_and_is_not_served_again(memory_engine):
+    tasks = seed_project(memory_engine, n_tasks=2)
+    users = seed_users(memory_engine, ["a1", "a2"])
+    lease = assign.next_assignment(memory_engine, "p", users["a1"])
+    with pytest.raises(InputError, match="reason"):
+        assign.skip(memory_engine, lease.id, users["a1"], "  ")
+    skipped = assign.skip(memory_engine, lease.id, users["a1"], "I cannot judge maths")
+    assert (skipped.status, skipped.slot, skipped.skip_reason) == ("skipped", None, "I cannot judge maths")
+    assert assign.next_assignment(memory_engine, "p", users["a2"]).task_id == lease.task_id  # slot is free again
+    rest = _drain(memory_engine, "p", users["a1"])
+    assert lease.task_id not in rest and rest == [t for t in tasks if t != lease.task_id]
+    with pytest.raises(assign.LeaseLost):
+        assign.skip(memory_engine, lease.id, users["a1"], "again")
+
+
+def test_someone_elses_assignment_is_refused(memory_engine):
+    seed_project(memory_engine, n_tasks=1)
+    users = seed_users(memory_engine, ["a1", "a2"])
+    lease = assign.next_assignment(memory_engine, "p", users["a1"])
+    with pytest.raises(InputError, match="not one of yours"):
+        _answer(memory_engine, lease, users["a2"])
+    with pytest.raises(InputError, match="not one of yours"):
+        assign.skip(memory_engine, lease.id, users["a2"], "mine now")
+
+
+def test_double_submit_is_recorded_once(memory_engine):
+    seed_project(memory_engine, n_tasks=2)
+    uid = seed_users(memory_engine, ["ann"])["ann"]
+    lease = assign.next_assignment(memory_engine, "p", uid)
+    kwargs = dict(assignment_id=lease.id, annotator_id=uid, client_request_id="click-1", choice="b_better")
+    first = assign.submit_judgment(memory_engine, **kwargs)
+    second = assign.submit_judgment(memory_engine, **kwargs)
+    assert first.id == second.id
+    with Session(memory_engine) as s:
+        assert len(s.exec(select(Judgment)).all()) == 1
+        assert s.get(Assignment, lease.id).status == "done"
+    # The shown order is the stored one, whatever the client believes it saw.
+    assert first.display_order == lease.display_order
+
+
+def test_shown_order_is_random_per_assignment_and_stored(memory_engine):
+    tasks = seed_project(memory_engine, n_tasks=40)
+    uid = seed_users(memory_engine, ["ann"])["ann"]
+    rng = random.Random(0)
+    flipped = 0
+    with Session(memory_engine) as s:
+        originals = {t.id: t.candidate_ids for t in s.exec(select(Task))}
+    for _ in tasks:
+        lease = assign.next_assignment(memory_engine, "p", uid, rng=rng)
+        assert sorted(lease.display_order) == sorted(originals[lease.task_id])
+        flipped += lease.display_order != originals[lease.task_id]
+        _answer(memory_engine, lease, uid)
+    assert 10 <= flipped <= 30  # both orders occur, about half each (seeded)
+
+
+def test_gold_tasks_mixed_in_at_rate_and_free_of_overlap(memory_engine):
+    tasks = seed_project(memory_engine, n_tasks=60, n_gold=40, gold_rate=0.25)
+    gold = set(tasks[60:])
+    users = seed_users(memory_engine, ["a1", "a2"])
+    rng = random.Random(1)
+    served = []
+    for _ in range(60):
+        lease = assign.next_assignment(memory_engine, "p", users["a1"], rng=rng)
+        served.append(lease.task_id)
+        _answer(memory_engine, lease, users["a1"])
+    share = sum(t in gold for t in served) / len(served)
+    assert 0.12 <= share <= 0.40, share  # binomial(60, 0.25): mean 0.25, sd 0.056
+    # Gold tasks take no slot: the second annotator still gets gold tasks the first one did.
+    second = _drain(memory_engine, "p", users["a2"], rng=random.Random(2))
+    assert gold & set(served) & set(second)
+
+
+def test_progress_counts_today_total_and_remaining(memory_engine):
+    seed_project(memory_engine, n_tasks=5, overlap=1)
+    users = seed_users(memory_engine, ["a1", "a2"])
+    for _ in range(2):
+        _answer(memory_engine, assign.next_assignment(memory_engine, "p", users["a1"]), users["a1"])
+    open_lease = assign.next_assignment(memory_engine, "p", users["a1"])
+    assert assign.progress(memory_engine, "p", users["a1"]) == assign.Progress(2, 2, 2)
+    assert assign.progress(memory_engine, "p", users["a2"]).remaining == 2  # a1's live lease holds one
+    tomorrow = utcnow() + timedelta(days=1)
+    assert assign.progress(memory_engine, "p", users["a1"], now=tomorrow).done_today == 0
+    # Once the lease lapses (lease_seconds 1800 < a day) its task counts as open again for a2.
+    assert assign.progress(memory_engine, "p", users["a2"], now=tomorrow).remaining == 3
+    assert open_lease.status == "open"
+
+
+def test_closed_project_serves_nothing(memory_engine):
+    seed_project(memory_engine, n_tasks=1)
+    uid = seed_users(memory_engine, ["ann"])["ann"]
+    with session_scope(memory_engine) as s:
+        set_open(s, s.exec(select(Project)).one(), False)
+    with pytest.raises(InputError, match="closed"):
+        assign.next_assignment(memory_engine, "p", uid)
+
+
+def _hammer(engine, user_ids, seconds, errors):
+    """Each thread claims and answers (with a double submit) as fast as it can."""
+    submitted = Counter()
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def work(uid):
+        try:
+            while time.monotonic() < stop:
+                lease = assign.next_assignment(engine, "p", uid)
+                if lease is None:
+                    return
+                request = uuid.uuid4().hex
+                for _ in range(2):  # the double click
+                    assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=uid,
+                                           client_request_id=request, choice="tie")
+                with lock:
+                    submitted[request] += 1
+        except Exception as err:  # noqa: BLE001 - reported by the test
+            errors.append(repr(err))
+
+    threads = [threading.Thread(target=work, args=(uid,)) for uid in user_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return submitted
+
+
+def test_concurrent_claims_respect_overlap(store_url):
+    engine = open_store(store_url)
+    try:
+        tasks = seed_project(engine, n_tasks=30, overlap=2)
+        users = seed_users(engine, [f"u{i}" for i in range(6)])
+        errors: list[str] = []
+        submitted = _hammer(engine, list(users.values()), seconds=2.0, errors=errors)
+        assert not errors
+        with Session(engine) as s:
+            judgments = s.exec(select(Judgment)).all()
+            live_slots = s.exec(select(Assignment).where(Assignment.slot.is_not(None))).all()
+        assert sorted(j.client_request_id for j in judgments) == sorted(submitted)  # each exactly once
+        per_task = Counter(j.task_id for j in judgments)
+        assert max(per_task.values()) <= 2 and set(per_task) <= set(tasks)
+        assert len({(j.task_id, j.annotator_id) for j in judgments}) == len(judgments)
+        assert max(Counter(a.task_id for a in live_slots).values()) <= 2
+        assert len(judgments) >= 10  # the threads really did work in parallel
+    finally:
+        engine.dispose()

@@ -1,0 +1,60 @@
+"""The `labeling` command line, run as a user runs it (subprocesses on a SQLite file)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def labeling(*args, stdin=None, check=True):
+    result = subprocess.run([str(BIN / "labeling"), *map(str, args)], input=stdin, capture_output=True, text=True,
+                            timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"labeling {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys, labeling.cli; labeling.cli.main(['--help']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'gradio', 'sqlalchemy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_store_workflow_from_the_command_line(tmp_path, tiny_model_dir):
+    db = tmp_path / "p.db"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": f"Question {i}?"}) for i in range(3)) + "\n")
+    labeling("init", "--db", db, "--project", "demo", "--overlap", "2", "--criteria", "helpfulness", "honesty")
+    labeling("users", "add", "ann1", "--db", db, stdin="a-long-password\n")
+    labeling("users", "add", "boss", "--role", "admin", "--password", "another-password", "--db", db)
+    assert "ann1" in labeling("users", "list", "--db", db).stdout
+    assert "3 new prompts" in labeling("import", "--db", db, "--project", "demo", "--file", prompts).stdout
+    out = labeling("generate", "--db", db, "--project", "demo", "--models", tiny_model_dir, "--n", "2",
+                   "--max-new-tokens", "4", "--temperature", "1.0").stdout
+    assert "candidates for 3 prompts" in out
+    assert "tasks added" in labeling("tasks", "build", "--db", db, "--project", "demo", "--strategy", "all_pairs").stdout
+    labeling("users", "disable", "ann1", "--db", db)
+    assert "disabled" in labeling("users", "list", "--db", db).stdout
+
+
+def test_bad_input_is_one_line_and_exit_code_1(tmp_path):
+    db = tmp_path / "p.db"
+    labeling("init", "--db", db, "--project", "demo")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": 42}\n')
+    result = labeling("import", "--db", db, "--project", "demo", "--file", bad, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "bad.jsonl: row 2: field 'prompt'" in result.stderr
+    missing = labeling("import", "--db", db, "--project", "demo", "--file", tmp_path / "nope.csv", check=False)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "fine"}\n')
+    labeling("import", "--db", db, "--project", "demo", "--file", good)
+    model = labeling("generate", "--db", db, "--project", "demo", "--models", tmp_path / "no-model", check=False)
+    assert model.returncode == 1 and "no-model: no such directory" in model.stderr
+    assert model.stderr.strip().count("\n") == 0

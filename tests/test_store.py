@@ -1,0 +1,158 @@
+"""The preference store on SQLite and PostgreSQL: schema versioning, constraints, judgments."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from labeling.db import SchemaError, open_store, schema_version, session_scope
+from labeling.judgments import record_judgment
+from labeling.models import SCHEMA_VERSION, Candidate, Judgment, Meta, Prompt, Task
+from labeling.projects import create_project
+from labeling.users import authenticate, create_user
+from prefloop.errors import InputError
+
+
+def populate(engine, mode="pairwise", criteria=None):
+    """One project, two annotators, one prompt with two candidates, one task."""
+    with session_scope(engine) as s:
+        project = create_project(s, "p", mode=mode, criteria=criteria, overlap=2)
+        a = create_user(s, "alice", "password-a")
+        b = create_user(s, "bob", "password-b")
+        prompt = Prompt(project_id=project.id, messages=[{"role": "user", "content": "2+2?"}])
+        s.add(prompt)
+        s.flush()
+        c1, c2 = Candidate(prompt_id=prompt.id, text="4", model="m1"), Candidate(prompt_id=prompt.id, text="5", model="m2")
+        s.add_all([c1, c2])
+        s.flush()
+        task = Task(project_id=project.id, prompt_id=prompt.id, candidate_ids=[c1.id, c2.id])
+        s.add(task)
+        s.flush()
+        return task.id, a.id, b.id, [c1.id, c2.id]
+
+
+def test_new_store_has_current_schema_version(engine):
+    assert schema_version(engine) == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(store_url):
+    engine = open_store(store_url)
+    with session_scope(engine) as s:
+        s.get(Meta, "schema_version").value = str(SCHEMA_VERSION + 1)
+    with pytest.raises(SchemaError, match="newer than this prefloop supports"):
+        open_store(store_url)
+
+
+def test_foreign_database_is_refused(sqlite_url):
+    from sqlalchemy import create_engine
+
+    with create_engine(sqlite_url).begin() as conn:
+        conn.execute(text("CREATE TABLE project (id INTEGER PRIMARY KEY, name TEXT)"))
+    with pytest.raises(SchemaError, match="not created by prefloop"):
+        open_store(sqlite_url)
+
+
+def test_older_schema_is_upgraded_by_migrations(sqlite_url, monkeypatch):
+    from labeling import db
+
+    engine = open_store(sqlite_url)
+    with session_scope(engine) as s:
+        s.get(Meta, "schema_version").value = str(SCHEMA_VERSION - 1)
+    ran = []
+    monkeypatch.setitem(db.MIGRATIONS, SCHEMA_VERSION - 1, lambda session: ran.append(True))
+    assert schema_version(open_store(sqlite_url)) == SCHEMA_VERSION and ran == [True]
+    # and a version with no migration path is refused, not misread
+    with session_scope(engine) as s:
+        s.get(Meta, "schema_version").value = str(SCHEMA_VERSION - 1)
+    monkeypatch.delitem(db.MIGRATIONS, SCHEMA_VERSION - 1)
+    with pytest.raises(SchemaError, match="cannot be upgraded"):
+        open_store(sqlite_url)
+
+
+def test_sqlite_uses_wal_foreign_keys_and_busy_timeout(sqlite_url):
+    engine = open_store(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        with session_scope(engine) as s:
+            s.add(Candidate(prompt_id=999, text="x", model="m"))
+
+
+def test_passwords_are_hashed_and_checked(engine):
+    with session_scope(engine) as s:
+        user = create_user(s, "carol", "correct horse")
+        assert user.password_hash.startswith("$argon2id$") and "correct" not in user.password_hash
+    with session_scope(engine) as s:
+        assert authenticate(s, "carol", "correct horse").name == "carol"
+        assert authenticate(s, "carol", "wrong password") is None
+        assert authenticate(s, "nobody", "correct horse") is None
+
+
+def test_judgment_roundtrip_and_resubmission_counted_once(engine):
+    task_id, alice, _, (c1, c2) = populate(engine)
+    kwargs = dict(task_id=task_id, annotator_id=alice, display_order=[c2, c1], choice="b_better",
+                  client_request_id="req-1", rationale="4 is right", ms_spent=1234)
+    first = record_judgment(engine, **kwargs)
+    second = record_judgment(engine, **kwargs)
+    assert first.id == second.id
+    with session_scope(engine) as s:
+        rows = s.exec(select(Judgment)).all()
+        assert len(rows) == 1 and rows[0].display_order == [c2, c1] and rows[0].choice == "b_better"
+    with pytest.raises(InputError, match="already judged"):
+        record_judgment(engine, **{**kwargs, "client_request_id": "req-2"})
+
+
+def test_concurrent_double_submit_is_recorded_once(engine):
+    task_id, alice, _, (c1, c2) = populate(engine)
+    results, errors = [], []
+
+    def submit():
+        try:
+            results.append(record_judgment(engine, task_id=task_id, annotator_id=alice, display_order=[c1, c2],
+                                           choice="tie", client_request_id="double-click").id)
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(results)) == 1
+    with session_scope(engine) as s:
+        assert len(s.exec(select(Judgment)).all()) == 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"choice": "a_way_better"}, "choice: expected one of"),
+    ({"display_order": [1, 2, 3]}, "display_order must be a permutation"),
+    ({"rationale": "x" * 10_001}, "rationale: 10001 characters"),
+    ({"ratings": {"speed": {}}}, "unknown criterion"),
+    ({"ratings": {"helpfulness": {"CAND": 9}}}, "not an integer in 1..5"),
+])
+def test_invalid_judgments_are_refused_and_nothing_written(memory_engine, bad, message):
+    task_id, alice, _, (c1, c2) = populate(memory_engine, criteria=["helpfulness"])
+    kwargs = dict(task_id=task_id, annotator_id=alice, display_order=[c1, c2], choice="a_better",
+                  client_request_id="r")
+    kwargs.update(bad)
+    if "ratings" in bad and "CAND" in bad["ratings"].get("helpfulness", {}):
+        kwargs["ratings"] = {"helpfulness": {str(c1): 9}}
+    with pytest.raises(InputError, match=message):
+        record_judgment(memory_engine, **kwargs)
+    with session_scope(memory_engine) as s:
+        assert s.exec(select(Judgment)).all() == []
+
+
+def test_ranking_judgment_needs_a_full_ranking(memory_engine):
+    task_id, alice, _, (c1, c2) = populate(memory_engine, mode="ranking")
+    with pytest.raises(InputError, match="ranking must order all 2"):
+        record_judgment(memory_engine, task_id=task_id, annotator_id=alice, display_order=[c1, c2],
+                        ranking=[c1], client_request_id="r")
+    j = record_judgment(memory_engine, task_id=task_id, annotator_id=alice, display_order=[c1, c2],
+                        ranking=[c2, c1], client_request_id="r2")
+    assert j.ranking == [c2, c1]
