@@ -83,3 +83,11 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir):
     from prefloop.testing import build_tiny_causal_lm
 
     return str(build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm")))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests parametrized onto PostgreSQL carry the `postgres` marker (`-m "not postgres"` to leave them out)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec and "postgres" in callspec.params.values():
+            item.add_marker(pytest.mark.postgres)
