@@ -125,7 +125,7 @@ def krippendorff_alpha(data, level: str = "nominal") -> float | None:
         n_u = np.bincount([index[v] for v in values], minlength=len(distinct)).astype(float)  # (V,)
         o += (np.outer(n_u, n_u) - np.diag(n_u)) / (len(values) - 1)
     n_c = o.sum(axis=1)  # (V,)
-    n = n_c.sum()
+    n = float(n_c.sum())
     values = np.array(distinct, dtype=object if level == "nominal" else float)
     delta2 = DISTANCES[level](values, n_c)  # (V, V)
     d_expected = float((np.outer(n_c, n_c) * delta2).sum()) / (n * (n - 1))

@@ -190,16 +190,23 @@ def excluded_annotators(snapshot: Snapshot, opts: ExportOptions) -> set[int]:
 
 
 def agreement_triples(snapshot: Snapshot, votes: list[Vote]) -> list[tuple]:
-    """(item, rater, label) for agreement statistics: a pairwise task is one item labelled with its
-    outcome; a ranking task is one item per candidate pair, labelled with the better candidate."""
+    """(item, rater, label) for agreement statistics, with labels that mean the same on every item.
+
+    Pairwise: one item per task, labelled 0 / 1 (the winner's position in the task's candidate
+    list, which is random, not the order shown), "tie" or "both_bad". Ranking: one item per
+    candidate pair of a task, labelled 0 if the lower id is ranked better, else 1.
+    """
     triples = []
     for v in votes:
         j = v.judgment
         if snapshot.project.mode == "pairwise":
-            triples.append((j.task_id, j.annotator_id, v.outcome))
+            label = v.outcome if v.outcome in ("tie", "both_bad") else \
+                snapshot.tasks[j.task_id].candidate_ids.index(v.outcome)
+            triples.append((j.task_id, j.annotator_id, label))
         elif v.ranking:
             for better, worse in ranking_pairs(list(v.ranking)):
-                triples.append(((j.task_id, min(better, worse), max(better, worse)), j.annotator_id, better))
+                triples.append(((j.task_id, min(better, worse), max(better, worse)), j.annotator_id,
+                                int(better > worse)))
     return triples
 
 
@@ -238,8 +245,7 @@ def choice_pairs(task: Task, votes: list[Vote], opts: ExportOptions, dropped: Co
         groups = [(top, [v for v in votes if v.outcome == top], share, len(votes))]
     pairs = []
     for outcome, agreeing, share, n in groups:
-        reason = "both_bad" if outcome == "both_bad" else "low_agreement" if share < opts.min_agreement else \
-            "tie" if outcome == "tie" and opts.ties == "drop" else None
+        reason = _drop_reason(outcome, share, opts)
         if reason:
             dropped[reason] += 1
             continue
@@ -250,6 +256,16 @@ def choice_pairs(task: Task, votes: list[Vote], opts: ExportOptions, dropped: Co
             margin = mean(v.strength for v in agreeing)  # 1 = better, 2 = much better
             pairs.append(Pair(task.id, outcome, b if outcome == a else a, share, n, float(margin)))
     return pairs
+
+
+def _drop_reason(outcome, share: float, opts: ExportOptions) -> str | None:
+    if outcome == "both_bad":
+        return "both_bad"  # neither response is preferable: never a pair
+    if share < opts.min_agreement:
+        return "low_agreement"
+    if outcome == "tie" and opts.ties == "drop":
+        return "tie"
+    return None
 
 
 def task_rankings(mode: str, task: Task, votes: list[Vote], opts: ExportOptions,
@@ -573,7 +589,10 @@ def render_card(card: dict, splits: dict[str, list[dict]]) -> str:
     lines += ["", "## Counts", ""] + [f"- {k}: {v}" for k, v in counts.items() if k != "splits"]
     lines += ["", "## Agreement", ""] + [f"- {k}: {_fmt(v)}" for k, v in agreement.items()]
     lines += ["", "## Aggregation", ""] + [f"- {k}: {v}" for k, v in opts.items()]
-    lines += ["", "Models: " + ", ".join(card.get("models", [])) if card.get("models") else "", ""]
+    lines += ["", "Models: " + ", ".join(card.get("models", [])) if card.get("models") else ""]
+    lines += ["", "## Loading", "", "A datasets directory: `datasets.load_from_disk(path)`; JSONL or Parquet: "
+              "`datasets.load_dataset(\"json\" or \"parquet\", data_files=path)`. Pairwise rows go unchanged "
+              "into TRL's RewardTrainer and DPOTrainer (conversational `prompt` / `chosen` / `rejected`).", ""]
     return "\n".join(lines)
 
 
@@ -598,14 +617,15 @@ class ExportConfig:
 
     project: str = field(metadata={"help": "project name"})
     out: str = field(metadata={"help": "output: x.jsonl, x.parquet, or a directory (a datasets dir)"})
-    db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    db: str | None = field(default=None, metadata={
+        "help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
     format: str = field(default="pairwise", metadata={"help": "row format", "choices": list(FORMATS)})
     file_format: str | None = field(default=None, metadata={
         "help": "jsonl, parquet or datasets; default from the suffix of --out", "choices": list(FILE_FORMATS)})
     aggregate: str = field(default="majority", metadata={
         "help": "across annotators: majority vote, Borda count (rankings), or none", "choices": list(AGGREGATES)})
     min_agreement: float = field(default=0.0, metadata={
-        "help": "drop rows agreed on by fewer than this share of the task's annotators"})
+        "help": "drop rows whose agreement a (share of the task's annotators agreeing) is below this"})
     ties: str = field(default="drop", metadata={"help": "keep tie rows (tie=true) or drop them", "choices": list(TIES)})
     min_gold_accuracy: float | None = field(default=None, metadata={
         "help": "exclude annotators whose gold-task accuracy is below this share"})
@@ -618,8 +638,9 @@ class ExportConfig:
     salt: str | None = field(default=None, metadata={
         "help": "raw format: secret salt of annotator pseudonyms (default random: unlinkable across exports)"})
     sft_min_agreement: float = field(default=1.0, metadata={
-        "help": "sft: a winner agreed on by >= 2 annotators with this share is a clear winner"})
-    margin: bool = field(default=True, metadata={"help": "pairwise: write the margin column (judged strength)"})
+        "help": "sft: a winner agreed on by >= 2 annotators with this share a is a clear winner"})
+    margin: bool = field(default=True, metadata={
+        "help": "pairwise: write the margin m = judged strength (RM loss -log sigma(r_c - r_r - m), Llama 2 eq. 2)"})
 
     def __post_init__(self):
         if not self.project:

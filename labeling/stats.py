@@ -178,7 +178,8 @@ def format_stats(stats: dict, board: list[dict] | None = None) -> str:
         f"  agreement: Fleiss kappa {_f(agreement['fleiss_kappa'])}  "
         f"Krippendorff alpha {_f(agreement['krippendorff_alpha'])}",
     ]
-    lines += [f"    Cohen kappa {p['a']} / {p['b']}: {_f(p['kappa'])} (n={p['n']})" for p in agreement["cohen_kappa_pairs"]]
+    lines += [f"    Cohen kappa {p['a']} / {p['b']}: {_f(p['kappa'])} (n={p['n']})"
+              for p in agreement["cohen_kappa_pairs"]]
     if stats["annotators"]:
         lines.append("  annotator            judgments  median ms  gold acc  left rate  tie rate")
         lines += [f"  {a['name']:<20} {a['judgments']:>9}  {_f(a['median_ms'], '.0f'):>9}  "
@@ -201,10 +202,12 @@ class StatsConfig:
     """Progress, agreement, position bias and the model leaderboard of a project."""
 
     project: str = field(metadata={"help": "project name"})
-    db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    db: str | None = field(default=None, metadata={
+        "help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
     json: bool = field(default=False, metadata={"help": "print JSON instead of a table"})
     prior: float = field(default=0.5, metadata={
-        "help": "Bradley-Terry prior: virtual wins and losses per model against a reference of strength 1"})
+        "help": "Bradley-Terry prior: virtual wins and losses of each model p_i against a reference p = 1 "
+                "(MM iteration, Hunter 2004)"})
 
     def __post_init__(self):
         if self.prior < 0:
