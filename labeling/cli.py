@@ -10,7 +10,7 @@ COMMANDS = {
     "tasks": ("labeling.commands:tasks_main", "tasks build: pair or group candidates into comparison tasks"),
     "serve": ("labeling.serve:main", "start the labeling web app"),
     "stats": ("labeling.stats:main", "progress, agreement and position bias of a project"),
-    "export": ("labeling.export:main", "export pairwise / ranking / raw / sft datasets"),
+    "export": ("labeling.export_files:main", "export pairwise / ranking / raw / sft datasets"),
     "leaderboard": ("labeling.stats:leaderboard_main", "rank models by their judged win rate"),
     "demo": ("labeling.demo:main", "a demo project on the embedded model, then the labeling app"),
 }

@@ -11,7 +11,8 @@ import json
 import pytest
 
 from labeling.db import session_scope
-from labeling.export import export_dataset, export_records, main, read_card, write_export
+from labeling.export import export_dataset, export_records
+from labeling.export_files import main, read_card, write_export
 from labeling.judgments import record_judgment
 from labeling.models import Annotator, Candidate, Project, Prompt, Task
 from prefloop.config import ConfigError

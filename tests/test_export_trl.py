@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labeling.export import export_dataset, write_export
+from labeling.export import export_dataset
+from labeling.export_files import write_export
 from prefloop.hf import hardware_training_args
 from test_export import build_pairwise_store  # the hand-checked store (tests/ is on sys.path)
 
