@@ -256,12 +256,17 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
     The shown order comes from the stored assignment, never from the client. A repeated
     `client_request_id` (double click, retried request) returns the judgment already stored.
     """
-    prior = _judgment_for_request(engine, client_request_id)
+    prior = _earlier_answer(engine, client_request_id, assignment_id, annotator_id)
     if prior is not None:
-        if prior.annotator_id != annotator_id or prior.assignment_id != assignment_id:
-            raise InputError("client_request_id: already used for a different assignment")
         return prior
-    assignment = renew_lease(engine, assignment_id, annotator_id, now=now)
+    try:
+        assignment = renew_lease(engine, assignment_id, annotator_id, now=now)
+    except LeaseLost:
+        # A concurrent duplicate of this very request may have just answered it.
+        prior = _earlier_answer(engine, client_request_id, assignment_id, annotator_id)
+        if prior is not None:
+            return prior
+        raise
     if ms_spent is None:
         ms_spent = int(((now or utcnow()) - assignment.created_at).total_seconds() * 1000)
     ms_spent = max(0, min(ms_spent, 86_400_000 - 1))
@@ -272,12 +277,16 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
         edited_response=edited_response, ms_spent=ms_spent))
 
 
-def _judgment_for_request(engine: Engine, client_request_id: str) -> Judgment | None:
+def _earlier_answer(engine: Engine, client_request_id: str, assignment_id: int, annotator_id: int) -> Judgment | None:
+    """The judgment already stored under this request id (a repeated request), if any."""
     with Session(engine) as session:
         judgment = session.exec(select(Judgment).where(Judgment.client_request_id == client_request_id)).first()
-        if judgment is not None:
-            session.expunge(judgment)
-        return judgment
+        if judgment is None:
+            return None
+        session.expunge(judgment)
+    if judgment.annotator_id != annotator_id or judgment.assignment_id != assignment_id:
+        raise InputError("client_request_id: already used for a different assignment")
+    return judgment
 
 
 def skip(engine: Engine, assignment_id: int, annotator_id: int, reason: str) -> Assignment:

@@ -13,6 +13,25 @@ from labeling.projects import create_project
 from labeling.users import create_user
 
 PASSWORD = "correct-horse-9"
+# Each payload would set window.__pwned or change the title if it ever ran.
+PAYLOADS = [
+    "<script>window.__pwned = 'script'; document.title = 'PWNED'</script>",
+    "<img src=x onerror=\"window.__pwned='img'; document.title='PWNED'\">",
+    "<svg onload=\"window.__pwned='svg'\"><circle r=5 /></svg>",
+    "[click me](javascript:window.__pwned='link')",
+    "[tricky](JaVaScRiPt:window.__pwned='case')",
+    "[entity](&#106;avascript:window.__pwned='entity')",
+    "<javascript:window.__pwned='autolink'>",
+    "[data](data:text/html;base64,PHNjcmlwdD53aW5kb3cuX19wd25lZD0nZGF0YSc8L3NjcmlwdD4=)",
+    "[ref link][r]\n\n[r]: javascript:window.__pwned='ref'",
+    "<a href=\"javascript:window.__pwned='anchor'\">anchor</a>",
+    "<iframe srcdoc=\"<script>parent.__pwned='iframe'</script>\"></iframe>",
+    "<details open ontoggle=\"window.__pwned='toggle'\">x</details>",
+    "![img](x\" onerror=\"window.__pwned='md-img')",
+    "<style>body{display:none}</style><b onmouseover=\"window.__pwned='hover'\">hover me</b>",
+    "`${window.__pwned='template'}` and ${window.__pwned='template2'}",
+    "[titled](https://example.com \"t\\\" onmouseover=\\\"window.__pwned='title'\")",
+]
 
 
 def seed_project(engine, name="p", *, n_tasks=6, n_gold=0, overlap=1, mode="pairwise", k=2, criteria=None,
@@ -32,7 +51,7 @@ def seed_project(engine, name="p", *, n_tasks=6, n_gold=0, overlap=1, mode="pair
             cands = [Candidate(prompt_id=prompt.id, text=t, model=f"secret-model-{j}") for j, t in enumerate(texts)]
             session.add_all(cands)
             session.flush()
-            gold = {"choice": "a_better"} if i >= n_tasks else None
+            gold = {"ranking": [c.id for c in cands]} if i >= n_tasks else None  # candidate 0 is best
             task = Task(project_id=project.id, prompt_id=prompt.id, candidate_ids=[c.id for c in cands],
                         gold=gold, priority=0.0)
             session.add(task)
@@ -47,3 +66,27 @@ def seed_users(engine, names, role="annotator") -> dict[str, int]:
         for name in names:
             ids[name] = create_user(session, name, PASSWORD, role=role).id
     return ids
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(engine, project=None):
+    """A real `labeling serve` (the same `serve()` the CLI calls) in a background thread: (url, app)."""
+    from labeling.serve import serve
+
+    port = free_port()
+    app = serve(engine, "127.0.0.1", port, project, block=False, quiet=True)
+    return f"http://127.0.0.1:{port}/", app
+
+
+def api_client(url, name, password=PASSWORD):
+    """A gradio_client acting as one signed-in user (what a simulated annotator script does)."""
+    from gradio_client import Client
+
+    return Client(url, auth=(name, password), verbose=False, analytics_enabled=False, download_files=False)

@@ -5,7 +5,8 @@
     render.py    untrusted text -> sanitised HTML (markdown-it + Pygments + nh3)
     service.py   the annotator's use cases (next task, submit, skip, progress), gradio-free
     admin.py     the admin's use cases (stats, projects, export), gradio-free, role-checked
-    annotate.py  the annotator page;  dashboard.py  the admin dashboard
+    handlers.py  the viewer behind a Gradio request; user errors as one-line messages
+    annotate.py  the annotator page (+ keys.js shortcuts, app.css);  dashboard.py  the admin dashboard
     api.py       the same actions as Gradio API endpoints (gradio_client), same login
     build.py     assembles the Blocks and the launch arguments
 """

@@ -67,6 +67,7 @@ def sanitize(fragment: str) -> str:
         attributes={"a": {"href", "title"}},  # classes: only via allowed_classes
         allowed_classes={"span": _token_classes(), "pre": {"code"}},
         url_schemes=ALLOWED_SCHEMES,
+        url_relative="deny",  # a relative link could point into the app itself (e.g. logout)
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},
         strip_comments=True,

@@ -1,0 +1,60 @@
+"""Assemble the app: header, the annotator tab, the admin tab, the API, and the launch arguments."""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
+
+import gradio as gr
+
+from labeling.app import annotate, api, dashboard
+from labeling.app.auth import login_checker
+from labeling.app.context import AppContext
+from labeling.app.handlers import user_errors, viewer
+from labeling.app.render import pygments_css
+
+TITLE = "prefloop labeling"
+
+
+def build_app(ctx: AppContext, concurrency: int = 16) -> gr.Blocks:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        header = gr.Markdown(f"### {TITLE}", elem_id="pl-header")
+        with gr.Tabs():
+            with gr.Tab("Annotate", id="annotate"):
+                page = annotate.build(ctx)
+            with gr.Tab("Dashboard", id="dashboard", visible=False) as dash_tab:
+                dash = dashboard.build(ctx)
+        api.register(ctx)
+
+        @user_errors
+        def on_load(request: gr.Request):
+            who = viewer(ctx, request)
+            return (f"### {TITLE} · signed in as **{html.escape(who.name)}** ({who.role}) · "
+                    "[Log out](logout)")
+
+        demo.load(on_load, None, header, api_visibility="private")
+        annotate.wire(ctx, demo, page)
+        dashboard.wire(ctx, demo, dash_tab, dash)
+    # Gradio runs one call per event at a time by default; database locks do the ordering here.
+    demo.queue(default_concurrency_limit=concurrency)
+    return demo
+
+
+def launch_kwargs(ctx: AppContext) -> dict:
+    """Login for every route, our stylesheet and keyboard shortcuts, nothing kept in the browser."""
+    assets = resources.files("labeling.app")  # app.css and keys.js ship as package data
+    return dict(
+        auth=login_checker(ctx.engine),
+        auth_message="prefloop labeling: sign in with the account your admin created.",
+        # System fonts: no request to a font CDN, so annotators' browsers contact nobody else.
+        theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                font_mono=["ui-monospace", "Consolas", "monospace"]),
+        css=(assets / "app.css").read_text() + pygments_css(),
+        head=f"<script>{(assets / 'keys.js').read_text()}</script>",
+        footer_links=["api"],
+        run_history=False,  # submitted answers are not kept in the browser's storage
+        enable_monitoring=False,
+        mcp_server=False,
+        ssr_mode=False,
+        show_error=False,
+    )

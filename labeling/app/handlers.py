@@ -1,0 +1,33 @@
+"""Glue shared by the page modules: who is asking, and user errors as Gradio messages."""
+
+from __future__ import annotations
+
+import functools
+import html
+
+import gradio as gr
+
+from labeling.app.auth import Viewer, viewer_for
+from labeling.app.context import AppContext
+from prefloop.errors import UserError
+
+
+def viewer(ctx: AppContext, request: gr.Request) -> Viewer:
+    return viewer_for(ctx.engine, getattr(request, "username", None))
+
+
+def user_errors(fn, *, for_browser: bool = True):
+    """Show bad input, missing rights or unknown names as a one-line message, not a stack trace.
+
+    The browser renders an error message as HTML, and ours may quote user input, so it is
+    escaped there; API clients get the plain text.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            message = html.escape(str(err)) if for_browser else str(err)
+            raise gr.Error(message, print_exception=False) from None
+
+    return wrapper

@@ -1,0 +1,83 @@
+"""`labeling serve`: the labeling web app over a preference store.
+
+    labeling serve --db postgresql+psycopg://user:pw@dbhost/prefloop --host 0.0.0.0 --port 7860
+
+Several processes may serve one PostgreSQL database (one per port, behind a load
+balancer with sticky sessions): assignment and judgments are arbitrated by the
+database's unique constraints and row locks, not by process memory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefloop.config import parse_config
+
+
+@dataclass
+class ServeConfig:
+    """Serve the labeling app (annotator page, admin dashboard, API) over a preference store."""
+
+    db: str | None = field(default=None, metadata={"help": "store URL or SQLite path; unset: $PREFLOOP_DB, else ./prefloop.db"})
+    host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on (0.0.0.0: every interface)"})
+    port: int = field(default=7860, metadata={"help": "TCP port"})
+    project: str | None = field(default=None, metadata={"help": "project preselected for annotators"})
+    concurrency: int = field(default=16, metadata={"help": "requests handled at once per event (database locks order them)"})
+    max_threads: int = field(default=40, metadata={"help": "worker threads of the web server"})
+    root_path: str = field(default="", metadata={"help": "URL prefix when served behind a reverse proxy, e.g. /labeling"})
+    export_dir: str | None = field(default=None, metadata={"help": "directory for dashboard exports; unset: a temporary directory"})
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port}: expected 0..65535")
+        if self.concurrency < 1 or self.max_threads < 1:
+            raise ValueError("concurrency and max_threads: at least 1")
+
+
+def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None = None, *, block: bool = True,
+          concurrency: int = 16, max_threads: int = 40, root_path: str = "", export_dir: str | Path | None = None,
+          quiet: bool = False):
+    """Start the app on host:port over `engine`; returns the running Blocks (`.close()` stops it).
+
+    block=False returns at once with the server running in a background thread (tests, demos).
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a labeling server
+    from labeling.app.build import build_app, launch_kwargs
+    from labeling.app.context import AppContext
+
+    ctx = AppContext(engine=engine, default_project=project, export_dir=Path(export_dir) if export_dir else None)
+    demo = build_app(ctx, concurrency=concurrency)
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, max_threads=max_threads,
+                root_path=root_path, quiet=quiet, share=False, **launch_kwargs(ctx))
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    from labeling.db import open_store
+
+    cfg = parse_config(ServeConfig, argv, prog="labeling serve")
+    engine = open_store(cfg.db)
+    _warn_if_no_admin(engine)
+    serve(engine, cfg.host, cfg.port, cfg.project, concurrency=cfg.concurrency, max_threads=cfg.max_threads,
+          root_path=cfg.root_path, export_dir=cfg.export_dir)
+    return 0
+
+
+def _warn_if_no_admin(engine) -> None:
+    from sqlmodel import Session, select
+
+    from labeling.models import Annotator
+
+    with Session(engine) as session:
+        if session.exec(select(Annotator).where(Annotator.role == "admin")).first() is None:
+            print("labeling serve: no admin account yet; the dashboard needs one (see `labeling users --help`)",
+                  file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from prefloop.cli import run_main
+
+    sys.exit(run_main(main, sys.argv[1:], "labeling serve"))
