@@ -53,6 +53,7 @@ def main(argv: list[str]) -> int:
     if cfg.serve:
         from labeling.serve import serve
 
+        print(f"\nlabeling app: http://{cfg.host}:{cfg.port}/  (log in with a demo account above; Ctrl+C stops it)")
         serve(engine, host=cfg.host, port=cfg.port)
     return 0
 
