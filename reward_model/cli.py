@@ -3,7 +3,9 @@
 from prefloop.cli import dispatch
 
 COMMANDS = {
-    # filled in by the reward-model issue: "train", "eval", "score"
+    "train": ("reward_model.reward_trainer:main", "train a Bradley-Terry reward model on comparisons"),
+    "eval": ("reward_model.evaluate:main", "held-out accuracy, calibration and plots of a reward model"),
+    "score": ("reward_model.batch_score:main", "score a JSONL file of prompt/response rows"),
 }
 
 

@@ -76,38 +76,27 @@ def split_by_prompt(groups: list[dict], eval_fraction: float, seed: int) -> tupl
     return [g for g in groups if g["prompt_key"] not in held_out], [g for g in groups if g["prompt_key"] in held_out]
 
 
-def export_from_store(url: str, project: str, fmt: str = "pairwise") -> tuple[list[dict], dict]:
-    """(export rows, snapshot) read once from the preference store via labeling's public export."""
-    import datetime as dt
+def export_from_store(url: str, project: str) -> tuple[list[dict], dict]:
+    """(export rows, snapshot) read once from the preference store through labeling's public export.
 
-    from labeling.db import open_store
-    from labeling.export import export_records
+    Ties are kept (they train as half a win each); ranking projects export full rankings
+    (Plackett-Luce). The snapshot pins the data: export again with
+    `until_judgment_id=snapshot["max_judgment_id"]` to get the same rows.
+    """
+    from labeling.db import get_project, open_store, session_scope
+    from labeling.export import export_dataset
 
     engine = open_store(url)
     try:
-        records = export_records(engine, project, fmt=fmt)
-        snapshot = {"store": _redact(url), "project": project, "format": fmt, "records": len(records),
-                    **_judgment_counts(engine, project),
-                    "taken_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        with session_scope(engine, immediate=False) as session:  # a reader: never blocks writers
+            mode = get_project(session, project).mode
+        fmt = "ranking" if mode == "ranking" else "pairwise"
+        splits, card = export_dataset(engine, project, fmt, **({"ties": "keep"} if fmt == "pairwise" else {}))
     finally:
         engine.dispose()
-    return records, snapshot
-
-
-def _judgment_counts(engine, project: str) -> dict:
-    """Number of judgments and the largest judgment id at snapshot time (later judgments are newer)."""
-    from sqlalchemy import func
-    from sqlmodel import Session, select
-
-    from labeling.db import get_project
-    from labeling.models import Judgment, Task
-
-    with Session(engine) as session:
-        project_id = get_project(session, project).id
-        count, max_id = session.exec(
-            select(func.count(Judgment.id), func.max(Judgment.id)).join(Task, Task.id == Judgment.task_id)
-            .where(Task.project_id == project_id)).one()
-    return {"judgments": int(count), "max_judgment_id": max_id}
+    snapshot = {"store": _redact(url), "project": project, "format": fmt, "records": len(splits["train"]),
+                **card["snapshot"], "rounds": card.get("rounds"), "taken_at": card["created_at"]}
+    return splits["train"], snapshot
 
 
 def _redact(url: str) -> str:

@@ -161,12 +161,19 @@ class MetricsCallback(JsonlMetricsCallback):
     def __init__(self, log_dir):
         self.logger = MetricsLogger(log_dir, tensorboard=True)
 
+    def on_train_end(self, args, state, control, **kwargs):
+        pass  # the final evaluation still logs here; train() closes the logger at the very end
+
 
 # ---------------------------------------------------------------------------- the command
 
 def prepare_data(cfg: RewardModelConfig, data_dir: Path, resuming: bool):
-    """(train groups, eval groups, source metadata); a resumed run reuses its own data snapshot."""
-    from prefloop.data import read_records, write_records
+    """(train groups, eval groups, source metadata), validated; nothing is written here.
+
+    A resumed run reuses its own snapshot in data_dir, so that judgments added to the store
+    since the first start do not change the data under a half-trained model.
+    """
+    from prefloop.data import read_records
     from reward_model.data import (check_trainable, export_from_store, groups_from_records, load_groups,
                                    split_by_prompt)
 
@@ -189,10 +196,16 @@ def prepare_data(cfg: RewardModelConfig, data_dir: Path, resuming: bool):
     check_trainable(train, f"{source_name} (training split)")
     source.update(n_train=len(train), n_eval=len(evals), n_ties=sum(g["tie"] for g in train),
                   n_rankings=sum(len(g["responses"]) > 2 for g in train))
+    return train, evals, source
+
+
+def write_data_snapshot(data_dir: Path, train: list[dict], evals: list[dict], source: dict) -> None:
+    """The exact comparisons this model is trained and evaluated on (eval reads data/eval.jsonl)."""
+    from prefloop.data import write_records
+
     write_records([g["row"] for g in train], data_dir / "train.jsonl")
     write_records([g["row"] for g in evals], data_dir / "eval.jsonl")
     (data_dir / "source.json").write_text(json.dumps(source, indent=2))
-    return train, evals, source
 
 
 def reference_sample(groups: list[dict], n: int, seed: int) -> tuple[list, list]:
@@ -227,8 +240,11 @@ def lora_config(cfg: RewardModelConfig):
                       lora_dropout=cfg.lora_dropout, target_modules="all-linear")
 
 
-def train(cfg: RewardModelConfig) -> Path:
-    """Train, normalise and save; returns the model directory (= cfg.output_dir)."""
+def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
+    """Train, normalise and save; returns the model directory (= cfg.output_dir).
+
+    `callbacks`: extra transformers TrainerCallbacks (the benchmark times steps with one).
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     from prefloop.hardware import detect
@@ -243,13 +259,18 @@ def train(cfg: RewardModelConfig) -> Path:
     train_groups, eval_groups, source = prepare_data(cfg, out / "data", resuming=last is not None)
     # 2. backbone with H heads, data tokenized the way RewardScorer will read it
     model, tokenizer = load_backbone(cfg.model, n_heads=cfg.n_heads, seed=cfg.seed)
-    train_ds = tokenize_groups(train_groups, tokenizer, cfg.max_length, cfg.n_heads, cfg.bootstrap, cfg.seed)
-    eval_ds = tokenize_groups(eval_groups, tokenizer, cfg.max_length) if eval_groups else None
+    # encoders have a fixed number of positions; decoders' max_position_embeddings is large
+    max_length = min(cfg.max_length, getattr(model.config, "max_position_embeddings", None) or cfg.max_length)
+    train_ds = tokenize_groups(train_groups, tokenizer, max_length, cfg.n_heads, cfg.bootstrap, cfg.seed)
+    eval_ds = tokenize_groups(eval_groups, tokenizer, max_length) if eval_groups else None
+    if last is None:
+        write_data_snapshot(out / "data", train_groups, eval_groups, source)
     # 3. train (resuming from the last checkpoint when there is one)
+    metrics_cb = MetricsCallback(out / "logs")
     trainer = PreferenceRewardTrainer(
         model=model, args=training_arguments(cfg, out, eval_ds is not None), train_dataset=train_ds,
         eval_dataset=eval_ds, processing_class=tokenizer, data_collator=GroupCollator(tokenizer.pad_token_id),
-        peft_config=lora_config(cfg) if cfg.lora else None, callbacks=[MetricsCallback(out / "logs")],
+        peft_config=lora_config(cfg) if cfg.lora else None, callbacks=[metrics_cb, *(callbacks or [])],
         rm_config=cfg)
     if last:
         print(f"[reward-model] resuming from {last}")
@@ -257,20 +278,23 @@ def train(cfg: RewardModelConfig) -> Path:
     metrics = {"train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime")}
     if eval_ds is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
-    # 4. merge LoRA into the backbone so that plain transformers loads the result
-    model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+    # 4. drop the mixed-precision forward wrapper accelerate put on the model, and merge LoRA into the
+    #    backbone so that plain transformers loads the result
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     # 5. normalise to mean 0 / std 1 on a reference sample of training responses
-    scorer = RewardScorer(model, tokenizer, batch_size=cfg.scoring_batch_size, max_length=cfg.max_length)
+    scorer = RewardScorer(model, tokenizer, batch_size=cfg.scoring_batch_size, max_length=max_length)
     offset, scale = scorer.fit_normalisation(*reference_sample(train_groups, cfg.normalize_samples, cfg.seed))
     # 6. save the model directory with its metadata
     metadata = {"base_model": cfg.model, "trained": True, "hardware": detect().describe(),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "config": to_dict(cfg), "data": source, "metrics": metrics,
+                "config": to_dict(cfg), "max_length": max_length, "data": source, "metrics": metrics,
                 "normalisation": {"n_reference": min(cfg.normalize_samples, sum(len(g["responses"]) for g in train_groups)),
                                   "sample": "training responses"},
                 "reward_offset": offset, "reward_scale": scale}
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     save_reward_model(model, tokenizer, out, metadata)
+    metrics_cb.logger.close()
     return out
 
 

@@ -64,7 +64,7 @@ class RewardScorer:
         meta = read_metadata(resolved) if Path(resolved).is_dir() else {}
         offset = meta.get("reward_offset", getattr(model.config, "reward_offset", None))
         scale = meta.get("reward_scale", getattr(model.config, "reward_scale", None))
-        max_length = meta.get("config", {}).get("max_length", 1024)
+        max_length = meta.get("max_length", meta.get("config", {}).get("max_length", 1024))
         model = model.to(device or hw.device).eval()
         return cls(model, tokenizer, offset, scale, batch_size, max_length)
 

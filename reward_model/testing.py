@@ -33,7 +33,7 @@ def build_tiny_reward_model(out_dir: str | Path, seed: int = 0, n_heads: int = 1
     metadata = {"base_model": "tiny-random-llama", "trained": False, "seed": seed,
                 "reward_offset": offset, "reward_scale": scale,
                 "normalisation": {"n_reference": len(REFERENCE_RESPONSES), "source": "reward_model.testing"},
-                "config": {"max_length": 1024}}
+                "max_length": 1024}
     return save_reward_model(model, tokenizer, out_dir, metadata)
 
 

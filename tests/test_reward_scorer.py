@@ -87,3 +87,20 @@ def test_bad_reward_specs_are_one_line_errors(tmp_path):
         load_reward(str(tmp_path / "missing-rm"))
     with pytest.raises(ModelNotFoundError, match="no config.json"):
         load_reward(str(tmp_path))
+
+
+def test_score_command_with_a_callable_reward_and_bad_rows(tmp_path, capsys):
+    from prefloop.data import read_records, write_records
+    from reward_model.cli import main as cli
+
+    write_records([{"prompt": "hi", "response": "great kind"},
+                   {"prompt": [{"role": "user", "content": "hi"}], "response": [{"role": "assistant", "content": "bad"}]}],
+                  tmp_path / "in.jsonl")
+    assert cli(["score", "--model", "reward_model.synthetic:true_reward_fn", "--input", str(tmp_path / "in.jsonl"),
+                "--output", str(tmp_path / "out.jsonl")]) == 0
+    assert [r["reward"] for r in read_records(tmp_path / "out.jsonl")] == [2.0, -1.0]  # +2 positive words, −1
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "hi", "response": "ok"}\n{"prompt": "hi"}\n')
+    assert cli(["score", "--model", "reward_model.synthetic:true_reward_fn", "--input", str(tmp_path / "bad.jsonl"),
+                "--output", str(tmp_path / "out2.jsonl")]) == 1
+    assert "bad.jsonl: row 2: missing field 'response'" in capsys.readouterr().err
+    assert not (tmp_path / "out2.jsonl").exists()  # nothing half-written
