@@ -10,7 +10,11 @@ import sys
 
 
 def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
-    """`commands` maps name -> ("module:function", one-line help)."""
+    """`commands` maps name -> ("module:function", one-line help[, "module:ConfigClass"]).
+
+    With the config class named, `COMMAND --help` is answered from it without
+    importing the command's module (trainers import torch and TRL: seconds).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {prog} COMMAND [--config FILE.yaml] [flags]\n\ncommands:")
@@ -22,8 +26,19 @@ def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | 
     if name not in commands:
         print(f"{prog}: unknown command {name!r}; choose from {', '.join(commands)}", file=sys.stderr)
         return 2
-    module, func = commands[name][0].split(":")
+    entry = commands[name]
+    if len(entry) > 2 and any(arg in ("-h", "--help") for arg in rest):
+        from prefloop.config import build_parser
+
+        build_parser(_load(entry[2]), prog=f"{prog} {name}").print_help()
+        return 0
+    module, func = entry[0].split(":")
     return run_main(getattr(importlib.import_module(module), func), rest, prog)
+
+
+def _load(path: str):
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def run_main(func, argv: list[str], prog: str) -> int:

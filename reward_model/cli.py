@@ -3,7 +3,8 @@
 from prefloop.cli import dispatch
 
 COMMANDS = {
-    "train": ("reward_model.reward_trainer:main", "train a Bradley-Terry reward model on comparisons"),
+    "train": ("reward_model.reward_trainer:main", "train a Bradley-Terry reward model on comparisons",
+              "reward_model.reward_config:RewardModelConfig"),
     "eval": ("reward_model.evaluate:main", "held-out accuracy, calibration and plots of a reward model"),
     "score": ("reward_model.batch_score:main", "score a JSONL file of prompt/response rows"),
 }
