@@ -81,6 +81,8 @@ class PPOConfig:
     mini_batch_size: int = _f(4, "episodes per optimizer step (M in [PPO] Alg. 1); divides batch_size")
     gradient_accumulation_steps: int = _f(1, "micro-batches per minibatch (memory only; same update)")
     learning_rate: float = _f(1e-5, "Adam learning rate")
+    lr_schedule: str = _f("constant", "learning-rate schedule over the PPO iterations: constant, or linear "
+                                      "decay to 0 (CleanRL's anneal_lr)", choices=["constant", "linear"])
     adam_eps: float = _f(1e-5, "Adam epsilon (1e-5 as in the PPO reference code, not PyTorch's 1e-8)")
     max_grad_norm: float = _f(1.0, "clip the global gradient norm to this")
 
@@ -91,7 +93,9 @@ class PPOConfig:
     lora_alpha: int = _f(32, "LoRA scaling alpha (update scaled by alpha / r)")
     lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps log pi deterministic between rollout and update)")
     lora_target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                         "down_proj"], "module names that get LoRA adapters")
+                                         "down_proj"],
+                                        "module names that get LoRA adapters ('all-linear': every linear "
+                                        "layer but the LM head)")
     merge_lora: bool = _f(True, "save the final policy with LoRA merged into the weights (else the adapter alone)")
     critic: str = _f("value_head", "value function V(s_t): a head on the policy, or a separate model "
                                    "initialised from the reward model (see the module docstring)",
@@ -130,6 +134,8 @@ class PPOConfig:
             raise ValueError("gamma and lam must lie in [0, 1]")
         if self.kl_estimator not in KL_ESTIMATOR_NAMES:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATOR_NAMES)}")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError("lr_schedule must be constant or linear")
         if self.critic not in CRITICS:
             raise ValueError(f"critic must be one of {', '.join(CRITICS)}")
         if self.critic == "reward_model" and self.critic_model is None:

@@ -85,6 +85,24 @@ def kl_penalised_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     return rewards * mask, kl
 
 
+def shape_scores(scores: torch.Tensor, terminated: torch.Tensor, missing_eos_penalty: float | None = None,
+                 moments: "RunningMoments | None" = None, clip: float | None = None) -> torch.Tensor:
+    """The scalar reward r(x, y) as PPO uses it, in this order:
+
+    1. responses that never emitted EOS lose `missing_eos_penalty` [N-details],
+    2. r -> (r - mean) / std with running `moments` (already updated by the caller) [Ziegler §2.2],
+    3. r is clipped to [-clip, clip].
+    scores (B,), terminated (B,) bool -> (B,).
+    """
+    if missing_eos_penalty is not None:
+        scores = scores - missing_eos_penalty * (~terminated).to(scores.dtype)
+    if moments is not None:
+        scores = (scores - moments.mean) / moments.std
+    if clip is not None:
+        scores = scores.clamp(-clip, clip)
+    return scores
+
+
 # ---------------------------------------------------------------------------
 # advantages [GAE]
 # ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ trade-off. With LoRA the reference policy is the same weights with the adapter
 disabled; with full fine-tuning it is a frozen copy of the initial weights.
 
 Launch:  align ppo --config configs/ppo.yaml
-         accelerate launch --config_file configs/accelerate_ddp.yaml -m align.cli ppo --config configs/ppo.yaml
+         accelerate launch --config_file configs/accelerate_ddp.yaml -m align.ppo_trainer --config configs/ppo.yaml
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from align.ppo_core import (
     kl_penalised_rewards,
     masked_mean,
     masked_whiten,
+    shape_scores,
 )
 from align.prompts import as_conversation, load_prompts
 from align.rollout import causal_lm_parts, generate_responses, response_hidden_states, token_logprobs
@@ -111,8 +112,9 @@ def load_policy(cfg: PPOConfig, device):
         return policy, ref_model, tokenizer
     from peft import LoraConfig, get_peft_model
 
+    targets = "all-linear" if cfg.lora_target_modules == ["all-linear"] else cfg.lora_target_modules
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM")
     try:
         policy = get_peft_model(policy, lora)
     except ValueError as err:  # e.g. target modules not found in this architecture
@@ -187,6 +189,7 @@ class PPOTrainer:
     @classmethod
     def from_config(cls, cfg: PPOConfig) -> "PPOTrainer":
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import set_seed
 
         from prefloop.hardware import detect
@@ -194,6 +197,10 @@ class PPOTrainer:
         hw = detect()
         # Weights stay fp32 (Adam's master copy); bf16/fp16 hardware gets autocast.
         mixed = hw.precision if hw.precision != "fp32" else "no"
+        # A previous Accelerator in this Python process (a test, a notebook) fixed its own
+        # precision; start afresh, as transformers' TrainingArguments does. The process group
+        # (PartialState) is kept.
+        AcceleratorState._reset_state()
         accelerator = Accelerator(mixed_precision=mixed, cpu=hw.device == "cpu")
         if accelerator.is_main_process:
             print(f"[prefloop] hardware: {hw.describe()}; fp32 weights, autocast {mixed}; "
@@ -204,10 +211,15 @@ class PPOTrainer:
         reward_fn = load_reward_function(cfg.reward, accelerator.device)
         set_seed(cfg.seed, device_specific=True)  # seed + rank: each process samples its own responses
         policy, ref_model, tokenizer = load_policy(cfg, accelerator.device)
+        if tokenizer.chat_template is None and any(not isinstance(p, str) for p in prompts):
+            raise InputError(f"model {cfg.model}: its tokenizer has no chat template, so it cannot answer "
+                             "conversation prompts; give plain-text prompts (a 'text' column)")
         model = ActorCritic(policy, load_critic(cfg, tokenizer, accelerator.device)).to(accelerator.device)
         model.eval()  # no dropout anywhere: log pi must be the same at rollout and at update [N-details]
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0)
+        # The fused kernel updates all tensors in one pass (fp32 master weights, CPU or CUDA).
+        fused = torch.device(accelerator.device).type in ("cpu", "cuda")
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0, fused=fused)
         model, optimizer = accelerator.prepare(model, optimizer)
         return cls(cfg, accelerator, model, ref_model, tokenizer, optimizer, reward_fn, prompts, source)
 
@@ -228,10 +240,13 @@ class PPOTrainer:
         bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="ppo",
                    disable=not acc.is_main_process, dynamic_ncols=True)
         for step in bar:
+            if cfg.lr_schedule == "linear":  # CleanRL's anneal_lr: frac = 1 - step / steps
+                for group in self.optimizer.param_groups:
+                    group["lr"] = (1.0 - step / cfg.steps) * cfg.learning_rate
             stats, samples = self.step(self.batch_prompts(step))
             if logger is not None:
                 logger.log(step, stats)
-                bar.set_postfix(score=f"{stats['score']:.3f}", kl=f"{stats['kl_k1']:.3f}",
+                bar.set_postfix(score=f"{stats['score']:.3f}", kl_k1=f"{stats['kl_k1']:.3f}",
                                 beta=f"{stats['beta']:.3g}", len=f"{stats['response_length']:.1f}")
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     self.log_samples(step, samples, logger, bar)
@@ -293,7 +308,7 @@ class PPOTrainer:
             }
             stats = self._reduce(stats)
         stats.update(beta=beta, beta_next=self.kl_ctl.value, lr=self.optimizer.param_groups[0]["lr"],
-                     tokens=float(lengths.sum().item() * acc.num_processes), **timer.totals())
+                     tokens=acc.reduce(lengths.sum(), "sum").item(), **timer.totals())
         samples = [{"prompt": as_conversation(p), "response": t, "score": s}
                    for p, t, s in zip(prompts, rollout.texts, raw_scores.tolist())]
         return stats, samples
@@ -307,15 +322,12 @@ class PPOTrainer:
         return torch.tensor([float(s) for s in scores], dtype=torch.float32, device=self.accelerator.device)
 
     def shape_scores(self, scores: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
-        cfg = self.cfg
-        if cfg.missing_eos_penalty is not None:
-            scores = scores - cfg.missing_eos_penalty * (~terminated).float()
-        if cfg.score_norm:  # moments over every process's scores, so all ranks agree
-            self.score_moments.update(self.accelerator.gather(scores))
-            scores = (scores - self.score_moments.mean) / self.score_moments.std
-        if cfg.score_clip is not None:
-            scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-        return scores
+        cfg, moments = self.cfg, None
+        if cfg.score_norm:  # moments over every process's scores (after the EOS penalty), so all ranks agree
+            penalised = shape_scores(scores, terminated, cfg.missing_eos_penalty)
+            self.score_moments.update(self.accelerator.gather(penalised))
+            moments = self.score_moments
+        return shape_scores(scores, terminated, cfg.missing_eos_penalty, moments, cfg.score_clip)
 
     # -- 3. passes without gradients -----------------------------------------------------------
 
@@ -358,6 +370,7 @@ class PPOTrainer:
         per_token = {"old_logprobs": old_logprobs, "old_values": old_values,
                      "advantages": advantages, "returns": returns}
         history: dict[str, list[torch.Tensor]] = {}
+        tokens_trained = 0  # (prompt + response) positions through forward and backward
         for _epoch in range(cfg.ppo_epochs):
             order = torch.randperm(len(rollout))
             for minibatch in order.split(cfg.mini_batch_size):
@@ -366,15 +379,18 @@ class PPOTrainer:
                     # DDP all-reduces gradients only on the last micro-batch of the minibatch.
                     sync = i == len(micro_batches) - 1
                     with contextlib.nullcontext() if sync else acc.no_sync(self.model):
-                        loss, stats = self.loss(_micro_batch(rollout, idx, per_token))
+                        mb = _micro_batch(rollout, idx, per_token)
+                        loss, stats = self.loss(mb)
                         acc.backward(loss / len(micro_batches))
+                    tokens_trained += mb["input_ids"].numel()
                     for key, value in stats.items():
                         history.setdefault(key, []).append(value.detach())
                 grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 history.setdefault("grad_norm", []).append(torch.as_tensor(grad_norm, dtype=torch.float32).detach())
-        return {key: torch.stack(values).mean() for key, values in history.items()}
+        return {**{key: torch.stack(values).mean() for key, values in history.items()},
+                "tokens_trained": torch.tensor(float(tokens_trained))}
 
     def loss(self, mb: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """L = L_clip + c_1 * L_V - c_2 * H   [PPO eq. 9], on one micro-batch."""
@@ -599,3 +615,11 @@ def save_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(out_dir / name)
     return written
+
+
+if __name__ == "__main__":  # `accelerate launch -m align.ppo_trainer ...` runs this module as a script
+    import sys
+
+    from prefloop.cli import run_main
+
+    raise SystemExit(run_main(main, sys.argv[1:], "align ppo"))

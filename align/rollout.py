@@ -25,9 +25,6 @@ from dataclasses import dataclass
 
 import torch
 
-Prompt = "str | list[dict]"  # a plain-text prompt or a conversation
-
-
 @dataclass
 class Rollout:
     prompt_ids: torch.Tensor  # (B, P) left-padded

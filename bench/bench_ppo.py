@@ -1,0 +1,280 @@
+"""Benchmark of one `align ppo` step on SmolLM2-135M, phase by phase, against the bare compute.
+
+    .venv/bin/python bench/bench_ppo.py                      # table printed and written to BENCHMARKS.md
+    .venv/bin/python bench/bench_ppo.py --modes lora --batch-size 2 --max-new-tokens 16 --no-write
+
+What is measured, all in one process and one run (same model, same precision):
+Both LoRA and full fine-tuning (`--modes`). Per mode:
+  PPO step      `PPOTrainer.step` on real prompts: rollout (sampling with the KV cache), scoring
+                (a RewardScorer on a SmolLM2 backbone), reference/value passes (log pi_old, V_old,
+                log pi_ref), training (ppo_epochs x minibatches: forward, clipped losses, backward,
+                gradient clipping, AdamW), timed by the step itself.
+  rollout       `generate_responses` against plain `model.generate` with the same sampling
+                settings, batch and seed (so both produce the same tokens): tokens/s, target >= 0.9.
+  training      `PPOTrainer.ppo_update` on a fixed rollout against a bare forward+backward
+                (logits -> cross-entropy -> backward, no optimizer) of the same policy over the same
+                micro-batches and epochs: tokens/s, target >= 0.8.
+Times are medians of `--repeats` runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SECTION = "## PPO"
+
+
+def build_trainer(args, workdir: Path):
+    from align.ppo_config import PPOConfig
+    from align.ppo_trainer import PPOTrainer
+    from reward_model.backbone import load_backbone
+    from reward_model.scorer import RewardScorer
+
+    from align.prompts import as_conversation, load_prompts
+
+    # The demo prompts as conversations: SmolLM2-Instruct answers through its chat template.
+    demo, _ = load_prompts(ROOT / "labeling" / "demo_prompts.jsonl")
+    prompts = workdir / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": as_conversation(p)}) + "\n" for p in demo))
+    cfg = PPOConfig(model=args.model, reward="reward_model.testing:length_reward", prompts=str(prompts),
+                    output_dir=str(workdir / "run"), batch_size=args.batch_size,
+                    mini_batch_size=args.mini_batch_size, ppo_epochs=args.ppo_epochs,
+                    max_new_tokens=args.max_new_tokens, temperature=0.7, lora=args.lora, steps=1)
+    trainer = PPOTrainer.from_config(cfg)
+    # Scoring through a real RewardScorer on a SmolLM2-sized backbone (head untrained: the
+    # cost, not the values, is what is measured here).
+    rm, rm_tokenizer = load_backbone(args.model, n_heads=1)
+    trainer.reward_fn = RewardScorer(rm.to(trainer.accelerator.device).eval(), rm_tokenizer,
+                                     batch_size=args.batch_size)
+    return trainer
+
+
+def bench_step(trainer, repeats: int) -> dict:
+    """Phase times of whole PPO steps (one warm-up)."""
+    runs = []
+    for i in range(repeats + 1):
+        stats, _ = trainer.step(trainer.batch_prompts(i))
+        if i:
+            runs.append(stats)
+    keys = ("time/rollout", "time/score", "time/ref_value", "time/train", "tokens", "tokens_trained",
+            "response_length")
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def bench_rollout(trainer, repeats: int, max_new_tokens: int) -> dict:
+    """generate_responses vs plain model.generate: same prompts, batch, sampling settings and seed."""
+    import torch
+
+    from align.rollout import generate_responses, tokenize_prompts
+
+    policy, tokenizer, acc = trainer.unwrapped.policy, trainer.tokenizer, trainer.accelerator
+    prompts = trainer.batch_prompts(0)
+    times = {"ours": [], "plain": []}
+    tokens = {}
+    for i in range(repeats + 1):
+        for name in ("plain", "ours"):
+            torch.manual_seed(1234 + i)
+            _sync(acc.device)
+            start = time.perf_counter()
+            with torch.no_grad(), acc.autocast():
+                if name == "ours":
+                    rollout = generate_responses(policy, tokenizer, prompts, max_new_tokens, 0.7,
+                                                 max_prompt_length=trainer.cfg.max_prompt_length)
+                    shape = rollout.response_ids.shape
+                else:
+                    ids, mask = tokenize_prompts(tokenizer, prompts, trainer.cfg.max_prompt_length, acc.device)
+                    out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7,
+                                          top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+                                          pad_token_id=tokenizer.pad_token_id)
+                    shape = out[:, ids.shape[1]:].shape
+            _sync(acc.device)
+            if i:
+                times[name].append(time.perf_counter() - start)
+                tokens[name] = shape[0] * shape[1]
+    return _compare(times["ours"], times["plain"], tokens["ours"], tokens["plain"])
+
+
+def bench_training(trainer, repeats: int) -> dict:
+    """ppo_update vs bare forward+backward over the same micro-batches of one fixed rollout."""
+    import torch
+
+    from align.ppo_core import compute_gae, kl_penalised_rewards, masked_whiten
+    from align.ppo_trainer import _micro_batch
+    from align.rollout import generate_responses
+
+    cfg, acc = trainer.cfg, trainer.accelerator
+    prompts = trainer.batch_prompts(0)
+    with acc.autocast():
+        rollout = generate_responses(trainer.unwrapped.policy, trainer.tokenizer, prompts, cfg.max_new_tokens,
+                                     cfg.temperature, max_prompt_length=cfg.max_prompt_length)
+        old_logprobs, old_values, _ = trainer.policy_pass(rollout)
+        ref_logprobs = trainer.reference_pass(rollout)
+    mask = rollout.response_mask.float()
+    scores = torch.zeros(len(rollout), device=acc.device)
+    rewards, _ = kl_penalised_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
+    advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    advantages = masked_whiten(advantages, mask)
+
+    policy = trainer.unwrapped.policy
+
+    def bare() -> int:
+        tokens = 0
+        for _ in range(cfg.ppo_epochs):
+            for idx in torch.arange(len(rollout)).split(trainer.micro_batch_size):
+                mb = _micro_batch(rollout, idx)
+                with acc.autocast():
+                    position_ids = (mb["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                    logits = policy(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
+                                    position_ids=position_ids, use_cache=False).logits  # (b, L, V)
+                    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                             mb["input_ids"][:, 1:].flatten())
+                loss.backward()
+                tokens += mb["input_ids"].numel()
+        policy.zero_grad(set_to_none=True)
+        return tokens
+
+    def ours() -> int:
+        stats = trainer.ppo_update(rollout, old_logprobs, old_values, advantages, returns)
+        return int(stats["tokens_trained"])
+
+    times = {"ours": [], "bare": []}
+    tokens = {}
+    for i in range(repeats + 1):
+        for name, fn in (("bare", bare), ("ours", ours)):
+            _sync(acc.device)
+            start = time.perf_counter()
+            n = fn()
+            _sync(acc.device)
+            if i:
+                times[name].append(time.perf_counter() - start)
+                tokens[name] = n
+    return _compare(times["ours"], times["bare"], tokens["ours"], tokens["bare"])
+
+
+def _compare(ours: list[float], base: list[float], ours_tokens: int, base_tokens: int) -> dict:
+    """Throughputs and their ratio. The ratio is the median of back-to-back pairs, which a
+    machine whose load drifts during the run (shared CPUs) disturbs far less than a ratio of medians."""
+    pairs = [(ours_tokens / o) / (base_tokens / b) for o, b in zip(ours, base)]
+    return {"ours_tps": ours_tokens / statistics.median(ours), "base_tps": base_tokens / statistics.median(base),
+            "ratio": statistics.median(pairs), "pairs": pairs, "tokens": ours_tokens}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def machine() -> str:
+    import torch
+
+    from prefloop.hardware import detect
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}{gpu}, {os.cpu_count()} cores, {detect().describe()}; torch {torch.__version__}, "
+            f"load average at start {os.getloadavg()[0]:.1f}")
+
+
+def render(args, where: str, results: dict) -> str:
+    phases = [("rollout (sampling, KV cache)", "time/rollout"), ("scoring (RewardScorer)", "time/score"),
+              ("reference + value passes", "time/ref_value"), ("training (PPO epochs)", "time/train")]
+    modes = list(results)
+    any_step = results[modes[0]]["step"]
+    lines = [SECTION, "", f"`python bench/bench_ppo.py` on {where}.", "",
+             f"{args.model}, batch {args.batch_size}, max {args.max_new_tokens} new tokens (mean response "
+             f"{any_step['response_length']:.1f}), {args.ppo_epochs} PPO epochs x "
+             f"{args.batch_size // args.mini_batch_size} minibatches, value head on the policy; "
+             f"medians of {args.repeats} runs after one warm-up"
+             f"{f'; torch threads {args.threads}' if args.threads else ''}.", "",
+             "| phase of one PPO step, s (share) | " + " | ".join(modes) + " |",
+             "| --- |" + " ---: |" * len(modes)]
+    totals = {m: sum(results[m]["step"][k] for _, k in phases) for m in modes}
+    for label, key in phases:
+        lines.append(f"| {label} | " + " | ".join(
+            f"{results[m]['step'][key]:.2f} ({results[m]['step'][key] / totals[m]:.0%})" for m in modes) + " |")
+    lines += ["| **total** | " + " | ".join(f"{totals[m]:.2f}" for m in modes) + " |", "",
+              "| comparison (same run, same batch) | mode | ours tok/s | baseline tok/s | ratio | target |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for m in modes:
+        r, t = results[m]["rollout"], results[m]["training"]
+        lines.append(f"| rollout vs plain `model.generate` | {m} | {r['ours_tps']:.1f} | {r['base_tps']:.1f} "
+                     f"| {r['ratio']:.2f} | >= 0.9 |")
+        lines.append(f"| training vs bare forward+backward | {m} | {t['ours_tps']:.1f} | {t['base_tps']:.1f} "
+                     f"| {t['ratio']:.2f} | >= 0.8 |")
+    lines += ["", "Ratios are medians of back-to-back pairs (the baseline, then ours, on the same inputs). "
+              "Training can beat the bare pass: PPO applies the LM head only at response positions, while the "
+              "bare causal-LM loss computes logits at every position (the head is a quarter of SmolLM2's "
+              "FLOPs per token). The LoRA rollout baseline is the same PeftModel's `generate`: the adapter's "
+              "extra small matmuls per layer are what makes LoRA sampling slower than full-weight sampling "
+              "on a CPU.", ""]
+    return "\n".join(lines)
+
+
+def write_section(table: str) -> None:
+    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if SECTION + "\n" in text:
+        start = text.index(SECTION + "\n")
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + table + ("\n" + text[nxt + 1:] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + table
+    path.write_text(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--batch-size", type=int, default=4, help="episodes per PPO step (and generate batch)")
+    parser.add_argument("--mini-batch-size", type=int, default=4)
+    parser.add_argument("--ppo-epochs", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--modes", default="lora,full", help="comma-separated: lora, full (fine-tuning)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 steadies timings on a shared, busy CPU)")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    where = machine()
+    results = {}
+    for mode in args.modes.split(","):
+        args.lora = mode == "lora"
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = build_trainer(args, Path(tmp))
+            print(f"[{mode}] PPO steps ...", flush=True)
+            step = bench_step(trainer, args.repeats)
+            print(f"[{mode}] rollout vs generate ...", flush=True)
+            rollout = bench_rollout(trainer, args.repeats, args.max_new_tokens)
+            print(f"[{mode}] training vs bare forward+backward ...", flush=True)
+            training = bench_training(trainer, args.repeats)
+            results[mode] = {"step": step, "rollout": rollout, "training": training}
+            del trainer
+    table = render(args, where, results)
+    print(table)
+    print(json.dumps(results))
+    if not args.no_write:
+        write_section(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
