@@ -129,7 +129,7 @@ class GenerateConfig:
     n: int = field(default=2, metadata={"help": "candidates per prompt and model"})
     round: int = field(default=0, metadata={"help": "data round these candidates belong to"})
     max_new_tokens: int = field(default=128, metadata={"help": "response length limit"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy)"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature T > 0"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
@@ -142,6 +142,8 @@ class GenerateConfig:
             raise ValueError("--project is required")
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("n, batch_size and max_new_tokens must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0: N candidates per prompt are sampled")
 
 
 def generate_main(argv: list[str]) -> int:

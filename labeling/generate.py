@@ -65,7 +65,9 @@ def generate_candidates(engine: Engine, project_name: str, model_name: str, *, n
 
     from tqdm.auto import tqdm
 
-    from prefloop.generation import sample
+    import torch
+
+    from prefloop.generation import generate_responses
     from prefloop.models import load_causal_lm
 
     sampling = sampling or SamplingConfig()
@@ -82,7 +84,10 @@ def generate_candidates(engine: Engine, project_name: str, model_name: str, *, n
     for i in range(0, len(jobs), batch_size):
         batch = jobs[i:i + batch_size]
         cfg = SamplingConfig(**{**sampling.as_dict(), "seed": None if sampling.seed is None else sampling.seed + i})
-        out = sample(model, tokenizer, [messages for _, messages in batch], cfg)
+        if cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+        out = generate_responses(model, tokenizer, [messages for _, messages in batch], cfg.max_new_tokens,
+                                 cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
         report.tokens += int(out.response_mask.sum())
         _store_batch(engine, batch, out, model_name, round, cfg, report)
         bar.update(len(batch))
@@ -94,7 +99,8 @@ def generate_candidates(engine: Engine, project_name: str, model_name: str, *, n
 
 def _store_batch(engine, batch, out, model_name, round, cfg, report) -> None:
     with session_scope(engine) as session:
-        for (prompt_id, _), text, finished in zip(batch, out.texts, out.finished):
+        for (prompt_id, _), text, finished in zip(batch, out.texts, out.terminated.tolist()):
+            text = text.strip()
             if not text:
                 report.notes.append(f"prompt {prompt_id}: empty response not stored")
                 continue

@@ -9,7 +9,7 @@ from labeling.db import session_scope
 from labeling.generate import generate_candidates
 from labeling.models import Candidate, Prompt
 from labeling.projects import create_project
-from prefloop.generation import SamplingConfig, encode_chats, sample
+from prefloop.generation import SamplingConfig, generate_responses, tokenize_prompts
 
 PROMPTS = ["What is 2+2?", "Name a colour.", "Say hello in French."]
 
@@ -47,9 +47,10 @@ def test_responses_stop_at_eos_and_are_left_padded(tiny_model_dir):
     from prefloop.models import load_causal_lm
 
     model, tok = load_causal_lm(tiny_model_dir)
-    ids, mask = encode_chats(tok, [[{"role": "user", "content": "a"}], [{"role": "user", "content": "a much longer prompt"}]])
+    ids, mask = tokenize_prompts(tok, [[{"role": "user", "content": "a"}],
+                                       [{"role": "user", "content": "a much longer prompt"}]])
     assert mask[0, 0] == 0 and mask[0, -1] == 1  # the short prompt is padded on the left
-    out = sample(model, tok, ["hi", "there"], SamplingConfig(max_new_tokens=5, temperature=1.0, seed=1))
+    out = generate_responses(model, tok, ["hi", "there"], max_new_tokens=5, temperature=1.0)
     assert out.response_ids.shape[0] == 2 and out.response_mask.shape == out.response_ids.shape
     for row, m in zip(out.response_ids, out.response_mask):
         eos = (row == tok.eos_token_id).nonzero()
