@@ -147,12 +147,13 @@ class GenerateConfig:
 
 
 def generate_main(argv: list[str]) -> int:
+    cfg = parse_config(GenerateConfig, argv, prog="labeling generate")  # before torch: --help stays instant
+
     from labeling.db import open_store
     from labeling.generate import generate_candidates
     from prefloop.generation import SamplingConfig
     from prefloop.hardware import detect
 
-    cfg = parse_config(GenerateConfig, argv, prog="labeling generate")
     engine = open_store(cfg.db)
     print(f"hardware: {detect().describe()}")
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 0, cfg.seed)
