@@ -135,3 +135,30 @@ def _balanced_pairs(by_prompt, pairs_per_prompt, cross_model_only, rng):
 
 def _model_pair(pair) -> tuple[str, str]:
     return tuple(sorted((pair[0].model, pair[1].model)))
+
+
+def open_task_contents(engine: Engine, project_name: str) -> list[dict]:
+    """Tasks still short of `overlap` judgments, with their conversation and candidate texts.
+
+    The public read used by the reward-model side for active learning: it scores these
+    and writes priorities back with `labeling.assign.set_priorities`.
+    """
+    from sqlalchemy import func
+
+    from labeling.models import Judgment
+
+    with session_scope(engine, immediate=False) as session:
+        project = get_project(session, project_name)
+        judged = dict(session.exec(select(Judgment.task_id, func.count(Judgment.id))
+                                   .join(Task, Task.id == Judgment.task_id)
+                                   .where(Task.project_id == project.id).group_by(Judgment.task_id)).all())
+        rows = []
+        for task in session.exec(select(Task).where(Task.project_id == project.id)):
+            # gold tasks measure annotators and are never re-prioritised (JSON null != SQL NULL: test in Python)
+            if task.gold or judged.get(task.id, 0) >= project.overlap:
+                continue
+            texts = {c.id: c.text for c in session.exec(select(Candidate).where(Candidate.id.in_(task.candidate_ids)))}
+            rows.append({"task_id": task.id, "prompt": session.get(Prompt, task.prompt_id).messages,
+                         "candidate_ids": list(task.candidate_ids),
+                         "responses": [texts[c] for c in task.candidate_ids]})
+        return rows

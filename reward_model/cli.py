@@ -7,6 +7,8 @@ COMMANDS = {
               "reward_model.reward_config:RewardModelConfig"),
     "eval": ("reward_model.evaluate:main", "held-out accuracy, calibration and plots of a reward model"),
     "score": ("reward_model.batch_score:main", "score a JSONL file of prompt/response rows"),
+    "prioritize": ("reward_model.active:main", "active learning: serve the comparisons the model is least sure of first",
+                   "reward_model.active:PrioritizeConfig"),
 }
 
 
