@@ -18,7 +18,8 @@ class DPOConfig(TrainConfig):
     loss_type: str = field(default="sigmoid", metadata={"help": "preference loss (align/losses.py): sigmoid = DPO, "
                                                                 "ipo, hinge = SLiC, robust = rDPO, conservative = cDPO",
                                                         "choices": list(LOSSES)})
-    beta: float = field(default=0.1, metadata={"help": "KL strength β of max E[r] − β·KL(π_θ‖π_ref) (τ for IPO)"})
+    beta: float = field(default=0.1, metadata={"help": "KL strength β of max E[r] − β·KL(π_θ‖π_ref) "
+                                                       "(τ for IPO)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label-flip rate ε for the robust and "
                                                                   "conservative losses, in [0, 0.5)"})
     margin_scale: float = field(default=1.0, metadata={"help": "ODPO offset Δ = margin_scale·margin from judged "

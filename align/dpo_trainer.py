@@ -13,15 +13,46 @@ The reference policy π_ref:
 from __future__ import annotations
 
 import contextlib
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
-from trl.trainer.utils import add_fused_lm_head, use_adapter
+from trl.trainer.utils import use_adapter
 
 from align.losses import log_ratio_difference, preference_loss
+
+
+def add_response_head(model) -> None:
+    """Patch `model` so that `model(input_ids=…, attention_mask=…, response_mask=m)` returns
+    Σ_t log π(y_t | x, y<t) over the positions where m = 1, shape (B,).
+
+    Only response positions are projected onto the vocabulary: the (N, V) logits of the response
+    tokens, never the prompt's. TRL's fused head scores every position in Triton tiles; without
+    Triton (on a CPU) its tiles run as plain torch ops and cost ~2x a plain forward (bench_dpo.py).
+    The model's own forward is untouched without `response_mask` (generation, saving). Idempotent.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "_prefloop_response_head", False):
+        return
+    previous = base.forward
+
+    def forward(self, *args, response_mask=None, **kwargs):
+        if response_mask is None:
+            return previous(*args, **kwargs)
+        kwargs.pop("labels", None)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # (B, T-1, H): state t predicts t+1
+        targets = kwargs["input_ids"][:, 1:]  # (B, T-1)
+        mask = response_mask[:, 1:].bool()  # (B, T-1)
+        logits = self.get_output_embeddings()(hidden[mask]).float()  # (N, V), response positions only
+        token_logps = logits.gather(-1, targets[mask][:, None]).squeeze(-1) - logits.logsumexp(-1)  # (N,)
+        return token_logps.new_zeros(mask.shape[0]).index_add(0, mask.nonzero()[:, 0], token_logps)  # (B,)
+
+    base.forward = types.MethodType(forward, base)
+    base._prefloop_response_head = True
 
 
 @dataclass
@@ -41,10 +72,7 @@ class PrefloopDPOTrainer(DPOTrainer):
         self.pref_loss_type = loss_type
         self.margin_scale = margin_scale
         super().__init__(*args, **kwargs)
-        # TRL's fused LM head also folds entropy, mean logit and top-1 into every forward for its own
-        # metrics; log π(y_t) is all this loss needs, so re-patch with that alone (saves a pass over V).
-        policy = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        add_fused_lm_head(policy, outputs=("log_probs",))
+        add_response_head(self.model)  # before `train()` wraps the forward in autocast
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -52,16 +80,22 @@ class PrefloopDPOTrainer(DPOTrainer):
             self._signature_columns.append("margin")
 
     def compute_ref_log_probs(self, model, inputs):
-        return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "margin"})
+        """log π_ref(y|x) of [chosen; rejected] as two (B,) tensors; also TRL's precompute pass."""
+        add_response_head(self.accelerator.unwrap_model(model))
+        with torch.no_grad(), self._reference_context(), self.accelerator.autocast():
+            logps = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                          response_mask=inputs["completion_mask"])  # (2B,)
+        return logps.chunk(2)
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         # 1. log π_θ(y|x): rows are [chosen; rejected], summed over response tokens
         completion_mask = inputs["completion_mask"]  # (2B, T)
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)  # (2B, T)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
-                        fused_lm_head=True, use_cache=False)
-        logps = outputs.log_probs.sum(1)  # (2B,), 0 off the response
+        # The reference pass's autocast, also before `train()` has wrapped the model: π_θ and π_ref must
+        # see identical numerics, or h ≠ 0 at initialisation and the "before" metrics are noise.
+        with self.accelerator.autocast():
+            logps = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                          response_mask=completion_mask)  # (2B,)
         # 2. log π_ref(y|x): precomputed, a frozen copy, or the base with the adapter disabled
         ref_logps = self._reference_logps(inputs)  # (2B,)
         # 3. the preference loss on h = Δ log-ratio (align/losses.py)
@@ -119,9 +153,11 @@ class PrefloopDPOTrainer(DPOTrainer):
         ref = self.ref_model if self.ref_model is not None else self.model
         for ids, attn, mask in zip(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]):
             ids, attn = ids[None], attn[None]
-            logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=attn).logits[0, :-1].float(), -1)
-            with self._reference_context():
-                ref_logp = torch.log_softmax(ref(input_ids=ids, attention_mask=attn).logits[0, :-1].float(), -1)
+            with self.accelerator.autocast():
+                logits = self.model(input_ids=ids, attention_mask=attn).logits[0, :-1]
+                with self._reference_context():
+                    ref_logits = ref(input_ids=ids, attention_mask=attn).logits[0, :-1]
+            logp, ref_logp = torch.log_softmax(logits.float(), -1), torch.log_softmax(ref_logits.float(), -1)
             kl_t = (logp.exp() * (logp - ref_logp)).sum(-1)  # (T-1,)
             kls.append((kl_t * mask[1:]).sum())
         return torch.stack(kls)
@@ -141,8 +177,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def train_offline(cfg) -> Path:
-    """Offline DPO; returns the directory of the final model (output_dir/final)."""
+def train_offline(cfg, callbacks: list | None = None) -> Path:
+    """Offline DPO; returns the directory of the final model (output_dir/final). `callbacks` are extra
+    TrainerCallbacks (the benchmark's step timer)."""
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
@@ -171,7 +208,7 @@ def train_offline(cfg) -> Path:
         data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id, max_length=cfg.max_length),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        peft_config=lora_config(cfg), callbacks=[metrics_callback(cfg.output_dir)],
+        peft_config=lora_config(cfg), callbacks=[metrics_callback(cfg.output_dir), *(callbacks or [])],
         loss_type=cfg.loss_type, margin_scale=cfg.margin_scale)
     # 3. train, evaluating the held-out pairs before and after
     checkpoint = resume_checkpoint(cfg)

@@ -78,33 +78,19 @@ def _raw_records(cfg, fmt: str):
 
 
 def export_from_store(url: str, project: str, fmt: str) -> tuple[list[dict], dict]:
-    """Export straight from the store and describe the snapshot (project, judgments, max judgment id, time)."""
+    """Export straight from the store; the snapshot (project, judgments, max judgment id, time) is the one
+    the export itself read, in one transaction, so later judgments are provably not in this model's data."""
     from labeling.db import open_store
-    from labeling.export import export_records
+    from labeling.export import export_dataset
 
     engine = open_store(url)
     try:
-        snapshot = store_snapshot(engine, project)
-        records = export_records(engine, project, fmt=fmt)
+        splits, card = export_dataset(engine, project, fmt)
     finally:
         engine.dispose()
-    return records, {"kind": "store", "format": fmt, **snapshot, "records": len(records)}
-
-
-def store_snapshot(engine, project: str) -> dict:
-    """Judgment count and max id at export time: later judgments are not part of this model's data."""
-    from sqlalchemy import func
-    from sqlmodel import select
-
-    from labeling.db import get_project, session_scope
-    from labeling.models import Judgment, Task
-
-    with session_scope(engine) as session:
-        project_id = get_project(session, project).id
-        count, max_id = session.exec(
-            select(func.count(Judgment.id), func.max(Judgment.id)).join(Task, Task.id == Judgment.task_id)
-            .where(Task.project_id == project_id)).one()
-    return {"project": project, "judgments": int(count), "max_judgment_id": max_id, "taken_at": time.time()}
+    records = [row for rows in splits.values() for row in rows]
+    return records, {"kind": "store", "project": project, "format": fmt, **card["snapshot"],
+                     "taken_at": card["created_at"], "records": len(records)}
 
 
 def _pair_row(record: dict, where: str) -> dict:

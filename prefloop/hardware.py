@@ -61,7 +61,8 @@ def _cpu_has_bf16() -> bool:
     if os.environ.get("PREFLOOP_CPU_BF16") is not None:  # explicit override for odd CPUs
         return os.environ["PREFLOOP_CPU_BF16"] == "1"
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
     except OSError:
         return False
     if "amx_bf16" not in flags and "avx512_bf16" not in flags:
@@ -103,9 +104,12 @@ def trainer_precision_kwargs(gradient_checkpointing: bool | None = None) -> dict
     worth it on an accelerator short of memory, so it is off unless asked for.
     """
     hw = detect()
+    checkpointing = bool(gradient_checkpointing)
     return {
         "bf16": hw.bf16,
         "fp16": hw.precision == "fp16",
-        "gradient_checkpointing": bool(gradient_checkpointing),
+        # transformers 5 renamed it; setting the new name wins over TRL's default of the old one
+        "activation_checkpointing": checkpointing,
+        "gradient_checkpointing": checkpointing,
         "use_cpu": hw.device == "cpu",
     }

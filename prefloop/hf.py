@@ -21,7 +21,7 @@ class JsonlMetricsCallback(TrainerCallback):
             self.logger.log(state.global_step, {k: v for k, v in logs.items() if isinstance(v, (int, float))})
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.logger.close()
+        self.logger.close()  # flushes; a later evaluate() reopens the file in append mode
 
 
 def hardware_training_args(gradient_checkpointing: bool | None = None) -> dict:

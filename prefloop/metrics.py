@@ -31,6 +31,8 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         clean = {k: _to_float(v) for k, v in metrics.items()}
+        if self._file.closed:  # e.g. a Trainer's evaluate() after train() ended and closed us
+            self._file = self.path.open("a", encoding="utf-8")
         self._file.write(json.dumps({"step": step, "time": round(time.time(), 3), **clean}) + "\n")
         self._file.flush()
         if self._tb is not None:

@@ -77,8 +77,10 @@ def test_metrics_jsonl(tmp_path):
     with MetricsLogger(tmp_path, tensorboard=True) as log:
         log.log(1, {"loss": 2.0})
         log.log(2, {"loss": 1.0})
+    log.log(3, {"loss": 0.5})  # after close (a Trainer's evaluate() after train()): reopened, appended
+    log.close()
     rows = read_metrics(tmp_path)
-    assert [r["loss"] for r in rows] == [2.0, 1.0] and rows[1]["step"] == 2
+    assert [r["loss"] for r in rows] == [2.0, 1.0, 0.5] and rows[1]["step"] == 2
     assert any((tmp_path / "tensorboard").iterdir())
 
 
@@ -92,6 +94,7 @@ def test_hardware_never_picks_bf16_on_a_cpu_without_it(monkeypatch):
         if hw.device == "cpu":
             assert hw.precision == "fp32"
             assert hardware.trainer_precision_kwargs() == {
-                "bf16": False, "fp16": False, "gradient_checkpointing": False, "use_cpu": True}
+                "bf16": False, "fp16": False, "activation_checkpointing": False, "gradient_checkpointing": False,
+                "use_cpu": True}
     finally:
         hardware.detect.cache_clear()
