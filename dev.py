@@ -74,7 +74,8 @@ def start_postgres() -> str | None:
         time.sleep(1)
     sql = ("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='prefloop') THEN "
            "CREATE ROLE prefloop LOGIN SUPERUSER PASSWORD 'prefloop'; END IF; END$$;")
-    subprocess.run(["su", "postgres", "-c", f'psql -qc "{sql}"'], check=True)
+    # SQL on stdin: inside `su -c "..."` the shell would expand $$ (its PID)
+    subprocess.run(["su", "postgres", "-c", "psql -q -v ON_ERROR_STOP=1"], input=sql, text=True, check=True)
     subprocess.run(["su", "postgres", "-c", "createdb -O prefloop prefloop"], capture_output=True)
     return PG_URL
 
