@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import torch
 
-from prefloop.generation import (  # noqa: F401  (re-exported: the rollout API in one place)
+from prefloop.generation import (  # re-exported: the rollout API in one place
     Rollout,
-    _mask_after_eos,
     eos_token_ids,
     generate_responses,
     tokenize_prompts,
 )
+
+__all__ = ["Rollout", "eos_token_ids", "generate_responses", "tokenize_prompts",
+           "causal_lm_parts", "response_hidden_states", "token_logprobs", "response_logprobs"]
 
 
 # ---------------------------------------------------------------------------

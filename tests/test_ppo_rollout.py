@@ -6,12 +6,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from align.rollout import (
     Rollout,
-    _mask_after_eos,
     generate_responses,
     response_logprobs,
     token_logprobs,
     tokenize_prompts,
 )
+from prefloop.generation import _mask_after_eos
 from ppo_helpers import build_letter_model, tiny_cpu_settings
 
 PROMPTS = [[{"role": "user", "content": "a b"}], [{"role": "user", "content": "c d e f g h a b c"}], "q r"]
