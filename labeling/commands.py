@@ -67,9 +67,7 @@ def users_main(argv: list[str]) -> int:
     from labeling.db import open_store, session_scope
     from labeling.users import create_user, list_users, set_active
 
-    if argv and not argv[0].startswith("-"):  # `labeling users add NAME ...`
-        argv = ["--action", argv[0]] + (["--name", argv[1]] if len(argv) > 1 and not argv[1].startswith("-") else []) \
-            + argv[2 if len(argv) > 1 and not argv[1].startswith("-") else 1:]
+    argv = _positionals(argv, ["--action", "--name"])  # `labeling users add NAME ...`
     cfg = parse_config(UserConfig, argv, prog="labeling users")
     engine = open_store(cfg.db)
     if cfg.action != "list" and not cfg.name:
@@ -85,6 +83,17 @@ def users_main(argv: list[str]) -> int:
             set_active(session, cfg.name, cfg.action == "enable")
             print(f"user {cfg.name!r} {cfg.action}d")
     return 0
+
+
+def _positionals(argv: list[str], flags: list[str]) -> list[str]:
+    """Leading positional words become the given flags: ["add", "bob", "--x"] -> ["--action", "add", "--name", "bob", "--x"]."""
+    out = list(argv)
+    for i, flag in enumerate(flags):
+        if len(out) > 2 * i and not out[2 * i].startswith("-"):
+            out.insert(2 * i, flag)
+        else:
+            break
+    return out
 
 
 def _read_password() -> str:
@@ -190,8 +199,7 @@ def tasks_main(argv: list[str]) -> int:
     from labeling.db import open_store
     from labeling.tasks import build_tasks
 
-    if argv and not argv[0].startswith("-"):
-        argv = ["--action", argv[0], *argv[1:]]
+    argv = _positionals(argv, ["--action"])  # `labeling tasks build ...`
     cfg = parse_config(TasksConfig, argv, prog="labeling tasks")
     added = build_tasks(open_store(cfg.db), cfg.project, cfg.strategy, pairs_per_prompt=cfg.pairs_per_prompt,
                         k=cfg.k, models=cfg.models or None, round=cfg.round,
