@@ -92,6 +92,7 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(VENV / "bin" / "labeling"), "demo", *rest])
     system_packages()
     env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")  # tests never download: fail fast instead of waiting on a network
     pg = start_postgres()
     if pg:
         env["PREFLOOP_TEST_PG_URL"] = pg
