@@ -183,7 +183,7 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.preference_data import load_eval_file, load_pairwise, split_by_prompt
+    from align.preference_data import load_pairwise, train_eval_rows
     from align.train_common import (load_policy, lora_config, metrics_callback, resume_checkpoint, save_final,
                                      trl_args)
     from prefloop.config import to_dict
@@ -192,9 +192,7 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
 
     # 1. data, validated before any model is loaded
     loaded = load_pairwise(cfg)
-    train_rows, eval_rows = split_by_prompt(loaded.rows, 0.0 if cfg.eval_data else cfg.eval_fraction, cfg.seed)
-    if cfg.eval_data:
-        eval_rows = load_eval_file(cfg.eval_data, "pairwise")
+    train_rows, eval_rows = train_eval_rows(loaded.rows, cfg, "pairwise")
     print(f"[prefloop] dpo: {len(train_rows)} training pairs, {len(eval_rows)} held-out, loss {cfg.loss_type}, "
           f"β={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
     # 2. policy (TRL builds π_ref: a frozen copy, the adapter-disabled base, or precomputed log-probs)

@@ -9,10 +9,10 @@ TRL's conversational format, so a bad file stops the run before any model is loa
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 
+from prefloop.data import split_by_key
 from prefloop.errors import InputError
 
 
@@ -53,16 +53,16 @@ def load_eval_file(path: str, kind: str) -> list[dict]:
     return rows
 
 
+def train_eval_rows(rows: list[dict], cfg, kind: str) -> tuple[list[dict], list[dict]]:
+    """(train, held-out): `cfg.eval_data` when given, else `cfg.eval_fraction` of the prompts split off."""
+    if cfg.eval_data:
+        return rows, load_eval_file(cfg.eval_data, kind)
+    return split_by_prompt(rows, cfg.eval_fraction, cfg.seed)
+
+
 def split_by_prompt(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Hold out whole prompts (never one pair of a prompt in train and another in eval)."""
-    if fraction <= 0:
-        return rows, []
-    keys = sorted({_prompt_key(row) for row in rows})
-    random.Random(seed).shuffle(keys)
-    n_eval = max(1, round(len(keys) * fraction)) if len(keys) > 1 else 0
-    held = set(keys[:n_eval])
-    train = [row for row in rows if _prompt_key(row) not in held]
-    return train, [row for row in rows if _prompt_key(row) in held]
+    return split_by_key(rows, _prompt_key, fraction, seed, at_least_one=True)
 
 
 def _raw_records(cfg, fmt: str):

@@ -23,7 +23,7 @@ def train_sft(cfg) -> Path:
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from align.preference_data import load_eval_file, load_sft, split_by_prompt
+    from align.preference_data import load_sft, train_eval_rows
     from align.train_common import (load_policy, lora_config, metrics_callback, resume_checkpoint, save_final,
                                      trl_args)
     from prefloop.config import to_dict
@@ -32,9 +32,7 @@ def train_sft(cfg) -> Path:
 
     # 1. data, validated before any model is loaded
     loaded = load_sft(cfg)
-    train_rows, eval_rows = split_by_prompt(loaded.rows, 0.0 if cfg.eval_data else cfg.eval_fraction, cfg.seed)
-    if cfg.eval_data:
-        eval_rows = load_eval_file(cfg.eval_data, "sft")
+    train_rows, eval_rows = train_eval_rows(loaded.rows, cfg, "sft")
     print(f"[prefloop] sft: {len(train_rows)} training examples, {len(eval_rows)} held-out, "
           f"{'LoRA' if cfg.lora else 'full fine-tuning'}")
     # 2. model and trainer

@@ -85,22 +85,6 @@ def setup_project(engine, cfg: DemoConfig) -> None:
 
 
 def summary(engine) -> str:
-    try:
-        from labeling.stats import format_stats, project_stats
-    except ImportError:  # stats arrive with the dashboard work
-        return _counts(engine)
+    from labeling.stats import format_stats, project_stats
+
     return format_stats(project_stats(engine, "demo"))
-
-
-def _counts(engine) -> str:
-    from sqlalchemy import func
-    from sqlmodel import select
-
-    from labeling.db import session_scope
-    from labeling.models import Candidate, Judgment, Prompt, Task
-
-    with session_scope(engine) as session:
-        counts = {name: session.exec(select(func.count()).select_from(table)).one()
-                  for name, table in (("prompts", Prompt), ("candidates", Candidate), ("tasks", Task),
-                                      ("judgments", Judgment))}
-    return "demo project: " + ", ".join(f"{v} {k}" for k, v in counts.items())

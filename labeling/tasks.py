@@ -17,11 +17,12 @@ import itertools
 import random
 from collections import defaultdict
 
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from labeling.db import get_project, session_scope
-from labeling.models import Candidate, Prompt, Task
+from labeling.models import Candidate, Judgment, Prompt, Task
 from prefloop.errors import InputError
 
 STRATEGIES = ("all_pairs", "random_pairs", "ranking")
@@ -143,22 +144,17 @@ def open_task_contents(engine: Engine, project_name: str) -> list[dict]:
     The public read used by the reward-model side for active learning: it scores these
     and writes priorities back with `labeling.assign.set_priorities`.
     """
-    from sqlalchemy import func
-
-    from labeling.models import Judgment
-
     with session_scope(engine, immediate=False) as session:
         project = get_project(session, project_name)
         judged = dict(session.exec(select(Judgment.task_id, func.count(Judgment.id))
                                    .join(Task, Task.id == Judgment.task_id)
                                    .where(Task.project_id == project.id).group_by(Judgment.task_id)).all())
-        rows = []
-        for task in session.exec(select(Task).where(Task.project_id == project.id)):
-            # gold tasks measure annotators and are never re-prioritised (JSON null != SQL NULL: test in Python)
-            if task.gold or judged.get(task.id, 0) >= project.overlap:
-                continue
-            texts = {c.id: c.text for c in session.exec(select(Candidate).where(Candidate.id.in_(task.candidate_ids)))}
-            rows.append({"task_id": task.id, "prompt": session.get(Prompt, task.prompt_id).messages,
-                         "candidate_ids": list(task.candidate_ids),
-                         "responses": [texts[c] for c in task.candidate_ids]})
-        return rows
+        # gold tasks measure annotators and are never re-prioritised (JSON null != SQL NULL: test in Python)
+        tasks = [t for t in session.exec(select(Task).where(Task.project_id == project.id))
+                 if not t.gold and judged.get(t.id, 0) < project.overlap]
+        candidate_ids = {c for t in tasks for c in t.candidate_ids}
+        texts = dict(session.exec(select(Candidate.id, Candidate.text).where(Candidate.id.in_(candidate_ids))).all())
+        prompts = dict(session.exec(select(Prompt.id, Prompt.messages)
+                                    .where(Prompt.id.in_({t.prompt_id for t in tasks}))).all())
+        return [{"task_id": t.id, "prompt": prompts[t.prompt_id], "candidate_ids": list(t.candidate_ids),
+                 "responses": [texts[c] for c in t.candidate_ids]} for t in tasks]

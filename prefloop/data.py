@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 from typing import Iterator
 
@@ -82,6 +83,27 @@ def write_records(records: list[dict], path: str | Path, fmt: str | None = None)
     else:
         raise DataFileError(f"{path}: unknown output format {fmt}")
     return path
+
+
+def split_by_key(rows: list[dict], key, fraction: float, seed: int, *,
+                 at_least_one: bool = False) -> tuple[list[dict], list[dict]]:
+    """(train, held_out) holding out whole groups: rows sharing `key(row)` (a prompt) land on one side.
+
+    The distinct keys are shuffled with `seed` and round(n_keys * fraction) of them held out.
+    `at_least_one`: hold out one key even when that rounds to 0 (given two keys or more).
+    Otherwise a split that would hold out nothing or everything holds out nothing.
+    """
+    if fraction <= 0:
+        return rows, []
+    keys = sorted({key(row) for row in rows})
+    random.Random(seed).shuffle(keys)
+    n_held = round(len(keys) * fraction)
+    if at_least_one:
+        n_held = max(1, n_held) if len(keys) > 1 else 0
+    elif n_held == len(keys):
+        n_held = 0
+    held = set(keys[:n_held])
+    return [row for row in rows if key(row) not in held], [row for row in rows if key(row) in held]
 
 
 def _uniform(records: list[dict]) -> list[dict]:

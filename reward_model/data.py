@@ -10,9 +10,9 @@ row gives a group of K.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
+from prefloop.data import split_by_key
 from prefloop.errors import InputError
 from reward_model.encoding import as_conversation, as_messages, response_text
 
@@ -65,15 +65,7 @@ def check_trainable(groups: list[dict], source: str) -> None:
 
 def split_by_prompt(groups: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, eval) with no prompt in both, so held-out accuracy measures new prompts."""
-    if eval_fraction <= 0:
-        return groups, []
-    keys = sorted({g["prompt_key"] for g in groups})
-    random.Random(seed).shuffle(keys)
-    n_eval = round(len(keys) * eval_fraction)
-    if n_eval == 0 or n_eval == len(keys):  # too few prompts to hold any out
-        return groups, []
-    held_out = set(keys[:n_eval])
-    return [g for g in groups if g["prompt_key"] not in held_out], [g for g in groups if g["prompt_key"] in held_out]
+    return split_by_key(groups, lambda g: g["prompt_key"], eval_fraction, seed)
 
 
 def export_from_store(url: str, project: str) -> tuple[list[dict], dict]:

@@ -98,3 +98,16 @@ def test_hardware_never_picks_bf16_on_a_cpu_without_it(monkeypatch):
                 "use_cpu": True}
     finally:
         hardware.detect.cache_clear()
+
+
+def test_split_by_key_holds_out_whole_groups():
+    from prefloop.data import split_by_key
+
+    rows = [{"p": i // 3, "n": i} for i in range(30)]  # 10 prompts, 3 rows each
+    train, held = split_by_key(rows, lambda r: r["p"], 0.2, seed=1)
+    assert len(held) == 6 and not {r["p"] for r in train} & {r["p"] for r in held}
+    assert split_by_key(rows, lambda r: r["p"], 0.2, seed=1) == (train, held)  # deterministic
+    two = rows[:6]  # 2 prompts: 0.2 rounds to 0 held out
+    assert split_by_key(two, lambda r: r["p"], 0.2, seed=0)[1] == []
+    assert len(split_by_key(two, lambda r: r["p"], 0.2, seed=0, at_least_one=True)[1]) == 3
+    assert split_by_key(two, lambda r: r["p"], 0.9, seed=0)[1] == []  # all held out would leave no training data
