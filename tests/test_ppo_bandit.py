@@ -52,6 +52,7 @@ def test_ppo_reaches_the_kl_regularised_optimum_of_a_bandit(tmp_path):
     ])
     assert rc == 0
     pi, _ = next_token_distribution(out / "policy", PROMPT)
+    print(f"\nPPO bandit: TV(pi, pi*) = {tv(pi, pi_star):.4f}, TV(pi_ref, pi*) = {tv(pi_ref, pi_star):.4f}")
     assert tv(pi, pi_star) < 0.05, f"TV(pi, pi*) = {tv(pi, pi_star):.3f}; pi = {pi.numpy().round(3)}"
     # The KL the run logged at the end (k1 over its own samples) approaches KL(pi* || pi_ref).
     kl_star = (pi_star * (pi_star / pi_ref).log()).sum().item()
