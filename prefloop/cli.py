@@ -18,8 +18,8 @@ def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {prog} COMMAND [--config FILE.yaml] [flags]\n\ncommands:")
-        for name, (_, help_text) in commands.items():
-            print(f"  {name:<12} {help_text}")
+        for name, entry in commands.items():
+            print(f"  {name:<12} {entry[1]}")
         print(f"\n`{prog} COMMAND --help` lists a command's flags.")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
