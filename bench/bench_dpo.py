@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, matmul_peak_flops, n_params, peak_rss_gib, roofline, step_timer, write_section
+
 SECTION = "## DPO"
 
 
@@ -87,7 +86,7 @@ def run_bare(pairs: int, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return {"times": times[1:], "cpu": cpu[1:], "tokens": int(batch["attention_mask"].sum()),
-            "shape": list(batch["input_ids"].shape)}
+            "shape": list(batch["input_ids"].shape), "n_params": n_params(policy)}
 
 
 def _collated(pairs: int, tokenizer) -> dict:
@@ -124,7 +123,7 @@ def run_ours(pairs: int, repeats: int, precompute: bool) -> dict:
     cfg = DPOConfig(data=str(data), output_dir=tempfile.mkdtemp(), eval_fraction=0.0, batch_size=pairs,
                     max_steps=repeats + 1, save_steps=10_000, logging_steps=10_000, learning_rate=1e-6,
                     precompute_ref_log_probs=precompute)
-    timer = _StepTimer()
+    timer = step_timer()
     train_offline(cfg, callbacks=[timer])
     return {"times": timer.times[1:], "cpu": timer.cpu[1:]}
 
@@ -137,59 +136,33 @@ def run_trl(pairs: int, steps: int, defaults: bool) -> dict:
     from prefloop.models import load_tokenizer, resolve_model
 
     path = resolve_model(None)
+    from prefloop.hardware import trainer_precision_kwargs
+
     kwargs = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=pairs, max_steps=steps,
                   report_to=[], save_strategy="no", logging_steps=10_000, use_cpu=True)
-    if not defaults:
-        kwargs.update(bf16=False, gradient_checkpointing=False)
+    if not defaults:  # the best settings for this machine: the precision prefloop picks, no checkpointing
+        kwargs.update(trainer_precision_kwargs(gradient_checkpointing=False))
     args = TRLDPOConfig(**kwargs)
-    timer = _StepTimer()
+    timer = step_timer()
     trainer = DPOTrainer(model=path, args=args, processing_class=load_tokenizer(None),
                          train_dataset=Dataset.from_list(pair_rows(pairs * steps)), callbacks=[timer])
     trainer.train()
-    skip = 1 if len(timer.times) > 1 else 0
-    return {"times": timer.times[skip:], "cpu": timer.cpu[skip:], "bf16": args.bf16,
+    return {"times": timer.times[1:], "cpu": timer.cpu[1:], "bf16": args.bf16,
             "gradient_checkpointing": bool(args.gradient_checkpointing)}
-
-
-def _StepTimer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times, self.cpu, self._start = [], [], None
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._start = (time.perf_counter(), time.process_time())
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self._start[0])
-            self.cpu.append(time.process_time() - self._start[1])
-
-    return StepTimer()
 
 
 # ---------------------------------------------------------------------------------------------------
 # the driver: each row in a fresh process, then one table
 # ---------------------------------------------------------------------------------------------------
 
-def child(part: str, pairs: int, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", part, "--pairs", str(pairs), "--repeats", str(repeats)]
+def child(part: str, pairs: int, repeats: int, trl_default_steps: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", part, "--pairs", str(pairs), "--repeats", str(repeats),
+           "--trl-default-steps", str(trl_default_steps)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{\"result\"")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{part} failed:\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1])["result"]
-
-
-def machine() -> str:
-    import torch
-
-    from prefloop.hardware import detect
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores, {detect().describe()}; torch {torch.__version__}, "
-            f"load average at start {os.getloadavg()[0]:.1f}")
 
 
 def main(argv=None) -> int:
@@ -198,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of bare / align dpo rows")
     parser.add_argument("--trl-default-pairs", type=int, default=2, help="batch of the TRL-defaults row")
+    parser.add_argument("--trl-default-steps", type=int, default=2, help="timed steps of the TRL-defaults row "
+                        "(after one warm-up step): on a CPU without bf16 units each takes minutes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
@@ -205,62 +180,74 @@ def main(argv=None) -> int:
         result = {"bare": lambda: run_bare(args.pairs, args.repeats),
                   "ours": lambda: run_ours(args.pairs, args.repeats, False),
                   "ours-precompute": lambda: run_ours(args.pairs, args.repeats, True),
-                  "trl-default": lambda: run_trl(args.pairs, 1, True),
+                  "trl-default": lambda: run_trl(args.pairs, args.trl_default_steps + 1, True),
                   "trl-tuned": lambda: run_trl(args.pairs, args.repeats + 1, False)}[args.child]()
-        result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        result["peak_rss_gib"] = peak_rss_gib()
         print(json.dumps({"result": result}))
         return 0
 
     where = machine()
+    peak = matmul_peak_flops()  # same precision as the rows, measured again at the end: the best is kept
     rows = [("bare: policy fwd+bwd + reference fwd", "bare", args.pairs),
             ("align dpo (reference model in memory)", "ours", args.pairs),
             ("align dpo, precomputed π_ref (no reference model)", "ours-precompute", args.pairs),
-            ("TRL 1.16 DPOTrainer, bf16 off, grad-ckpt off", "trl-tuned", args.pairs),
-            ("TRL 1.16 DPOTrainer, its defaults (1 step)", "trl-default", args.trl_default_pairs)]
+            ("TRL 1.16 DPOTrainer, prefloop's precision, grad-ckpt off", "trl-tuned", args.pairs),
+            ("TRL 1.16 DPOTrainer, its defaults", "trl-default", args.trl_default_pairs)]
     results = {}
     for round_ in range(args.rounds):
         for label, part, pairs in rows[:3] if round_ else rows:
             print(f"running {label} (round {round_ + 1}) ...", flush=True)
-            result = child(part, pairs, args.repeats)
+            result = child(part, pairs, args.repeats, args.trl_default_steps)
             if part in results:  # later rounds add their steps; peak memory is the largest seen
                 old = results[part][2]
                 result = {**old, "times": old["times"] + result["times"], "cpu": old["cpu"] + result["cpu"],
                           "peak_rss_gib": max(old["peak_rss_gib"], result["peak_rss_gib"])}
             results[part] = (label, pairs, result)
-    table = render(results, where)
+    peak = max(peak, matmul_peak_flops())
+    table = render(results, where, peak)
     print(json.dumps({part: {"times": [round(t, 2) for t in res["times"]], "cpu": [round(c, 2) for c in res["cpu"]]}
                       for part, (_, _, res) in results.items()}))  # every timed step, for the log
     print(table)
     if not args.no_write:
-        write_section(table)
+        write_section(SECTION, table)
     return 0
 
 
-def render(results: dict, where: str) -> str:
+# FLOPs per token of each row, in units of N (6·N per token for a training pass, 2·N for a forward)
+PASSES = {"bare": 8, "ours": 8, "ours-precompute": 6, "trl-tuned": 8, "trl-default": 8}
+
+
+def render(results: dict, where: str, peak: float) -> str:
     bare_res, bare_pairs = results["bare"][2], results["bare"][1]
     bare, bare_cpu = min(bare_res["times"]), min(bare_res["cpu"])
+    tokens_per_pair, n = bare_res["tokens"] / bare_pairs, bare_res["n_params"]
     lines = [SECTION, "", f"`python bench/bench_dpo.py` on {where}.", "",
              f"SmolLM2-135M-Instruct, full fine-tuning, pairs of ~{bare_res['tokens'] // (2 * bare_pairs)} tokens "
              f"(batch tensor {bare_res['shape']} = chosen + rejected rows); fastest timed step (after one warm-up "
-             f"per process) over {len(bare_res['times'])} steps in alternating processes. CPU s = process CPU time (both threads), less sensitive than wall time to other jobs on a "
-             f"shared machine. Ratios to bare are per pair.", "",
+             f"per process) over {len(bare_res['times'])} steps in alternating processes. CPU s = process CPU time "
+             "(both threads), less sensitive than wall time to other jobs on a shared machine. Ratios to bare are "
+             f"per pair. Roofline: achieved FLOP/s (8·N·tokens per step: 6·N for the policy's forward+backward, "
+             f"2·N for the reference forward; 6·N with π_ref precomputed; N = {n / 1e6:.1f}M) as a fraction of a "
+             f"same-precision {peak / 1e9:.0f} GFLOP/s matmul peak measured in this run.", "",
              "| configuration | pairs/step | wall s/step | wall s/pair | CPU s/pair | × bare (wall) | × bare (CPU) "
-             "| peak RSS GiB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for label, pairs, res in results.values():
+             "| roofline | peak RSS GiB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for part, (label, pairs, res) in results.items():
         t, c = min(res["times"]), min(res["cpu"])
+        frac = roofline(n, tokens_per_pair * pairs, t, peak, passes=PASSES[part])
         lines.append(f"| {label} | {pairs} | {t:.2f} | {t / pairs:.2f} | {c / pairs:.2f} "
                      f"| {(t / pairs) / (bare / bare_pairs):.2f} | {(c / pairs) / (bare_cpu / bare_pairs):.2f} "
-                     f"| {res['peak_rss_gib']:.2f} |")
+                     f"| {frac:.0%} | {res['peak_rss_gib']:.2f} |")
     ours = results["ours"][2]
-    trl = results["trl-default"][2]
+    trl, tuned = results["trl-default"][2], results["trl-tuned"][2]
     lines += ["", f"Target: align dpo ≤ 1.2 × bare on the same batch — measured "
               f"{min(ours['times']) / bare:.2f} × (wall), "
               f"{min(ours['cpu']) / bare_cpu:.2f} × (CPU). `align dpo` projects only response "
               f"positions onto the vocabulary (bare computes logits for every position) and uses the fused AdamW "
-              f"kernel; TRL's Triton log-prob kernel runs as plain torch tiles on a CPU. The TRL-defaults row ran "
-              f"with bf16={trl['bf16']}, gradient checkpointing={trl['gradient_checkpointing']}, one step "
-              f"(its first, so it includes warm-up).", "", _bf16_note(), ""]
+              f"kernel; TRL's Triton log-prob kernel runs as plain torch tiles on a CPU. Both TRL rows are timed "
+              f"after a warm-up step: its defaults ran with bf16={trl['bf16']}, gradient checkpointing="
+              f"{trl['gradient_checkpointing']}; tuned with bf16={tuned['bf16']} (the precision prefloop picks "
+              f"here), gradient checkpointing={tuned['gradient_checkpointing']}.", "", _bf16_note(), ""]
     return "\n".join(lines)
 
 
@@ -269,24 +256,9 @@ def _bf16_note() -> str:
 
     if detect().bf16:
         return ("This CPU has bf16 units (avx512_bf16): prefloop detects them and trains with bf16 autocast over "
-                "fp32 weights, so every row except 'TRL tuned' (bf16 off, as the issue defines it) runs bf16 "
-                "matmuls. On the issue's CPU without bf16 units, TRL's defaults took ~265 s/step at 8 pairs "
-                "(~33 s/pair) and the tuned settings ~29 s/step.")
-    return ("This CPU has no bf16 units: prefloop trains in fp32, and TRL's bf16 default runs every matmul "
-            "in software-emulated bf16.")
-
-
-def write_section(table: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + table + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    path.write_text(text)
+                "fp32 weights, so every row runs bf16 matmuls.")
+    return ("This CPU has no bf16 units: prefloop trains in fp32 (and so does 'TRL tuned'), while TRL's bf16 "
+            "default runs every matmul in software-emulated bf16.")
 
 
 if __name__ == "__main__":

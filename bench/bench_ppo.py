@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, matmul_peak_flops, n_params, roofline, write_section
+
 sys.path.insert(0, str(ROOT))
 SECTION = "## PPO"
 
@@ -176,19 +176,7 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def machine() -> str:
-    import torch
-
-    from prefloop.hardware import detect
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}{gpu}, {os.cpu_count()} cores, {detect().describe()}; torch {torch.__version__}, "
-            f"load average at start {os.getloadavg()[0]:.1f}")
-
-
-def render(args, where: str, results: dict) -> str:
+def render(args, where: str, results: dict, peak: float) -> str:
     phases = [("rollout (sampling, KV cache)", "time/rollout"), ("scoring (RewardScorer)", "time/score"),
               ("reference + value passes", "time/ref_value"), ("training (PPO epochs)", "time/train")]
     modes = list(results)
@@ -198,7 +186,9 @@ def render(args, where: str, results: dict) -> str:
              f"{any_step['response_length']:.1f}), {args.ppo_epochs} PPO epochs x "
              f"{args.batch_size // args.mini_batch_size} minibatches, value head on the policy; "
              f"medians of {args.repeats} runs after one warm-up"
-             f"{f'; torch threads {args.threads}' if args.threads else ''}.", "",
+             f"{f'; torch threads {args.threads}' if args.threads else ''}. Roofline: achieved FLOP/s (2·N per "
+             f"sampled token, 6·N per trained token) as a fraction of a same-precision {peak / 1e9:.0f} GFLOP/s "
+             f"matmul peak measured in this run.", "",
              "| phase of one PPO step, s (share) | " + " | ".join(modes) + " |",
              "| --- |" + " ---: |" * len(modes)]
     totals = {m: sum(results[m]["step"][k] for _, k in phases) for m in modes}
@@ -206,14 +196,17 @@ def render(args, where: str, results: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(
             f"{results[m]['step'][key]:.2f} ({results[m]['step'][key] / totals[m]:.0%})" for m in modes) + " |")
     lines += ["| **total** | " + " | ".join(f"{totals[m]:.2f}" for m in modes) + " |", "",
-              "| comparison (same run, same batch) | mode | ours tok/s | baseline tok/s | ratio | target |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+              "| comparison (same run, same batch) | mode | ours tok/s | baseline tok/s | ratio | target "
+              "| roofline ours | roofline baseline |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m in modes:
-        r, t = results[m]["rollout"], results[m]["training"]
+        r, t, n = results[m]["rollout"], results[m]["training"], results[m]["n_params"]
         lines.append(f"| rollout vs plain `model.generate` | {m} | {r['ours_tps']:.1f} | {r['base_tps']:.1f} "
-                     f"| {r['ratio']:.2f} | >= 0.9 |")
+                     f"| {r['ratio']:.2f} | >= 0.9 | {roofline(n, r['ours_tps'], 1, peak, 2):.1%} "
+                     f"| {roofline(n, r['base_tps'], 1, peak, 2):.1%} |")
         lines.append(f"| training vs bare forward+backward | {m} | {t['ours_tps']:.1f} | {t['base_tps']:.1f} "
-                     f"| {t['ratio']:.2f} | >= 0.8 |")
+                     f"| {t['ratio']:.2f} | >= 0.8 | {roofline(n, t['ours_tps'], 1, peak):.1%} "
+                     f"| {roofline(n, t['base_tps'], 1, peak):.1%} |")
     lines += ["", "Ratios are medians of back-to-back pairs (the baseline, then ours, on the same inputs). "
               "Training can beat the bare pass: PPO applies the LM head only at response positions, while the "
               "bare causal-LM loss computes logits at every position (the head is a quarter of SmolLM2's "
@@ -221,19 +214,6 @@ def render(args, where: str, results: dict) -> str:
               "extra small matmuls per layer are what makes LoRA sampling slower than full-weight sampling "
               "on a CPU.", ""]
     return "\n".join(lines)
-
-
-def write_section(table: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION + "\n" in text:
-        start = text.index(SECTION + "\n")
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + table + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    path.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -255,6 +235,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     where = machine()
+    peak = matmul_peak_flops()
     results = {}
     for mode in args.modes.split(","):
         args.lora = mode == "lora"
@@ -266,13 +247,15 @@ def main(argv=None) -> int:
             rollout = bench_rollout(trainer, args.repeats, args.max_new_tokens)
             print(f"[{mode}] training vs bare forward+backward ...", flush=True)
             training = bench_training(trainer, args.repeats)
-            results[mode] = {"step": step, "rollout": rollout, "training": training}
+            results[mode] = {"step": step, "rollout": rollout, "training": training,
+                             "n_params": n_params(trainer.unwrapped.policy)}
             del trainer
-    table = render(args, where, results)
+    peak = max(peak, matmul_peak_flops())  # measured before and after: the least disturbed is kept
+    table = render(args, where, results, peak)
     print(table)
     print(json.dumps(results))
     if not args.no_write:
-        write_section(table)
+        write_section(SECTION, table)
     return 0
 
 

@@ -16,52 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, matmul_peak_flops, peak_rss_gib, step_timer, write_section
+
 SECTION = "## Reward model"
 VARIANTS = ("ours", "trl_default", "trl_tuned")
 
 
 # ----------------------------------------------------------------------------- one variant (child process)
 
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _step_timer():
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        """Wall time at the end of every optimiser step, and memory when training starts."""
-
-        def __init__(self):
-            self.ends, self.cpu_ends, self.rss_at_start = [], [], 0.0
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.rss_at_start = _rss_mib()
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
-            self.cpu_ends.append(time.process_time())  # all threads of this process
-
-    return StepTimer()
-
-
 def run_variant(variant: str, model: str, data: Path, batch: int, steps: int, out: Path) -> dict:
     import torch
 
-    timer = _step_timer()
+    timer = step_timer()
     if variant == "ours":
         from reward_model.reward_config import RewardModelConfig
         from reward_model.reward_trainer import train
@@ -75,26 +48,46 @@ def run_variant(variant: str, model: str, data: Path, batch: int, steps: int, ou
         from trl import RewardConfig, RewardTrainer
 
         from prefloop.data import read_records
-        from prefloop.hf import hardware_training_args
+        from prefloop.hardware import trainer_precision_kwargs
 
         rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in read_records(data)]
         # default: TRL's own choices (bf16 and gradient checkpointing on), plus the use_cpu flag that
-        # transformers demands before it runs bf16 on a CPU; tuned: our hardware settings.
-        tuned = hardware_training_args() if variant == "trl_tuned" else {"use_cpu": not torch.cuda.is_available()}
+        # transformers demands before it runs bf16 on a CPU; tuned: the best settings for this machine
+        # (the precision prefloop's hardware module picks, no gradient checkpointing).
+        tuned = (trainer_precision_kwargs(gradient_checkpointing=False) if variant == "trl_tuned"
+                 else {"use_cpu": not torch.cuda.is_available()})
         args = RewardConfig(output_dir=str(out), per_device_train_batch_size=batch, max_steps=steps,
                             learning_rate=1e-4, save_strategy="no", report_to=[], logging_steps=steps, seed=0,
                             **tuned)
         torch.manual_seed(0)
         RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), callbacks=[timer]).train()
         variant = f"{variant} (bf16={args.bf16}, grad ckpt={args.gradient_checkpointing})"
-    timed = timer.ends[-1] - timer.ends[0]  # steps 2..n: the first step pays one-off costs
-    cpu = timer.cpu_ends[-1] - timer.cpu_ends[0]  # CPU seconds: what a shared machine's load distorts least
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    timed = sum(timer.times[1:])  # steps 2..n: the first step pays one-off costs
+    cpu = sum(timer.cpu[1:])  # CPU seconds: what a shared machine's load distorts least
+    peak = peak_rss_gib() * 1024
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"variant": variant, "steps_timed": len(timer.ends) - 1, "seconds": timed,
-            "pairs_per_s": (len(timer.ends) - 1) * batch / timed,
-            "pairs_per_cpu_s": (len(timer.ends) - 1) * batch / cpu, "peak_rss_mib": peak,
+    return {"variant": variant, "steps_timed": len(timer.times) - 1, "seconds": timed,
+            "pairs_per_s": (len(timer.times) - 1) * batch / timed,
+            "pairs_per_cpu_s": (len(timer.times) - 1) * batch / cpu, "peak_rss_mib": peak,
             "train_mem_mib": peak - timer.rss_at_start, "gpu_peak_mib": gpu_peak}
+
+
+def flops_per_pair(model: str, data: Path) -> float:
+    """Training FLOPs of one pair: 6·N·(tokens of prompt+chosen and prompt+rejected), N = the reward
+    model's parameters less the input embedding (a lookup, not a matmul; a reward model has no LM head)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from prefloop.data import read_records
+    from prefloop.models import load_tokenizer
+
+    tok = load_tokenizer(model)
+    rows = read_records(data)
+    tokens = sum(len(tok.apply_chat_template(r["prompt"] + r[side], tokenize=True))
+                 for r in rows for side in ("chosen", "rejected")) / len(rows)
+    net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
+    n = sum(p.numel() for p in net.parameters()) - net.get_input_embeddings().weight.numel()
+    return 6 * n * tokens
 
 
 # ----------------------------------------------------------------------------- parent
@@ -130,33 +123,24 @@ def ceiling_run(model: str, work: Path, pairs: int, epochs: float, lr: float, ba
             "true_order": result["true_order_accuracy"], "ece": result["ece"], "seconds": seconds}
 
 
-def machine() -> str:
-    import platform
-
-    import torch
-
-    from prefloop.hardware import detect
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    load = os.getloadavg()[0]
-    return (f"{cpu}; {detect().describe()}; torch {torch.__version__}; load average at start {load:.1f} "
-            "(shared machine)")
-
-
-def table(rows: list[dict], ceiling: dict | None, model_name: str, batch: int, info: str, repeats: int) -> str:
+def table(rows: list[dict], ceiling: dict | None, model_name: str, batch: int, info: str, repeats: int,
+          flops_pair: float, peak: float) -> str:
     ours = rows[0]["pairs_per_cpu_s"]
     lines = [SECTION, "", f"`python bench/bench_reward_model.py` — model {model_name}, batch {batch} pairs "
              f"(2·{batch} sequences), same synthetic pairwise rows for every trainer, each in its own process; "
              f"best of {repeats} interleaved runs per trainer, first step of each run not timed. The machine is shared "
              "with other jobs, so wall-clock throughput swings with their load; the comparison uses pairs per "
-             "CPU-second of the training process (user + system time of all its threads).",
+             "CPU-second of the training process (user + system time of all its threads). Roofline: achieved "
+             f"FLOP/s (6·N·tokens per pair, {flops_pair / 1e9:.0f} GFLOP a pair) over wall time, as a fraction of a "
+             f"same-precision {peak / 1e9:.0f} GFLOP/s matmul peak measured in this run.",
              f"Machine: {info}.", "",
-             "| trainer | pairs per CPU-s | vs ours | pairs/s (wall) | peak RSS MiB | training memory MiB | timed steps |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| trainer | pairs per CPU-s | vs ours | pairs/s (wall) | roofline | peak RSS MiB | training memory MiB "
+             "| timed steps |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['pairs_per_cpu_s']:.3f} | {r['pairs_per_cpu_s'] / ours:.2f}x | "
-                     f"{r['pairs_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['train_mem_mib']:.0f} | {r['steps_timed']} |")
+                     f"{r['pairs_per_s']:.2f} | {r['pairs_per_s'] * flops_pair / peak:.0%} | {r['peak_rss_mib']:.0f} "
+                     f"| {r['train_mem_mib']:.0f} | {r['steps_timed']} |")
     lines += ["", WHY]
     if ceiling:
         lines += ["", f"Synthetic Bradley-Terry comparisons (reward_model.synthetic: r* = #positive − #negative words, "
@@ -175,22 +159,9 @@ WHY = ("Why: TRL's RewardConfig defaults turn on gradient checkpointing, which r
        "`reward-model train` takes precision and checkpointing from `prefloop.hardware` (checkpointing off "
        "unless asked for), so it runs like TRL tuned by hand: the same model forward and TRL's own training "
        "loop, plus length-grouped batches (less padding); the gap to TRL tuned is within this shared "
-       "machine's run-to-run noise. Precision: this CPU has AVX512-BF16, so prefloop picks bf16 here too and "
-       "TRL's bf16 default costs nothing; on a CPU without bf16 units prefloop picks fp32 while TRL stays "
-       "at bf16, which such CPUs emulate many times slower.")
-
-
-def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's own section of BENCHMARKS.md (from its heading to the next `## `)."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        rest = old[end + 1:] if end >= 0 else ""
-        new = old[:start] + text + ("\n" + rest if rest else "")
-    path.write_text(new)
+       "machine's run-to-run noise. Precision: prefloop picks bf16 only on a CPU with bf16 units "
+       "(AVX512-BF16/AMX), where TRL's bf16 default costs nothing; on a CPU without them prefloop (and TRL "
+       "tuned) run fp32 while TRL's default stays at bf16, which such CPUs emulate many times slower.")
 
 
 def main() -> int:
@@ -219,6 +190,7 @@ def main() -> int:
     from reward_model.synthetic import make_synthetic_comparisons
 
     info = machine()
+    peak = matmul_peak_flops()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.quick:
@@ -235,12 +207,14 @@ def main() -> int:
         runs = [spawn(v, model, work / "pairs.jsonl", args.batch_size, args.steps, work) for v in order]
         rows = [max((r for r in runs if r["variant"].startswith(v)), key=lambda r: r["pairs_per_cpu_s"])
                 for v in VARIANTS]
+        flops_pair = flops_per_pair(model, work / "pairs.jsonl")
         ceiling = None if args.skip_ceiling else ceiling_run(model, work, args.pairs, args.epochs, args.lr,
                                                              args.batch_size)
-    text = table(rows, ceiling, name, args.batch_size, info, args.repeats)
+    text = table(rows, ceiling, name, args.batch_size, info, args.repeats, flops_pair,
+                 max(peak, matmul_peak_flops()))
     print("\n" + text)
     if not args.quick:
-        write_section(text, ROOT / "BENCHMARKS.md")
+        write_section(SECTION, text)
         print(f"[bench] wrote the '{SECTION}' section of BENCHMARKS.md")
     return 0
 

@@ -1,0 +1,113 @@
+"""What every benchmark shares: the machine line, BENCHMARKS.md sections, a step timer, and the roofline.
+
+Roofline: a benchmark's achieved FLOP/s (6·N·tokens for a training pass, forward plus backward;
+2·N·tokens for a forward; Kaplan et al. 2020) divided by the peak of a plain square matmul in the
+same precision, measured in the same run on the same (shared, noisy) machine. It says how much of
+what this CPU can do the step uses, whatever the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    """CPU model (and GPU), cores, the precision prefloop picks, torch version, load at start."""
+    import torch
+
+    from prefloop.hardware import detect
+
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}{gpu}, {os.cpu_count()} cores, {detect().describe()}; torch {torch.__version__}, "
+            f"load average at start {os.getloadavg()[0]:.1f}")
+
+
+def write_section(section: str, text: str, path: Path = BENCHMARKS) -> None:
+    """Replace this benchmark's own section (from its `## ` heading to the next one), leaving the rest."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = old.find(section + "\n")
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(section))
+        rest = old[end + 1:] if end >= 0 else ""
+        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
+    path.write_text(new)
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def step_timer():
+    """A transformers TrainerCallback that records wall and CPU seconds of every optimiser step."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.cpu, self.rss_at_start, self._start = [], [], 0.0, None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.rss_at_start = rss_mib()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self._start[0])
+            self.cpu.append(time.process_time() - self._start[1])  # all threads of this process
+
+    return StepTimer()
+
+
+def matmul_peak_flops(dtype=None, n: int = 1024, reps: int = 5) -> float:
+    """FLOP/s of the best of `reps` n×n matmuls in `dtype` (default: the precision prefloop picks)."""
+    import torch
+
+    from prefloop.hardware import detect
+
+    hw = detect()
+    dtype = dtype or (hw.dtype if hw.device == "cpu" else torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    a @ b  # the first call picks the kernel
+    best = float("inf")
+    for _ in range(reps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def n_params(model) -> int:
+    """N of the 6·N·D rule: every parameter that takes part in a token's forward pass (embeddings tied
+    to the LM head count once, as the head's matmul)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def roofline(n: int, tokens: float, seconds: float, peak: float, passes: float = 6.0) -> float:
+    """Achieved FLOP/s (passes·N·tokens / seconds) as a fraction of the matmul peak."""
+    return passes * n * tokens / seconds / peak
