@@ -13,6 +13,8 @@ COMMANDS = {
     "export": ("labeling.export_files:main", "export pairwise / ranking / raw / sft datasets"),
     "leaderboard": ("labeling.leaderboard:main", "rank models by Bradley-Terry strength, with bootstrap intervals",
                     "labeling.leaderboard:LeaderboardConfig"),
+    "simulate": ("labeling.simulate:main", "label a project over HTTP with simulated or AI annotators",
+                 "labeling.simulate:SimulateConfig"),
     "demo": ("labeling.demo:main", "a demo project on the embedded model, then the labeling app"),
 }
 
