@@ -1,4 +1,4 @@
-"""`labeling stats` and `labeling leaderboard`: progress, agreement, position bias, model strength.
+"""`labeling stats`: progress, agreement, position bias, and the model leaderboard (`labeling.leaderboard`).
 
 `project_stats` is also what the admin dashboard draws; its keys are a contract:
 tasks, tasks_complete, judgments, prompts, candidates, models, median_ms, left_choice_rate,
@@ -12,12 +12,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from statistics import median
 
-import numpy as np
 from sqlalchemy.engine import Engine
 
 from labeling.agreement import agreement_summary
-from labeling.choices import ranking_pairs
 from labeling.export import Vote, as_utc, agreement_triples, gold_accuracy, load_snapshot, to_vote
+from labeling.leaderboard import format_leaderboard, leaderboard
 
 
 def _share(hits: int, total: int) -> float | None:
@@ -88,76 +87,6 @@ def _annotator_rows(snap, votes: list[Vote], mode: str) -> list[dict]:
     return sorted(rows, key=lambda row: row["name"])
 
 
-# --- model leaderboard: Bradley-Terry strengths on the Elo scale -------------------
-
-def bradley_terry(wins: np.ndarray, prior: float = 0.5, iters: int = 10_000, tol: float = 1e-10) -> np.ndarray:
-    """Strengths p_i with P(i beats j) = p_i / (p_i + p_j), by Hunter's (2004) MM iteration.
-
-    wins: (M, M), wins[i, j] = games i won against j (a tie counts 1/2 to each side).
-    prior: each model also plays `prior` virtual wins and `prior` virtual losses against a
-    reference of strength 1, so a model that never lost keeps a finite strength.
-        p_i <- (W_i + prior) / (sum_j n_ij / (p_i + p_j) + 2 prior / (p_i + 1))
-    """
-    wins = np.asarray(wins, dtype=float)  # (M, M)
-    games = wins + wins.T  # (M, M) n_ij
-    won = wins.sum(axis=1)  # (M,) W_i
-    p = np.ones(len(wins))  # (M,)
-    for _ in range(iters):
-        denominator = (games / (p[:, None] + p[None, :])).sum(axis=1) + 2 * prior / (p + 1)
-        new = (won + prior) / denominator
-        if prior == 0:
-            new = new / np.exp(np.log(new).mean())  # without a reference the scale is free: fix it
-        done = np.max(np.abs(new - p) / p) < tol
-        p = new
-        if done:
-            break
-    return p
-
-
-def elo(p: np.ndarray) -> np.ndarray:
-    """Bradley-Terry strengths on the Elo scale: 400 log10(p / geometric mean) + 1000."""
-    log_p = np.log10(p)
-    return 1000.0 + 400.0 * (log_p - log_p.mean())
-
-
-def model_games(snap, votes: list[Vote]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(models, wins (M, M), ties (M, M)) from decisive judgments and ties between different models."""
-    def model(candidate_id: int) -> str:
-        return snap.candidates[candidate_id].model
-
-    models = sorted({snap.candidates[c].model for t in snap.tasks.values() for c in t.candidate_ids})
-    index = {m: i for i, m in enumerate(models)}
-    wins, ties = np.zeros((len(models), len(models))), np.zeros((len(models), len(models)))
-    for v in votes:
-        if v.outcome == "tie":
-            a, b = (index[model(c)] for c in snap.tasks[v.judgment.task_id].candidate_ids)
-            ties[a, b] += a != b
-            ties[b, a] += a != b
-        for better, worse in ranking_pairs(list(v.ranking or ())):
-            if model(better) != model(worse):
-                wins[index[model(better)], index[model(worse)]] += 1
-    return models, wins, ties
-
-
-def leaderboard(engine: Engine, project_name: str, prior: float = 0.5) -> list[dict]:
-    """Per model: games, wins, losses, ties, win rate (ties count half) and Bradley-Terry / Elo strength."""
-    snap = load_snapshot(engine, project_name)
-    votes = [v for v in (to_vote(j, snap.project.mode) for j in snap.judgments) if v is not None]
-    models, wins, ties = model_games(snap, votes)
-    if not models:
-        return []
-    strength = bradley_terry(wins + ties / 2, prior)
-    ratings = elo(strength)
-    rows = []
-    for i, name in enumerate(models):
-        w, losses, t = wins[i].sum(), wins[:, i].sum(), ties[i].sum()
-        games = w + losses + t
-        rows.append({"model": name, "games": int(games), "wins": int(w), "losses": int(losses), "ties": int(t),
-                     "win_rate": (w + t / 2) / games if games else None,
-                     "bt_strength": float(strength[i]), "elo": float(ratings[i])})
-    return sorted(rows, key=lambda row: -row["elo"])
-
-
 # --- text output and commands ------------------------------------------------------
 
 def _f(value, spec: str = ".3f") -> str:
@@ -187,13 +116,6 @@ def format_stats(stats: dict, board: list[dict] | None = None) -> str:
                   for a in stats["annotators"]]
     if board:
         lines.append(format_leaderboard(board))
-    return "\n".join(lines)
-
-
-def format_leaderboard(board: list[dict]) -> str:
-    lines = ["  model                          elo    win rate  games  W-L-T"]
-    lines += [f"  {r['model'][:30]:<30} {r['elo']:>6.0f}  {_f(r['win_rate'], '.3f'):>8}  {r['games']:>5}  "
-              f"{r['wins']}-{r['losses']}-{r['ties']}" for r in board]
     return "\n".join(lines)
 
 
@@ -237,10 +159,3 @@ def main(argv: list[str] | None = None) -> int:
 
     return _run(argv, "labeling stats", show)
 
-
-def leaderboard_main(argv: list[str] | None = None) -> int:
-    def show(engine, cfg):
-        board = leaderboard(engine, cfg.project, cfg.prior)
-        return {"leaderboard": board} if cfg.json else {"text": format_leaderboard(board) if board else "no models"}
-
-    return _run(argv, "labeling leaderboard", show)

@@ -13,7 +13,6 @@ whichever reward model is plugged in.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -133,11 +132,9 @@ def load_reward(spec, device=None, batch_size: int = 16) -> RewardFn:
     spec = str(spec)
     if Path(spec).expanduser().exists() or ":" not in spec:
         return RewardScorer.from_pretrained(spec, device=device, batch_size=batch_size)
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise InputError(f"reward {spec}: cannot import ({err})") from err
+    from prefloop.gold import import_object
+
+    fn = import_object(spec, "reward")
     if not callable(fn):
-        raise InputError(f"reward {spec}: {attr} is not callable")
+        raise InputError(f"reward {spec}: not callable")
     return fn

@@ -11,15 +11,11 @@ from __future__ import annotations
 import math
 import random
 
-POSITIVE = ("great", "helpful", "clear", "kind")
-NEGATIVE = ("bad", "wrong", "rude", "vague")
+from prefloop.gold import NEGATIVE, POSITIVE
+from prefloop.gold import positive_words as true_reward  # the gold rule `positive_words`
+
 NEUTRAL = ("the", "answer", "is", "here", "so", "and", "it", "we", "then", "a")
 TOPICS = ("rain", "cats", "tea", "maths", "trains", "music", "bread", "stars", "rivers", "chess")
-
-
-def true_reward(text: str, beta: float = 1.0) -> float:
-    words = text.split()
-    return beta * (sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words))
 
 
 def true_reward_fn(prompts, responses) -> list[float]:

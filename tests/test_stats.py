@@ -19,7 +19,8 @@ from sqlmodel import select
 from labeling.agreement import krippendorff_alpha
 from labeling.db import session_scope
 from labeling.models import Judgment
-from labeling.stats import bradley_terry, format_stats, leaderboard, main, project_stats
+from labeling.leaderboard import bradley_terry, leaderboard
+from labeling.stats import format_stats, main, project_stats
 from test_export import add_store_rows, add_task, build_pairwise_store, judge
 
 

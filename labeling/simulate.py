@@ -1,0 +1,222 @@
+"""Simulated and AI annotators: scripts that label through the app's authenticated HTTP API.
+
+    labeling simulate --url http://127.0.0.1:7860/ --project chat --annotators sim-1 sim-2 sim-3 \\
+        --gold positive_words --temperature 0.5 --reliability 1.0 0.9 0.6 --position-bias 0.3
+    labeling simulate --url ... --project chat --annotators judge-1 --kind ai --constitution rules.md
+
+They never write to the database: each signs in with its own account (create them first,
+`labeling users add`) and calls /next_task and /submit like a person's browser does, so their
+work shows up in the dashboard, agreement statistics and exports like anyone's.
+
+A gold annotator judges by a known reward r* (`prefloop.gold`): with probability
+`reliability` it follows the noisy gold model, otherwise it answers uniformly at random.
+The noisy gold model is a Bradley-Terry / Plackett-Luce choice with temperature T and a
+position bias b (a logit added to the response shown first):
+
+    P(A ≻ B) = σ((r*_A − r*_B) / T + b)        ranking: order by r*_i / T + b·[i = A] + Gumbel noise
+
+(Gumbel-max sampling is exactly Plackett-Luce, and its pairwise marginal is the line above.)
+|r*_A − r*_B| < tie_threshold is judged a tie; a winner by at least `much_better` is "much better".
+An AI annotator asks a language-model judge (`labeling.judge`) instead of r*.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How one simulated annotator turns gold rewards into a judgment."""
+
+    temperature: float = 1.0  # T: Bradley-Terry noise; 0 = always the gold winner
+    reliability: float = 1.0  # share of tasks judged by the gold model, the rest at random
+    position_bias: float = 0.0  # b: logit added to the response shown first (A)
+    tie_threshold: float = 0.0  # |r*_A - r*_B| below this is a tie (pairwise projects); 0 = never
+    much_better: float = math.inf  # a winner by at least this margin of r* is "much better"
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 <= self.reliability <= 1 or self.tie_threshold < 0:
+            raise ValueError(f"{self}: need temperature >= 0, reliability in [0, 1], tie_threshold >= 0")
+
+
+def gold_order(scores: list[float], behaviour: Behaviour, rng: random.Random) -> list[int]:
+    """Shown positions best first (position 0 = A), sampled from the noisy gold model."""
+    if rng.random() >= behaviour.reliability:
+        order = list(range(len(scores)))
+        rng.shuffle(order)
+        return order
+    T, b = behaviour.temperature, behaviour.position_bias
+    if T == 0:  # deterministic: the bias only breaks exact ties in favour of A
+        keys = [s + (1e-9 * math.copysign(1, b) if i == 0 and b else 0.0) for i, s in enumerate(scores)]
+    else:
+        keys = [s / T + (b if i == 0 else 0.0) - math.log(-math.log(rng.random() or 1e-300))
+                for i, s in enumerate(scores)]  # + Gumbel(0, 1)
+    return sorted(range(len(scores)), key=lambda i: -keys[i])
+
+
+def pairwise_choice(scores: list[float], behaviour: Behaviour, rng: random.Random) -> str:
+    """a_better | a_much_better | tie | b_better | b_much_better for scores (r*_A, r*_B)."""
+    margin = abs(scores[0] - scores[1])
+    if margin < behaviour.tie_threshold and rng.random() < behaviour.reliability:
+        return "tie"
+    winner = "ab"[gold_order(scores, behaviour, rng)[0]]
+    return f"{winner}_{'much_better' if margin >= behaviour.much_better else 'better'}"
+
+
+class Policy(Protocol):
+    def __call__(self, task: dict) -> dict: ...  # a public task -> /submit's answer fields
+
+
+@dataclass
+class GoldAnnotator:
+    """Judges a task by the gold reward of each shown response, with `behaviour`'s noise."""
+
+    gold: Callable
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    seed: int = 0
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+
+    def __call__(self, task: dict) -> dict:
+        texts = [r["text"] for r in task["responses"]]
+        scores = [float(s) for s in self.gold([task["conversation"]] * len(texts), texts)]
+        rationale = "simulated: gold " + ", ".join(f"{r['label']}={s:.3g}" for r, s in zip(task["responses"], scores))
+        if len(texts) == 2:
+            return {"choice": pairwise_choice(scores, self.behaviour, self.rng), "rationale": rationale}
+        labels = [task["responses"][i]["label"] for i in gold_order(scores, self.behaviour, self.rng)]
+        return {"ranking": labels, "rationale": rationale}
+
+
+def annotate(url: str, project: str, name: str, password: str, policy: Policy,
+             max_tasks: int | None = None, stop: threading.Event | None = None) -> int:
+    """Sign in as `name`, then take and answer tasks until none is left (or `max_tasks`). -> judgments made."""
+    from gradio_client import Client
+
+    client = Client(url, auth=(name, password), verbose=False, analytics_enabled=False, download_files=False)
+    done = 0
+    while (max_tasks is None or done < max_tasks) and not (stop and stop.is_set()):
+        task = client.predict(project, api_name="/next_task")["task"]
+        if task is None:
+            break
+        start = time.perf_counter()
+        answer = policy(task)
+        ms = int(1000 * (time.perf_counter() - start))
+        client.predict(task["assignment_id"], task["client_request_id"], answer.get("choice"),
+                       answer.get("ranking"), None, answer.get("rationale"), None, ms, api_name="/submit")
+        done += 1
+    return done
+
+
+def run_annotators(url: str, project: str, annotators: list[tuple[str, str, Policy]],
+                   max_tasks: int | None = None) -> dict[str, int]:
+    """Every annotator in its own thread, as people working at once; -> judgments per name.
+
+    An error in one annotator stops the others and is raised here.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+
+    def work(name, password, policy):
+        try:
+            return annotate(url, project, name, password, policy, max_tasks, stop)
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, len(annotators))) as pool:
+        futures = {name: pool.submit(work, name, password, policy) for name, password, policy in annotators}
+        return {name: future.result() for name, future in futures.items()}
+
+
+PER_ANNOTATOR = ("temperature", "reliability", "position_bias", "tie_threshold")
+
+
+@dataclass
+class SimulateConfig:
+    """Label a project through the app's HTTP API with simulated (gold) or AI (language-model judge) annotators."""
+
+    url: str = field(metadata={"help": "address of a running `labeling serve`, e.g. http://127.0.0.1:7860/"})
+    project: str = field(metadata={"help": "project to label"})
+    annotators: list[str] = field(metadata={"help": "account names, one simulated annotator each (labeling users add)"})
+    password_env: str = field(default="PREFLOOP_SIM_PASSWORD", metadata={
+        "help": "environment variable holding the accounts' password (never a flag: flags show in `ps`)"})
+    kind: str = field(default="gold", metadata={
+        "help": "gold: judge by a known reward with noise; ai: a language-model judge with a constitution",
+        "choices": ["gold", "ai"]})
+    gold: str = field(default="positive_words", metadata={
+        "help": "gold reward r*: a rule (positive_words, concise) or module:function (prompts, responses) -> scores"})
+    temperature: list[float] = field(default_factory=lambda: [1.0], metadata={
+        "help": "T in P(A > B) = sigmoid((r*_A - r*_B) / T + b); one value, or one per annotator; 0 = no noise"})
+    reliability: list[float] = field(default_factory=lambda: [1.0], metadata={
+        "help": "share of tasks judged by the gold model (the rest at random); one value or one per annotator"})
+    position_bias: list[float] = field(default_factory=lambda: [0.0], metadata={
+        "help": "b: logit added to the response shown first; one value or one per annotator"})
+    tie_threshold: list[float] = field(default_factory=lambda: [0.0], metadata={
+        "help": "|r*_A - r*_B| below this is a tie; one value or one per annotator"})
+    much_better: float = field(default=math.inf, metadata={"help": "a gold margin from which the winner is 'much better'"})
+    judge_model: str | None = field(default=None, metadata={"help": "ai: the judge's causal LM (default: the embedded model)"})
+    constitution: str | None = field(default=None, metadata={"help": "ai: a text file with the constitution (default: built in)"})
+    max_tasks: int | None = field(default=None, metadata={"help": "stop each annotator after this many judgments"})
+    seed: int = field(default=0, metadata={"help": "seed of the simulated noise (annotator i uses seed + i)"})
+
+    def __post_init__(self):
+        if not self.annotators:
+            raise ValueError("annotators: name at least one account")
+        for name in PER_ANNOTATOR:
+            values = getattr(self, name)
+            if len(values) not in (1, len(self.annotators)):
+                raise ValueError(f"{name}: give one value or one per annotator ({len(self.annotators)}), "
+                                 f"not {len(values)}")
+        self.behaviours()  # validates the values themselves
+
+    def behaviours(self) -> list[Behaviour]:
+        def value(name, i):
+            values = getattr(self, name)
+            return values[i if len(values) > 1 else 0]
+
+        return [Behaviour(**{n: value(n, i) for n in PER_ANNOTATOR}, much_better=self.much_better)
+                for i in range(len(self.annotators))]
+
+
+def policies(cfg: SimulateConfig) -> list[Policy]:
+    """One policy per annotator: gold annotators with their own noise and seed, or AI annotators
+    sharing one judge model (loaded once)."""
+    if cfg.kind == "ai":
+        from pathlib import Path
+
+        from labeling.judge import AIAnnotator, ConstitutionJudge
+
+        constitution = Path(cfg.constitution).read_text() if cfg.constitution else None
+        judge = ConstitutionJudge.load(cfg.judge_model, constitution)
+        return [AIAnnotator(judge) for _ in cfg.annotators]
+    from prefloop.gold import load_gold
+
+    gold = load_gold(cfg.gold)
+    return [GoldAnnotator(gold, b, cfg.seed + i) for i, b in enumerate(cfg.behaviours())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from prefloop.config import parse_config
+    from prefloop.errors import InputError
+
+    cfg = parse_config(SimulateConfig, argv, prog="labeling simulate")
+    password = os.environ.get(cfg.password_env)
+    if not password:
+        raise InputError(f"${cfg.password_env} is not set: it holds the simulated annotators' password")
+    start = time.perf_counter()
+    done = run_annotators(cfg.url, cfg.project, [(n, password, p) for n, p in zip(cfg.annotators, policies(cfg))],
+                          cfg.max_tasks)
+    for name, n in done.items():
+        print(f"{name}: {n} judgments")
+    print(f"{sum(done.values())} judgments in {time.perf_counter() - start:.1f} s")
+    return 0
