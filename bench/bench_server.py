@@ -1,0 +1,306 @@
+"""Labeling-server benchmark: N API annotators as fast as they can, a login burst, and what was stored.
+
+    .venv/bin/python bench/bench_server.py                     # SQLite, then PostgreSQL with 1/2/4 processes
+    .venv/bin/python bench/bench_server.py --backends sqlite --seconds 10 --no-write
+
+One cycle is what an annotator script does through gradio_client: `/next_task`, then `/submit`.
+Each configuration gets a fresh store (tasks with overlap 3, one account per annotator) and its
+own `labeling serve` process(es). First all annotators sign in at the same moment (the login
+burst: one gradio_client `Client(...)` each, which posts /login and reads the app's config), then
+they all cycle for `--seconds`. The annotators run in `--client-procs` processes so that one
+client process's GIL does not cap the load. Afterwards the store is compared with what was
+acknowledged: every acknowledged judgment must be stored exactly once (lost, doubled), no task
+may hold more than its overlap, and no annotator may have judged a task twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_dpo import write_section  # noqa: E402 - one section writer for every bench
+
+SECTION = "## Labeling server"
+PASSWORD = "bench-password-1"
+PROJECT = "load"
+OVERLAP = 3
+DEFAULT_PG = "postgresql+psycopg://prefloop:prefloop@127.0.0.1:5432/prefloop"
+
+
+# ----------------------------------------------------------------------------- store and servers
+
+def seed(url: str, n_tasks: int, names: list[str]) -> None:
+    """A pairwise project of `n_tasks` tasks (overlap 3) and one annotator account per name."""
+    from argon2 import PasswordHasher
+
+    from labeling.db import open_store, session_scope
+    from labeling.models import Annotator, Candidate, Prompt, Task
+    from labeling.projects import create_project
+
+    engine = open_store(url)
+    password_hash = PasswordHasher().hash(PASSWORD)  # the real Argon2id parameters, hashed once
+    with session_scope(engine) as session:
+        project = create_project(session, PROJECT, guidelines="Pick the better answer.", overlap=OVERLAP)
+        prompts = [Prompt(project_id=project.id, messages=[{"role": "user", "content": f"Question {i}?"}])
+                   for i in range(n_tasks)]
+        session.add_all(prompts)
+        session.flush()
+        cands = [Candidate(prompt_id=p.id, text=f"Answer {j} to question {p.id}: " + "word " * 60, model=f"m{j}")
+                 for p in prompts for j in range(2)]
+        session.add_all(cands)
+        session.flush()
+        session.add_all([Task(project_id=project.id, prompt_id=p.id, candidate_ids=[cands[2 * i].id,
+                                                                                   cands[2 * i + 1].id])
+                         for i, p in enumerate(prompts)])
+        session.add_all([Annotator(name=n, password_hash=password_hash) for n in names])
+    engine.dispose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_processes(url: str, n: int, logdir: Path, extra: list[str]) -> list[tuple[subprocess.Popen, str]]:
+    """`n` `labeling serve` processes on one store; returns (process, base URL) once all answer."""
+    import httpx
+
+    servers = []
+    for _ in range(n):
+        port = _free_port()
+        log = open(logdir / f"serve-{port}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", url, "--port", str(port), *extra],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+        servers.append((proc, f"http://127.0.0.1:{port}/"))
+    deadline = time.monotonic() + 120
+    for proc, base in servers:
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"labeling serve at {base} did not start; see {logdir}")
+            try:
+                if httpx.get(base, timeout=2).status_code in (200, 401):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+    return servers
+
+
+def stop(servers) -> None:
+    for proc, _ in servers:
+        proc.terminate()
+    for proc, _ in servers:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# ----------------------------------------------------------------------------- annotators (child process)
+
+def annotate(urls: list[str], names: list[str], seconds: float, start_at: float) -> dict:
+    """Sign all `names` in at `start_at` (the burst), then cycle next_task -> submit until the time is up."""
+    from gradio_client import Client
+
+    def sign_in(i_name):
+        i, name = i_name
+        time.sleep(max(0.0, start_at - time.time()))
+        t0 = time.perf_counter()
+        try:
+            client = Client(urls[i % len(urls)], auth=(name, PASSWORD), verbose=False, analytics_enabled=False,
+                            download_files=False)
+            return client, time.perf_counter() - t0, None
+        except Exception as err:  # noqa: BLE001 - counted as a login error
+            return None, time.perf_counter() - t0, repr(err)[:200]
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        logins = list(pool.map(sign_in, enumerate(names)))
+    # Who failed the burst signs in again, one at a time, so that the load phase has every annotator.
+    clients = [c if c is not None else _retry_sign_in(sign_in, i, name)
+               for (i, name), (c, _, _) in zip(enumerate(names), logins)]
+    go = time.time() + 1.0  # every process started its burst at start_at; the cycles start together too
+    stop_at = go + seconds
+
+    def cycle(client):
+        out = {"next": [], "submit": [], "acks": [], "errors": []}
+        time.sleep(max(0.0, go - time.time()))
+        while time.time() < stop_at:
+            try:
+                t0 = time.perf_counter()
+                task = client.predict(PROJECT, api_name="/next_task")["task"]
+                t1 = time.perf_counter()
+                if task is None:
+                    break
+                reply = client.predict(task["assignment_id"], task["client_request_id"], "a_better",
+                                       api_name="/submit")
+                t2 = time.perf_counter()
+                out["next"].append(t1 - t0)
+                out["submit"].append(t2 - t1)
+                out["acks"].append([task["client_request_id"], reply["judgment_id"], time.time()])
+            except Exception as err:  # noqa: BLE001 - counted as an error
+                out["errors"].append(repr(err)[:200])
+        return out
+
+    with ThreadPoolExecutor(max(1, len(clients))) as pool:
+        results = list(pool.map(cycle, clients))
+    merged = {key: [x for r in results for x in r[key]] for key in ("next", "submit", "acks", "errors")}
+    merged["login_s"] = [t for _, t, _ in logins]
+    merged["login_errors"] = [e for _, _, e in logins if e]
+    merged["go"] = go
+    return merged
+
+
+def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
+    for _ in range(attempts):
+        client, _, _ = sign_in((i, name))
+        if client is not None:
+            return client
+    raise RuntimeError(f"{name}: could not sign in after {attempts} attempts")
+
+
+# ----------------------------------------------------------------------------- one configuration
+
+def run_config(label: str, url: str, processes: int, args, logdir: Path) -> dict:
+    names = [f"ann{i:03d}" for i in range(args.clients)]
+    seed(url, args.tasks, names)
+    servers = serve_processes(url, processes, logdir, args.serve_args)
+    urls = [base for _, base in servers]
+    try:
+        start_at = time.time() + 3.0
+        chunks = [names[i::args.client_procs] for i in range(args.client_procs)]
+        children = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(
+            {"urls": urls, "names": chunk, "seconds": args.seconds, "start_at": start_at})],
+            stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}) for chunk in chunks]
+        parts = [json.loads(child.communicate()[0].decode().strip().splitlines()[-1]) for child in children]
+    finally:
+        stop(servers)
+    merged = {key: [x for p in parts for x in p[key]]
+              for key in ("next", "submit", "acks", "errors", "login_s", "login_errors")}
+    merged["seconds"] = args.seconds
+    merged.update(check(url, merged["acks"]))
+    return {"label": label, "processes": processes, **merged}
+
+
+def check(url: str, acks: list) -> dict:
+    """Acknowledged vs stored: lost, doubled, and the overlap / one-per-annotator invariants."""
+    from sqlmodel import Session, select
+
+    from labeling.db import make_engine
+    from labeling.models import Judgment
+
+    engine = make_engine(url)
+    with Session(engine) as session:
+        rows = session.exec(select(Judgment.id, Judgment.client_request_id, Judgment.task_id,
+                                   Judgment.annotator_id)).all()
+    engine.dispose()
+    stored = Counter(r[1] for r in rows)
+    acked = {request: jid for request, jid, _ in acks}
+    by_id = {r[0]: r[1] for r in rows}
+    per_task = Counter(r[2] for r in rows)
+    return {"stored": len(rows), "lost": sum(1 for request, jid in acked.items() if by_id.get(jid) != request),
+            "doubled": sum(n - 1 for n in stored.values() if n > 1) + len(rows) - len({(r[2], r[3]) for r in rows}),
+            "over_overlap": sum(1 for n in per_task.values() if n > OVERLAP)}
+
+
+def fresh_pg(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+# ----------------------------------------------------------------------------- report
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def render(rows: list[dict], where: str, args) -> str:
+    lines = [SECTION, "", f"`python bench/bench_server.py {' '.join(args.argv)}`".replace(" `", "`"),
+             f"on {where}.", "",
+             f"{args.clients} API annotators (gradio_client, in {args.client_procs} client processes on the same "
+             f"machine), each cycling `/next_task` then `/submit` for {args.seconds:.0f} s over {args.tasks} "
+             f"pairwise tasks with overlap {OVERLAP}; the login burst is all {args.clients} `Client(...)` "
+             "sign-ins started at the same moment. Lost = acknowledged but not stored; doubled = a request id "
+             "or an (annotator, task) stored twice.", "",
+             "| server | clients | judgments/s | p95 next_task | p95 submit | p50 next / submit | errors "
+             "| lost / doubled | login burst p95 (errors) |",
+             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | --- |"]
+    for r in rows:
+        ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
+        lines.append(
+            f"| {r['label']} | {args.clients} | {len(r['acks']) / r['seconds']:.1f} | {ms(pct(r['next'], .95))} "
+            f"| {ms(pct(r['submit'], .95))} | {ms(pct(r['next'], .5))} / {ms(pct(r['submit'], .5))} "
+            f"| {len(r['errors'])} | {r['lost']} / {r['doubled']} "
+            f"| {pct(r['login_s'], .95):.1f} s ({len(r['login_errors'])}) |")
+    return "\n".join(lines + [""])
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "unknown CPU")
+    return f"{cpu}, {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="sqlite,pg1,pg2,pg4", help="comma list of sqlite, pg1, pg2, pg4")
+    parser.add_argument("--clients", type=int, default=50, help="simultaneous API annotators")
+    parser.add_argument("--seconds", type=float, default=20.0, help="cycling time per configuration")
+    parser.add_argument("--tasks", type=int, default=4000, help="pairwise tasks in the project")
+    parser.add_argument("--client-procs", type=int, default=2, help="processes the annotators run in")
+    parser.add_argument("--pg-url", default=os.environ.get("PREFLOOP_TEST_PG_URL", DEFAULT_PG),
+                        help="PostgreSQL URL allowed to CREATE DATABASE (a fresh one per configuration)")
+    parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra `labeling serve` flags (last on the line)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        print(json.dumps(annotate(spec["urls"], spec["names"], spec["seconds"], spec["start_at"])))
+        return 0
+    args.argv = argv
+    where, rows = machine(), []
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        for backend in args.backends.split(","):
+            if backend == "sqlite":
+                label, url, n = "prefloop, SQLite", f"sqlite:///{tmp}/store.db", 1
+            else:
+                n = int(backend.removeprefix("pg"))
+                label, url = f"prefloop, PostgreSQL, {n} process{'es' if n > 1 else ''}", fresh_pg(args.pg_url)
+            print(f"running {label} ...", flush=True)
+            row = run_config(label, url, n, args, Path(tmp))
+            print(f"  {len(row['acks'])} acknowledged, {row['stored']} stored, lost {row['lost']}, doubled "
+                  f"{row['doubled']}, errors {len(row['errors'])} {row['errors'][:2]} login errors "
+                  f"{row['login_errors'][:2]}", flush=True)
+            rows.append(row)
+    table = render(rows, where, args)
+    print(table)
+    if not args.no_write:
+        write_section(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
