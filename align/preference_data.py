@@ -83,7 +83,7 @@ def export_from_store(url: str, project: str, fmt: str) -> tuple[list[dict], dic
     from labeling.db import open_store
     from labeling.export import export_dataset
 
-    engine = open_store(url)
+    engine = open_store(url, create=False)  # a reader: a mistyped --store creates nothing
     try:
         splits, card = export_dataset(engine, project, fmt)
     finally:

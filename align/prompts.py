@@ -89,7 +89,7 @@ def _store_prompts(url: str, project: str) -> tuple[list, dict]:
     from labeling.db import open_store
     from labeling.export import load_snapshot
 
-    engine = open_store(url)
+    engine = open_store(url, create=False)  # a reader: a mistyped --store creates nothing
     try:
         snapshot = load_snapshot(engine, project)
     finally:

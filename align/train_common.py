@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefloop.config import check_max_steps
+
 METADATA_FILE = "prefloop_metadata.json"
 
 
@@ -69,6 +71,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        check_max_steps(self.max_steps)
 
 
 def trl_args(cfg: TrainConfig, has_eval: bool) -> dict:

@@ -34,7 +34,7 @@ from sqlmodel import Session, select
 from labeling.db import session_scope
 from labeling.judgments import record_judgment
 from labeling.models import Assignment, Judgment, Project, Task, utcnow
-from prefloop.errors import InputError
+from prefloop.errors import InputError, NotFoundError
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ def _project(session: Session, project: str | int) -> Project:
     column = Project.id if isinstance(project, int) else Project.name
     found = session.exec(select(Project).where(column == project)).first()
     if found is None:
-        raise LookupError(f"project {project!r} does not exist")
+        raise NotFoundError(f"project {project!r} does not exist")
     return found
 
 

@@ -34,16 +34,15 @@ class InitConfig:
 
 
 def init_main(argv: list[str]) -> int:
-    from pathlib import Path
-
     from labeling.db import db_url, open_store, session_scope, schema_version
     from labeling.projects import create_project
+    from prefloop.data import read_text
 
     cfg = parse_config(InitConfig, argv, prog="labeling init")
+    guidelines = read_text(cfg.guidelines, "guidelines") if cfg.guidelines else ""
     engine = open_store(cfg.db)
     print(f"store {db_url(cfg.db)} at schema version {schema_version(engine)}")
     if cfg.project:
-        guidelines = Path(cfg.guidelines).read_text() if cfg.guidelines else ""
         with session_scope(engine) as session:
             project = create_project(session, cfg.project, guidelines=guidelines, mode=cfg.mode, k=cfg.k,
                                      overlap=cfg.overlap, criteria=cfg.criteria, gold_rate=cfg.gold_rate,
@@ -69,7 +68,7 @@ def users_main(argv: list[str]) -> int:
 
     argv = _positionals(argv, ["--action", "--name"])  # `labeling users add NAME ...`
     cfg = parse_config(UserConfig, argv, prog="labeling users")
-    engine = open_store(cfg.db)
+    engine = open_store(cfg.db, create=False)
     if cfg.action != "list" and not cfg.name:
         raise InputError(f"users {cfg.action}: a user name is required")
     with session_scope(engine) as session:
@@ -123,7 +122,7 @@ def import_main(argv: list[str]) -> int:
     from labeling.importer import import_file
 
     cfg = parse_config(ImportConfig, argv, prog="labeling import")
-    report = import_file(open_store(cfg.db), cfg.project, cfg.file, cfg.format, cfg.model)
+    report = import_file(open_store(cfg.db, create=False), cfg.project, cfg.file, cfg.format, cfg.model)
     print(f"imported {cfg.file}: {report}")
     return 0
 
@@ -153,17 +152,28 @@ class GenerateConfig:
             raise ValueError("n, batch_size and max_new_tokens must be >= 1")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0: N candidates per prompt are sampled")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.round < 0:
+            raise ValueError(f"round must be >= 0, got {self.round}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
 
 
 def generate_main(argv: list[str]) -> int:
     cfg = parse_config(GenerateConfig, argv, prog="labeling generate")  # before torch: --help stays instant
 
-    from labeling.db import open_store
+    from labeling.db import get_project, open_store, session_scope
     from labeling.generate import generate_candidates
     from prefloop.generation import SamplingConfig
     from prefloop.hardware import detect
+    from prefloop.models import check_model
 
-    engine = open_store(cfg.db)
+    engine = open_store(cfg.db, create=False)
+    with session_scope(engine, immediate=False) as session:
+        get_project(session, cfg.project)
+    for model in cfg.models:  # every model before any work: a typo in the last must not cost minutes
+        check_model(model)
     print(f"hardware: {detect().describe()}")
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 0, cfg.seed)
     for model in cfg.models:
@@ -193,6 +203,12 @@ class TasksConfig:
     def __post_init__(self):
         if not self.project:
             raise ValueError("--project is required")
+        if self.pairs_per_prompt < 1:
+            raise ValueError(f"pairs_per_prompt must be >= 1, got {self.pairs_per_prompt}")
+        if self.k is not None and not 2 <= self.k <= 9:
+            raise ValueError(f"k must be in 2..9, got {self.k}")
+        if self.round is not None and self.round < 0:
+            raise ValueError(f"round must be >= 0, got {self.round}")
 
 
 def tasks_main(argv: list[str]) -> int:
@@ -201,8 +217,8 @@ def tasks_main(argv: list[str]) -> int:
 
     argv = _positionals(argv, ["--action"])  # `labeling tasks build ...`
     cfg = parse_config(TasksConfig, argv, prog="labeling tasks")
-    added = build_tasks(open_store(cfg.db), cfg.project, cfg.strategy, pairs_per_prompt=cfg.pairs_per_prompt,
-                        k=cfg.k, models=cfg.models or None, round=cfg.round,
+    added = build_tasks(open_store(cfg.db, create=False), cfg.project, cfg.strategy,
+                        pairs_per_prompt=cfg.pairs_per_prompt, k=cfg.k, models=cfg.models or None, round=cfg.round,
                         cross_model_only=not cfg.same_model_pairs, priority=cfg.priority, seed=cfg.seed)
     print(f"{added} tasks added to {cfg.project!r}")
     return 0

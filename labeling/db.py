@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from labeling import models
 from labeling.models import SCHEMA_VERSION, Meta
+from prefloop.errors import NotFoundError, StoreError
 
 DEFAULT_DB = "sqlite:///prefloop.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -27,7 +29,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS: dict[int, Callable[[Session], None]] = {}
 
 
-class SchemaError(RuntimeError):
+class SchemaError(StoreError):
     """The database cannot be used by this version of prefloop."""
 
 
@@ -69,9 +71,22 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def init_db(engine: Engine) -> None:
-    """Create the tables of a new database, or check/upgrade an existing one."""
+def display_url(url: str | None) -> str:
+    """The store as a user named it: a SQLite path, or a URL without its password (fit for messages, metadata)."""
+    url = db_url(url)
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):] or ":memory:"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def init_db(engine: Engine, create: bool = True) -> None:
+    """Create the tables of a new database (unless create=False), or check/upgrade an existing one."""
     tables = set(inspect(engine).get_table_names())
+    if not tables and not create:
+        raise StoreError("the database is empty, not a prefloop store (create one with `labeling init`)")
     if not tables:
         SQLModel.metadata.create_all(engine)
         with Session(engine) as session:
@@ -107,11 +122,42 @@ def _upgrade(engine: Engine) -> None:
         version += 1
 
 
-def open_store(url: str | None = None) -> Engine:
-    """Engine for the store at `url`, created or upgraded as needed."""
-    engine = make_engine(url)
-    init_db(engine)
+def open_store(url: str | None = None, *, create: bool = True) -> Engine:
+    """Engine for the store at `url`, created or upgraded as needed.
+
+    create=False (every command but `labeling init`): a store that does not exist is
+    refused, so a mistyped --db never leaves an empty store behind. Any failure to open
+    (missing directory, unreachable server, not a database) is a StoreError naming the store.
+    """
+    url, shown = db_url(url), display_url(url)
+    path = _sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise StoreError(f"{shown}: directory {path.parent} does not exist")
+    if path is not None and not create and not path.exists():
+        raise StoreError(f"{shown}: no such store (create it with `labeling init --db {shown}`)")
+    try:
+        engine = make_engine(url)
+    except (ArgumentError, NoSuchModuleError) as err:
+        raise StoreError(f"{shown}: not a database URL or SQLite path ({err})") from None
+    try:
+        init_db(engine, create)
+    except StoreError as err:
+        engine.dispose()
+        raise type(err)(f"{shown}: {err}") from None
+    except DBAPIError as err:  # unreachable server, wrong password, a file that is not a database
+        engine.dispose()
+        reason = (str(err.orig).strip().splitlines() or [type(err.orig).__name__])[0]
+        raise StoreError(f"{shown}: cannot open the store ({reason})") from None
     return engine
+
+
+def _sqlite_path(url: str):
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    from pathlib import Path
+
+    if not url.startswith("sqlite:///") or url in ("sqlite:///:memory:",):
+        return None
+    return Path(url[len("sqlite:///"):]).expanduser()
 
 
 @contextmanager
@@ -139,5 +185,5 @@ def session_scope(engine: Engine, immediate: bool = True) -> Iterator[Session]:
 def get_project(session: Session, name: str) -> models.Project:
     project = session.exec(select(models.Project).where(models.Project.name == name)).first()
     if project is None:
-        raise LookupError(f"project {name!r} does not exist (create it with `labeling init --project {name}`)")
+        raise NotFoundError(f"project {name!r} does not exist (create it with `labeling init --project {name}`)")
     return project

@@ -2,6 +2,11 @@
 
 The rows themselves come from `labeling.export`; this module only puts them on disk,
 through a staging directory so that a failure leaves nothing half-written.
+
+An export never removes or overwrites what it did not write: an existing output path is
+replaced only when the dataset card of an earlier export names it (the card beside
+`x.jsonl`, or README.md inside a datasets directory); anything else is refused with one
+line before any work starts.
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ def write_export(records: list[dict] | dict[str, list[dict]], out_path: str | Pa
     holds the card as README.md; with several splits it is a DatasetDict (`load_from_disk`).
     Everything is written to a staging directory first, so a failure leaves no partial output.
     """
-    from prefloop.data import detect_format, write_records
+    from prefloop.data import write_records
 
     splits = records if isinstance(records, dict) else {"train": records}
     out = Path(out_path)
-    fmt = fmt or (detect_format(out) if out.suffix else "datasets")
-    _one_of("output file format", fmt, FILE_FORMATS)
+    fmt = output_format(out, fmt)
     if not any(splits.values()):
         raise InputError(f"{out}: nothing to write, the export has no rows")
+    check_output(out, fmt, list(splits))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -45,7 +50,7 @@ def write_export(records: list[dict] | dict[str, list[dict]], out_path: str | Pa
         if fmt != "datasets":
             moves.append((staged_card, card_path))
         for staged, final in moves:
-            _replace(staged, final)
+            _replace(staged, final, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return files + [card_path]
@@ -68,10 +73,58 @@ def _stage(splits, out: Path, fmt: str, staging: Path, write_records) -> list[tu
             for name, rows in splits.items()]
 
 
-def _replace(staged: Path, final: Path) -> None:
-    if final.is_dir():
-        shutil.rmtree(final)
+def _replace(staged: Path, final: Path, staging: Path) -> None:
+    """Rename into place; a datasets directory of an earlier export moves into `staging` (removed after)."""
+    if final.is_dir():  # check_output made sure an earlier export of ours wrote it
+        os.replace(final, staging / f"{final.name}.replaced")
     os.replace(staged, final)
+
+
+# --- 2. what an export may replace ---------------------------------------------------
+
+def output_format(out: Path, fmt: str | None) -> str:
+    from prefloop.data import detect_format
+
+    fmt = fmt or (detect_format(out) if out.suffix else "datasets")
+    _one_of("output file format", fmt, FILE_FORMATS)
+    return fmt
+
+
+def output_paths(out: Path, fmt: str, split_names: list[str]) -> tuple[list[Path], Path]:
+    """(data paths, card path) of an export to `out` with these splits."""
+    if fmt == "datasets":
+        return [out], out / "README.md"
+    data = [out] if len(split_names) == 1 else [out.with_name(f"{out.stem}.{name}{out.suffix}")
+                                                for name in split_names]
+    return data, out.with_name(out.stem + ".card.md")
+
+
+def check_output(out: Path, fmt: str, split_names: list[str]) -> None:
+    """Refuse (InputError) unless every path the export would write is new or written by an earlier export."""
+    data, card = output_paths(out, fmt, split_names)
+    hint = "choose another --out (an export never replaces what it did not write)"
+    if fmt == "datasets":
+        if out.exists() and (not out.is_dir() or _card_files(card) is None):
+            raise InputError(f"{out}: already exists and is not the directory of an earlier export; {hint}")
+        return
+    ours = _card_files(card)
+    if card.exists() and ours is None:
+        raise InputError(f"{card}: already exists and is not the card of an earlier export; {hint}")
+    for path in data:
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory; give a file name such as {path / ('prefs' + path.suffix)}")
+        if path.exists() and path.name not in (ours or set()):
+            raise InputError(f"{path}: already exists and was not written by labeling export; {hint}")
+
+
+def _card_files(card: Path) -> set[str] | None:
+    """Names of the files an earlier export's card lists, or None when `card` is no card of ours."""
+    if not card.is_file():
+        return None
+    try:
+        return {Path(name).name for name in read_card(card)["files"]}
+    except Exception:  # noqa: BLE001 - any file that does not parse as our card is simply not ours
+        return None
 
 
 def render_card(card: dict, splits: dict[str, list[dict]]) -> str:
@@ -110,7 +163,7 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-# --- 2. command line ---------------------------------------------------------------
+# --- 3. command line ---------------------------------------------------------------
 
 @dataclass
 class ExportConfig:
@@ -161,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
     cfg = parse_config(ExportConfig, argv, prog="labeling export")
-    engine = open_store(cfg.db)
+    out = Path(cfg.out)
+    check_output(out, output_format(out, cfg.file_format), ["train", "test"] if cfg.test_fraction > 0 else ["train"])
+    engine = open_store(cfg.db, create=False)
     try:
         splits, card = export_dataset(engine, cfg.project, cfg.format, **cfg.options())
     finally:

@@ -56,14 +56,33 @@ def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from labeling.db import open_store
+    from labeling.db import get_project, open_store, session_scope
 
     cfg = parse_config(ServeConfig, argv, prog="labeling serve")
-    engine = open_store(cfg.db)
+    engine = open_store(cfg.db, create=False)
+    if cfg.project:  # preselected for every annotator: a typo would greet them with an error
+        with session_scope(engine, immediate=False) as session:
+            get_project(session, cfg.project)
+    _check_port_free(cfg.host, cfg.port)
     _warn_if_no_admin(engine)
     serve(engine, cfg.host, cfg.port, cfg.project, concurrency=cfg.concurrency, max_threads=cfg.max_threads,
           root_path=cfg.root_path, export_dir=cfg.export_dir)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line now, rather than the web server's traceback after the app is built."""
+    import socket
+
+    from prefloop.errors import InputError
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise InputError(f"port {port} on {host}: cannot listen there ({err.strerror}; "
+                             f"in use by another program?); choose another --port") from None
 
 
 def _warn_if_no_admin(engine) -> None:

@@ -143,7 +143,7 @@ def _run(argv, prog: str, show) -> int:
     from prefloop.config import parse_config
 
     cfg = parse_config(StatsConfig, argv, prog=prog)
-    engine = open_store(cfg.db)
+    engine = open_store(cfg.db, create=False)
     try:
         result = show(engine, cfg)
     finally:

@@ -41,6 +41,10 @@ def build_tasks(engine: Engine, project_name: str, strategy: str = "random_pairs
             raise InputError(f"project {project_name!r} ranks K={project.k} candidates: use --strategy ranking")
         k = k or project.k
         by_prompt = _candidates_by_prompt(session, project.id, models, round)
+        found = {c.model for cands in by_prompt.values() for c in cands}
+        if missing := [m for m in models or [] if m not in found]:
+            raise InputError(f"model(s) {', '.join(missing)}: no candidates in project {project_name!r}"
+                             + (f" in round {round}" if round is not None else ""))
         existing = {tuple(sorted(t.candidate_ids)) for t in session.exec(select(Task).where(Task.project_id == project.id))}
         groups = _groups(strategy, by_prompt, k, pairs_per_prompt, cross_model_only, rng)
         added = 0

@@ -7,7 +7,7 @@ import re
 from sqlmodel import Session, select
 
 from labeling.models import ROLES, Annotator
-from prefloop.errors import InputError
+from prefloop.errors import InputError, NotFoundError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 8
@@ -24,6 +24,10 @@ def create_user(session: Session, name: str, password: str, role: str = "annotat
         raise InputError(f"user name {name!r}: use 1-64 letters, digits, _ . @ -")
     if role not in ROLES:
         raise InputError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8, smuggled in as surrogates by the terminal
+        raise InputError(f"password for {name}: not UTF-8 text") from None
     if len(password) < MIN_PASSWORD:
         raise InputError(f"password for {name}: at least {MIN_PASSWORD} characters")
     if session.exec(select(Annotator).where(Annotator.name == name)).first():
@@ -52,7 +56,7 @@ def authenticate(session: Session, name: str, password: str) -> Annotator | None
 def get_user(session: Session, name: str) -> Annotator:
     user = session.exec(select(Annotator).where(Annotator.name == name)).first()
     if user is None:
-        raise LookupError(f"user {name!r} does not exist")
+        raise NotFoundError(f"user {name!r} does not exist")
     return user
 
 

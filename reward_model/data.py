@@ -75,10 +75,10 @@ def export_from_store(url: str, project: str) -> tuple[list[dict], dict]:
     (Plackett-Luce). The snapshot pins the data: export again with
     `until_judgment_id=snapshot["max_judgment_id"]` to get the same rows.
     """
-    from labeling.db import get_project, open_store, session_scope
+    from labeling.db import display_url, get_project, open_store, session_scope
     from labeling.export import export_dataset
 
-    engine = open_store(url)
+    engine = open_store(url, create=False)
     try:
         with session_scope(engine, immediate=False) as session:  # a reader: never blocks writers
             mode = get_project(session, project).mode
@@ -86,13 +86,6 @@ def export_from_store(url: str, project: str) -> tuple[list[dict], dict]:
         splits, card = export_dataset(engine, project, fmt, **({"ties": "keep"} if fmt == "pairwise" else {}))
     finally:
         engine.dispose()
-    snapshot = {"store": _redact(url), "project": project, "format": fmt, "records": len(splits["train"]),
+    snapshot = {"store": display_url(url), "project": project, "format": fmt, "records": len(splits["train"]),
                 **card["snapshot"], "rounds": card.get("rounds"), "taken_at": card["created_at"]}
     return splits["train"], snapshot
-
-
-def _redact(url: str) -> str:
-    """A store URL without its password, fit for metadata."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prefloop.config import check_max_steps
 from prefloop.models import DEFAULT_MODEL
 
 
@@ -66,6 +67,7 @@ class RewardModelConfig:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.n_heads < 1:
             raise ValueError(f"n_heads must be >= 1, got {self.n_heads}")
+        check_max_steps(self.max_steps)
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",

@@ -50,11 +50,11 @@ class RewardScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from prefloop.hardware import detect
-        from prefloop.models import ModelNotFoundError, resolve_model
+        from prefloop.models import ModelNotFoundError
         from reward_model.artifact import read_metadata
 
         hw = detect()
-        resolved = resolve_model(str(path))
+        resolved = check_reward_model(path)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(resolved, dtype=dtype or hw.dtype)
             tokenizer = AutoTokenizer.from_pretrained(resolved)
@@ -121,6 +121,23 @@ class RewardScorer:
         self.offset = raw.mean(dim=0)
         self.scale = raw.std(dim=0, unbiased=False).clamp_min(1e-6)  # a constant head stays finite
         return self.offset.tolist(), self.scale.tolist()
+
+
+def check_reward_model(path) -> str:
+    """The resolved path of a model with a reward head; anything else is refused with one line.
+
+    A causal LM (e.g. the embedded smollm2-135m-instruct) would load with a freshly initialised,
+    random head and score noise, so its config is read first and the model refused.
+    """
+    from prefloop.errors import InputError
+    from prefloop.models import check_model
+
+    resolved, config = check_model(str(path))
+    architectures = config.architectures or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise InputError(f"{path}: not a reward model ({', '.join(architectures) or 'no architecture'} has no "
+                         f"reward head); train one with `reward-model train`")
+    return resolved
 
 
 def load_reward(spec, device=None, batch_size: int = 16) -> RewardFn:
