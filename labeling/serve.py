@@ -10,11 +10,15 @@ database's unique constraints and row locks, not by process memory.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefloop.config import parse_config
+
+SHUTDOWN_GRACE_S = 2.0  # how long a stopping server lets running requests finish
 
 
 @dataclass
@@ -39,7 +43,7 @@ class ServeConfig:
 
 def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None = None, *, block: bool = True,
           concurrency: int = 16, max_threads: int = 40, root_path: str = "", export_dir: str | Path | None = None,
-          quiet: bool = False):
+          quiet: bool = False, login_policy=None):
     """Start the app on host:port over `engine`; returns the running Blocks (`.close()` stops it).
 
     block=False returns at once with the server running in a background thread (tests, demos).
@@ -48,11 +52,34 @@ def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None
     from labeling.app.build import build_app, launch_kwargs
     from labeling.app.context import AppContext
 
-    ctx = AppContext(engine=engine, default_project=project, export_dir=Path(export_dir) if export_dir else None)
+    ctx = AppContext(engine=engine, default_project=project, export_dir=Path(export_dir) if export_dir else None,
+                     **({"login_policy": login_policy} if login_policy else {}))
     demo = build_app(ctx, concurrency=concurrency)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, max_threads=max_threads,
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, max_threads=max_threads,
                 root_path=root_path, quiet=quiet, share=False, **launch_kwargs(ctx))
+    # Open event streams (a browser tab, an API client) would otherwise hold a shutdown forever.
+    demo.server.config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S
+    if block:
+        _wait_for_stop_signal()
+        demo.close(verbose=not quiet)
     return demo
+
+
+def _wait_for_stop_signal() -> None:
+    """Block until SIGTERM or SIGINT (Ctrl+C), then return so the caller can shut down cleanly.
+
+    Without this, SIGTERM killed the process wherever it stood: requests in flight were cut off
+    and nothing was closed. Now the server stops accepting, lets running requests finish for up
+    to SHUTDOWN_GRACE_S, ends the event streams, and the command exits 0.
+    """
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(0.5):  # a timed wait: signal handlers run in between
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     _warn_if_no_admin(engine)
     serve(engine, cfg.host, cfg.port, cfg.project, concurrency=cfg.concurrency, max_threads=cfg.max_threads,
           root_path=cfg.root_path, export_dir=cfg.export_dir)
+    engine.dispose()
     return 0
 
 

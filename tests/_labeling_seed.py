@@ -76,13 +76,67 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(engine, project=None):
+def start_server(engine, project=None, **options):
     """A real `labeling serve` (the same `serve()` the CLI calls) in a background thread: (url, app)."""
     from labeling.serve import serve
 
     port = free_port()
-    app = serve(engine, "127.0.0.1", port, project, block=False, quiet=True)
+    app = serve(engine, "127.0.0.1", port, project, block=False, quiet=True, **options)
     return f"http://127.0.0.1:{port}/", app
+
+
+def serve_process(db_url, port, log_path, *extra):
+    """`labeling serve` as its own process (python -m labeling.serve); returns it once it answers."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    out = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", db_url, "--port", str(port), *extra],
+                            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(Path(log_path).read_text()[-2000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("labeling serve did not start within 90 s")
+
+
+def run_event(http, elem_id, data, session_hash, *, load_page=False):
+    """Trigger the page's own click event on the element `elem_id` as the signed-in `http` client
+    (what the browser does: join the queue, read the event stream); the completion message.
+
+    load_page: first run the page's load events in this session, as a browser does on opening
+    the page (they fill per-session state such as the dropdowns' choices).
+    """
+    config = http.get("config").json()
+    if load_page:
+        for dep in config["dependencies"]:
+            if any(list(t)[1:] == ["load"] for t in dep["targets"]):
+                _join_and_wait(http, {"data": [], "fn_index": dep["id"], "session_hash": session_hash})
+    button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id)
+    fn = next(d for d in config["dependencies"] if [button, "click"] in [list(t) for t in d["targets"]])
+    return _join_and_wait(http, {"data": data, "fn_index": fn["id"], "trigger_id": button,
+                                 "session_hash": session_hash})
+
+
+def _join_and_wait(http, body):
+    import json
+
+    assert http.post("gradio_api/queue/join", json=body).status_code == 200
+    with http.stream("GET", "gradio_api/queue/data", params={"session_hash": body["session_hash"]}) as events:
+        return next(json.loads(line[5:]) for line in events.iter_lines()
+                    if line.startswith("data:") and "process_completed" in line)
 
 
 def api_client(url, name, password=PASSWORD):

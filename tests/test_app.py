@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from _labeling_seed import PASSWORD, api_client, seed_project, seed_users, start_server
+from _labeling_seed import PASSWORD, api_client, run_event, seed_project, seed_users, start_server
 from labeling.db import open_store, session_scope
 from labeling.models import Assignment, Judgment, Project
 from labeling.users import set_active
@@ -128,15 +128,8 @@ def test_dashboard_handlers_refuse_annotators_even_when_called_directly(app):
     url, engine = app
     with httpx.Client(base_url=url, timeout=20) as http:
         assert http.post("login", data={"username": "ann", "password": PASSWORD}).status_code == 200
-        config = http.get("config").json()
-        button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "pl-new-create")
-        fn = next(d for d in config["dependencies"] if [button, "click"] in [list(t) for t in d["targets"]])
         form = [None, "probe", "pairwise", 2, 1, "", 0, 1800, ""]  # project, then the new-project fields
-        body = {"data": form, "fn_index": fn["id"], "trigger_id": button, "session_hash": "probe1"}
-        assert http.post("gradio_api/queue/join", json=body).status_code == 200
-        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": "probe1"}) as events:
-            done = next(json.loads(line[5:]) for line in events.iter_lines()
-                        if line.startswith("data:") and "process_completed" in line)
+        done = run_event(http, "pl-new-create", form, "probe1")
     assert done["success"] is False and "admins only" in json.dumps(done)
     with Session(engine) as s:
         assert s.exec(select(Project).where(Project.name == "probe")).first() is None

@@ -8,20 +8,15 @@ share the database and each double submit goes through both of them.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
-import httpx
 import pytest
 from sqlmodel import Session, select
 
-from _labeling_seed import api_client, free_port, seed_project, seed_users, start_server
+from _labeling_seed import api_client, free_port, seed_project, seed_users, serve_process, start_server
 from labeling.db import open_store
 from labeling.models import Assignment, Judgment, Task
 
@@ -116,31 +111,12 @@ def test_many_api_annotators_on_sqlite(tmp_path):
     engine.dispose()
 
 
-def _serve_process(db_url, port, tmp_path):
-    """`labeling serve` as its own process (python -m labeling.serve); waits until it answers."""
-    out = open(tmp_path / f"serve-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", db_url, "--port", str(port)],
-                            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((tmp_path / f"serve-{port}.log").read_text()[-2000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("labeling serve did not start within 90 s")
-
-
 @pytest.mark.postgres
 def test_many_api_annotators_on_two_processes_sharing_postgres(pg_url, tmp_path):
     engine = open_store(pg_url)
     names = _seed(engine)
     port = free_port()
-    proc = _serve_process(pg_url, port, tmp_path)
+    proc = serve_process(pg_url, port, tmp_path / f"serve-{port}.log")
     url, server = start_server(engine)
     try:
         log, errors = _run_load([url, f"http://127.0.0.1:{port}/"], names)

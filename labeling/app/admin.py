@@ -75,10 +75,16 @@ def export(engine: Engine, viewer: Viewer, project: str, fmt: str = "pairwise") 
 
 
 def export_file(engine: Engine, viewer: Viewer, project: str, fmt: str, out_dir: Path | None = None) -> Path:
-    """The export written as JSONL into a fresh directory (for the dashboard's download button)."""
+    """The export written as JSONL into a fresh directory (for the dashboard's download button).
+
+    Owner-only on disk (directory 0700 from mkdtemp, file 0600; Gradio's cached copy keeps the
+    mode), and `labeling.app.guard` serves files to admins only.
+    """
     from prefloop.data import write_records
 
     records = export(engine, viewer, project, fmt)
     directory = Path(tempfile.mkdtemp(prefix="export-", dir=out_dir))
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", project)
-    return write_records(records, directory / f"{safe}-{fmt}.jsonl")
+    path = write_records(records, directory / f"{safe}-{fmt}.jsonl")
+    path.chmod(0o600)
+    return path

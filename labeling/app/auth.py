@@ -1,7 +1,8 @@
 """Login and roles.
 
-Gradio's own login (`launch(auth=callable)`) guards every route: the page, its config,
-the queue and the API endpoints, so browser and gradio_client use the same accounts.
+Gradio's own login (`launch(auth=...)`, checked by `labeling.app.login`) guards every route:
+the page, its config, the queue and the API endpoints, so browser and gradio_client use the
+same accounts; `labeling.app.guard` refuses what that check alone lets through.
 Gradio then tells each handler the user name (`request.username`); `viewer_for` turns
 it into a Viewer re-read from the database on every call, so a deactivated account or
 a changed role takes effect at once, not at the next login.
@@ -10,13 +11,11 @@ a changed role takes effect at once, not at the next login.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from labeling.models import Annotator
-from labeling.users import authenticate
 
 
 @dataclass(frozen=True)
@@ -30,15 +29,6 @@ class Viewer:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-
-def login_checker(engine: Engine) -> Callable[[str, str], bool]:
-    """The `auth` callable for Gradio: True when the name and password match an active account."""
-    def check(username: str, password: str) -> bool:
-        with Session(engine) as session:
-            return authenticate(session, username, password) is not None
-
-    return check
 
 
 def viewer_for(engine: Engine, username: str | None) -> Viewer:

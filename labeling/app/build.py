@@ -8,9 +8,10 @@ from importlib import resources
 import gradio as gr
 
 from labeling.app import annotate, api, dashboard
-from labeling.app.auth import login_checker
 from labeling.app.context import AppContext
+from labeling.app.guard import Guard
 from labeling.app.handlers import user_errors, viewer
+from labeling.app.login import LoginChecker
 from labeling.app.render import pygments_css
 
 TITLE = "prefloop labeling"
@@ -42,9 +43,12 @@ def build_app(ctx: AppContext, concurrency: int = 16) -> gr.Blocks:
 
 def launch_kwargs(ctx: AppContext) -> dict:
     """Login for every route, our stylesheet and keyboard shortcuts, nothing kept in the browser."""
+    from starlette.middleware import Middleware
+
     assets = resources.files("labeling.app")  # app.css and keys.js ship as package data
     return dict(
-        auth=login_checker(ctx.engine),
+        auth=LoginChecker(ctx.engine, ctx.login_policy).check,  # a coroutine: Argon2 runs off the event loop
+        app_kwargs={"middleware": [Middleware(Guard, engine=ctx.engine)]},
         auth_message="prefloop labeling: sign in with the account your admin created.",
         # System fonts: no request to a font CDN, so annotators' browsers contact nobody else.
         theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],

@@ -7,9 +7,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from labeling.app.login import ThrottlePolicy
+
 
 @dataclass(frozen=True)
 class AppContext:
     engine: Engine
     default_project: str | None = None  # preselected project on the annotator page
     export_dir: Path | None = None  # where admin exports are written (a fresh temp dir if None)
+    login_policy: ThrottlePolicy = ThrottlePolicy()  # back-off and lock-out of failed sign-ins

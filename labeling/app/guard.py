@@ -1,0 +1,93 @@
+"""A gate in front of Gradio's own routes: what its login check alone lets through.
+
+Gradio's login check only asks "does this cookie name a session?". Behind it:
+
+- a session of an account disabled since it signed in still reached `/config`, `/gradio_api/info`
+  and the upload route. Here every request with a session is checked against the store (in a
+  worker thread, never on the event loop); a disabled account's sessions are ended and refused.
+  The queue routes are left to the handlers, which re-read the account on every event anyway.
+- the upload route accepted files of any size, though the app has no upload component: refused.
+- a file route (`/gradio_api/file=...`) served an admin's dashboard export to any signed-in
+  annotator who had its URL. The app serves no file to annotators, so file routes are for admins.
+
+It also records the caller's address for the login throttle (`login.CLIENT_ADDRESS`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from starlette.requests import HTTPConnection
+
+from labeling.app.login import CLIENT_ADDRESS
+from labeling.models import Annotator
+
+UPLOAD = re.compile(r"/gradio_api/(upload|upload_progress|process_recording)/?$")
+FILES = re.compile(r"/gradio_api/(file=|file/|proxy=)")
+LEFT_TO_HANDLERS = re.compile(r"/gradio_api/(queue/join|queue/data|heartbeat/)")
+
+
+class Guard:
+    """ASGI middleware: `Starlette(middleware=[Middleware(Guard, engine=engine)])`."""
+
+    def __init__(self, app, engine: Engine):
+        self.app, self.engine = app, engine
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        client = scope.get("client")
+        token = CLIENT_ADDRESS.set(client[0] if client else "unknown")
+        try:
+            refusal = await self._refusal(scope)
+            if refusal is None:
+                return await self.app(scope, receive, send)
+            await _send_json(send, *refusal)
+        finally:
+            CLIENT_ADDRESS.reset(token)
+
+    async def _refusal(self, scope) -> tuple[int, str] | None:
+        path = scope["path"]
+        if UPLOAD.search(path):
+            return 403, "this app accepts no uploads"
+        if LEFT_TO_HANDLERS.search(path):
+            return None
+        gradio_app = scope.get("app")
+        tokens = getattr(gradio_app, "tokens", None)
+        if not tokens:
+            return None  # nobody signed in yet (or not Gradio's app): Gradio's own check answers
+        user = _user(gradio_app, HTTPConnection(scope))
+        if user is None:
+            return None  # not signed in: Gradio's own login check refuses what needs a login
+        import anyio
+
+        account = await anyio.to_thread.run_sync(self._account, user)
+        if account is None or not account[0]:
+            for key in [k for k, name in tokens.items() if name == user]:
+                tokens.pop(key, None)  # end every session of the disabled account
+            return 401, f"account {user!r} is not active"
+        if FILES.search(path) and account[1] != "admin":
+            return 403, "files are served to admins only"
+        return None
+
+    def _account(self, name: str) -> tuple[bool, str] | None:
+        with Session(self.engine) as session:
+            row = session.exec(select(Annotator.active, Annotator.role).where(Annotator.name == name)).first()
+            return None if row is None else (row[0], row[1])
+
+
+def _user(gradio_app, conn: HTTPConnection) -> str | None:
+    """The user name that the session cookie Gradio set at login maps to."""
+    cookie_id = getattr(gradio_app, "cookie_id", "")
+    token = conn.cookies.get(f"access-token-{cookie_id}") or conn.cookies.get(f"access-token-unsecure-{cookie_id}")
+    return gradio_app.tokens.get(token) if token else None
+
+
+async def _send_json(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
