@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from prefloop.errors import InputError
+
 # Longer answers score 0 instead of being parsed: a regex or a JSON parser on megabytes of
 # model output would stall a training step, and padding an answer is a known reward hack.
 MAX_RESPONSE_CHARS = 20_000
 
 
-class GraderSpecError(ValueError):
-    """A grader spec that cannot work: unknown grader, unknown option, bad weight (one line)."""
+class GraderSpecError(InputError):
+    """A grader spec that cannot work: unknown grader, unknown option, bad weight (one line, no traceback)."""
 
 
 class Grade(float):

@@ -92,7 +92,8 @@ def math_answer(prompt, response, reference, tolerance: float = 1e-6, abs_tolera
     text, bad = checked(response)
     if bad is not None:
         return bad
-    expected = reference if isinstance(reference, (int, float)) else parse_number(str(reference))
+    # a worked reference ("... #### 72", "... \\boxed{72}") holds its answer where a response would
+    expected = reference if isinstance(reference, (int, float)) else parse_number(final_answer(str(reference))[0] or "")
     if expected is None:
         return Grade(0.0, f"reference {str(reference)[:40]!r} holds no number")
     answer, where = final_answer(text)
