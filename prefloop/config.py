@@ -27,6 +27,13 @@ from prefloop.errors import ConfigError  # noqa: F401 - re-exported, raised here
 T = TypeVar("T")
 
 
+def config_field(default, help_text: str, **metadata):
+    """A dataclass field with its one-line help (and argparse choices); a list default is copied per instance."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help_text, **metadata})
+    return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
 def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None = None) -> T:
     parser = build_parser(cls, prog)
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from labeling.db import session_scope
 from labeling.models import Judgment
 from labeling.leaderboard import bradley_terry, leaderboard
 from labeling.stats import format_stats, main, project_stats
-from test_export import add_store_rows, add_task, build_pairwise_store, judge
+from export_store import add_store_rows, add_task, build_pairwise_store, judge
 
 
 def _spread_over_two_hours(engine) -> dict[str, int]:
