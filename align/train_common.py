@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefloop.data import check_test_fraction
+
 
 @dataclass
 class TrainConfig:
@@ -68,15 +70,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-
-
-def check_test_fraction(test_fraction: float, store: str | None) -> None:
-    """The one split is the export's: a trainer splits only what it exports itself (--store)."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    if test_fraction and not store:
-        raise ValueError("test_fraction splits a --store export; an export file is split already "
-                         "(`labeling export --test-fraction`: the trainer evaluates on X.test.jsonl)")
 
 
 def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
