@@ -180,9 +180,10 @@ class OnlineDPO:
         for i in range(len(rollout)):  # one row at a time: (R, V) logits of two models stay small
             row = select(rollout, torch.tensor([i]))
             with self.acc.autocast():
-                logp = response_logits(self.pair.policy, row.input_ids, row.attention_mask, P)[0].float().log_softmax(-1)
+                logits, _ = response_logits(self.pair.policy, row.input_ids, row.attention_mask, P)  # (1, R, V)
                 with self.pair.reference() as ref:
-                    ref_logp = response_logits(ref, row.input_ids, row.attention_mask, P)[0].float().log_softmax(-1)
+                    ref_logits, _ = response_logits(ref, row.input_ids, row.attention_mask, P)
+            logp, ref_logp = logits.float().log_softmax(-1), ref_logits.float().log_softmax(-1)
             kl_t = (logp.exp() * (logp - ref_logp)).sum(-1)  # (1, R)
             kls.append((kl_t * row.response_mask).sum())
         return torch.stack(kls)

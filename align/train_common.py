@@ -46,7 +46,7 @@ class TrainConfig:
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW step size η"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides num_train_epochs when > 0"})
-    batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
@@ -64,8 +64,8 @@ class TrainConfig:
         if self.store and not self.project:
             raise ValueError("store needs project")
         check_test_fraction(self.test_fraction, self.store)
-        for name in ("lora_r", "batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
-                     "max_length"):
+        for name in ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "save_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -83,8 +83,8 @@ def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         warmup_steps=cfg.warmup_steps,
         max_grad_norm=cfg.max_grad_norm,

@@ -131,7 +131,8 @@ def test_a_store_run_holds_out_the_prompts_labeling_export_holds_out(tiny_model_
     build_pairwise_store(engine)
     engine.dispose()
     assert export_main(["--db", sqlite_url, "--project", "p", "--format", "pairwise", "--ties", "keep",
-                        "--test-fraction", "0.5", "--seed", "3", "--out", str(tmp_path / "export" / "pairs.jsonl")]) == 0
+                        "--test-fraction", "0.5", "--seed", "3",
+                        "--out", str(tmp_path / "export" / "pairs.jsonl")]) == 0
     exported = {split: {r["prompt_id"] for r in read_records(tmp_path / "export" / f"pairs.{split}.jsonl")}
                 for split in ("train", "test")}
     assert exported["train"] and exported["test"]
@@ -199,3 +200,24 @@ def test_on_policy_store_prompts_split_as_the_export_does(sqlite_url):
     assert exported_test and exported_test <= {key(p) for p in held_out}
     assert not exported_test & {key(p) for p in train}  # no test prompt ever trains the policy
     assert source["split"]["test"] == len(held_out) and source["split"]["train"] == len(train)
+
+
+def test_every_shipped_config_parses_and_each_has_a_quick_twin():
+    from pathlib import Path
+
+    from align.dpo_config import DPOConfig
+    from align.online_dpo_config import OnlineDPOConfig
+    from align.ppo_config import PPOConfig
+    from align.sft_config import SFTConfig
+    from prefloop.config import parse_config
+    from reward_model.reward_config import RewardModelConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    classes = {"reward_model": RewardModelConfig, "sft": SFTConfig, "dpo": DPOConfig, "dpo_online": OnlineDPOConfig,
+               "ppo": PPOConfig}
+    extra = {"reward_model": ["--data", "runs/export/pairwise.train.jsonl"]}  # given on the README's command line
+    for name, cls in classes.items():
+        full = parse_config(cls, ["--config", str(root / f"{name}.yaml"), *extra.get(name, [])])
+        quick = parse_config(cls, ["--config", str(root / f"{name}_quick.yaml"), *extra.get(name, [])])
+        assert 0 < quick.max_steps <= 40 and quick.lora, name  # minutes on a CPU, not hours
+        assert full.max_steps == -1 or full.max_steps > quick.max_steps, name
