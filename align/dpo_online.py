@@ -37,7 +37,7 @@ def train_online(cfg) -> Path:
     from tqdm.auto import trange
 
     from align.train_common import save_final
-    from prefloop.models import resolve_model
+    from prefloop.run import lineage
 
     # 0. run directory, prompts, reward (probed), then π_θ, π_ref, optimizer; resumed when asked
     run, acc = onpolicy.start(cfg, "align online-dpo")
@@ -48,7 +48,7 @@ def train_online(cfg) -> Path:
     reward_fn = onpolicy.load_reward(cfg.reward_model, train_prompts[0], acc.device)
     trainer = OnlineDPO(cfg, acc, reward_fn, train_prompts + eval_prompts)
     start = onpolicy.load_checkpoint(acc, run)
-    run.save(parent_model=resolve_model(cfg.model), prompts=source, reward_model=cfg.reward_model)
+    run.save(**lineage(cfg.model), prompts=source, reward_model=cfg.reward_model)
     print(f"[prefloop] online dpo: {len(train_prompts)} prompts, {len(eval_prompts)} held out, "
           f"N={cfg.num_generations}, loss {cfg.loss_type}, β={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
     schedule = onpolicy.PromptSchedule(train_prompts, cfg.batch_size, cfg.seed)
@@ -180,9 +180,10 @@ class OnlineDPO:
         for i in range(len(rollout)):  # one row at a time: (R, V) logits of two models stay small
             row = select(rollout, torch.tensor([i]))
             with self.acc.autocast():
-                logp = response_logits(self.pair.policy, row.input_ids, row.attention_mask, P)[0].float().log_softmax(-1)
+                logits, _ = response_logits(self.pair.policy, row.input_ids, row.attention_mask, P)  # (1, R, V)
                 with self.pair.reference() as ref:
-                    ref_logp = response_logits(ref, row.input_ids, row.attention_mask, P)[0].float().log_softmax(-1)
+                    ref_logits, _ = response_logits(ref, row.input_ids, row.attention_mask, P)
+            logp, ref_logp = logits.float().log_softmax(-1), ref_logits.float().log_softmax(-1)
             kl_t = (logp.exp() * (logp - ref_logp)).sum(-1)  # (1, R)
             kls.append((kl_t * row.response_mask).sum())
         return torch.stack(kls)

@@ -197,8 +197,7 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
     from align.preference_data import load_pairwise
     from align.train_common import load_policy, lora_config, save_final, trainer_metrics, trl_args
     from prefloop.config import to_dict
-    from prefloop.models import resolve_model
-    from prefloop.run import start_run
+    from prefloop.run import lineage, start_run
 
     # 1. the run directory and the data, validated before any model is loaded or anything written
     run = start_run(cfg.output_dir, "align dpo", to_dict(cfg), cfg.resume)
@@ -209,7 +208,7 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
     # 2. policy (TRL builds π_ref: a frozen copy, the adapter-disabled base, or precomputed log-probs)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model)
-    run.save(parent_model=resolve_model(cfg.model), data=loaded.source, skipped=loaded.skipped,
+    run.save(**lineage(cfg.model), data=loaded.source, skipped=loaded.skipped,
              train_pairs=len(train_rows), eval_pairs=len(eval_rows))
     logger, metrics = trainer_metrics(run)
     args = TRLDPOConfig(**trl_args(cfg, run, has_eval=bool(eval_rows)), beta=cfg.beta,

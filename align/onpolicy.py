@@ -4,19 +4,24 @@ same pieces: `PolicyPair.sample(prompts, G, ...)` gives G responses per prompt, 
 `scores.view(P, G)` groups them; `logprobs` gives per-token log pi_theta and log pi_ref with the mask.
 
     run, acc = start(cfg, "align ppo")                      # layout, resume rule, precision, accelerator
-    pair = load_policy_pair(cfg, acc.device)                # pi_theta and pi_ref (LoRA: the adapter off)
-    schedule = PromptSchedule(prompts, cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
+    prompts, held_out, source = load_prompts(cfg)           # held out: the export's X.test.jsonl, if any
     reward_fn = load_reward(cfg.reward_model, prompts[0], acc.device)      # probed once, before training
+    pair = load_policy_pair(cfg, acc.device, prompts)       # pi_theta and pi_ref (LoRA: the adapter off)
+    model, optimizer = acc.prepare(pair.policy, optimizer)  # (PPO prepares its ActorCritic around it)
     start_step = load_checkpoint(acc, run)                  # 0, or the last checkpoint's step (--resume)
+    run.save(**lineage(cfg.model), prompts=source)          # run.json, once the inputs are known good
+    schedule = PromptSchedule(prompts, cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
+    logger = run.metrics_logger()                           # metrics.jsonl + tensorboard/, resume-aware
     for step in range(start_step, cfg.max_steps):
         prompts = schedule.batch(step)                      # a fixed function of the step: resumable
         rollout = pair.sample(prompts, G, cfg.max_new_tokens, cfg.temperature)    # (P*G rows, prompt-major)
         scores = score(reward_fn, cfg.reward_model, [p for p in prompts for _ in range(G)], rollout.texts)
         logp = pair.logprobs(rollout, T)                    # (B, R), with gradients when enabled
         ref_logp = pair.logprobs(rollout, T, reference=True)                       # (B, R), no gradients
-        ...                                                 # the algorithm
-        save_checkpoint(acc, run, step + 1, cfg.save_total_limit)
-    save_final(pair.policy, pair.tokenizer, cfg, run, results)      # OUT/final + run.json
+        ...                                                 # the algorithm; rollout.response_mask (B, R)
+        logger.log(step + 1, stats)                         # steps from 1: step N = N updates done
+        logger.flush(); save_checkpoint(acc, run, step + 1, cfg.save_total_limit)
+    save_final(pair.policy, pair.tokenizer, cfg, run, results)      # OUT/final + results into run.json
 
 The log-prob path itself is `align.rollout.response_logits` (written once); checkpoints are accelerate's
 `save_state` (model, optimizer, registered objects, RNG states) under OUT/checkpoints/checkpoint-N.
@@ -53,6 +58,7 @@ def start(cfg, command: str):
     accelerator = Accelerator(mixed_precision=mixed, cpu=detect().device == "cpu")
     if accelerator.is_main_process:
         print(f"[prefloop] fp32 weights, autocast {mixed}; {accelerator.num_processes} process(es)")
+    accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes into it
     return run, accelerator
 
 
@@ -183,19 +189,27 @@ def score(reward_fn, spec: str, prompts: list, responses: list[str]) -> torch.Te
 
 
 def load_prompts(cfg, held_out_file: str | None = None) -> tuple[list, list, dict]:
-    """(training prompts, held-out prompts, source): --prompts FILE or --store + --project (every prompt).
-    Held out: `held_out_file`, else the export's X.test.jsonl beside --prompts X.train.jsonl, else none;
-    the training prompts are never split again."""
+    """(training prompts, held-out prompts, source): --prompts FILE, or --store + --project split by prompt
+    exactly as `labeling export --test-fraction` splits (cfg.test_fraction, cfg.split_seed). Held out:
+    `held_out_file`, else the export's X.test.jsonl beside --prompts X.train.jsonl, else the store's test
+    side; a prompt file is never split again."""
     from align.prompts import load_prompts as read
+    from align.prompts import store_prompt_splits
     from prefloop.data import test_companion
 
     if cfg.prompts:
         prompts, source = read(cfg.prompts, limit=cfg.max_prompts)
-    else:
-        prompts, source = read(store=cfg.store, project=cfg.project, limit=cfg.max_prompts)
-    held_out_file = held_out_file or (test_companion(cfg.prompts) if cfg.prompts else None)
-    held_out = read(held_out_file)[0] if held_out_file else []
-    return prompts, held_out, {**source, "eval_prompts": str(held_out_file) if held_out_file else None}
+        held_out_file = held_out_file or test_companion(cfg.prompts)
+        held_out = read(held_out_file)[0] if held_out_file else []
+    else:  # the store: labeling export's own split by prompt
+        prompts, held_out, source = store_prompt_splits(cfg.store, cfg.project, cfg.test_fraction, cfg.split_seed)
+        if not prompts:
+            raise InputError(f"{cfg.project}: no prompts found")
+        prompts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts
+        if held_out_file:
+            held_out = read(held_out_file)[0]
+    return prompts, held_out, {**source, "num_prompts": len(prompts),
+                               "eval_prompts": str(held_out_file) if held_out_file else None}
 
 
 # ---------------------------------------------------------------------------

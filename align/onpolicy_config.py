@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefloop.config import config_field as _f
+from prefloop.data import check_test_fraction
 from prefloop.models import DEFAULT_MODEL
 
 
@@ -29,6 +30,9 @@ class OnPolicyConfig:
     store: str | None = _f(None, "preference-store database URL to take the prompts from (with --project), "
                                  "instead of --prompts")
     project: str | None = _f(None, "project in --store whose prompts to use")
+    test_fraction: float = _f(0.0, "--store only: share of prompts held out, the same split by prompt as "
+                                   "`labeling export --test-fraction` (test prompts never train)")
+    split_seed: int = _f(0, "--store only: the split's seed (`labeling export --seed`)")
     max_prompts: int | None = _f(None, "use at most this many prompts (None: all)")
     max_prompt_length: int = _f(256, "prompt tokens kept (the beginning of longer prompts is cut)")
     output_dir: str = _f("runs/onpolicy", "the run: final/ (the policy), checkpoints/, metrics.jsonl, "
@@ -72,6 +76,7 @@ class OnPolicyConfig:
                      "save_total_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_test_fraction(self.test_fraction, self.store)
         for name in ("temperature", "learning_rate", "max_grad_norm"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -76,8 +76,8 @@ class PPOTrainer:
     def from_config(cls, cfg: PPOConfig) -> "PPOTrainer":
         from accelerate.utils import set_seed
 
-        from prefloop.models import resolve_model
-
+        from prefloop.run import lineage
+    
         run, accelerator = onpolicy.start(cfg, "align ppo")
         # Cheap inputs first: a bad prompt file or reward spec fails before any model loads.
         prompts, _, source = onpolicy.load_prompts(cfg)
@@ -92,7 +92,7 @@ class PPOTrainer:
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0, fused=fused)
         model, optimizer = accelerator.prepare(model, optimizer)
         if accelerator.is_main_process:
-            run.save(parent_model=resolve_model(cfg.model), prompts=source, reward_model=cfg.reward_model,
+            run.save(**lineage(cfg.model), prompts=source, reward_model=cfg.reward_model,
                      num_processes=accelerator.num_processes)
         return cls(cfg, accelerator, run, model, pair, optimizer, reward_fn, prompts)
 

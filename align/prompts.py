@@ -27,12 +27,14 @@ COLUMNS = ("prompt", "messages", "text")
 
 
 def load_prompts(path: str | Path | None = None, *, store: str | None = None, project: str | None = None,
-                 limit: int | None = None) -> tuple[list, dict]:
-    """(prompts, source). Raises InputError (one line: file, row, field) on bad input."""
+                 limit: int | None = None, test_fraction: float = 0.0, split_seed: int = 0) -> tuple[list, dict]:
+    """(prompts, source). From the store: the training side of `labeling export`'s split by prompt
+    (`test_fraction`, `split_seed`; see store_prompt_splits). Raises InputError (one line: file, row,
+    field) on bad input."""
     if path is not None:
         prompts, source = _file_prompts(Path(path)), {"kind": "file", "path": str(path)}
     elif store is not None and project is not None:
-        prompts, source = _store_prompts(store, project)
+        prompts, _, source = store_prompt_splits(store, project, test_fraction, split_seed)
     else:
         raise InputError("no prompt source: give a prompt file, or a store URL and a project")
     if not prompts:
@@ -78,12 +80,14 @@ def _file_prompts(path: Path) -> list:
     return [prompt_from_record(record, f"{path}: row {row}") for row, record in iter_records(path)]
 
 
-def _store_prompts(url: str, project: str) -> tuple[list, dict]:
-    """Every prompt of a project in the preference store, in id order, read through
-    `labeling.export.load_snapshot` (one consistent transaction). The snapshot facts
-    (project, time, judgments, max judgment id) are returned for the model's metadata."""
+def store_prompt_splits(url: str, project: str, test_fraction: float = 0.0,
+                        seed: int = 0) -> tuple[list, list, dict]:
+    """(training prompts, held-out prompts, source): every prompt of a project in the preference store, in
+    id order, read through `labeling.export.load_snapshot` (one consistent transaction), and split by
+    `labeling.export.prompt_split`, the rule `labeling export --test-fraction F --seed S` applies. The
+    snapshot facts (project, time, judgments, max judgment id, split) are returned for run.json."""
     from labeling.db import open_store
-    from labeling.export import load_snapshot
+    from labeling.export import load_snapshot, prompt_split
     from labeling.db import display_url
 
     engine = open_store(url, create=False)  # a reader: a mistyped --store creates nothing
@@ -91,9 +95,13 @@ def _store_prompts(url: str, project: str) -> tuple[list, dict]:
         snapshot = load_snapshot(engine, project)
     finally:
         engine.dispose()
-    prompts = [prompt_from_record({"prompt": p.messages}, f"{project}: prompt id {pid}")
-               for pid, p in sorted(snapshot.prompts.items())]
+    splits: dict[str, list] = {"train": [], "test": []}
+    for pid, p in sorted(snapshot.prompts.items()):
+        side = prompt_split(p.digest or str(p.id), test_fraction, seed)
+        splits[side].append(prompt_from_record({"prompt": p.messages}, f"{project}: prompt id {pid}"))
     source = {"kind": "store", "project": project, "store": display_url(url),
               "snapshot_time": datetime.now(timezone.utc).isoformat(),
-              "num_judgments": len(snapshot.judgments), "max_judgment_id": snapshot.max_judgment_id}
-    return prompts, source
+              "num_judgments": len(snapshot.judgments), "max_judgment_id": snapshot.max_judgment_id,
+              "split": {"by": "prompt", "test_fraction": test_fraction, "seed": seed,
+                        **{side: len(rows) for side, rows in splits.items()}}}
+    return splits["train"], splits["test"], source

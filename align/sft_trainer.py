@@ -26,8 +26,7 @@ def train_sft(cfg) -> Path:
     from align.preference_data import load_sft
     from align.train_common import load_policy, lora_config, save_final, trainer_metrics, trl_args
     from prefloop.config import to_dict
-    from prefloop.models import resolve_model
-    from prefloop.run import start_run
+    from prefloop.run import lineage, start_run
 
     # 1. the run directory (refused if it holds a run and --resume is not set) and the data, validated
     #    before any model is loaded or anything is written
@@ -38,7 +37,7 @@ def train_sft(cfg) -> Path:
           f"{'LoRA' if cfg.lora else 'full fine-tuning'}")
     # 2. model and trainer
     model, tokenizer = load_policy(cfg.model)
-    run.save(parent_model=resolve_model(cfg.model), data=loaded.source, train_examples=len(train_rows),
+    run.save(**lineage(cfg.model), data=loaded.source, train_examples=len(train_rows),
              eval_examples=len(eval_rows))
     logger, metrics = trainer_metrics(run)
     args = TRLSFTConfig(**trl_args(cfg, run, has_eval=bool(eval_rows)), completion_only_loss=cfg.completion_only_loss,

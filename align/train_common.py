@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefloop.config import check_max_steps
+from prefloop.data import check_test_fraction
 
 
 @dataclass
@@ -46,7 +47,7 @@ class TrainConfig:
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW step size η"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides num_train_epochs when > 0"})
-    batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
@@ -64,22 +65,13 @@ class TrainConfig:
         if self.store and not self.project:
             raise ValueError("store needs project")
         check_test_fraction(self.test_fraction, self.store)
-        for name in ("lora_r", "batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
-                     "max_length"):
+        for name in ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
+                     "save_steps", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         check_max_steps(self.max_steps)
-
-
-def check_test_fraction(test_fraction: float, store: str | None) -> None:
-    """The one split is the export's: a trainer splits only what it exports itself (--store)."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    if test_fraction and not store:
-        raise ValueError("test_fraction splits a --store export; an export file is split already "
-                         "(`labeling export --test-fraction`: the trainer evaluates on X.test.jsonl)")
 
 
 def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
@@ -93,8 +85,8 @@ def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         warmup_steps=cfg.warmup_steps,
         max_grad_norm=cfg.max_grad_norm,

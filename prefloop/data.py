@@ -94,6 +94,15 @@ def write_records(records: list[dict], path: str | Path, fmt: str | None = None)
     return path
 
 
+def check_test_fraction(test_fraction: float, store: str | None) -> None:
+    """The one split is the export's: a trainer splits only what it exports itself (--store)."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if test_fraction and not store:
+        raise ValueError("test_fraction splits a --store export; an export file is split already "
+                         "(`labeling export --test-fraction`: the trainer evaluates on X.test.jsonl)")
+
+
 def test_companion(path: str | Path) -> Path | None:
     """`X.test.EXT` beside `X.train.EXT` (what `labeling export --test-fraction` writes), if it exists.
 

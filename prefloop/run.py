@@ -101,6 +101,18 @@ def start_run(output_dir: str | Path, command: str, config: dict, resume: bool) 
     return run
 
 
+def lineage(model: str | None) -> dict:
+    """Where a run's starting model came from: the model, and when it is a training run's output, that
+    run's command and data (its store snapshot: project, rounds, last judgment id)."""
+    from prefloop.models import resolve_model
+
+    resolved = resolve_model(model)
+    parent = run_dir_of(resolved)
+    record = read_run(parent) if parent is not None else {}
+    return {"parent_model": resolved, "parent_run": str(parent) if parent is not None else None,
+            "parent_command": record.get("command"), "parent_data": record.get("data") or record.get("prompts")}
+
+
 def read_run(path: str | Path) -> dict:
     """run.json of a run directory, or {} when there is none."""
     file = Path(path) / RUN_FILE

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prefloop.config import check_max_steps
 from prefloop.config import config_field as _f
+from prefloop.data import check_test_fraction
 from prefloop.models import DEFAULT_MODEL
 
 
@@ -65,11 +66,7 @@ class RewardModelConfig:
             raise ValueError("give exactly one of --data FILE or --store URL --project NAME")
         if self.store is not None and not self.project:
             raise ValueError("--store needs --project NAME")
-        if not 0 <= self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
-        if self.test_fraction and not self.store:
-            raise ValueError("test_fraction splits a --store export; an export file is split already "
-                             "(`labeling export --test-fraction`: training evaluates on X.test.jsonl)")
+        check_test_fraction(self.test_fraction, self.store)
         if self.n_heads < 1:
             raise ValueError(f"n_heads must be >= 1, got {self.n_heads}")
         check_max_steps(self.max_steps)

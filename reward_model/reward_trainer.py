@@ -240,7 +240,7 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
 
     `callbacks`: extra transformers TrainerCallbacks (the benchmark times steps with one).
     """
-    from prefloop.run import start_run
+    from prefloop.run import lineage, start_run
     from reward_model.artifact import save_reward_model
     from reward_model.backbone import load_backbone
     from reward_model.scorer import RewardScorer
@@ -258,7 +258,7 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
     eval_ds = tokenize_groups(eval_groups, tokenizer, max_length) if eval_groups else None
     if last is None:
         write_data_snapshot(data_dir, train_groups, eval_groups, source)
-    run.save(parent_model=cfg.model, data=source)
+    run.save(**lineage(cfg.model), data=source)
     # 3. train (resuming from the last checkpoint when there is one)
     logger = run.metrics_logger()
     trainer = PreferenceRewardTrainer(

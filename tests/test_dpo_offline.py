@@ -30,7 +30,7 @@ def pairs_file(tmp_path):
 
 def _cfg(tiny_model_dir, data, out, *extra) -> DPOConfig:
     return parse_config(DPOConfig, ["--model", tiny_model_dir, "--data", str(data), "--output-dir", str(out),
-                                    "--learning-rate", "1e-3", "--batch-size", "4",
+                                    "--learning-rate", "1e-3", "--per-device-train-batch-size", "4",
                                     "--logging-steps", "2", "--save-steps", "3", "--max-length", "128", *extra])
 
 
@@ -137,7 +137,7 @@ def test_offline_dpo_reads_the_store_directly_and_records_the_snapshot(tiny_mode
     torch.manual_seed(0)
     cfg = parse_config(DPOConfig, ["--model", tiny_model_dir, "--store", sqlite_url, "--project", "p",
                                    "--output-dir", str(tmp_path / "store"), "--max-steps", "1",
-                                   "--batch-size", "2", "--learning-rate", "1e-3"])
+                                   "--per-device-train-batch-size", "2", "--learning-rate", "1e-3"])
     final = train_offline(cfg)
     meta = json.loads((tmp_path / "store" / "run.json").read_text())
     data = meta["data"]

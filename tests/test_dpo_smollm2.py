@@ -21,7 +21,7 @@ def test_dpo_on_smollm2_moves_the_implicit_reward_margin(smollm2_dir, tmp_path):
     out = tmp_path / "smol"
     # full fine-tuning with π_ref precomputed: no reference model stays in memory
     cfg = parse_config(DPOConfig, ["--data", str(data), "--output-dir", str(out),
-                                   "--batch-size", "1", "--num-train-epochs", "2", "--learning-rate", "1e-5",
+                                   "--per-device-train-batch-size", "1", "--num-train-epochs", "2", "--learning-rate", "1e-5",
                                    "--logging-steps", "1", "--save-steps", "100", "--max-length", "64",
                                    "--precompute-ref-log-probs"])
     final = train_offline(cfg)

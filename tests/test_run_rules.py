@@ -80,6 +80,11 @@ def test_a_run_directory_loads_as_its_final_model(letter_dir, tmp_path):
     assert _ppo(letter_dir, out, "--max-steps", 1) == 0
     model, tokenizer = load_causal_lm(str(out))  # the run directory, as `--model runs/x` gives it
     assert model.config.vocab_size == len(tokenizer)
+    # the next round starts from that run, and its run.json says so
+    assert _ppo(out, tmp_path / "next", "--max-steps", 1) == 0
+    record = json.loads((tmp_path / "next" / "run.json").read_text())
+    assert record["parent_model"] == str(out / "final") and record["parent_run"] == str(out)
+    assert record["parent_command"] == "align ppo" and record["parent_data"]["kind"] == "file"
 
 
 def test_metrics_one_row_per_step_and_resume_drops_what_it_recomputes(tmp_path):
@@ -126,7 +131,8 @@ def test_a_store_run_holds_out_the_prompts_labeling_export_holds_out(tiny_model_
     build_pairwise_store(engine)
     engine.dispose()
     assert export_main(["--db", sqlite_url, "--project", "p", "--format", "pairwise", "--ties", "keep",
-                        "--test-fraction", "0.5", "--seed", "3", "--out", str(tmp_path / "export" / "pairs.jsonl")]) == 0
+                        "--test-fraction", "0.5", "--seed", "3",
+                        "--out", str(tmp_path / "export" / "pairs.jsonl")]) == 0
     exported = {split: {r["prompt_id"] for r in read_records(tmp_path / "export" / f"pairs.{split}.jsonl")}
                 for split in ("train", "test")}
     assert exported["train"] and exported["test"]
@@ -176,3 +182,42 @@ def test_a_step_logged_again_after_its_row_was_flushed_still_has_one_row(tmp_pat
     logger.close()
     assert read_metrics(tmp_path) == [{**read_metrics(tmp_path)[0], "step": 6, "loss": 1.0, "train_runtime": 3.0,
                                        "eval_loss": 0.5}]
+
+
+def test_on_policy_store_prompts_split_as_the_export_does(sqlite_url):
+    from align.prompts import store_prompt_splits
+    from export_store import build_pairwise_store
+    from labeling.db import open_store
+    from labeling.export import export_dataset
+
+    engine = open_store(sqlite_url)
+    build_pairwise_store(engine)
+    splits, _ = export_dataset(engine, "p", "pairwise", ties="keep", test_fraction=0.5, seed=3)
+    engine.dispose()
+    train, held_out, source = store_prompt_splits(sqlite_url, "p", 0.5, 3)
+    key = lambda conversation: json.dumps(conversation, sort_keys=True)  # noqa: E731
+    exported_test = {key(row["prompt"]) for row in splits["test"]}
+    assert exported_test and exported_test <= {key(p) for p in held_out}
+    assert not exported_test & {key(p) for p in train}  # no test prompt ever trains the policy
+    assert source["split"]["test"] == len(held_out) and source["split"]["train"] == len(train)
+
+
+def test_every_shipped_config_parses_and_each_has_a_quick_twin():
+    from pathlib import Path
+
+    from align.dpo_config import DPOConfig
+    from align.online_dpo_config import OnlineDPOConfig
+    from align.ppo_config import PPOConfig
+    from align.sft_config import SFTConfig
+    from prefloop.config import parse_config
+    from reward_model.reward_config import RewardModelConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    classes = {"reward_model": RewardModelConfig, "sft": SFTConfig, "dpo": DPOConfig, "dpo_online": OnlineDPOConfig,
+               "ppo": PPOConfig}
+    extra = {"reward_model": ["--data", "runs/export/pairwise.train.jsonl"]}  # given on the README's command line
+    for name, cls in classes.items():
+        full = parse_config(cls, ["--config", str(root / f"{name}.yaml"), *extra.get(name, [])])
+        quick = parse_config(cls, ["--config", str(root / f"{name}_quick.yaml"), *extra.get(name, [])])
+        assert 0 < quick.max_steps <= 40 and quick.lora, name  # minutes on a CPU, not hours
+        assert full.max_steps == -1 or full.max_steps > quick.max_steps, name

@@ -26,7 +26,7 @@ def test_sft_end_to_end_lowers_the_held_out_loss(tiny_model_dir, tmp_path):
     write_jsonl(rows[12:], tmp_path / "sft.test.jsonl")
     out = tmp_path / "sft"
     cfg = parse_config(SFTConfig, ["--model", tiny_model_dir, "--data", str(data), "--output-dir", str(out),
-                                   "--learning-rate", "3e-3", "--max-steps", "6", "--batch-size", "4",
+                                   "--learning-rate", "3e-3", "--max-steps", "6", "--per-device-train-batch-size", "4",
                                    "--logging-steps", "2", "--save-steps", "6",
                                    "--max-length", "128"])
     final = train_sft(cfg)
@@ -54,7 +54,7 @@ def test_sft_reads_the_store_directly(tiny_model_dir, sqlite_url, tmp_path):
     torch.manual_seed(0)
     cfg = parse_config(SFTConfig, ["--model", tiny_model_dir, "--store", sqlite_url, "--project", "p",
                                    "--output-dir", str(tmp_path / "store"), "--max-steps", "1",
-                                   "--batch-size", "2"])
+                                   "--per-device-train-batch-size", "2"])
     train_sft(cfg)
     meta = json.loads((tmp_path / "store" / "run.json").read_text())
     assert meta["data"]["kind"] == "store" and meta["data"]["records"] == meta["train_examples"] >= 1
