@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import itertools
 import random
 import re
 from fractions import Fraction
@@ -97,7 +96,7 @@ def solve(values: list[int], target: int) -> str | None:
 
 def make_prompt(cards: list[str], target: int, rule: str) -> str:
     return (f"Cards: {', '.join(cards)}. {RULE_TEXT[rule]}. Use each card's value exactly once, with + - * / "
-            f"and parentheses, to make {target}. Reply with one line: Answer: <expression>")
+            f"and parentheses, to make {target}. End with the line: Answer: <expression>")
 
 
 def worked_solution(cards: list[str], values: list[int], expression: str) -> str:
@@ -106,11 +105,12 @@ def worked_solution(cards: list[str], values: list[int], expression: str) -> str
 
 
 def generate_tasks(n: int, n_cards: int = 4, target: int | None = 24, max_rank: int = 13, rule: str = "face10",
-                   seed: int = 0, max_target: int = 30) -> list[dict]:
+                   seed: int = 0, max_target: int = 30, require_face: bool = False) -> list[dict]:
     """`n` solvable tasks as RFT rows: prompt, reference, grader, worked solution, rule.
 
     target None draws each task's target from the positive integers up to `max_target` that
-    its cards can reach. Unsolvable deals are redrawn.
+    its cards can reach. Unsolvable deals are redrawn; with `require_face`, so are deals without
+    a J, Q or K (the out-of-distribution test of the face rule needs the cards the rule is about).
     """
     if rule not in RULES:
         raise ValueError(f"rule {rule!r} is not one of {', '.join(RULES)}")
@@ -123,6 +123,8 @@ def generate_tasks(n: int, n_cards: int = 4, target: int | None = 24, max_rank: 
         if attempts > 1000 * n:
             raise ValueError(f"cannot find {n} solvable deals of {n_cards} cards for target {target}")
         cards = [card_name(rng.randint(1, max_rank)) for _ in range(n_cards)]
+        if require_face and not set(cards) & set(RULES[rule]):
+            continue
         values = [card_value(c, rule) for c in cards]
         reach = reachable(values)
         if target is None:

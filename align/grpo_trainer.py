@@ -57,7 +57,7 @@ def logprobs_with_grad(model, rollout: Rollout, rows: torch.Tensor, temperature:
 
 
 class GroupRelativeTrainer:
-    """GRPO or RLOO (cfg.algorithm) on a policy, its reference (None: the LoRA adapter switched off) and RFT examples."""
+    """GRPO or RLOO (cfg.algorithm) on a policy, its reference (None: LoRA adapter off) and RFT examples."""
 
     def __init__(self, cfg: GRPOConfig, policy, ref_model, tokenizer, examples: list[RFTExample],
                  mix: GraderMix | None = None):

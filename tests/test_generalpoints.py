@@ -44,6 +44,8 @@ def test_difficulty_knobs():
     assert all(1 <= r["reference"]["target"] <= 10 for r in easy)
     assert len({r["reference"]["target"] for r in easy}) > 3  # targets vary
     assert all(gp(r["solution"], r["reference"]) == 1.0 for r in easy)
+    faces = generate_tasks(10, n_cards=2, target=None, require_face=True, seed=1)
+    assert all(set(r["reference"]["cards"]) & {"J", "Q", "K"} for r in faces)
     with pytest.raises(ValueError, match="rule"):
         generate_tasks(1, rule="jokers")
     with pytest.raises(ValueError, match="cannot find"):
@@ -73,7 +75,7 @@ def test_partial_credit_by_hand():
     "-10 + 34", "10 / (5 - 5) + 3 + 2", "x" * 300, "(" * 500 + "1" + ")" * 500, "1e3 + 10", "True + 10",
     "10; 3", "lambda: 24", "[10, 3, 5, 2]", "10 \ud800 3", "",
 ])
-def test_hostile_expressions_score_zero_and_run_nothing(answer, tmp_path):
+def test_hostile_expressions_score_zero_and_run_nothing(answer):
     g = gp(answer)
     assert g == 0.0 and g.why.startswith("not a valid expression")
 
