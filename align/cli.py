@@ -9,6 +9,8 @@ COMMANDS = {
             "align.ppo_config:PPOConfig"),
     "dpo": ("align.dpo_trainer:main", "DPO on exported pairs, or --online with a reward model (Rafailov et al. 2023)",
             "align.dpo_config:DPOConfig"),
+    "generalpoints": ("align.generalpoints:main", "write GeneralPoints card-arithmetic RFT tasks (Chu et al. 2025)",
+                      "align.generalpoints:GeneralPointsConfig"),
 }
 
 

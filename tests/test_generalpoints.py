@@ -84,3 +84,20 @@ def test_extract_expression():
     assert extract_expression("Answer: (1 + 2) × 3 ÷ 4 = 2.25.") == "(1 + 2) * 3 / 4"
     assert extract_expression("blah\n\n3 * 8\n") == "3 * 8"
     assert evaluate("8 / 3")[0] == Fraction(8, 3)
+
+
+def test_the_command_writes_tasks_and_worked_solutions_that_load_as_rft_data(tmp_path, capsys):
+    from align.cli import main as align_main
+    from align.rft_data import load_rft_dataset
+    from prefloop.data import read_records
+
+    out, sft = tmp_path / "gp.jsonl", tmp_path / "gp_sft.jsonl"
+    assert align_main(["generalpoints", "--out", str(out), "--sft-out", str(sft), "--n", "5", "--n-cards", "3",
+                       "--rule", "ordinal", "--seed", "4"]) == 0
+    examples = load_rft_dataset(out)
+    assert len(examples) == 5 and examples[0].graders[0].name == "generalpoints"
+    assert examples[0].meta["rule"] == "ordinal"
+    messages = read_records(sft)[0]["messages"]
+    assert gp(messages[1]["content"], examples[0].reference) == 1.0
+    assert align_main(["generalpoints", "--out", str(out), "--n", "1", "--n-cards", "1", "--target", "99"]) == 1
+    assert "cannot find" in capsys.readouterr().err
