@@ -1,1 +1,1 @@
-"""Policy alignment: SFT, PPO with a KL penalty, DPO (offline and online), GRPO/RLOO."""
+"""Policy alignment: SFT, PPO with a KL penalty, DPO (offline and online)."""

@@ -167,38 +167,52 @@ def main(argv: list[str]) -> int:
     from align.dpo_config import DPOConfig
     from prefloop.config import parse_config
 
-    cfg = parse_config(DPOConfig, argv, prog="align dpo")
-    if cfg.online:
-        from align.dpo_online import train_online
+    if wants_online(argv):  # `align dpo --online` (or `online: true` in the YAML) is `align online-dpo`
+        from align.dpo_online import main as online_main
 
-        train_online(cfg)
-    else:
-        train_offline(cfg)
+        return online_main(argv)
+    train_offline(parse_config(DPOConfig, argv, prog="align dpo"))
     return 0
 
 
+def wants_online(argv: list[str]) -> bool:
+    """--online on the command line, or `online: true` in the --config file (a flag `--online false` wins)."""
+    from prefloop.config import load_yaml
+
+    for i, arg in enumerate(argv):
+        if arg in ("--online", "--no-online"):
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
+            return arg == "--online" and value.lower() in ("1", "true", "yes", "on")
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        return bool(load_yaml(argv[argv.index("--config") + 1]).get("online"))
+    return False
+
+
 def train_offline(cfg, callbacks: list | None = None) -> Path:
-    """Offline DPO; returns the directory of the final model (output_dir/final). `callbacks` are extra
-    TrainerCallbacks (the benchmark's step timer)."""
+    """Offline DPO; returns the directory of the final model (OUT/final, see prefloop.run). `callbacks` are
+    extra TrainerCallbacks (the benchmark's step timer)."""
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.preference_data import load_pairwise, train_eval_rows
-    from align.train_common import (load_policy, lora_config, metrics_callback, resume_checkpoint, save_final,
-                                     trl_args)
+    from align.preference_data import load_pairwise
+    from align.train_common import load_policy, lora_config, save_final, trainer_metrics, trl_args
     from prefloop.config import to_dict
-    from prefloop.hardware import detect
     from prefloop.models import resolve_model
+    from prefloop.run import start_run
 
-    # 1. data, validated before any model is loaded
+    # 1. the run directory and the data, validated before any model is loaded or anything written
+    run = start_run(cfg.output_dir, "align dpo", to_dict(cfg), cfg.resume)
     loaded = load_pairwise(cfg)
-    train_rows, eval_rows = train_eval_rows(loaded.rows, cfg, "pairwise")
+    train_rows, eval_rows = loaded.rows, loaded.eval_rows
     print(f"[prefloop] dpo: {len(train_rows)} training pairs, {len(eval_rows)} held-out, loss {cfg.loss_type}, "
           f"β={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
     # 2. policy (TRL builds π_ref: a frozen copy, the adapter-disabled base, or precomputed log-probs)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model)
-    args = TRLDPOConfig(**trl_args(cfg, has_eval=bool(eval_rows)), beta=cfg.beta,
+    run.save(parent_model=resolve_model(cfg.model), data=loaded.source, skipped=loaded.skipped,
+             train_pairs=len(train_rows), eval_pairs=len(eval_rows))
+    logger, metrics = trainer_metrics(run)
+    args = TRLDPOConfig(**trl_args(cfg, run, has_eval=bool(eval_rows)), beta=cfg.beta,
                         label_smoothing=cfg.label_smoothing, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
                         prediction_loss_only=True, truncation_mode="keep_start")
     trainer = PrefloopDPOTrainer(
@@ -206,16 +220,13 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
         data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id, max_length=cfg.max_length),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        peft_config=lora_config(cfg), callbacks=[metrics_callback(cfg.output_dir), *(callbacks or [])],
+        peft_config=lora_config(cfg), callbacks=[metrics, *(callbacks or [])],
         loss_type=cfg.loss_type, margin_scale=cfg.margin_scale)
-    # 3. train, evaluating the held-out pairs before and after
-    checkpoint = resume_checkpoint(cfg)
-    before = trainer.evaluate() if eval_rows and checkpoint is None else {}
-    trainer.train(resume_from_checkpoint=checkpoint)
+    # 3. train, evaluating the held-out pairs before (step 0) and after
+    checkpoint = run.last_checkpoint()
+    before = trainer.evaluate() if eval_rows and checkpoint is None else run.record.get("eval_before", {})
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     after = trainer.evaluate() if eval_rows else {}
-    # 4. save a plain transformers model with where it came from
-    metadata = {"command": "align dpo", "base_model": resolve_model(cfg.model), "config": to_dict(cfg),
-                "data": loaded.source, "skipped": loaded.skipped, "train_pairs": len(train_rows),
-                "eval_pairs": len(eval_rows), "hardware": detect().describe(),
-                "eval_before": before, "eval_after": after}
-    return save_final(trainer.model, tokenizer, cfg, metadata)
+    logger.close()
+    # 4. save a plain transformers model; run.json says where it came from
+    return save_final(trainer.model, tokenizer, cfg, run, {"eval_before": before, "eval_after": after})

@@ -14,45 +14,22 @@ Critic choice (`critic`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from prefloop.models import DEFAULT_MODEL
+from align.onpolicy_config import OnPolicyConfig, is_callable_spec
+from prefloop.config import config_field as _f
 
 CRITICS = ("value_head", "reward_model")
 KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 
 
-def _f(default, help_text: str, **metadata):
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help_text, **metadata})
-    return field(default=default, metadata={"help": help_text, **metadata})
-
-
 @dataclass
-class PPOConfig:
+class PPOConfig(OnPolicyConfig):
     """PPO with a KL penalty against a reward model (Ziegler et al. 2019; Ouyang et al. 2022)."""
 
-    # --- models and data -----------------------------------------------------------------
-    model: str = _f(DEFAULT_MODEL, "policy pi_theta to fine-tune; its initial weights are the reference pi_ref "
-                                   "(embedded name, HF id or local directory)")
-    reward: str = _f("", "reward r(x, y): a reward-model directory or a Python callable 'module:function' "
-                         "taking (prompts, responses) and returning one float per response")
-    prompts: str | None = _f(None, "prompts x: .jsonl/.parquet/.csv file or datasets directory with a "
-                                   "'prompt' (conversation or string), 'messages' or 'text' column")
-    store: str | None = _f(None, "preference-store database URL to take the prompts from (with --project), "
-                                 "instead of --prompts")
-    project: str | None = _f(None, "project in --store whose prompts to use")
-    max_prompts: int | None = _f(None, "use at most this many prompts (None: all)")
-    max_prompt_length: int = _f(256, "prompt tokens kept (the beginning of longer prompts is cut)")
-    output_dir: str = _f("runs/ppo", "directory for checkpoints, metrics, plots and the final policy")
-    seed: int = _f(0, "random seed (each process adds its rank)")
-
-    # --- rollout -------------------------------------------------------------------------
-    steps: int = _f(100, "PPO iterations: each samples batch_size episodes and updates on them")
-    batch_size: int = _f(8, "episodes (prompt, response) sampled per iteration per process (N in [PPO] Alg. 1)")
-    max_new_tokens: int = _f(64, "response length limit in tokens")
-    temperature: float = _f(0.7, "sampling temperature T: y ~ softmax(z / T); log-probs use the same T")
+    output_dir: str = _f("runs/ppo", "the run: final/ (the policy), critic/, checkpoints/, metrics.jsonl, "
+                                     "tensorboard/, samples.jsonl, plots, run.json")
+    batch_size: int = _f(8, "episodes (prompt, response) sampled per step per process (N in [PPO] Alg. 1)")
     missing_eos_penalty: float | None = _f(None, "subtracted from r(x, y) when the response never emits EOS "
                                                  "[N-details: 'penalise non-terminated responses']")
 
@@ -80,44 +57,28 @@ class PPOConfig:
     ppo_epochs: int = _f(4, "epochs K over each batch of episodes [PPO Alg. 1]")
     mini_batch_size: int = _f(4, "episodes per optimizer step (M in [PPO] Alg. 1); divides batch_size")
     gradient_accumulation_steps: int = _f(1, "micro-batches per minibatch (memory only; same update)")
-    learning_rate: float = _f(1e-5, "Adam learning rate")
-    lr_schedule: str = _f("constant", "learning-rate schedule over the PPO iterations: constant, or linear "
+    lr_schedule: str = _f("constant", "learning-rate schedule over the PPO steps: constant, or linear "
                                       "decay to 0 (CleanRL's anneal_lr)", choices=["constant", "linear"])
     adam_eps: float = _f(1e-5, "Adam epsilon (1e-5 as in the PPO reference code, not PyTorch's 1e-8)")
-    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this")
 
-    # --- parameter-efficient fine-tuning and the critic ------------------------------------------
-    lora: bool = _f(False, "train LoRA adapters instead of all weights; pi_ref is then the same weights "
-                           "with the adapter disabled (no second copy)")
-    lora_r: int = _f(16, "LoRA rank r")
-    lora_alpha: int = _f(32, "LoRA scaling alpha (update scaled by alpha / r)")
-    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps log pi deterministic between rollout and update)")
+    # --- LoRA and the critic ---------------------------------------------------------------------
     lora_target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                          "down_proj"],
                                         "module names that get LoRA adapters ('all-linear': every linear "
                                         "layer but the LM head)")
-    merge_lora: bool = _f(True, "save the final policy with LoRA merged into the weights (else the adapter alone)")
     critic: str = _f("value_head", "value function V(s_t): a head on the policy, or a separate model "
                                    "initialised from the reward model (see the module docstring)",
                      choices=list(CRITICS))
     critic_model: str | None = _f(None, "sequence-classification model to initialise the separate critic "
                                         "from (default: the reward-model directory)")
 
-    # --- logging and checkpoints ----------------------------------------------------------------
+    # --- logging ----------------------------------------------------------------------------------
     sample_every: int = _f(10, "print and log a table of sample generations every N steps (0: never)")
     num_samples: int = _f(4, "rows in the sample table")
-    save_every: int = _f(25, "write a checkpoint every N steps (and at the end)")
-    resume: bool = _f(False, "continue from the checkpoint in output_dir")
 
     def __post_init__(self):
-        if not self.reward:
-            raise ValueError("reward is required: a reward-model directory or 'module:function'")
-        if (self.prompts is None) == (self.store is None):
-            raise ValueError("give exactly one prompt source: --prompts FILE, or --store URL with --project")
-        if self.store is not None and not self.project:
-            raise ValueError("--store needs --project")
-        for name in ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "mini_batch_size",
-                     "gradient_accumulation_steps", "max_prompt_length", "kl_horizon", "lora_r"):
+        super().__post_init__()
+        for name in ("ppo_epochs", "mini_batch_size", "gradient_accumulation_steps", "kl_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.mini_batch_size:
@@ -125,7 +86,7 @@ class PPOConfig:
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(f"gradient_accumulation_steps {self.gradient_accumulation_steps} must divide "
                              f"mini_batch_size {self.mini_batch_size}")
-        for name in ("temperature", "learning_rate", "cliprange", "cliprange_value", "target_kl", "max_grad_norm"):
+        for name in ("cliprange", "cliprange_value", "target_kl"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.beta < 0:
@@ -139,20 +100,7 @@ class PPOConfig:
         if self.critic not in CRITICS:
             raise ValueError(f"critic must be one of {', '.join(CRITICS)}")
         if self.critic == "reward_model" and self.critic_model is None:
-            if is_callable_spec(self.reward):
+            if is_callable_spec(self.reward_model):
                 raise ValueError("critic 'reward_model' needs a model: the reward is a Python callable, "
                                  "so give --critic-model DIR")
-            self.critic_model = self.reward
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.output_dir) / "checkpoint"
-
-    @property
-    def policy_dir(self) -> Path:
-        return Path(self.output_dir) / "policy"
-
-
-def is_callable_spec(spec: str) -> bool:
-    """'package.module:function' (and not a path that happens to contain a colon)."""
-    return ":" in spec and not Path(spec).exists() and "/" not in spec.split(":")[0]
+            self.critic_model = self.reward_model

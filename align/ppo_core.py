@@ -12,7 +12,7 @@ Read against the papers:
 Shapes: B = sequences, T = response tokens. A `mask` (B, T) is 1 on real response
 tokens (up to and including EOS) and 0 on padding; responses are left-aligned, so a
 row's mask is ones followed by zeros. Everything here is importable without a trainer,
-so GRPO/RLOO or a notebook can reuse it.
+so another trainer or a notebook can reuse it.
 """
 
 from __future__ import annotations

@@ -12,35 +12,34 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from prefloop.data import split_by_key
 from prefloop.errors import InputError
 
 
 @dataclass
 class Loaded:
-    rows: list[dict]
-    source: dict  # what the model's metadata records: the file, or the store snapshot
+    rows: list[dict]  # training rows
+    source: dict  # what the run's metadata records: the file, or the store snapshot, and the split
     skipped: dict[str, int] = field(default_factory=dict)
+    eval_rows: list[dict] = field(default_factory=list)  # held out: the export's test split, or --eval-data
 
 
 def load_pairwise(cfg) -> Loaded:
     """Preference pairs; tie rows carry no preference direction for DPO and are skipped (counted)."""
-    raw, source, where = _raw_records(cfg, "pairwise")
-    rows, ties = [], 0
-    for number, record in raw:
-        if record.get("tie"):
-            ties += 1
-            continue
-        rows.append(_pair_row(record, f"{where}: row {number}"))
+    (train, held_out), source, where = _raw_records(cfg, "pairwise")
+    rows, ties = _pair_rows(train, where)
     _require_rows(rows, where, "preference pairs" + (f" ({ties} tie rows skipped)" if ties else ""))
-    return Loaded(rows, source, {"ties": ties})
+    eval_rows = (_pair_rows(held_out, where)[0] if held_out is not None and not cfg.eval_data
+                 else _eval_file(cfg, source, "pairwise"))
+    return Loaded(rows, source, {"ties": ties}, eval_rows)
 
 
 def load_sft(cfg) -> Loaded:
-    raw, source, where = _raw_records(cfg, "sft")
-    rows = [_sft_row(record, f"{where}: row {number}") for number, record in raw]
+    (train, held_out), source, where = _raw_records(cfg, "sft")
+    rows = [_sft_row(record, f"{where}: row {number}") for number, record in train]
     _require_rows(rows, where, "examples")
-    return Loaded(rows, source)
+    eval_rows = ([_sft_row(record, f"{where} (test split): row {n}") for n, record in held_out]
+                 if held_out is not None and not cfg.eval_data else _eval_file(cfg, source, "sft"))
+    return Loaded(rows, source, eval_rows=eval_rows)
 
 
 def load_eval_file(path: str, kind: str) -> list[dict]:
@@ -53,44 +52,44 @@ def load_eval_file(path: str, kind: str) -> list[dict]:
     return rows
 
 
-def train_eval_rows(rows: list[dict], cfg, kind: str) -> tuple[list[dict], list[dict]]:
-    """(train, held-out): `cfg.eval_data` when given, else `cfg.eval_fraction` of the prompts split off."""
-    if cfg.eval_data:
-        return rows, load_eval_file(cfg.eval_data, kind)
-    return split_by_prompt(rows, cfg.eval_fraction, cfg.seed)
+def _eval_file(cfg, source: dict, kind: str) -> list[dict]:
+    """Held-out rows of a file run: --eval-data, else the export's X.test.jsonl beside X.train.jsonl,
+    else none. The training file is never split again (see prefloop.data.test_companion)."""
+    from prefloop.data import test_companion
+
+    path = cfg.eval_data or (test_companion(cfg.data) if cfg.data else None)
+    source["eval_data"] = str(path) if path else None
+    return load_eval_file(str(path), kind) if path else []
 
 
-def split_by_prompt(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out whole prompts (never one pair of a prompt in train and another in eval)."""
-    return split_by_key(rows, _prompt_key, fraction, seed, at_least_one=True)
+def _pair_rows(records, where: str) -> tuple[list[dict], int]:
+    rows, ties = [], 0
+    for number, record in records:
+        if record.get("tie"):
+            ties += 1
+            continue
+        rows.append(_pair_row(record, f"{where}: row {number}"))
+    return rows, ties
 
 
 def _raw_records(cfg, fmt: str):
-    """(numbered records, source metadata, name for error messages)."""
+    """((numbered training records, numbered held-out records or None), source metadata, name for errors).
+
+    From the store the split is labeling's own (`rows_from_store`, the export's split by prompt);
+    from a file the held-out records come from `_eval_file` (None here)."""
     if cfg.store:
-        records, snapshot = export_from_store(cfg.store, cfg.project, fmt)
-        return list(enumerate(records, start=1)), snapshot, f"store project {cfg.project!r}"
+        from labeling.store_rows import rows_from_store
+
+        splits, snapshot = rows_from_store(cfg.store, cfg.project, fmt, test_fraction=cfg.test_fraction,
+                                           seed=cfg.split_seed)
+        numbered = {name: list(enumerate(rows, start=1)) for name, rows in splits.items()}
+        return (numbered["train"], numbered.get("test", [])), snapshot, f"store project {cfg.project!r}"
     if not cfg.data:
         raise InputError("no training data: give --data FILE (an export) or --store URL --project NAME")
     from prefloop.data import iter_records
 
-    return list(iter_records(cfg.data)), {"kind": "file", "path": str(cfg.data), "read_at": time.time()}, cfg.data
-
-
-def export_from_store(url: str, project: str, fmt: str) -> tuple[list[dict], dict]:
-    """Export straight from the store; the snapshot (project, judgments, max judgment id, time) is the one
-    the export itself read, in one transaction, so later judgments are provably not in this model's data."""
-    from labeling.db import open_store
-    from labeling.export import export_dataset
-
-    engine = open_store(url)
-    try:
-        splits, card = export_dataset(engine, project, fmt)
-    finally:
-        engine.dispose()
-    records = [row for rows in splits.values() for row in rows]
-    return records, {"kind": "store", "project": project, "format": fmt, **card["snapshot"],
-                     "taken_at": card["created_at"], "records": len(records)}
+    source = {"kind": "file", "path": str(cfg.data), "read_at": time.time()}
+    return (list(iter_records(cfg.data)), None), source, cfg.data
 
 
 def _pair_row(record: dict, where: str) -> dict:
@@ -142,10 +141,6 @@ def _response(value, where: str) -> list[dict]:
     if any(m["role"] != "assistant" for m in messages):
         raise InputError(f"{where}: expected assistant messages only (the prompt goes in 'prompt')")
     return messages
-
-
-def _prompt_key(row: dict) -> str:
-    return repr(row["prompt"])
 
 
 def _require_rows(rows: list, where: str, what: str) -> None:

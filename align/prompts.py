@@ -1,7 +1,7 @@
-"""Prompts for on-policy training (PPO, online DPO, GRPO): from a file or from the store.
+"""Prompts for on-policy training (PPO, online DPO): from a file or from the store.
 
-A prompt is either a conversation (list of {"role", "content"}; the policy answers it
-through its chat template) or a plain string (continued as is). A record supplies one
+A prompt is either a conversation (list of {"role", "content"}) or a string, which is one
+user turn (prefloop.chat): the policy answers both through its chat template. A record supplies one
 through the first of these columns it has:
 
     prompt     a conversation or a string (the pairwise/ranking export's column)
@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prefloop.chat import as_conversation  # noqa: F401  (re-exported: the one prompt rule)
 from prefloop.errors import InputError
 
 COLUMNS = ("prompt", "messages", "text")
@@ -38,11 +39,6 @@ def load_prompts(path: str | Path | None = None, *, store: str | None = None, pr
         raise InputError(f"{source.get('path') or project}: no prompts found")
     prompts = prompts[:limit] if limit else prompts
     return prompts, {**source, "num_prompts": len(prompts)}
-
-
-def as_conversation(prompt) -> list[dict]:
-    """The conversation form of a prompt (what reward scorers take): a string becomes one user turn."""
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def prompt_from_record(record: dict, where: str):
@@ -88,6 +84,7 @@ def _store_prompts(url: str, project: str) -> tuple[list, dict]:
     (project, time, judgments, max judgment id) are returned for the model's metadata."""
     from labeling.db import open_store
     from labeling.export import load_snapshot
+    from labeling.store_rows import redact_url
 
     engine = open_store(url)
     try:
@@ -96,16 +93,7 @@ def _store_prompts(url: str, project: str) -> tuple[list, dict]:
         engine.dispose()
     prompts = [prompt_from_record({"prompt": p.messages}, f"{project}: prompt id {pid}")
                for pid, p in sorted(snapshot.prompts.items())]
-    source = {"kind": "store", "project": project, "store": _redact(url),
+    source = {"kind": "store", "project": project, "store": redact_url(url),
               "snapshot_time": datetime.now(timezone.utc).isoformat(),
               "num_judgments": len(snapshot.judgments), "max_judgment_id": snapshot.max_judgment_id}
     return prompts, source
-
-
-def _redact(url: str) -> str:
-    """A store URL without its password, fit for a metadata file."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
-    return url

@@ -1,18 +1,22 @@
-"""Sampling responses from a policy, and the log-probabilities of what was sampled.
+"""Sampling responses from a policy, and the ONE way to get their log-probabilities.
 
-Shared by PPO, online DPO and GRPO/RLOO. Sampling itself lives in `prefloop.generation`
-(labeling generates candidates with it too) and is re-exported here:
+Shared by PPO and online DPO (through align.onpolicy). Sampling
+itself lives in `prefloop.generation` (labeling generates candidates with it too) and is
+re-exported here:
 
     rollout = generate_responses(model, tokenizer, prompts, max_new_tokens=64, temperature=0.7)
     rollout.texts            # list[str], the decoded responses (special tokens dropped)
     rollout.response_ids     # (B, R) token ids, right-padded after EOS
     rollout.response_mask    # (B, R) 1 on response tokens up to and including EOS
     rollout.terminated       # (B,) True where the response ended with EOS
-    logprobs = response_logprobs(model, rollout, temperature=0.7)   # (B, R), no grad
+    logprobs = response_logprobs(model, rollout, temperature=0.7)   # (B, R); under no_grad unless training
 
-A prompt is a conversation (a list of {"role", "content"}; rendered with the tokenizer's
-chat template and the generation prompt) or a plain string (tokenized as is). Prompts
-are left-padded so all rows end at the same column; sampling uses the KV cache.
+The log-prob path, written once: rollout -> backbone hidden states at the response positions
+(`response_hidden_states`) -> lm_head / T (`response_logits`) -> log softmax at the sampled token
+(`token_logprobs`). Only response positions are projected onto the vocabulary.
+
+A prompt is a conversation or a string, which is one user turn (prefloop.chat); prompts are
+left-padded so all rows end at the same column; sampling uses the KV cache.
 
 Temperature: generation samples from softmax(z / T) with top-k and top-p switched
 off, and `response_logprobs` recomputes log softmax(z / T) of the same tokens, so the
@@ -31,8 +35,9 @@ from prefloop.generation import (  # re-exported: the rollout API in one place
     tokenize_prompts,
 )
 
-__all__ = ["Rollout", "eos_token_ids", "generate_responses", "tokenize_prompts",
-           "causal_lm_parts", "response_hidden_states", "token_logprobs", "response_logprobs"]
+__all__ = ["Rollout", "eos_token_ids", "generate_responses", "tokenize_prompts", "causal_lm_parts",
+           "response_hidden_states", "response_logits", "token_logprobs", "response_logprobs", "micro_batch",
+           "select", "concat"]
 
 
 # ---------------------------------------------------------------------------
@@ -69,16 +74,73 @@ def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tenso
     return torch.gather(logits, -1, token_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-@torch.no_grad()
-def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, batch_size: int | None = None) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) at temperature T for every response token. -> (B, R); 0 on padding."""
+def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int,
+                    temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits / T (B, R, V), hidden states (B, R, H)) at the positions that predict the response tokens.
+
+    The one forward every log-probability here goes through (policy, reference, critic-sharing policy).
+    """
     backbone, lm_head = causal_lm_parts(model)
-    P = rollout.prompt_ids.shape[1]
+    hidden = response_hidden_states(backbone, input_ids, attention_mask, response_start)  # (B, R, H)
+    return lm_head(hidden) / temperature, hidden  # (B, R, V), (B, R, H)
+
+
+def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, batch_size: int | None = None) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) at temperature T for every response token. -> (B, R); 0 on padding.
+
+    Gradients flow when the caller has them on (the policy in an update); wrap in no_grad otherwise.
+    """
     chunks = []
     step = batch_size or len(rollout)
-    for i in range(0, len(rollout), step):
-        hidden = response_hidden_states(backbone, rollout.input_ids[i:i + step],
-                                        rollout.attention_mask[i:i + step], P)
-        logits = lm_head(hidden) / temperature  # (b, R, V)
-        chunks.append(token_logprobs(logits, rollout.response_ids[i:i + step]))
+    for idx in torch.arange(len(rollout)).split(step):
+        mb = micro_batch(rollout, idx)
+        logits, _ = response_logits(model, mb["input_ids"], mb["attention_mask"], mb["response_start"], temperature)
+        chunk = torch.zeros(len(idx), rollout.response_ids.shape[1], device=logits.device)
+        chunk[:, : mb["response_ids"].shape[1]] = token_logprobs(logits, mb["response_ids"])
+        chunks.append(chunk)
     return torch.cat(chunks) * rollout.response_mask
+
+
+# ---------------------------------------------------------------------------
+# rows of a rollout
+# ---------------------------------------------------------------------------
+
+
+def micro_batch(rollout: Rollout, idx: torch.Tensor, per_token: dict[str, torch.Tensor] | None = None) -> dict:
+    """Rows `idx` of a rollout, trimmed to the columns they use: left padding shared by all
+    rows and response columns past the longest response are cut (less compute, same result)."""
+    prompt_mask = rollout.prompt_mask[idx]
+    p0 = prompt_mask.shape[1] - int(prompt_mask.sum(1).max())
+    r = max(int(rollout.response_mask[idx].sum(1).max()), 1)
+    response_ids, response_mask = rollout.response_ids[idx, :r], rollout.response_mask[idx, :r]
+    mb = {
+        "input_ids": torch.cat([rollout.prompt_ids[idx, p0:], response_ids], dim=1),  # (b, p + r)
+        "attention_mask": torch.cat([prompt_mask[:, p0:], torch.ones_like(response_mask)], dim=1),
+        "response_start": prompt_mask.shape[1] - p0,
+        "response_ids": response_ids, "response_mask": response_mask,
+    }
+    for key, value in (per_token or {}).items():
+        mb[key] = value[idx, :r]
+    return mb
+
+
+def select(rollout: Rollout, rows: torch.Tensor) -> Rollout:
+    """The sub-rollout of the given rows, trimmed to its longest response."""
+    rows = rows.to(rollout.prompt_ids.device)
+    mask = rollout.response_mask[rows]
+    width = max(int(mask.sum(1).max()) if len(rows) else 0, 1)
+    return Rollout(rollout.prompt_ids[rows], rollout.prompt_mask[rows], rollout.response_ids[rows][:, :width],
+                   mask[:, :width], rollout.terminated[rows], [rollout.texts[i] for i in rows.tolist()])
+
+
+def concat(a: Rollout, b: Rollout) -> Rollout:
+    """Stack two rollouts that share their prompt width (responses right-padded to the longer)."""
+    width = max(a.response_ids.shape[1], b.response_ids.shape[1])
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    return Rollout(torch.cat([a.prompt_ids, b.prompt_ids]), torch.cat([a.prompt_mask, b.prompt_mask]),
+                   torch.cat([pad(a.response_ids, 0), pad(b.response_ids, 0)]),  # padding is masked out
+                   torch.cat([pad(a.response_mask, 0), pad(b.response_mask, 0)]),
+                   torch.cat([a.terminated, b.terminated]), a.texts + b.texts)

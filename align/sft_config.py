@@ -11,8 +11,8 @@ from align.train_common import TrainConfig
 class SFTConfig(TrainConfig):
     """Supervised fine-tuning: maximise log π_θ(y|x) of the edited ideal responses and clear winners."""
 
-    output_dir: str = field(default="runs/sft", metadata={"help": "checkpoints, metrics.jsonl, runs/ (TensorBoard) "
-                                                                   "and final/ (the model)"})
+    output_dir: str = field(default="runs/sft", metadata={"help": "the run: final/ (the model), checkpoints/, "
+                                                                   "metrics.jsonl, tensorboard/, run.json"})
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW step size η"})
     completion_only_loss: bool = field(default=True, metadata={"help": "NLL on the response y only, not on the "
                                                                        "prompt x"})

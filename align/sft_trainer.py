@@ -18,38 +18,40 @@ def main(argv: list[str]) -> int:
 
 
 def train_sft(cfg) -> Path:
-    """Fine-tune; returns the directory of the final model (output_dir/final)."""
+    """Fine-tune; returns the directory of the final model (OUT/final, see prefloop.run)."""
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from align.preference_data import load_sft, train_eval_rows
-    from align.train_common import (load_policy, lora_config, metrics_callback, resume_checkpoint, save_final,
-                                     trl_args)
+    from align.preference_data import load_sft
+    from align.train_common import load_policy, lora_config, save_final, trainer_metrics, trl_args
     from prefloop.config import to_dict
-    from prefloop.hardware import detect
     from prefloop.models import resolve_model
+    from prefloop.run import start_run
 
-    # 1. data, validated before any model is loaded
+    # 1. the run directory (refused if it holds a run and --resume is not set) and the data, validated
+    #    before any model is loaded or anything is written
+    run = start_run(cfg.output_dir, "align sft", to_dict(cfg), cfg.resume)
     loaded = load_sft(cfg)
-    train_rows, eval_rows = train_eval_rows(loaded.rows, cfg, "sft")
+    train_rows, eval_rows = loaded.rows, loaded.eval_rows
     print(f"[prefloop] sft: {len(train_rows)} training examples, {len(eval_rows)} held-out, "
           f"{'LoRA' if cfg.lora else 'full fine-tuning'}")
     # 2. model and trainer
     model, tokenizer = load_policy(cfg.model)
-    args = TRLSFTConfig(**trl_args(cfg, has_eval=bool(eval_rows)), completion_only_loss=cfg.completion_only_loss,
+    run.save(parent_model=resolve_model(cfg.model), data=loaded.source, train_examples=len(train_rows),
+             eval_examples=len(eval_rows))
+    logger, metrics = trainer_metrics(run)
+    args = TRLSFTConfig(**trl_args(cfg, run, has_eval=bool(eval_rows)), completion_only_loss=cfg.completion_only_loss,
                         packing=cfg.packing, prediction_loss_only=True)
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                         peft_config=lora_config(cfg), callbacks=[metrics_callback(cfg.output_dir)])
-    # 3. train, with the held-out loss before and after
-    checkpoint = resume_checkpoint(cfg)
-    before = trainer.evaluate() if eval_rows and checkpoint is None else {}
-    trainer.train(resume_from_checkpoint=checkpoint)
+                         peft_config=lora_config(cfg), callbacks=[metrics])
+    # 3. train, with the held-out loss before (step 0) and after
+    checkpoint = run.last_checkpoint()
+    before = trainer.evaluate() if eval_rows and checkpoint is None else run.record.get("eval_before", {})
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     after = trainer.evaluate() if eval_rows else {}
-    # 4. save a plain transformers model with where it came from
-    metadata = {"command": "align sft", "base_model": resolve_model(cfg.model), "config": to_dict(cfg),
-                "data": loaded.source, "train_examples": len(train_rows), "eval_examples": len(eval_rows),
-                "hardware": detect().describe(), "eval_before": before, "eval_after": after}
-    return save_final(trainer.model, tokenizer, cfg, metadata)
+    logger.close()
+    # 4. save a plain transformers model; run.json says where it came from
+    return save_final(trainer.model, tokenizer, cfg, run, {"eval_before": before, "eval_after": after})

@@ -1,17 +1,14 @@
 """What `align sft` and `align dpo` share: the common config fields, TRL arguments, LoRA, saving, resuming.
 
-The precision and gradient checkpointing always come from `prefloop.hf.hardware_training_args()`, never
-from TRL's defaults (bf16=True and gradient checkpointing on, ~400x slower on a CPU without bf16 units).
+The output layout and the resume rule are prefloop.run's. The precision is the run's (decided once,
+recorded in run.json, reused on --resume) and gradient checkpointing is off, never TRL's defaults
+(bf16=True and gradient checkpointing on, ~400x slower on a CPU without bf16 units).
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-METADATA_FILE = "prefloop_metadata.json"
 
 
 @dataclass
@@ -21,8 +18,8 @@ class TrainConfig:
     # model
     model: str | None = field(default=None, metadata={"help": "policy π_θ to fine-tune: HF id, local dir, or the "
                                                                 "embedded default when unset (also π_ref's init)"})
-    output_dir: str = field(default="runs/align", metadata={"help": "checkpoints, metrics.jsonl, runs/ (TensorBoard) "
-                                                                     "and final/ (the model)"})
+    output_dir: str = field(default="runs/align", metadata={"help": "the run: final/ (the model), checkpoints/, "
+                                                                     "metrics.jsonl, tensorboard/, run.json"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (Hu et al. 2021) instead of all weights"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α/r)"})
@@ -37,8 +34,11 @@ class TrainConfig:
     store: str | None = field(default=None, metadata={"help": "preference store URL to export from directly "
                                                               "(instead of --data); the snapshot is recorded"})
     project: str | None = field(default=None, metadata={"help": "project name in the store"})
-    eval_data: str | None = field(default=None, metadata={"help": "held-out file; default: split off eval_fraction"})
-    eval_fraction: float = field(default=0.1, metadata={"help": "share of prompts held out for evaluation"})
+    eval_data: str | None = field(default=None, metadata={"help": "held-out file; default: the export's X.test.jsonl "
+                                                                  "beside --data X.train.jsonl (never a second split)"})
+    test_fraction: float = field(default=0.0, metadata={"help": "--store only: share of prompts held out, the same "
+                                                                "split as `labeling export --test-fraction`"})
+    split_seed: int = field(default=0, metadata={"help": "--store only: the split's seed (`labeling export --seed`)"})
     max_length: int = field(default=512, metadata={"help": "tokens kept per prompt+response (truncated at the end)"})
     # optimisation
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW step size η"})
@@ -61,8 +61,7 @@ class TrainConfig:
             raise ValueError("give either data (an export file) or store (+ project), not both")
         if self.store and not self.project:
             raise ValueError("store needs project")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        check_test_fraction(self.test_fraction, self.store)
         for name in ("lora_r", "batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
                      "max_length"):
             if getattr(self, name) < 1:
@@ -71,14 +70,23 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
-def trl_args(cfg: TrainConfig, has_eval: bool) -> dict:
-    """Keyword arguments shared by TRL's SFTConfig and DPOConfig, precision from the hardware found."""
+def check_test_fraction(test_fraction: float, store: str | None) -> None:
+    """The one split is the export's: a trainer splits only what it exports itself (--store)."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if test_fraction and not store:
+        raise ValueError("test_fraction splits a --store export; an export file is split already "
+                         "(`labeling export --test-fraction`: the trainer evaluates on X.test.jsonl)")
+
+
+def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
+    """Keyword arguments shared by TRL's SFTConfig and DPOConfig: the run's layout and precision."""
     from prefloop.hf import hardware_training_args
 
     # Held-out data is always evaluated before and after training (by the caller); in between every eval_steps.
     eval_strategy = "steps" if has_eval and cfg.eval_steps > 0 else "no"
     return dict(
-        output_dir=cfg.output_dir,
+        output_dir=str(run.checkpoints_dir),
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
@@ -97,11 +105,11 @@ def trl_args(cfg: TrainConfig, has_eval: bool) -> dict:
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        report_to=["tensorboard"],
+        report_to="none",  # metrics.jsonl and tensorboard/ come from prefloop.hf.JsonlMetricsCallback
         max_length=cfg.max_length,
         dataset_num_proc=None,
-        disable_tqdm=False,
-        **hardware_training_args(),
+        disable_tqdm=False,  # the Trainer's bar has a total: it shows the ETA
+        **hardware_training_args(precision=run.precision),
     )
 
 
@@ -117,7 +125,8 @@ def load_policy(name: str | None):
     return load_causal_lm(name, dtype=torch.float32)
 
 
-def lora_config(cfg: TrainConfig):
+def lora_config(cfg):
+    """The LoRA config of every policy trainer (SFT, DPO, online DPO, PPO); None without --lora."""
     if not cfg.lora:
         return None
     from peft import LoraConfig
@@ -127,35 +136,29 @@ def lora_config(cfg: TrainConfig):
                       target_modules=targets[0] if targets == ["all-linear"] else targets)
 
 
-def resume_checkpoint(cfg: TrainConfig) -> str | None:
-    """The last checkpoint in output_dir when --resume is set (None: start from scratch)."""
-    if not cfg.resume:
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
+def save_final(model, tokenizer, cfg, run, results: dict) -> Path:
+    """Save the policy to OUT/final (plain `AutoModelForCausalLM.from_pretrained` loads it) and the results
+    into run.json. Written aside and renamed in: a final/ is never half-written."""
+    import shutil
 
-    last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
-    print(f"[prefloop] resume: {'from ' + last if last else 'no checkpoint in ' + cfg.output_dir + ', starting fresh'}")
-    return last
-
-
-def save_final(model, tokenizer, cfg: TrainConfig, metadata: dict) -> Path:
-    """Save the policy where plain `AutoModelForCausalLM.from_pretrained(output_dir/final)` loads it."""
-    out = Path(cfg.output_dir) / "final"
+    out = run.final_dir
+    tmp = out.with_name(".final.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted save
     if cfg.lora and cfg.merge_lora:
         model = model.merge_and_unload()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / METADATA_FILE).write_text(json.dumps({**metadata, "saved_at": time.time()}, indent=2, default=str))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():  # a resumed run replaces the final model it wrote itself
+        shutil.rmtree(out)
+    tmp.rename(out)
+    run.save(**results, status="finished", adapter=bool(cfg.lora and not cfg.merge_lora))
     print(f"[prefloop] final model: {out}")
     return out
 
 
-def metrics_callback(log_dir: str):
-    """`prefloop.hf.JsonlMetricsCallback` kept open past `on_train_end`, so the final evaluation is logged too."""
+def trainer_metrics(run):
+    """(logger, callback): the run's metrics.jsonl + tensorboard/, fed by a Trainer's logs."""
     from prefloop.hf import JsonlMetricsCallback
 
-    class _KeepOpen(JsonlMetricsCallback):
-        def on_train_end(self, args, state, control, **kwargs):
-            pass  # every line is flushed as written; the process exit closes the file
-
-    return _KeepOpen(log_dir)
+    logger = run.metrics_logger()
+    return logger, JsonlMetricsCallback(logger)

@@ -121,7 +121,7 @@ def run_ours(pairs: int, repeats: int, precompute: bool) -> dict:
 
     data = Path(tempfile.mkdtemp()) / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in pair_rows(pairs * (repeats + 1))))
-    cfg = DPOConfig(data=str(data), output_dir=tempfile.mkdtemp(), eval_fraction=0.0, batch_size=pairs,
+    cfg = DPOConfig(data=str(data), output_dir=tempfile.mkdtemp(), batch_size=pairs,
                     max_steps=repeats + 1, save_steps=10_000, logging_steps=10_000, learning_rate=1e-6,
                     precompute_ref_log_probs=precompute)
     timer = _StepTimer()

@@ -46,10 +46,10 @@ def build_trainer(args, workdir: Path):
     demo, _ = load_prompts(ROOT / "labeling" / "demo_prompts.jsonl")
     prompts = workdir / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": as_conversation(p)}) + "\n" for p in demo))
-    cfg = PPOConfig(model=args.model, reward="reward_model.testing:length_reward", prompts=str(prompts),
+    cfg = PPOConfig(model=args.model, reward_model="reward_model.testing:length_reward", prompts=str(prompts),
                     output_dir=str(workdir / "run"), batch_size=args.batch_size,
                     mini_batch_size=args.mini_batch_size, ppo_epochs=args.ppo_epochs,
-                    max_new_tokens=args.max_new_tokens, temperature=0.7, lora=args.lora, steps=1)
+                    max_new_tokens=args.max_new_tokens, temperature=0.7, lora=args.lora, max_steps=1)
     trainer = PPOTrainer.from_config(cfg)
     # Scoring through a real RewardScorer on a SmolLM2-sized backbone (head untrained: the
     # cost, not the values, is what is measured here).
@@ -63,7 +63,7 @@ def bench_step(trainer, repeats: int) -> dict:
     """Phase times of whole PPO steps (one warm-up)."""
     runs = []
     for i in range(repeats + 1):
-        stats, _ = trainer.step(trainer.batch_prompts(i))
+        stats, _ = trainer.step(trainer.schedule.batch(i))
         if i:
             runs.append(stats)
     keys = ("time/rollout", "time/score", "time/ref_value", "time/train", "tokens", "tokens_trained",
@@ -77,8 +77,8 @@ def bench_rollout(trainer, repeats: int, max_new_tokens: int) -> dict:
 
     from align.rollout import generate_responses, tokenize_prompts
 
-    policy, tokenizer, acc = trainer.unwrapped.policy, trainer.tokenizer, trainer.accelerator
-    prompts = trainer.batch_prompts(0)
+    policy, tokenizer, acc = trainer.unwrapped.policy, trainer.pair.tokenizer, trainer.accelerator
+    prompts = trainer.schedule.batch(0)
     times = {"ours": [], "plain": []}
     tokens = {}
     for i in range(repeats + 1):
@@ -109,16 +109,17 @@ def bench_training(trainer, repeats: int) -> dict:
     import torch
 
     from align.ppo_core import compute_gae, kl_penalised_rewards, masked_whiten
-    from align.ppo_trainer import _micro_batch
+    from align.rollout import micro_batch
     from align.rollout import generate_responses
 
     cfg, acc = trainer.cfg, trainer.accelerator
-    prompts = trainer.batch_prompts(0)
+    prompts = trainer.schedule.batch(0)
     with acc.autocast():
-        rollout = generate_responses(trainer.unwrapped.policy, trainer.tokenizer, prompts, cfg.max_new_tokens,
+        rollout = generate_responses(trainer.unwrapped.policy, trainer.pair.tokenizer, prompts, cfg.max_new_tokens,
                                      cfg.temperature, max_prompt_length=cfg.max_prompt_length)
         old_logprobs, old_values, _ = trainer.policy_pass(rollout)
-        ref_logprobs = trainer.reference_pass(rollout)
+        ref_logprobs = trainer.pair.logprobs(rollout, cfg.temperature, reference=True,
+                                              batch_size=trainer.micro_batch_size)
     mask = rollout.response_mask.float()
     scores = torch.zeros(len(rollout), device=acc.device)
     rewards, _ = kl_penalised_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
@@ -131,7 +132,7 @@ def bench_training(trainer, repeats: int) -> dict:
         tokens = 0
         for _ in range(cfg.ppo_epochs):
             for idx in torch.arange(len(rollout)).split(trainer.micro_batch_size):
-                mb = _micro_batch(rollout, idx)
+                mb = micro_batch(rollout, idx)
                 with acc.autocast():
                     position_ids = (mb["attention_mask"].cumsum(-1) - 1).clamp(min=0)
                     logits = policy(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],

@@ -67,7 +67,7 @@ def run_variant(variant: str, model: str, data: Path, batch: int, steps: int, ou
         from reward_model.reward_trainer import train
 
         cfg = RewardModelConfig(data=str(data), model=model, output_dir=str(out), per_device_train_batch_size=batch,
-                                max_steps=steps, eval_fraction=0.0, learning_rate=1e-4, save_steps=10**6,
+                                max_steps=steps, learning_rate=1e-4, save_steps=10**6,
                                 logging_steps=steps, normalize_samples=16, resume=False, seed=0)
         train(cfg, callbacks=[timer])
     else:
@@ -116,10 +116,15 @@ def ceiling_run(model: str, work: Path, pairs: int, epochs: float, lr: float, ba
     from reward_model.reward_trainer import train
     from reward_model.synthetic import make_synthetic_comparisons
 
-    write_records(make_synthetic_comparisons(pairs, seed=0), work / "synthetic.jsonl")
-    cfg = RewardModelConfig(data=str(work / "synthetic.jsonl"), model=model, output_dir=str(work / "rm-ceiling"),
+    from prefloop.data import split_by_key
+
+    # the export's split (train file + its .test companion), 40% of the prompts held out
+    train_rows, test_rows = split_by_key(make_synthetic_comparisons(pairs, seed=0), lambda r: r["prompt_id"], 0.4, 0)
+    write_records(train_rows, work / "synthetic.train.jsonl")
+    write_records(test_rows, work / "synthetic.test.jsonl")
+    cfg = RewardModelConfig(data=str(work / "synthetic.train.jsonl"), model=model, output_dir=str(work / "rm-ceiling"),
                             per_device_train_batch_size=batch, num_train_epochs=epochs, learning_rate=lr,
-                            eval_fraction=0.4, eval_steps=10**6, save_steps=10**6, logging_steps=10,
+                            eval_steps=10**6, save_steps=10**6, logging_steps=10,
                             resume=False, seed=0)
     start = time.perf_counter()
     out = train(cfg)

@@ -19,6 +19,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def config_field(default, help_text: str, **metadata):
+    """A dataclass field with its one-line help (and argparse choices); a list default is copied per instance."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help_text, **metadata})
+    return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
 class ConfigError(ValueError):
     """One line naming the file or flag that is wrong."""
 

@@ -85,6 +85,20 @@ def write_records(records: list[dict], path: str | Path, fmt: str | None = None)
     return path
 
 
+def test_companion(path: str | Path) -> Path | None:
+    """`X.test.EXT` beside `X.train.EXT` (what `labeling export --test-fraction` writes), if it exists.
+
+    Trainers evaluate on it and never split the training file again: the export already held
+    those prompts out, and a second split would hold out twice and shrink the training data.
+    """
+    path = Path(path)
+    parts = path.name.split(".")
+    if len(parts) < 3 or parts[-2] != "train":
+        return None
+    companion = path.with_name(".".join(parts[:-2] + ["test", parts[-1]]))
+    return companion if companion.exists() else None
+
+
 def split_by_key(rows: list[dict], key, fraction: float, seed: int, *,
                  at_least_one: bool = False) -> tuple[list[dict], list[dict]]:
     """(train, held_out) holding out whole groups: rows sharing `key(row)` (a prompt) land on one side.

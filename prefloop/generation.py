@@ -6,8 +6,9 @@
     rollout.response_mask    # (B, R) 1 on response tokens up to and including EOS
     rollout.terminated       # (B,) True where the response ended with EOS
 
-A prompt is a conversation (a list of {"role", "content"}; rendered with the tokenizer's
-chat template and the generation prompt) or a plain string (tokenized as is). Prompts
+A prompt is a conversation (a list of {"role", "content"}) or a string, which is one user
+turn (prefloop.chat): both are rendered with the tokenizer's chat template and the generation
+prompt; only a tokenizer without a template continues a string as plain text. Prompts
 are left-padded so all rows end at the same column; sampling uses the KV cache.
 
 Sampling is pure softmax(z / T) (top-k and top-p off unless asked for), so that
@@ -52,14 +53,11 @@ class Rollout:
 def tokenize_prompts(tokenizer, prompts: list, max_prompt_length: int | None = None,
                      device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids (B, P), mask (B, P)), left-padded; over-long prompts lose their beginning."""
-    texts, add_special = [], []
-    for prompt in prompts:
-        if isinstance(prompt, str):
-            texts.append(prompt)
-        else:
-            texts.append(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False))
-    # A chat template writes its own special tokens; plain text gets the tokenizer's (BOS, if any).
-    add_special = all(isinstance(p, str) for p in prompts)
+    from prefloop.chat import render_prompt
+
+    rendered = [render_prompt(tokenizer, prompt) for prompt in prompts]  # the one rule for prompts
+    texts = [text for text, _ in rendered]
+    add_special = all(special for _, special in rendered)
     side, trunc = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     try:

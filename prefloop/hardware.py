@@ -60,34 +60,67 @@ def detect() -> Hardware:
 def _cpu_has_bf16() -> bool:
     if os.environ.get("PREFLOOP_CPU_BF16") is not None:  # explicit override for odd CPUs
         return os.environ["PREFLOOP_CPU_BF16"] == "1"
+    # Only a CPU that advertises bf16 units (AMX / AVX512-BF16) is measured: virtual machines can
+    # advertise a flag the host does not really deliver.
+    return _cpu_flags_bf16() and _bf16_matmul_clearly_faster()
+
+
+def _bf16_matmul_clearly_faster(n: int = 512, rounds: int = 7, margin: float = 0.8) -> bool:
+    """bf16 only when its best n x n matmul time is under `margin` x fp32's best.
+
+    The two dtypes are timed in alternation and each keeps its best of `rounds`, so a burst of load
+    from other processes slows both alike instead of deciding the answer; the margin keeps a CPU
+    whose bf16 is merely emulated (about as fast as fp32, or slower) on fp32 however the noise falls.
+    """
+    import time
+
+    import torch
+
+    mats = {dtype: (torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype))
+            for dtype in (torch.float32, torch.bfloat16)}
+    best = {dtype: float("inf") for dtype in mats}
+    for a, b in mats.values():
+        a @ b  # warm-up: the first call picks the kernel
+    for _ in range(rounds):
+        for dtype, (a, b) in mats.items():
+            start = time.perf_counter()
+            a @ b
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.bfloat16] < margin * best[torch.float32]
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def run_precision(recorded: str | None = None) -> str:
+    """The precision of a training run: the one recorded when it started (on --resume), else detected.
+
+    A run decides once: a resumed run must not change its numerics (or speed) because the probe
+    reads differently under another load. A recorded choice this device cannot run falls back, loudly.
+    """
+    hw = detect()
+    if recorded is None:
+        return hw.precision
+    if recorded not in PRECISIONS:
+        raise ValueError(f"unknown recorded precision {recorded!r}; expected one of {', '.join(PRECISIONS)}")
+    runnable = {"fp32": True, "bf16": hw.device == "cuda" and hw.bf16 or hw.device == "cpu" and _cpu_flags_bf16(),
+                "fp16": hw.device in ("cuda", "mps")}
+    if not runnable[recorded]:
+        print(f"[prefloop] the run recorded precision {recorded}, which this {hw.device} cannot run; "
+              f"using {hw.precision}")
+        return hw.precision
+    return recorded
+
+
+def _cpu_flags_bf16() -> bool:
+    if os.environ.get("PREFLOOP_CPU_BF16") is not None:
+        return os.environ["PREFLOOP_CPU_BF16"] == "1"
     try:
         with open("/proc/cpuinfo") as fh:
             flags = fh.read()
     except OSError:
         return False
-    if "amx_bf16" not in flags and "avx512_bf16" not in flags:
-        return False
-    # Virtual machines can advertise a flag the host does not really deliver: measure.
-    return _bf16_matmul_not_slower()
-
-
-def _bf16_matmul_not_slower(n: int = 512, reps: int = 3) -> bool:
-    """Time one n x n matmul in fp32 and in bf16 (a few ms); bf16 must be at least as fast."""
-    import time
-
-    import torch
-
-    def best(dtype) -> float:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b  # warm-up: first call picks the kernel
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(torch.bfloat16) <= best(torch.float32)
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def _system_memory_gib() -> float:
@@ -97,17 +130,18 @@ def _system_memory_gib() -> float:
         return 0.0
 
 
-def trainer_precision_kwargs(gradient_checkpointing: bool | None = None) -> dict:
-    """Overrides for transformers/TRL TrainingArguments picked from the hardware found.
+def trainer_precision_kwargs(gradient_checkpointing: bool | None = None, precision: str | None = None) -> dict:
+    """Overrides for transformers/TRL TrainingArguments: the run's `precision` (default: detected).
 
     Gradient checkpointing trades ~30% more compute for activation memory; it is only
     worth it on an accelerator short of memory, so it is off unless asked for.
     """
     hw = detect()
+    precision = precision or hw.precision
     checkpointing = bool(gradient_checkpointing)
     return {
-        "bf16": hw.bf16,
-        "fp16": hw.precision == "fp16",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
         # transformers 5 renamed it; setting the new name wins over TRL's default of the old one
         "activation_checkpointing": checkpointing,
         "gradient_checkpointing": checkpointing,

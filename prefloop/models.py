@@ -29,6 +29,8 @@ def cache_dir() -> Path:
 def resolve_model(name: str | None = None) -> str:
     """Return a path or hub id that `from_pretrained` accepts, converting the embedded GGUF once.
 
+    A training run's directory (prefloop.run) resolves to its final/ model.
+
     Raises ModelNotFoundError with one line naming the model when it cannot be found.
     """
     name = name or DEFAULT_MODEL
@@ -36,6 +38,9 @@ def resolve_model(name: str | None = None) -> str:
         return str(_materialise_embedded(name))
     path = Path(name).expanduser()
     if path.exists():
+        from prefloop.run import final_model_dir
+
+        path = final_model_dir(path)  # a training run's directory stands for its final/ model
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"model path {path}: no config.json in that directory")
         return str(path)

@@ -6,6 +6,8 @@ tokens are real) but has a few thousand times fewer parameters.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -37,3 +39,30 @@ def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, hidden_size: int = 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@contextmanager
+def tiny_cpu_settings():
+    """fp32 and one CPU thread while a test trains a tiny model.
+
+    fp32: the tests check numbers against closed forms, independent of whether this CPU
+    advertises bf16. One thread: matrices of a few dozen columns gain nothing from more,
+    and on a busy machine extra OpenMP threads spin against each other (measured: 15x slower).
+    """
+    import torch
+
+    from prefloop import hardware
+
+    threads, old_env = torch.get_num_threads(), os.environ.get("PREFLOOP_CPU_BF16")
+    os.environ["PREFLOOP_CPU_BF16"] = "0"
+    hardware.detect.cache_clear()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if old_env is None:
+            os.environ.pop("PREFLOOP_CPU_BF16", None)
+        else:
+            os.environ["PREFLOOP_CPU_BF16"] = old_env
+        hardware.detect.cache_clear()

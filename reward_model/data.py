@@ -1,4 +1,4 @@
-"""Comparison data: export rows (pairwise or ranking) -> comparison groups, validated, split by prompt.
+"""Comparison data: export rows (pairwise or ranking) -> comparison groups, validated.
 
 A *group* is one judged comparison, best response first:
     {"prompt": [messages], "responses": [[messages], ...], "margin": float, "tie": bool,
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefloop.data import split_by_key
 from prefloop.errors import InputError
 from reward_model.encoding import as_conversation, as_messages, response_text
 
@@ -61,38 +60,3 @@ def check_trainable(groups: list[dict], source: str) -> None:
     if not strict:
         raise InputError(f"{source}: one-class data: all {len(groups)} comparisons are ties or compare a "
                          "response with itself; a Bradley-Terry model needs at least one strict preference")
-
-
-def split_by_prompt(groups: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, eval) with no prompt in both, so held-out accuracy measures new prompts."""
-    return split_by_key(groups, lambda g: g["prompt_key"], eval_fraction, seed)
-
-
-def export_from_store(url: str, project: str) -> tuple[list[dict], dict]:
-    """(export rows, snapshot) read once from the preference store through labeling's public export.
-
-    Ties are kept (they train as half a win each); ranking projects export full rankings
-    (Plackett-Luce). The snapshot pins the data: export again with
-    `until_judgment_id=snapshot["max_judgment_id"]` to get the same rows.
-    """
-    from labeling.db import get_project, open_store, session_scope
-    from labeling.export import export_dataset
-
-    engine = open_store(url)
-    try:
-        with session_scope(engine, immediate=False) as session:  # a reader: never blocks writers
-            mode = get_project(session, project).mode
-        fmt = "ranking" if mode == "ranking" else "pairwise"
-        splits, card = export_dataset(engine, project, fmt, **({"ties": "keep"} if fmt == "pairwise" else {}))
-    finally:
-        engine.dispose()
-    snapshot = {"store": _redact(url), "project": project, "format": fmt, "records": len(splits["train"]),
-                **card["snapshot"], "rounds": card.get("rounds"), "taken_at": card["created_at"]}
-    return splits["train"], snapshot
-
-
-def _redact(url: str) -> str:
-    """A store URL without its password, fit for metadata."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

@@ -7,16 +7,7 @@ chat template, the same rendering TRL's RewardTrainer uses for conversational da
 
 from __future__ import annotations
 
-Message = dict  # {"role": ..., "content": ...}
-
-
-def as_conversation(prompt) -> list[Message]:
-    """A prompt is a conversation (list of messages) or a plain string (one user turn)."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list) and all(isinstance(m, dict) and "content" in m for m in prompt):
-        return [{"role": m.get("role", "user"), "content": m["content"]} for m in prompt]
-    raise ValueError(f"a prompt must be a string or a list of {{role, content}} messages, got {type(prompt).__name__}")
+from prefloop.chat import Message, as_conversation  # noqa: F401  (re-exported: the one prompt rule)
 
 
 def as_messages(response) -> list[Message]:

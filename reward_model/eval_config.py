@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-def _f(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
+from prefloop.config import config_field as _f
 
 
 @dataclass

@@ -106,12 +106,12 @@ def summarise(pairs: list[dict], bins: int) -> dict:
     return result
 
 
-def learning_curve(model_dir: Path) -> list[dict]:
+def learning_curve(run_dir: Path | None) -> list[dict]:
     """Held-out accuracy against comparisons seen, from the training run's metrics.jsonl."""
     from prefloop.metrics import read_metrics
 
-    path = model_dir / "logs" / "metrics.jsonl"
-    if not path.exists():
+    path = run_dir / "metrics.jsonl" if run_dir is not None else None
+    if path is None or not path.exists():
         return []
     points = {}
     for row in read_metrics(path):
@@ -174,8 +174,11 @@ def evaluate(cfg: RewardEvalConfig) -> dict:
     from reward_model.data import load_groups
     from reward_model.scorer import RewardScorer
 
+    from prefloop.run import run_dir_of
+
     model_dir = Path(cfg.model)
-    data = Path(cfg.data) if cfg.data else model_dir / "data" / "eval.jsonl"
+    run_dir = run_dir_of(model_dir)  # a `reward-model train` run (prefloop.run layout), or None
+    data = Path(cfg.data) if cfg.data else (run_dir or model_dir) / "data" / "eval.jsonl"
     if not cfg.data and not data.exists():
         raise InputError(f"{model_dir}: no held-out split in data/eval.jsonl; pass --data FILE")
     groups = load_groups(data)
@@ -190,9 +193,9 @@ def evaluate(cfg: RewardEvalConfig) -> dict:
     # 2. pairs, accuracy, calibration
     pairs = comparison_pairs(groups, raw.mean(dim=1).tolist(), normalised)
     result = {"model": str(model_dir), "data": str(data), **summarise(pairs, cfg.bins)}
-    result["learning_curve"] = learning_curve(model_dir)
+    result["learning_curve"] = learning_curve(run_dir)
     # 3. plots and metrics.json
-    out = Path(cfg.output_dir) if cfg.output_dir else model_dir / "eval"
+    out = Path(cfg.output_dir) if cfg.output_dir else (run_dir or model_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     plot_reliability(result["reliability"], result["ece"], out / "reliability.png")
     better, worse, start = [], [], 0

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from prefloop.config import config_field as _f
 from prefloop.models import DEFAULT_MODEL
-
-
-def _f(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
@@ -19,11 +16,15 @@ class RewardModelConfig:
     data: str | None = _f(None, "pairwise or ranking export file (.jsonl/.csv/.parquet/datasets dir)")
     store: str | None = _f(None, "read the preference store directly: SQLAlchemy URL (with --project)")
     project: str | None = _f(None, "labeling project to snapshot from --store")
-    eval_data: str | None = _f(None, "held-out comparisons; default: --eval-fraction of the prompts")
-    eval_fraction: float = _f(0.1, "fraction of prompts held out for evaluation (split by prompt)")
+    eval_data: str | None = _f(None, "held-out comparisons; default: the export's X.test.jsonl beside --data "
+                                     "X.train.jsonl (the training data is never split again)")
+    test_fraction: float = _f(0.0, "--store only: share of prompts held out, the same split as "
+                                   "`labeling export --test-fraction`")
+    split_seed: int = _f(0, "--store only: the split's seed (`labeling export --seed`)")
     # Model
     model: str = _f(DEFAULT_MODEL, "backbone r_θ: decoder or encoder; embedded name, HF id or local dir")
-    output_dir: str = _f("runs/reward_model", "where the model, checkpoints/, logs/ and data/ go")
+    output_dir: str = _f("runs/reward_model", "the run: final/ (the model), checkpoints/, data/ (the snapshot), "
+                                              "metrics.jsonl, tensorboard/, run.json")
     n_heads: int = _f(1, "ensemble size H: linear heads on one backbone, giving mean and std of r")
     bootstrap: bool = _f(True, "each ensemble head sees its own Poisson(1) bootstrap weights of the data")
     lora: bool = _f(False, "train LoRA adapters (Hu et al. 2021) + the head instead of all weights")
@@ -54,7 +55,8 @@ class RewardModelConfig:
     eval_steps: int = _f(50, "held-out evaluation every N steps (accuracy vs training pairs)")
     save_steps: int = _f(100, "checkpoint every N steps")
     save_total_limit: int = _f(2, "checkpoints kept")
-    resume: bool = _f(True, "resume from the last checkpoint in output_dir/checkpoints if there is one")
+    resume: bool = _f(False, "continue the run in output_dir from its last checkpoint (without it, an "
+                             "output_dir holding a run is refused)")
     scoring_batch_size: int = _f(16, "batch size for normalisation and scoring")
 
     def __post_init__(self):
@@ -62,8 +64,11 @@ class RewardModelConfig:
             raise ValueError("give exactly one of --data FILE or --store URL --project NAME")
         if self.store is not None and not self.project:
             raise ValueError("--store needs --project NAME")
-        if not 0 <= self.eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.test_fraction and not self.store:
+            raise ValueError("test_fraction splits a --store export; an export file is split already "
+                             "(`labeling export --test-fraction`: training evaluates on X.test.jsonl)")
         if self.n_heads < 1:
             raise ValueError(f"n_heads must be >= 1, got {self.n_heads}")
         if self.max_length < 8:

@@ -24,7 +24,6 @@ from trl import RewardConfig, RewardTrainer
 
 from prefloop.config import parse_config, to_dict
 from prefloop.hf import JsonlMetricsCallback, hardware_training_args
-from prefloop.metrics import MetricsLogger
 from reward_model import losses as L
 from reward_model.encoding import encode, pad_right
 from reward_model.reward_config import RewardModelConfig
@@ -155,48 +154,44 @@ def _single_head_view(model):
         model.config.num_labels = heads
 
 
-class MetricsCallback(JsonlMetricsCallback):
-    """The shared JSONL mirror, also writing TensorBoard next to it (logs/ holds the run's whole history)."""
-
-    def __init__(self, log_dir):
-        self.logger = MetricsLogger(log_dir, tensorboard=True)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        pass  # the final evaluation still logs here; train() closes the logger at the very end
-
-
 # ---------------------------------------------------------------------------- the command
 
 def prepare_data(cfg: RewardModelConfig, data_dir: Path, resuming: bool):
     """(train groups, eval groups, source metadata), validated; nothing is written here.
 
+    The held-out comparisons are the export's own: --eval-data, the X.test.jsonl beside --data
+    X.train.jsonl, or (--store) labeling's split by prompt; the training data is never split again.
     A resumed run reuses its own snapshot in data_dir, so that judgments added to the store
     since the first start do not change the data under a half-trained model.
     """
-    from prefloop.data import read_records
-    from reward_model.data import (check_trainable, export_from_store, groups_from_records, load_groups,
-                                   split_by_prompt)
+    from prefloop.data import read_records, test_companion
+    from reward_model.data import check_trainable, groups_from_records, load_groups
 
     if resuming and (data_dir / "source.json").exists():
         train = groups_from_records(read_records(data_dir / "train.jsonl"), str(data_dir / "train.jsonl"))
         evals = groups_from_records(read_records(data_dir / "eval.jsonl"), str(data_dir / "eval.jsonl"))
         return train, evals, json.loads((data_dir / "source.json").read_text())
+    evals = None
     if cfg.store:
-        records, snapshot = export_from_store(cfg.store, cfg.project)
+        from labeling.store_rows import rows_from_store
+
+        # ties are kept (half a win each); ranking projects export full rankings (Plackett-Luce)
+        splits, snapshot = rows_from_store(cfg.store, cfg.project, test_fraction=cfg.test_fraction,
+                                           seed=cfg.split_seed, ties="keep")
         source_name, source = f"store project {cfg.project}", {"store_snapshot": snapshot}
-        groups = groups_from_records(records, source_name)
+        groups = groups_from_records(splits["train"], source_name)
+        evals = groups_from_records(splits.get("test", []), f"{source_name} (test split)")
     else:
         source_name, source = cfg.data, {"file": str(Path(cfg.data).resolve())}
         groups = load_groups(cfg.data)
     check_trainable(groups, source_name)
-    if cfg.eval_data:
-        train, evals = groups, load_groups(cfg.eval_data)
-    else:
-        train, evals = split_by_prompt(groups, cfg.eval_fraction, cfg.seed)
-    check_trainable(train, f"{source_name} (training split)")
-    source.update(n_train=len(train), n_eval=len(evals), n_ties=sum(g["tie"] for g in train),
-                  n_rankings=sum(len(g["responses"]) > 2 for g in train))
-    return train, evals, source
+    eval_file = cfg.eval_data or (test_companion(cfg.data) if cfg.data else None)
+    if eval_file:
+        evals, source["eval_file"] = load_groups(eval_file), str(eval_file)
+    evals = evals or []
+    source.update(n_train=len(groups), n_eval=len(evals), n_ties=sum(g["tie"] for g in groups),
+                  n_rankings=sum(len(g["responses"]) > 2 for g in groups))
+    return groups, evals, source
 
 
 def write_data_snapshot(data_dir: Path, train: list[dict], evals: list[dict], source: dict) -> None:
@@ -216,9 +211,9 @@ def reference_sample(groups: list[dict], n: int, seed: int) -> tuple[list, list]
     return [p for p, _ in pairs], [r for _, r in pairs]
 
 
-def training_arguments(cfg: RewardModelConfig, out: Path, has_eval: bool) -> RewardConfig:
+def training_arguments(cfg: RewardModelConfig, run, has_eval: bool) -> RewardConfig:
     return RewardConfig(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(run.checkpoints_dir),
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_train_batch_size,
@@ -227,8 +222,8 @@ def training_arguments(cfg: RewardModelConfig, out: Path, has_eval: bool) -> Rew
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        prediction_loss_only=True, report_to="none", max_length=None,
-        **hardware_training_args(cfg.gradient_checkpointing),  # precision from the hardware, printed
+        prediction_loss_only=True, report_to="none", max_length=None,  # metrics: prefloop.hf's callback
+        **hardware_training_args(cfg.gradient_checkpointing, run.precision),  # the run's precision
     )
 
 
@@ -241,22 +236,20 @@ def lora_config(cfg: RewardModelConfig):
 
 
 def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
-    """Train, normalise and save; returns the model directory (= cfg.output_dir).
+    """Train, normalise and save; returns the model directory (OUT/final, see prefloop.run).
 
     `callbacks`: extra transformers TrainerCallbacks (the benchmark times steps with one).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from prefloop.hardware import detect
+    from prefloop.run import start_run
     from reward_model.artifact import save_reward_model
     from reward_model.backbone import load_backbone
     from reward_model.scorer import RewardScorer
 
-    out = Path(cfg.output_dir)
-    ckpt_dir = out / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if cfg.resume and ckpt_dir.is_dir() else None
-    # 1. data: validated before anything is written
-    train_groups, eval_groups, source = prepare_data(cfg, out / "data", resuming=last is not None)
+    # 1. the run directory (the resume rule) and the data, validated before anything is written
+    run = start_run(cfg.output_dir, "reward-model train", to_dict(cfg), cfg.resume)
+    last = run.last_checkpoint()
+    data_dir = run.dir / "data"
+    train_groups, eval_groups, source = prepare_data(cfg, data_dir, resuming=last is not None)
     # 2. backbone with H heads, data tokenized the way RewardScorer will read it
     model, tokenizer = load_backbone(cfg.model, n_heads=cfg.n_heads, seed=cfg.seed)
     # encoders have a fixed number of positions; decoders' max_position_embeddings is large
@@ -264,20 +257,22 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
     train_ds = tokenize_groups(train_groups, tokenizer, max_length, cfg.n_heads, cfg.bootstrap, cfg.seed)
     eval_ds = tokenize_groups(eval_groups, tokenizer, max_length) if eval_groups else None
     if last is None:
-        write_data_snapshot(out / "data", train_groups, eval_groups, source)
+        write_data_snapshot(data_dir, train_groups, eval_groups, source)
+    run.save(parent_model=cfg.model, data=source)
     # 3. train (resuming from the last checkpoint when there is one)
-    metrics_cb = MetricsCallback(out / "logs")
+    logger = run.metrics_logger()
     trainer = PreferenceRewardTrainer(
-        model=model, args=training_arguments(cfg, out, eval_ds is not None), train_dataset=train_ds,
+        model=model, args=training_arguments(cfg, run, eval_ds is not None), train_dataset=train_ds,
         eval_dataset=eval_ds, processing_class=tokenizer, data_collator=GroupCollator(tokenizer.pad_token_id),
-        peft_config=lora_config(cfg) if cfg.lora else None, callbacks=[metrics_cb, *(callbacks or [])],
-        rm_config=cfg)
+        peft_config=lora_config(cfg) if cfg.lora else None,
+        callbacks=[JsonlMetricsCallback(logger), *(callbacks or [])], rm_config=cfg)
     if last:
         print(f"[reward-model] resuming from {last}")
-    result = trainer.train(resume_from_checkpoint=last)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     metrics = {"train_loss": result.training_loss, "train_runtime_s": result.metrics.get("train_runtime")}
     if eval_ds is not None:
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
+    logger.close()
     # 4. drop the mixed-precision forward wrapper accelerate put on the model, and merge LoRA into the
     #    backbone so that plain transformers loads the result
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -285,17 +280,19 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
     # 5. normalise to mean 0 / std 1 on a reference sample of training responses
     scorer = RewardScorer(model, tokenizer, batch_size=cfg.scoring_batch_size, max_length=max_length)
     offset, scale = scorer.fit_normalisation(*reference_sample(train_groups, cfg.normalize_samples, cfg.seed))
-    # 6. save the model directory with its metadata
-    metadata = {"base_model": cfg.model, "trained": True, "hardware": detect().describe(),
+    # 6. save the model directory (reward_model.json: what a scorer needs, and where it came from)
+    from prefloop.hardware import detect
+
+    metadata = {"base_model": cfg.model, "trained": True, "precision": run.precision, "hardware": detect().describe(),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "config": to_dict(cfg), "max_length": max_length, "data": source, "metrics": metrics,
                 "normalisation": {"n_reference": min(cfg.normalize_samples, sum(len(g["responses"]) for g in train_groups)),
                                   "sample": "training responses"},
                 "reward_offset": offset, "reward_scale": scale}
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
-    save_reward_model(model, tokenizer, out, metadata)
-    metrics_cb.logger.close()
-    return out
+    save_reward_model(model, tokenizer, run.final_dir, metadata)
+    run.save(status="finished", metrics=metrics)
+    return run.final_dir
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""RewardScorer: the one way everything downstream (PPO, online DPO, GRPO, eval, active learning) reads a reward.
+"""RewardScorer: the one way everything downstream (PPO, online DPO, eval, active learning) reads a reward.
 
     from reward_model.scorer import RewardScorer, load_reward
     scorer = RewardScorer.from_pretrained("runs/rm")        # a `reward-model train` output

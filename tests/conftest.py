@@ -85,6 +85,17 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir):
     return str(build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm")))
 
 
+@pytest.fixture
+def tiny_cpu():
+    """fp32 and one thread for tiny-model tests (prefloop.testing.tiny_cpu_settings): exact numbers, and no
+    OpenMP threads spinning against each other on a shared machine. A module opts in with
+    `pytestmark = pytest.mark.usefixtures("tiny_cpu")`."""
+    from prefloop.testing import tiny_cpu_settings
+
+    with tiny_cpu_settings():
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests parametrized onto PostgreSQL carry the `postgres` marker (`-m "not postgres"` to leave them out)."""
     for item in items:

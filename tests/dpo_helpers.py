@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 TOPICS = ["cats", "dogs", "rain", "coffee", "trains", "music", "chess", "bread", "rivers", "stars", "tea",
           "bikes", "clouds", "books", "salt", "maps", "glass", "paper", "snow", "wind", "honey", "bees",
           "ships", "lamps", "boots", "clocks", "rice", "milk", "wolves", "owls"]
@@ -42,13 +40,3 @@ def load_weights(path) -> dict:
     from transformers import AutoModelForCausalLM
 
     return params(AutoModelForCausalLM.from_pretrained(str(path)))
-
-
-@pytest.fixture(autouse=True)
-def tiny_cpu():
-    """fp32 and one thread for tiny-model tests (see ppo_helpers.tiny_cpu_settings): exact numbers, and no
-    OpenMP threads spinning against each other on a shared machine. Import it into a test module to apply."""
-    from ppo_helpers import tiny_cpu_settings
-
-    with tiny_cpu_settings():
-        yield

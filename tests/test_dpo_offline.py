@@ -11,22 +11,26 @@ import torch
 
 from align.dpo_config import DPOConfig
 from align.dpo_trainer import train_offline
-from dpo_helpers import tiny_cpu  # noqa: F401  (autouse fixture: fp32, one thread)
 from dpo_helpers import TOPICS, load_weights, pair_row, write_jsonl
 from prefloop.config import ConfigError, parse_config
+from prefloop.errors import InputError
 from prefloop.metrics import read_metrics
+
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread (conftest)
 
 
 @pytest.fixture
 def pairs_file(tmp_path):
+    """pairs.train.jsonl (24 prompts) beside pairs.test.jsonl (6), as `labeling export --test-fraction` writes."""
     # strength 2 ("much better") for every third pair: margins differ across the batch
-    return write_jsonl([pair_row(t, margin=2.0 if i % 3 == 0 else 1.0) for i, t in enumerate(TOPICS)],
-                       tmp_path / "pairs.jsonl")
+    rows = [pair_row(t, margin=2.0 if i % 3 == 0 else 1.0) for i, t in enumerate(TOPICS)]
+    write_jsonl(rows[24:], tmp_path / "pairs.test.jsonl")
+    return write_jsonl(rows[:24], tmp_path / "pairs.train.jsonl")
 
 
 def _cfg(tiny_model_dir, data, out, *extra) -> DPOConfig:
     return parse_config(DPOConfig, ["--model", tiny_model_dir, "--data", str(data), "--output-dir", str(out),
-                                    "--learning-rate", "1e-3", "--batch-size", "4", "--eval-fraction", "0.2",
+                                    "--learning-rate", "1e-3", "--batch-size", "4",
                                     "--logging-steps", "2", "--save-steps", "3", "--max-length", "128", *extra])
 
 
@@ -84,7 +88,7 @@ def test_offline_dpo_end_to_end_then_resume(tiny_model_dir, pairs_file, tmp_path
     # parameters changed, and the saved policy loads with plain transformers
     base, trained = load_weights(tiny_model_dir), load_weights(final)
     assert all(not torch.equal(base[k], trained[k]) for k in base)
-    meta = json.loads((final / "prefloop_metadata.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
     before, after = meta["eval_before"], meta["eval_after"]
     # held-out preference accuracy (implicit reward of y_w above y_l) rose; the loss fell; KL grew from 0
     assert before["eval_rewards/accuracies"] == 0.0  # π_θ = π_ref: every held-out pair is a tie
@@ -94,13 +98,16 @@ def test_offline_dpo_end_to_end_then_resume(tiny_model_dir, pairs_file, tmp_path
     assert meta["data"]["kind"] == "file" and meta["train_pairs"] == 24 and meta["eval_pairs"] == 6
     logged = read_metrics(out)
     assert {"rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"} <= set(logged[-3])
-    assert (out / "runs").is_dir()  # TensorBoard
+    assert (out / "tensorboard").is_dir()
+    assert [row["step"] for row in logged] == sorted({row["step"] for row in logged})  # one row per step
 
     # resume: continues from checkpoint-6 to step 8 instead of starting over
+    with pytest.raises(InputError, match="pass --resume"):  # an existing run is never overwritten
+        train_offline(_cfg(tiny_model_dir, pairs_file, out, "--max-steps", "8"))
     train_offline(_cfg(tiny_model_dir, pairs_file, out, "--max-steps", "8", "--resume"))
     steps = [row["step"] for row in read_metrics(out) if "loss" in row]
     assert max(steps) == 8 and steps.count(1) == 1  # a fresh start would have logged step 1 again
-    state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
+    state = json.loads((out / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["global_step"] == 8
 
 
@@ -108,7 +115,7 @@ def test_offline_dpo_with_lora_uses_the_adapter_disabled_base_as_reference(tiny_
     torch.manual_seed(0)
     final = train_offline(_cfg(tiny_model_dir, pairs_file, tmp_path / "lora", "--lora", "--lora-r", "8",
                                "--learning-rate", "1e-2", "--max-steps", "6", "--loss-type", "ipo"))
-    meta = json.loads((final / "prefloop_metadata.json").read_text())
+    meta = json.loads((tmp_path / "lora" / "run.json").read_text())
     assert meta["eval_before"]["eval_rewards/accuracies"] == 0.0
     assert meta["eval_after"]["eval_rewards/accuracies"] >= 0.8
     assert meta["eval_after"]["eval_kl"] > 0  # measured against the adapter-disabled base
@@ -122,7 +129,7 @@ def test_offline_dpo_with_lora_uses_the_adapter_disabled_base_as_reference(tiny_
 
 def test_offline_dpo_reads_the_store_directly_and_records_the_snapshot(tiny_model_dir, sqlite_url, tmp_path):
     from labeling.db import open_store
-    from test_export import build_pairwise_store
+    from export_store import build_pairwise_store
 
     engine = open_store(sqlite_url)
     build_pairwise_store(engine)
@@ -130,9 +137,9 @@ def test_offline_dpo_reads_the_store_directly_and_records_the_snapshot(tiny_mode
     torch.manual_seed(0)
     cfg = parse_config(DPOConfig, ["--model", tiny_model_dir, "--store", sqlite_url, "--project", "p",
                                    "--output-dir", str(tmp_path / "store"), "--max-steps", "1",
-                                   "--batch-size", "2", "--eval-fraction", "0", "--learning-rate", "1e-3"])
+                                   "--batch-size", "2", "--learning-rate", "1e-3"])
     final = train_offline(cfg)
-    meta = json.loads((final / "prefloop_metadata.json").read_text())
+    meta = json.loads((tmp_path / "store" / "run.json").read_text())
     data = meta["data"]
     assert data["kind"] == "store" and data["project"] == "p" and data["records"] == 3
     assert data["judgments"] == 19 and data["max_judgment_id"] == 19 and data["taken_at"]
@@ -161,13 +168,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, caps
 def test_bad_config_and_missing_model(tiny_model_dir, pairs_file, tmp_path, capsys):
     from align.cli import main
 
-    for argv, message in [(["--label-smoothing", "0.1"], "label_smoothing is only used by"),
-                          (["--beta", "0"], "beta must be > 0"),
-                          (["--online"], "online DPO needs reward_model"),
-                          (["--online", "--reward-model", "x:y", "--num-generations", "1"], "num_generations must be"),
-                          (["--model", str(tmp_path / "nope")], "no such directory")]:
-        argv = ["dpo", "--data", str(pairs_file), "--output-dir", str(tmp_path / "o"), "--model", tiny_model_dir,
-                *argv]
+    online = ["--online", "--prompts", str(pairs_file)]  # `align dpo --online` runs OnlineDPOConfig
+    for argv, message in [(["--data", str(pairs_file), "--label-smoothing", "0.1"], "label_smoothing is only used by"),
+                          (["--data", str(pairs_file), "--beta", "0"], "beta must be > 0"),
+                          (online, "reward_model is required"),
+                          ([*online, "--reward-model", "x:y", "--num-generations", "1"], "num_generations must be"),
+                          (["--data", str(pairs_file), "--model", str(tmp_path / "nope")], "no such directory")]:
+        argv = ["dpo", "--output-dir", str(tmp_path / "o"), "--model", tiny_model_dir, *argv]
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
@@ -182,8 +189,10 @@ def test_shipped_configs_parse():
     from align.sft_config import SFTConfig
 
     root = Path(__file__).resolve().parents[1] / "configs"
+    from align.online_dpo_config import OnlineDPOConfig
+
     offline = parse_config(DPOConfig, ["--config", str(root / "dpo.yaml")])
-    online = parse_config(DPOConfig, ["--config", str(root / "dpo_online.yaml")])
+    online = parse_config(OnlineDPOConfig, ["--config", str(root / "dpo_online.yaml")])
     sft = parse_config(SFTConfig, ["--config", str(root / "sft.yaml")])
     assert (offline.online, online.online, online.num_generations) == (False, True, 4)
     assert sft.completion_only_loss and offline.loss_type == "sigmoid"

@@ -12,13 +12,15 @@ import json
 import pytest
 import torch
 
-from align.dpo_config import DPOConfig
+from align.online_dpo_config import OnlineDPOConfig
 from align.dpo_online import best_worst_pairs, train_online
-from dpo_helpers import tiny_cpu  # noqa: F401  (autouse fixture: fp32, one thread)
 from dpo_helpers import load_weights, write_jsonl
 from ppo_helpers import build_letter_model
 from prefloop.config import parse_config
+from prefloop.data import read_records
 from prefloop.metrics import read_metrics
+
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread (conftest)
 
 REWARD = "ppo_helpers:letter_a_reward"
 
@@ -30,16 +32,19 @@ def letter_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory):
+    """24 training prompts and, as `labeling export --test-fraction` writes it, 8 held-out ones beside them."""
     words = [f"{a} {b}" for a in "abcdefgh" for b in "hgfedcba"][::2]  # 32 distinct two-letter prompts
     rows = [{"prompt": [{"role": "user", "content": w}]} for w in words]
-    return write_jsonl(rows, tmp_path_factory.mktemp("prompts") / "prompts.jsonl")
+    root = tmp_path_factory.mktemp("prompts")
+    write_jsonl(rows[::4], root / "prompts.test.jsonl")
+    return write_jsonl([row for i, row in enumerate(rows) if i % 4], root / "prompts.train.jsonl")
 
 
-def _cfg(model, prompts, out, *extra) -> DPOConfig:
-    return parse_config(DPOConfig, ["--online", "--model", model, "--prompts", str(prompts), "--reward-model", REWARD,
-                                    "--output-dir", str(out), "--num-generations", "4", "--prompts-per-iteration", "8",
-                                    "--max-new-tokens", "4", "--learning-rate", "2e-3", "--beta", "0.1",
-                                    "--min-reward-gap", "0.1", "--eval-prompts", "8", "--save-steps", "100", *extra])
+def _cfg(model, prompts, out, *extra) -> OnlineDPOConfig:
+    return parse_config(OnlineDPOConfig, ["--model", model, "--prompts", str(prompts), "--reward-model", REWARD,
+                                          "--output-dir", str(out), "--num-generations", "4", "--batch-size", "8",
+                                          "--max-new-tokens", "4", "--learning-rate", "2e-3", "--beta", "0.1",
+                                          "--min-reward-gap", "0.1", "--save-steps", "100", *extra])
 
 
 def test_best_worst_pairs_skip_near_ties():
@@ -53,11 +58,11 @@ def test_best_worst_pairs_skip_near_ties():
 def test_online_dpo_raises_the_reward_on_held_out_prompts(letter_model, prompts_file, tmp_path):
     torch.manual_seed(0)
     out = tmp_path / "online"
-    final = train_online(_cfg(letter_model, prompts_file, out, "--iterations", "15"))
+    final = train_online(_cfg(letter_model, prompts_file, out, "--max-steps", "15"))
 
     base, trained = load_weights(letter_model), load_weights(final)  # plain transformers loads it
     assert all(not torch.equal(base[k], trained[k]) for k in base)
-    meta = json.loads((final / "prefloop_metadata.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
     before, after = meta["eval_before"], meta["eval_after"]
     print(f"\nheld-out: reward {before['reward']:.3f} -> {after['reward']:.3f}, "
           f"accuracy {before.get('accuracy')} -> {after.get('accuracy')}, KL {before['kl']:.3f} -> {after['kl']:.3f}")
@@ -75,18 +80,19 @@ def test_online_dpo_raises_the_reward_on_held_out_prompts(letter_model, prompts_
 def test_online_dpo_resume_reproduces_the_uninterrupted_run(letter_model, prompts_file, tmp_path):
     torch.manual_seed(0)
     out = tmp_path / "resume"
-    cfg = _cfg(letter_model, prompts_file, out, "--iterations", "4", "--save-steps", "2", "--eval-prompts", "0")
+    no_held_out = write_jsonl(read_records(prompts_file), tmp_path / "prompts.jsonl")  # no .test companion
+    cfg = _cfg(letter_model, no_held_out, out, "--max-steps", "4", "--save-steps", "2")
     uninterrupted = load_weights(train_online(cfg))
-    assert (out / "checkpoint-2").is_dir()
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
     import shutil
 
     shutil.rmtree(out / "final")
-    resumed = load_weights(train_online(_cfg(letter_model, prompts_file, out, "--iterations", "4",
-                                             "--save-steps", "2", "--eval-prompts", "0", "--resume")))
+    resumed = load_weights(train_online(_cfg(letter_model, no_held_out, out, "--max-steps", "4",
+                                             "--save-steps", "2", "--resume")))
     for name, value in uninterrupted.items():
         assert torch.allclose(value, resumed[name], atol=1e-6), name
     steps = [row["step"] for row in read_metrics(out) if "reward/mean" in row]
-    assert steps == [1, 2, 3, 4, 3, 4]  # the second run started at iteration 3
+    assert steps == [1, 2, 3, 4]  # the second run redid steps 3 and 4, logged once each
 
 
 def test_online_dpo_with_lora_ipo_and_a_reward_model_dir(letter_model, prompts_file, tmp_path):
@@ -94,10 +100,10 @@ def test_online_dpo_with_lora_ipo_and_a_reward_model_dir(letter_model, prompts_f
 
     rm_dir = str(build_tiny_reward_model(tmp_path / "rm"))  # scored by the RewardScorer, as in production
     torch.manual_seed(0)
-    cfg = _cfg(letter_model, prompts_file, tmp_path / "lora", "--iterations", "3", "--lora", "--lora-r", "4",
-               "--loss-type", "ipo", "--eval-prompts", "4", "--reward-model", rm_dir)
+    cfg = _cfg(letter_model, prompts_file, tmp_path / "lora", "--max-steps", "3", "--lora", "--lora-r", "4",
+               "--loss-type", "ipo", "--reward-model", rm_dir)
     final = train_online(cfg)
-    meta = json.loads((final / "prefloop_metadata.json").read_text())
+    meta = json.loads((tmp_path / "lora" / "run.json").read_text())
     assert meta["reward_model"] == rm_dir
     assert [row["pairs"] for row in read_metrics(tmp_path / "lora") if "reward/mean" in row] != [0, 0, 0]
     assert meta["eval_after"]["kl"] > 0  # against the adapter-disabled base
@@ -111,7 +117,7 @@ def test_online_bad_reward_is_one_line(letter_model, prompts_file, tmp_path, cap
     from align.cli import main
 
     argv = ["dpo", "--online", "--model", letter_model, "--prompts", str(prompts_file), "--output-dir",
-            str(tmp_path / "bad"), "--iterations", "1", "--max-new-tokens", "2"]
+            str(tmp_path / "bad"), "--max-steps", "1", "--max-new-tokens", "2"]
     assert main(argv + ["--reward-model", "ppo_helpers:no_such_reward"]) == 1
     assert "cannot import" in capsys.readouterr().err
     assert main(argv + ["--reward-model", "ppo_helpers:wrong_count_reward"]) == 1

@@ -15,7 +15,7 @@ import torch
 from labeling.export import export_dataset
 from labeling.export_files import write_export
 from prefloop.hf import hardware_training_args
-from test_export import build_pairwise_store  # the hand-checked store (tests/ is on sys.path)
+from export_store import build_pairwise_store  # the hand-checked store (tests/ is on sys.path)
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from align.losses import LOSSES, log_ratio_difference, preference_loss
-from dpo_helpers import tiny_cpu  # noqa: F401  (autouse fixture: fp32, one thread)
+
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread (conftest)
 
 # Two pairs of fixed sequence log-probabilities (sums over the response tokens).
 POLICY_CHOSEN, POLICY_REJECTED = torch.tensor([-5.0, -7.0]), torch.tensor([-6.0, -4.0])

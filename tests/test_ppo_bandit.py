@@ -14,17 +14,14 @@ import pytest
 import torch
 
 from align.cli import main as align_main
-from ppo_helpers import BANDIT_REWARD, build_letter_model, next_token_distribution, tiny_cpu_settings
+from ppo_helpers import BANDIT_REWARD, build_letter_model, next_token_distribution
 from prefloop.metrics import read_metrics
 
 BETA = 0.5
 PROMPT = "a b c"
 
 
-@pytest.fixture(autouse=True)
-def _tiny_cpu():
-    with tiny_cpu_settings():
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread (conftest)
 
 
 def tv(p, q) -> float:
@@ -45,13 +42,13 @@ def test_ppo_reaches_the_kl_regularised_optimum_of_a_bandit(tmp_path):
     prompts.write_text(json.dumps({"text": PROMPT}) + "\n")
     out = tmp_path / "run"
     rc = align_main([
-        "ppo", "--model", str(model_dir), "--reward", "ppo_helpers:bandit_reward", "--prompts", str(prompts),
-        "--output-dir", str(out), "--steps", "30", "--batch-size", "64", "--mini-batch-size", "16",
+        "ppo", "--model", str(model_dir), "--reward-model", "ppo_helpers:bandit_reward", "--prompts", str(prompts),
+        "--output-dir", str(out), "--max-steps", "30", "--batch-size", "64", "--mini-batch-size", "16",
         "--ppo-epochs", "4", "--max-new-tokens", "1", "--temperature", "1.0", "--beta", str(BETA),
-        "--learning-rate", "5e-3", "--lr-schedule", "linear", "--sample-every", "0", "--save-every", "1000",
+        "--learning-rate", "5e-3", "--lr-schedule", "linear", "--sample-every", "0", "--save-steps", "1000",
     ])
     assert rc == 0
-    pi, _ = next_token_distribution(out / "policy", PROMPT)
+    pi, _ = next_token_distribution(out / "final", PROMPT)
     print(f"\nPPO bandit: TV(pi, pi*) = {tv(pi, pi_star):.4f}, TV(pi_ref, pi*) = {tv(pi_ref, pi_star):.4f}")
     assert tv(pi, pi_star) < 0.05, f"TV(pi, pi*) = {tv(pi, pi_star):.3f}; pi = {pi.numpy().round(3)}"
     # The KL the run logged at the end (k1 over its own samples) approaches KL(pi* || pi_ref).

@@ -12,15 +12,12 @@ from align.rollout import (
     tokenize_prompts,
 )
 from prefloop.generation import _mask_after_eos
-from ppo_helpers import build_letter_model, tiny_cpu_settings
+from ppo_helpers import build_letter_model
 
 PROMPTS = [[{"role": "user", "content": "a b"}], [{"role": "user", "content": "c d e f g h a b c"}], "q r"]
 
 
-@pytest.fixture(autouse=True)
-def _tiny_cpu():
-    with tiny_cpu_settings():
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from align.cli import main as align_main
-from ppo_helpers import build_letter_model, tiny_cpu_settings
+from ppo_helpers import build_letter_model
 from prefloop.metrics import read_metrics
+from prefloop.testing import tiny_cpu_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGGED = ("score", "kl_k1", "kl_k3", "entropy", "clipfrac", "approx_kl", "value_loss", "policy_loss",
@@ -48,18 +49,18 @@ def _weights(model_dir) -> dict[str, torch.Tensor]:
 
 def _ppo(model_dir, prompts, out, *flags) -> int:
     return align_main(["ppo", "--model", str(model_dir), "--prompts", str(prompts), "--output-dir", str(out),
-                       "--reward", "ppo_helpers:letter_a_reward", *map(str, flags)])
+                       "--reward-model", "ppo_helpers:letter_a_reward", *map(str, flags)])
 
 
 def test_score_rises_and_kl_stays_bounded(letter_dir, letter_prompts, tmp_path, capsys):
     beta = 0.1
     out = tmp_path / "run"
-    rc = _ppo(letter_dir, letter_prompts, out, "--steps", 30, "--batch-size", 16, "--mini-batch-size", 8,
+    rc = _ppo(letter_dir, letter_prompts, out, "--max-steps", 30, "--batch-size", 16, "--mini-batch-size", 8,
               "--max-new-tokens", 6, "--temperature", 1.0, "--learning-rate", 3e-3, "--beta", beta,
-              "--sample-every", 10, "--save-every", 10)
+              "--sample-every", 10, "--save-steps", 10)
     assert rc == 0
     rows = read_metrics(out)
-    assert [r["step"] for r in rows] == list(range(30))
+    assert [r["step"] for r in rows] == list(range(1, 31))  # step N: N updates done
     assert all(key in rows[0] for key in LOGGED)
     first = sum(r["score"] for r in rows[:3]) / 3
     last = sum(r["score"] for r in rows[-5:]) / 5
@@ -70,30 +71,32 @@ def test_score_rises_and_kl_stays_bounded(letter_dir, letter_prompts, tmp_path, 
     late_kl = sum(r["kl_k1"] for r in rows[-10:]) / 10
     assert 0.1 < late_kl <= (1.0 - first) / beta, f"late KL {late_kl:.3f}"
     # Artifacts: policy (changed, loadable), sample table, plots, TensorBoard, checkpoint, metadata.
-    before, after = _weights(letter_dir), _weights(out / "policy")
+    before, after = _weights(letter_dir), _weights(out / "final")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert {s["step"] for s in samples} == {0, 10, 20} and all("response" in s for s in samples)
+    assert {s["step"] for s in samples} == {1, 11, 21} and all("response" in s for s in samples)
     assert "sample generations" in capsys.readouterr().out
     for png in ("reward.png", "kl.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert any((out / "tensorboard").iterdir())
-    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text()) == {"step": 30}
-    meta = json.loads((out / "policy" / "prefloop_ppo.json").read_text())
-    assert meta["prompts"]["num_prompts"] == 6 and meta["config"]["beta"] == beta and meta["method"] == "ppo"
+    assert json.loads((out / "checkpoints" / "checkpoint-30" / "trainer_state.json").read_text()) == {"step": 30}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-20", "checkpoint-30"]  # limit 2
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["prompts"]["num_prompts"] == 6 and meta["config"]["beta"] == beta and meta["command"] == "align ppo"
+    assert meta["precision"] == "fp32" and meta["status"] == "finished"
 
 
 def test_resume_continues_exactly_where_the_run_stopped(letter_dir, letter_prompts, tmp_path):
     flags = ["--batch-size", 8, "--mini-batch-size", 4, "--max-new-tokens", 4, "--learning-rate", 3e-3,
-             "--sample-every", 0, "--save-every", 2, "--adaptive-kl", "--target-kl", 0.5, "--kl-horizon", 100]
-    assert _ppo(letter_dir, letter_prompts, tmp_path / "straight", "--steps", 4, *flags) == 0
-    assert _ppo(letter_dir, letter_prompts, tmp_path / "split", "--steps", 2, *flags) == 0
-    assert _ppo(letter_dir, letter_prompts, tmp_path / "split", "--steps", 4, "--resume", *flags) == 0
-    straight, split = _weights(tmp_path / "straight" / "policy"), _weights(tmp_path / "split" / "policy")
+             "--sample-every", 0, "--save-steps", 2, "--adaptive-kl", "--target-kl", 0.5, "--kl-horizon", 100]
+    assert _ppo(letter_dir, letter_prompts, tmp_path / "straight", "--max-steps", 4, *flags) == 0
+    assert _ppo(letter_dir, letter_prompts, tmp_path / "split", "--max-steps", 2, *flags) == 0
+    assert _ppo(letter_dir, letter_prompts, tmp_path / "split", "--max-steps", 4, "--resume", *flags) == 0
+    straight, split = _weights(tmp_path / "straight" / "final"), _weights(tmp_path / "split" / "final")
     for key in straight:
         torch.testing.assert_close(split[key], straight[key], atol=1e-6, rtol=0)
     a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
-    assert [r["step"] for r in b] == [0, 1, 2, 3]
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert [r["score"] for r in b] == [r["score"] for r in a] and b[-1]["beta"] == a[-1]["beta"]
 
 
@@ -102,11 +105,11 @@ def test_gradient_accumulation_gives_the_same_update(letter_dir, tmp_path):
     # any other, so the mean of micro-batch means is the minibatch mean and the step is the same.
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ("a b", "c d", "e f", "g h")))
-    flags = ["--steps", 1, "--batch-size", 8, "--mini-batch-size", 8, "--ppo-epochs", 1, "--max-new-tokens", 1,
+    flags = ["--max-steps", 1, "--batch-size", 8, "--mini-batch-size", 8, "--ppo-epochs", 1, "--max-new-tokens", 1,
              "--learning-rate", 1e-2, "--ent-coef", 0.01, "--sample-every", 0]
     assert _ppo(letter_dir, prompts, tmp_path / "one", *flags) == 0
     assert _ppo(letter_dir, prompts, tmp_path / "four", *flags, "--gradient-accumulation-steps", 4) == 0
-    one, four = _weights(tmp_path / "one" / "policy"), _weights(tmp_path / "four" / "policy")
+    one, four = _weights(tmp_path / "one" / "final"), _weights(tmp_path / "four" / "final")
     assert any(not torch.equal(one[k], _weights(letter_dir)[k]) for k in one)
     for key in one:
         torch.testing.assert_close(four[key], one[key], atol=1e-6, rtol=1e-5)
@@ -124,12 +127,12 @@ def test_lora_with_a_reward_model_critic_on_a_real_reward_scorer(tiny_model_dir,
     prompts.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}]}) + "\n"
                                for q in ("Say hi.", "Name a colour.", "What is 2 + 2?", "Count to three.")))
     out = tmp_path / "run"
-    common = ["ppo", "--model", tiny_model_dir, "--reward", str(rm_dir), "--prompts", str(prompts),
+    common = ["ppo", "--model", tiny_model_dir, "--reward-model", str(rm_dir), "--prompts", str(prompts),
               "--output-dir", str(out), "--batch-size", "4", "--mini-batch-size", "2", "--max-new-tokens", "6",
               "--ppo-epochs", "2", "--lora", "--lora-r", "4", "--critic", "reward_model",
-              "--learning-rate", "1e-2", "--missing-eos-penalty", "1.0", "--sample-every", "0", "--save-every", "2"]
-    assert align_main(common + ["--steps", "2"]) == 0
-    base, merged = _weights(tiny_model_dir), _weights(out / "policy")
+              "--learning-rate", "1e-2", "--missing-eos-penalty", "1.0", "--sample-every", "0", "--save-steps", "2"]
+    assert align_main(common + ["--max-steps", "2"]) == 0
+    base, merged = _weights(tiny_model_dir), _weights(out / "final")
     changed = {k for k in base if not torch.equal(base[k], merged[k])}
     # LoRA touched only the targeted projections; embeddings and norms are the reference's.
     assert changed and all(k.split(".")[-2].endswith("proj") for k in changed)
@@ -139,39 +142,39 @@ def test_lora_with_a_reward_model_critic_on_a_real_reward_scorer(tiny_model_dir,
     assert rows[0]["kl_k1"] == pytest.approx(0.0, abs=1e-5)  # adapter off == adapter at init
     assert (out / "critic" / "config.json").exists()
     # Resume the LoRA run for one more step and keep the adapter unmerged this time.
-    assert align_main(common + ["--steps", "3", "--resume", "--merge-lora", "false"]) == 0
-    assert (out / "policy" / "adapter_config.json").exists() and not (out / "policy" / "model.safetensors").exists()
+    assert align_main(common + ["--max-steps", "3", "--resume", "--merge-lora", "false"]) == 0
+    assert (out / "final" / "adapter_config.json").exists() and not (out / "final" / "model.safetensors").exists()
     from peft import AutoPeftModelForCausalLM
 
-    assert AutoPeftModelForCausalLM.from_pretrained(out / "policy") is not None
-    assert [r["step"] for r in read_metrics(out)] == [0, 1, 2]
+    assert AutoPeftModelForCausalLM.from_pretrained(out / "final") is not None
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("case,flags,message", [
     ("missing prompts", ["--prompts", "nope.jsonl"], "nope.jsonl: no such file"),
     ("bad column", ["--prompts", "{bad}"], "row 1: no 'prompt', 'messages', 'text' field"),
-    ("bad reward", ["--reward", "ppo_helpers:no_such_function"], "reward ppo_helpers:no_such_function"),
-    ("wrong count", ["--reward", "ppo_helpers:wrong_count_reward"], "returned 1 scores for 2 responses"),
+    ("bad reward", ["--reward-model", "ppo_helpers:no_such_function"], "reward ppo_helpers:no_such_function"),
+    ("wrong count", ["--reward-model", "ppo_helpers:wrong_count_reward"], "expected one number per response"),
     ("bad batch", ["--mini-batch-size", "3"], "mini_batch_size 3 must divide batch_size 2"),
     ("bad model", ["--model", "/no/such/model"], "/no/such/model"),
-    ("no reward", ["--reward", ""], "reward is required"),
+    ("no reward", ["--reward-model", ""], "reward_model is required"),
 ])
 def test_bad_input_is_one_clear_line(letter_dir, letter_prompts, tmp_path, capsys, case, flags, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "x"}) + "\n")
     flags = [str(bad) if f == "{bad}" else f for f in flags]
-    argv = ["ppo", "--model", str(letter_dir), "--prompts", str(letter_prompts), "--reward",
-            "ppo_helpers:letter_a_reward", "--output-dir", str(tmp_path / "out"), "--steps", "1",
+    argv = ["ppo", "--model", str(letter_dir), "--prompts", str(letter_prompts), "--reward-model",
+            "ppo_helpers:letter_a_reward", "--output-dir", str(tmp_path / "out"), "--max-steps", "1",
             "--batch-size", "2", "--mini-batch-size", "2", "--max-new-tokens", "2", *flags]
     assert align_main(argv) == 1
     err = capsys.readouterr().err.strip()
     last = err.splitlines()[-1]  # (progress bars of model loading may come first)
     assert last.startswith("align: error:") and message in last and "Traceback" not in err
-    assert not (tmp_path / "out" / "policy").exists()
+    assert not (tmp_path / "out" / "final").exists()
 
 
 def test_an_existing_checkpoint_needs_resume(letter_dir, letter_prompts, tmp_path, capsys):
-    flags = ["--steps", 1, "--batch-size", 2, "--mini-batch-size", 2, "--max-new-tokens", 2, "--sample-every", 0]
+    flags = ["--max-steps", 1, "--batch-size", 2, "--mini-batch-size", 2, "--max-new-tokens", 2, "--sample-every", 0]
     assert _ppo(letter_dir, letter_prompts, tmp_path / "run", *flags) == 0
     assert _ppo(letter_dir, letter_prompts, tmp_path / "run", *flags) == 1
     assert "pass --resume" in capsys.readouterr().err
@@ -185,17 +188,17 @@ def test_two_processes_train_data_parallel(letter_dir, letter_prompts, tmp_path)
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "configs/accelerate_ddp.yaml"), "--num_processes", "2",
            "-m", "align.ppo_trainer", "--model", str(letter_dir), "--prompts", str(letter_prompts),
-           "--reward", "ppo_helpers:letter_a_reward", "--output-dir", str(out), "--steps", "2",
+           "--reward-model", "ppo_helpers:letter_a_reward", "--output-dir", str(out), "--max-steps", "2",
            "--batch-size", "4", "--mini-batch-size", "2", "--max-new-tokens", "4", "--sample-every", "0"]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     rows = read_metrics(out)
-    assert [r["step"] for r in rows] == [0, 1]  # one log line per step, from the main process
+    assert [r["step"] for r in rows] == [1, 2]  # one log line per step, from the main process
     assert rows[0]["tokens"] > 0
-    meta = json.loads((out / "policy" / "prefloop_ppo.json").read_text())
+    meta = json.loads((out / "run.json").read_text())
     assert meta["num_processes"] == 2
-    assert any(not torch.equal(v, _weights(letter_dir)[k]) for k, v in _weights(out / "policy").items())
+    assert any(not torch.equal(v, _weights(letter_dir)[k]) for k, v in _weights(out / "final").items())
 
 
 @pytest.mark.smollm2
@@ -204,12 +207,12 @@ def test_a_few_steps_on_the_embedded_smollm2(smollm2_dir, tmp_path):
     prompts.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}]}) + "\n"
                                for q in ("Name a colour.", "Say hello.")))
     out = tmp_path / "run"
-    rc = align_main(["ppo", "--prompts", str(prompts), "--reward", "reward_model.testing:length_reward",
-                     "--output-dir", str(out), "--steps", "1", "--batch-size", "2", "--mini-batch-size", "2",
+    rc = align_main(["ppo", "--prompts", str(prompts), "--reward-model", "reward_model.testing:length_reward",
+                     "--output-dir", str(out), "--max-steps", "1", "--batch-size", "2", "--mini-batch-size", "2",
                      "--ppo-epochs", "1", "--max-new-tokens", "8", "--lora", "--lora-r", "4",
                      "--learning-rate", "1e-3", "--sample-every", "1"])
     assert rc == 0
     rows = read_metrics(out)
     assert len(rows) == 1 and rows[0]["response_length"] > 0 and rows[0]["kl_k1"] == pytest.approx(0.0, abs=1e-3)
-    base, tuned = _weights(smollm2_dir), _weights(out / "policy")
+    base, tuned = _weights(smollm2_dir), _weights(out / "final")
     assert any(not torch.equal(base[k], tuned[k]) for k in base)

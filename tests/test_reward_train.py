@@ -18,20 +18,26 @@ from reward_model.cli import main as cli
 from reward_model.synthetic import make_synthetic_comparisons
 
 TRAIN_FLAGS = ["--learning-rate", "3e-3", "--per-device-train-batch-size", "16", "--num-train-epochs", "2",
-               "--eval-fraction", "0.4", "--eval-steps", "25", "--logging-steps", "5", "--save-steps", "1000",
+               "--eval-steps", "25", "--logging-steps", "5", "--save-steps", "1000",
                "--seed", "0"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_model_dir):
     """One training run on 600 synthetic comparisons (~360 train / ~240 held out), then `reward-model eval`."""
+    from prefloop.data import split_by_key
+
     root = tmp_path_factory.mktemp("rm-train")
-    write_records(make_synthetic_comparisons(600, seed=0), root / "pairs.jsonl")
-    out = root / "rm"
-    assert cli(["train", "--data", str(root / "pairs.jsonl"), "--model", tiny_model_dir,
-                "--output-dir", str(out), *TRAIN_FLAGS]) == 0
-    assert cli(["eval", "--model", str(out)]) == 0
-    return {"root": root, "out": out, "eval": json.loads((out / "eval" / "metrics.json").read_text())}
+    # what `labeling export --test-fraction 0.4` writes: the train file and its test companion, split by prompt
+    train, test = split_by_key(make_synthetic_comparisons(600, seed=0), lambda r: r["prompt_id"], 0.4, seed=42)
+    write_records(train, root / "pairs.train.jsonl")
+    write_records(test, root / "pairs.test.jsonl")
+    run_dir = root / "rm"
+    assert cli(["train", "--data", str(root / "pairs.train.jsonl"), "--model", tiny_model_dir,
+                "--output-dir", str(run_dir), *TRAIN_FLAGS]) == 0
+    assert cli(["eval", "--model", str(run_dir)]) == 0  # the run directory stands for its final/ model
+    return {"root": root, "run": run_dir, "out": run_dir / "final",
+            "eval": json.loads((run_dir / "eval" / "metrics.json").read_text())}
 
 
 def test_held_out_accuracy_near_the_bayes_ceiling(run):
@@ -44,7 +50,7 @@ def test_held_out_accuracy_near_the_bayes_ceiling(run):
     # calibration and plots were produced; the learning curve rose with more training pairs
     assert 0 <= result["ece"] < 0.15
     for name in ("reliability.png", "reward_distribution.png", "learning_curve.png"):
-        assert (run["out"] / "eval" / name).read_bytes()[:4] == b"\x89PNG"
+        assert (run["run"] / "eval" / name).read_bytes()[:4] == b"\x89PNG"
     curve = result["learning_curve"]
     assert len(curve) >= 2 and curve[-1]["comparisons_seen"] > curve[0]["comparisons_seen"]
     assert curve[-1]["eval_accuracy"] > 0.65
@@ -60,10 +66,10 @@ def test_parameters_changed_and_loss_fell(run, tiny_model_dir):
     before = initial.state_dict()
     assert not torch.allclose(before["score.weight"], trained["score.weight"])
     assert not torch.allclose(before["model.embed_tokens.weight"], trained["model.embed_tokens.weight"])
-    losses = [row["loss"] for row in read_metrics(run["out"] / "logs") if "loss" in row]
+    losses = [row["loss"] for row in read_metrics(run["run"]) if "loss" in row]
     assert len(losses) >= 4
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.05
-    assert (run["out"] / "logs" / "tensorboard").is_dir()
+    assert (run["run"] / "tensorboard").is_dir()
 
 
 def test_same_scores_through_reward_scorer_and_plain_transformers(run):
@@ -71,7 +77,7 @@ def test_same_scores_through_reward_scorer_and_plain_transformers(run):
 
     from reward_model.scorer import RewardScorer
 
-    rows = read_records(run["out"] / "data" / "eval.jsonl")[:6]
+    rows = read_records(run["run"] / "data" / "eval.jsonl")[:6]
     prompts, responses = [r["prompt"] for r in rows], [r["chosen"] for r in rows]
     ours = RewardScorer.from_pretrained(run["out"], dtype=torch.float32).score(prompts, responses)
     model = AutoModelForSequenceClassification.from_pretrained(run["out"]).eval()
@@ -92,7 +98,7 @@ def test_rewards_normalised_on_the_reference_sample(run):
     from reward_model.scorer import RewardScorer
 
     meta = json.loads((run["out"] / "reward_model.json").read_text())
-    groups = groups_from_records(read_records(run["out"] / "data" / "train.jsonl"), "train")
+    groups = groups_from_records(read_records(run["run"] / "data" / "train.jsonl"), "train")
     prompts, responses = reference_sample(groups, meta["config"]["normalize_samples"], meta["config"]["seed"])
     scores = torch.tensor(RewardScorer.from_pretrained(run["out"], dtype=torch.float32).score(prompts, responses))
     assert abs(scores.mean().item()) < 1e-3
@@ -102,11 +108,12 @@ def test_rewards_normalised_on_the_reference_sample(run):
 
 def test_metadata_records_data_config_and_hardware(run):
     meta = json.loads((run["out"] / "reward_model.json").read_text())
-    assert meta["data"]["file"].endswith("pairs.jsonl")
-    assert meta["data"]["n_train"] == len(read_records(run["out"] / "data" / "train.jsonl"))
+    assert meta["data"]["file"].endswith("pairs.train.jsonl")
+    assert meta["data"]["eval_file"].endswith("pairs.test.jsonl")  # the export's split, not a second one
+    assert meta["data"]["n_train"] == len(read_records(run["run"] / "data" / "train.jsonl"))
     assert meta["data"]["n_train"] + meta["data"]["n_eval"] == 600
-    train_prompts = {r["prompt_id"] for r in read_records(run["out"] / "data" / "train.jsonl")}
-    eval_prompts = {r["prompt_id"] for r in read_records(run["out"] / "data" / "eval.jsonl")}
+    train_prompts = {r["prompt_id"] for r in read_records(run["run"] / "data" / "train.jsonl")}
+    eval_prompts = {r["prompt_id"] for r in read_records(run["run"] / "data" / "eval.jsonl")}
     assert not train_prompts & eval_prompts  # split by prompt
     assert meta["config"]["learning_rate"] == 3e-3 and meta["n_heads"] == 1
     assert "precision" in meta["hardware"]
@@ -132,14 +139,16 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model_dir, cap
     write_records(make_synthetic_comparisons(48, seed=1), tmp_path / "pairs.jsonl")
     args = ["train", "--data", str(tmp_path / "pairs.jsonl"), "--model", tiny_model_dir, "--output-dir",
             str(tmp_path / "rm"), "--per-device-train-batch-size", "8", "--save-steps", "2", "--logging-steps", "1",
-            "--eval-fraction", "0", "--learning-rate", "1e-3", "--normalize-samples", "16"]
+            "--learning-rate", "1e-3", "--normalize-samples", "16"]
     assert cli([*args, "--max-steps", "4"]) == 0  # as if interrupted after step 4
     assert (tmp_path / "rm" / "checkpoints" / "checkpoint-4").is_dir()
-    assert cli([*args, "--max-steps", "6"]) == 0
+    assert cli([*args, "--max-steps", "6"]) == 1  # without --resume an existing run is refused
+    assert "pass --resume" in capsys.readouterr().err
+    assert cli([*args, "--max-steps", "6", "--resume"]) == 0
     assert "resuming from" in capsys.readouterr().out
     state = json.loads((tmp_path / "rm" / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
-    steps = [row["step"] for row in read_metrics(tmp_path / "rm" / "logs") if "loss" in row]
+    steps = [row["step"] for row in read_metrics(tmp_path / "rm") if "loss" in row]
     assert steps == [1, 2, 3, 4, 5, 6]  # the second run did steps 5-6 only
 
 
@@ -159,11 +168,11 @@ def test_ensemble_lora_rankings_ties_and_margins(tmp_path, tiny_model_dir):
     out = tmp_path / "rm"
     assert cli(["train", "--data", str(tmp_path / "mixed.jsonl"), "--model", tiny_model_dir, "--output-dir",
                 str(out), "--n-heads", "3", "--lora", "--lora-r", "4", "--max-steps", "4", "--learning-rate", "1e-2",
-                "--per-device-train-batch-size", "8", "--eval-fraction", "0", "--center-rewards-coefficient",
+                "--per-device-train-batch-size", "8", "--center-rewards-coefficient",
                 "0.01", "--ranking-loss", "plackett_luce"]) == 0
-    meta = json.loads((out / "reward_model.json").read_text())
+    meta = json.loads((out / "final" / "reward_model.json").read_text())
     assert meta["n_heads"] == 3 and meta["data"]["n_rankings"] == 12 and meta["data"]["n_ties"] == 4
-    weights = load_file(out / "model.safetensors")
+    weights = load_file(out / "final" / "model.safetensors")
     assert not any("lora" in key for key in weights)  # adapters merged: plain transformers loads it
     assert weights["score.weight"].shape[0] == 3
     scorer = RewardScorer.from_pretrained(out, dtype=torch.float32)
@@ -190,9 +199,8 @@ def test_encoder_backbone(tmp_path):
     tokenizer.save_pretrained(tmp_path / "bert")
     write_records(make_synthetic_comparisons(32, seed=3), tmp_path / "pairs.jsonl")
     assert cli(["train", "--data", str(tmp_path / "pairs.jsonl"), "--model", str(tmp_path / "bert"),
-                "--output-dir", str(tmp_path / "rm"), "--max-steps", "3", "--learning-rate", "1e-3",
-                "--eval-fraction", "0"]) == 0
-    meta = json.loads((tmp_path / "rm" / "reward_model.json").read_text())
+                "--output-dir", str(tmp_path / "rm"), "--max-steps", "3", "--learning-rate", "1e-3"]) == 0
+    meta = json.loads((tmp_path / "rm" / "final" / "reward_model.json").read_text())
     assert meta["max_length"] == 256  # capped at the encoder's positions
     scores = RewardScorer.from_pretrained(tmp_path / "rm", dtype=torch.float32).score(["hi", "hi"], ["great", "bad"])
     assert len(scores) == 2 and scores[0] != scores[1]
@@ -217,7 +225,7 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, capsys, content, mess
 def test_bad_model_path_writes_nothing(tmp_path, capsys):
     write_records(make_synthetic_comparisons(4, seed=4), tmp_path / "pairs.jsonl")
     rc = cli(["train", "--data", str(tmp_path / "pairs.jsonl"), "--model", str(tmp_path / "no-model"),
-              "--output-dir", str(tmp_path / "rm"), "--eval-fraction", "0"])
+              "--output-dir", str(tmp_path / "rm")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "no such directory" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "rm").exists()
@@ -225,15 +233,15 @@ def test_bad_model_path_writes_nothing(tmp_path, capsys):
 
 def test_train_from_the_store_records_the_snapshot(tmp_path, sqlite_url, tiny_model_dir):
     from labeling.db import open_store
-    from test_export import build_pairwise_store  # the hand-checked store (tests/ is on sys.path)
+    from export_store import build_pairwise_store  # the hand-checked store (tests/ is on sys.path)
 
     engine = open_store(sqlite_url)
     build_pairwise_store(engine)  # 3 decided rows + 1 tie once exported with ties kept; 19 judgments
     engine.dispose()
     out = tmp_path / "rm"
     assert cli(["train", "--store", sqlite_url, "--project", "p", "--model", tiny_model_dir, "--output-dir",
-                str(out), "--max-steps", "2", "--eval-fraction", "0", "--per-device-train-batch-size", "4"]) == 0
-    snapshot = json.loads((out / "reward_model.json").read_text())["data"]["store_snapshot"]
+                str(out), "--max-steps", "2", "--per-device-train-batch-size", "4"]) == 0
+    snapshot = json.loads((out / "final" / "reward_model.json").read_text())["data"]["store_snapshot"]
     assert snapshot["project"] == "p" and snapshot["format"] == "pairwise" and snapshot["records"] == 4
     assert snapshot["judgments"] == 19 and snapshot["max_judgment_id"] == 19  # 15 regular + 4 gold
     rows = read_records(out / "data" / "train.jsonl")

@@ -20,7 +20,7 @@ from labeling.agreement import krippendorff_alpha
 from labeling.db import session_scope
 from labeling.models import Judgment
 from labeling.stats import bradley_terry, format_stats, leaderboard, main, project_stats
-from test_export import add_store_rows, add_task, build_pairwise_store, judge
+from export_store import add_store_rows, add_task, build_pairwise_store, judge
 
 
 def _spread_over_two_hours(engine) -> dict[str, int]:

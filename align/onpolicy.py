@@ -1,0 +1,239 @@
+"""The on-policy core: what every trainer that samples from its own policy shares (PPO and online DPO
+today). Each algorithm file keeps only its own mathematics and loop. A group-sampling trainer takes the
+same pieces: `PolicyPair.sample(prompts, G, ...)` gives G responses per prompt, prompt-major, so
+`scores.view(P, G)` groups them; `logprobs` gives per-token log pi_theta and log pi_ref with the mask.
+
+    run, acc = start(cfg, "align ppo")                      # layout, resume rule, precision, accelerator
+    pair = load_policy_pair(cfg, acc.device)                # pi_theta and pi_ref (LoRA: the adapter off)
+    schedule = PromptSchedule(prompts, cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
+    reward_fn = load_reward(cfg.reward_model, prompts[0], acc.device)      # probed once, before training
+    start_step = load_checkpoint(acc, run)                  # 0, or the last checkpoint's step (--resume)
+    for step in range(start_step, cfg.max_steps):
+        prompts = schedule.batch(step)                      # a fixed function of the step: resumable
+        rollout = pair.sample(prompts, G, cfg.max_new_tokens, cfg.temperature)    # (P*G rows, prompt-major)
+        scores = score(reward_fn, cfg.reward_model, [p for p in prompts for _ in range(G)], rollout.texts)
+        logp = pair.logprobs(rollout, T)                    # (B, R), with gradients when enabled
+        ref_logp = pair.logprobs(rollout, T, reference=True)                       # (B, R), no gradients
+        ...                                                 # the algorithm
+        save_checkpoint(acc, run, step + 1, cfg.save_total_limit)
+    save_final(pair.policy, pair.tokenizer, cfg, run, results)      # OUT/final + run.json
+
+The log-prob path itself is `align.rollout.response_logits` (written once); checkpoints are accelerate's
+`save_state` (model, optimizer, registered objects, RNG states) under OUT/checkpoints/checkpoint-N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+
+import torch
+
+from align.rollout import Rollout, generate_responses, response_logprobs
+from prefloop.errors import InputError
+
+
+def start(cfg, command: str):
+    """(run, accelerator): the output directory checked against the resume rule, the precision decided
+    (or read back from run.json on --resume) and handed to accelerate as its autocast."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from prefloop.config import to_dict
+    from prefloop.hardware import detect
+    from prefloop.run import start_run
+
+    run = start_run(cfg.output_dir, command, to_dict(cfg), cfg.resume)
+    # A previous Accelerator in this Python process (a test, a notebook) fixed its own precision; start
+    # afresh, as transformers' TrainingArguments does. The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
+    # Weights stay fp32 (Adam's master copy); bf16/fp16 is an autocast.
+    mixed = run.precision if run.precision != "fp32" else "no"
+    accelerator = Accelerator(mixed_precision=mixed, cpu=detect().device == "cpu")
+    if accelerator.is_main_process:
+        print(f"[prefloop] fp32 weights, autocast {mixed}; {accelerator.num_processes} process(es)")
+    return run, accelerator
+
+
+# ---------------------------------------------------------------------------
+# pi_theta and pi_ref
+# ---------------------------------------------------------------------------
+
+
+class PolicyPair:
+    """The policy pi_theta and its reference pi_ref, with one way to sample and one to score tokens.
+
+    With LoRA the reference is the same weights with the adapter disabled (no second copy); with full
+    fine-tuning it is a frozen copy of the initial weights.
+    """
+
+    def __init__(self, policy, ref_model, tokenizer):
+        self.policy, self.ref_model, self.tokenizer = policy, ref_model, tokenizer
+
+    @contextlib.contextmanager
+    def reference(self):
+        """Yields the module that computes pi_ref (the policy with its adapter off, under LoRA)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy
+
+    def sample(self, prompts: list, num_generations: int, max_new_tokens: int, temperature: float, *,
+               max_prompt_length: int | None = None, seed: int | None = None, reference: bool = False) -> Rollout:
+        """`num_generations` responses per prompt, prompt-major (P*G rows); a `seed` leaves the global RNG
+        untouched (the same noise every time: held-out evaluation); `reference` samples from pi_ref."""
+        repeated = [p for p in prompts for _ in range(num_generations)]
+        with torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            with self.reference() if reference else contextlib.nullcontext(self.policy) as model:
+                return generate_responses(model, self.tokenizer, repeated, max_new_tokens, temperature,
+                                          max_prompt_length=max_prompt_length)
+
+    def logprobs(self, rollout: Rollout, temperature: float, *, reference: bool = False,
+                 batch_size: int | None = None) -> torch.Tensor:
+        """log pi(y_t | x, y_<t) at temperature T, (B, R), 0 on padding. pi_ref never carries gradients;
+        pi_theta does when they are enabled (an update), so the caller wraps a no-grad pass itself."""
+        if reference:
+            with torch.no_grad(), self.reference() as ref:
+                return response_logprobs(ref, rollout, temperature, batch_size)
+        return response_logprobs(self.policy, rollout, temperature, batch_size)
+
+
+def load_policy_pair(cfg, device=None, prompts: list = ()) -> PolicyPair:
+    """pi_theta (LoRA-wrapped with --lora) and pi_ref, fp32 weights, dropout off; `prompts` are checked
+    against the tokenizer (a conversation needs a chat template).
+
+    Dropout off: log pi must be the same at rollout and at update [N-details].
+    """
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from align.train_common import lora_config
+    from prefloop.models import load_causal_lm
+
+    policy, tokenizer = load_causal_lm(cfg.model, dtype=torch.float32, device=device)
+    if not tokenizer.chat_template and any(not isinstance(p, str) for p in prompts):
+        raise InputError(f"model {cfg.model}: its tokenizer has no chat template, so it cannot answer "
+                         "conversation prompts; give plain-text prompts (a 'text' column)")
+    ref_model = None
+    if cfg.lora:
+        from peft import get_peft_model
+
+        torch.manual_seed(cfg.seed)  # the adapter's initialisation
+        try:
+            policy = get_peft_model(policy, lora_config(cfg))
+        except ValueError as err:  # e.g. target modules not found in this architecture
+            raise InputError(f"model {cfg.model}: cannot add LoRA ({str(err).splitlines()[0]})") from err
+    else:
+        ref_model, _ = load_causal_lm(cfg.model, dtype=torch.float32, device=device)
+        ref_model.eval().requires_grad_(False)
+    disable_dropout_in_model(policy)
+    return PolicyPair(policy, ref_model, tokenizer)
+
+
+# ---------------------------------------------------------------------------
+# prompts and rewards
+# ---------------------------------------------------------------------------
+
+
+class PromptSchedule:
+    """Which prompts step `step` uses: a fixed function of the step (a resumed run sees the same ones),
+    each pass over the prompts a fresh permutation, each process its own slice of the global batch."""
+
+    def __init__(self, prompts: list, batch_size: int, seed: int, num_processes: int = 1, process_index: int = 0):
+        self.prompts, self.batch_size, self.seed = prompts, batch_size, seed
+        self.num_processes, self.process_index = num_processes, process_index
+        self._orders: dict[int, list[int]] = {}
+
+    def batch(self, step: int) -> list:
+        n, B = len(self.prompts), self.batch_size
+        first = (step * self.num_processes + self.process_index) * B
+        return [self.prompts[self._order(k // n)[k % n]] for k in range(first, first + B)]
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            # keep two epochs: a batch can straddle the boundary between them
+            self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
+            self._orders[epoch] = torch.randperm(len(self.prompts), generator=generator).tolist()
+        return self._orders[epoch]
+
+
+def load_reward(spec: str, probe_prompt, device=None):
+    """The reward callable `(prompts, responses) -> list[float]`, probed on one response so that a broken
+    one fails before anything is written."""
+    from reward_model.scorer import load_reward as load
+
+    reward_fn = load(spec, device=device)
+    score(reward_fn, spec, [probe_prompt], [""])
+    return reward_fn
+
+
+def score(reward_fn, spec: str, prompts: list, responses: list[str]) -> torch.Tensor:
+    """r(x, y) per response, (B,) float32; one number per response or one clear line."""
+    from align.prompts import as_conversation
+
+    scores = reward_fn([as_conversation(p) for p in prompts], responses)
+    if len(scores) != len(responses) or not all(isinstance(s, (int, float)) or hasattr(s, "item") for s in scores):
+        raise InputError(f"reward {spec}: expected one number per response, got {scores!r} for "
+                         f"{len(responses)} response{'s' if len(responses) != 1 else ''}")
+    return torch.tensor([float(s) for s in scores], dtype=torch.float32)
+
+
+def load_prompts(cfg, held_out_file: str | None = None) -> tuple[list, list, dict]:
+    """(training prompts, held-out prompts, source): --prompts FILE or --store + --project (every prompt).
+    Held out: `held_out_file`, else the export's X.test.jsonl beside --prompts X.train.jsonl, else none;
+    the training prompts are never split again."""
+    from align.prompts import load_prompts as read
+    from prefloop.data import test_companion
+
+    if cfg.prompts:
+        prompts, source = read(cfg.prompts, limit=cfg.max_prompts)
+    else:
+        prompts, source = read(store=cfg.store, project=cfg.project, limit=cfg.max_prompts)
+    held_out_file = held_out_file or (test_companion(cfg.prompts) if cfg.prompts else None)
+    held_out = read(held_out_file)[0] if held_out_file else []
+    return prompts, held_out, {**source, "eval_prompts": str(held_out_file) if held_out_file else None}
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------
+
+
+def save_checkpoint(accelerator, run, step: int, save_total_limit: int) -> None:
+    """OUT/checkpoints/checkpoint-`step`: accelerate's state (model, optimizer, registered objects, RNG),
+    written aside and renamed in; only the newest `save_total_limit` are kept."""
+    from prefloop.run import list_checkpoints
+
+    final = run.checkpoint_dir(step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=False)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in list_checkpoints(run.checkpoints_dir)[:-save_total_limit]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator, run) -> int:
+    """Restore the last checkpoint (--resume); -> the step to continue from (0 when there is none)."""
+    last = run.last_checkpoint()
+    if last is None:
+        if run.resume and accelerator.is_main_process:
+            print(f"[prefloop] --resume: no checkpoint in {run.checkpoints_dir}, starting from step 0")
+        return 0
+    accelerator.load_state(str(last))
+    step = json.loads((last / "trainer_state.json").read_text())["step"]
+    if accelerator.is_main_process:
+        print(f"[prefloop] resumed from {last} at step {step}")
+    return step
