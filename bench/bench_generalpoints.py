@@ -15,8 +15,8 @@ mean partial-credit score is given beside it. Difficulty is scaled for a 135M mo
 two cards, targets drawn from what the cards can reach (at most --max-target).
 
 The paper found RL improves out-of-distribution success while SFT degrades it. This prints what
-we measure, whichever way it goes. GRPO runs on align/grpo_trainer.py's iteration (the shared
-on-policy core and `align grpo` are not merged yet); precision is fp32 for training, as PPO's.
+we measure, whichever way it goes. SFT is `align sft`, RFT is `align grpo` (both
+called in-process); the output directory must not hold an earlier run (pass another --out).
 """
 
 from __future__ import annotations
@@ -74,33 +74,23 @@ def run_sft(args, train: list[dict], out: Path) -> Path:
             for r in train]
     data = write_records(rows, out / "sft.jsonl")
     cfg = SFTConfig(model=args.model, data=str(data), output_dir=str(out / "sft"), max_steps=args.sft_steps,
-                    learning_rate=args.sft_lr, batch_size=8, eval_fraction=0.0, save_steps=10_000, logging_steps=10,
-                    seed=args.seed)
+                    learning_rate=args.sft_lr, batch_size=8, save_steps=10_000, logging_steps=10, seed=args.seed)
     return train_sft(cfg)
 
 
 def run_rft(args, model_dir: Path, train: list[dict], out: Path) -> Path:
-    import torch
-
-    from align.graders.mix import parse_grader_spec
+    """`align grpo` from the SFT model, beta = 0 (TRL's default), the GeneralPoints grader."""
     from align.grpo_config import GRPOConfig
-    from align.grpo_trainer import GroupRelativeTrainer
-    from align.rft_data import RFTExample
-    from prefloop.metrics import MetricsLogger
-    from prefloop.models import load_causal_lm
+    from align.grpo_trainer import train_group_relative
+    from prefloop.data import write_records
 
-    torch.manual_seed(args.seed)
-    policy, tokenizer = load_causal_lm(str(model_dir), dtype=torch.float32)
-    spec = parse_grader_spec("generalpoints")
-    examples = [RFTExample([{"role": "user", "content": r["prompt"]}], r["reference"], spec) for r in train]
-    cfg = GRPOConfig(data="generalpoints", steps=args.rft_steps, prompts_per_step=args.prompts_per_step,
-                     num_generations=args.num_generations, max_new_tokens=args.max_new_tokens, temperature=1.0,
-                     learning_rate=args.rft_lr, mini_batch_size=args.prompts_per_step * args.num_generations // 2,
-                     beta=0.0, seed=args.seed, output_dir=str(out / "rft"))
-    trainer = GroupRelativeTrainer(cfg, policy, None, tokenizer, examples)
-    with MetricsLogger(cfg.output_dir, tensorboard=False) as logger:
-        trainer.train(logger)
-    return trainer.save_policy(Path(cfg.output_dir) / "final")
+    data = write_records(train, out / "rft.jsonl")  # rows carry their grader: generalpoints
+    cfg = GRPOConfig(model=str(model_dir), prompts=str(data), output_dir=str(out / "rft"), max_steps=args.rft_steps,
+                     batch_size=args.prompts_per_step, num_generations=args.num_generations,
+                     max_new_tokens=args.max_new_tokens, temperature=1.0, learning_rate=args.rft_lr,
+                     mini_batch_size=args.prompts_per_step * args.num_generations // 2, beta=0.0, seed=args.seed,
+                     sample_every=max(args.rft_steps // 3, 1), save_steps=10_000)
+    return train_group_relative(cfg)
 
 
 def main(argv=None) -> int:
