@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from align.grpo_core import AGGREGATIONS
 from align.onpolicy_config import OnPolicyConfig
 from prefloop.config import config_field as _f
+
+# align.grpo_core.AGGREGATIONS' keys, written out so that `--help` imports no torch (a test keeps them equal)
+LOSS_TYPES = ("sequence", "token", "dr_grpo", "sum")
 
 
 @dataclass
@@ -45,7 +47,7 @@ class GRPOConfig(OnPolicyConfig):
     scale_rewards: bool = _f(True, "divide group-centred rewards by the group's std (GRPO); false is Dr. GRPO")
     loss_type: str = _f("sequence", "how token losses are averaged: sequence (GRPO: per answer, then mean), "
                                     "token (DAPO), dr_grpo (sum / constant), sum (REINFORCE)",
-                        choices=list(AGGREGATIONS))
+                        choices=list(LOSS_TYPES))
     length_penalty: float = _f(0.0, "lambda in r - lambda * |y| / max_new_tokens (against verbose reward hacking)")
     num_iterations: int = _f(1, "policy updates mu on each batch [GRPO Alg. 1]; 1 is on-policy: the clip never "
                                 "binds")
@@ -72,8 +74,8 @@ class GRPOConfig(OnPolicyConfig):
             raise ValueError("beta, length_penalty, reward_model_weight and sample_every must be >= 0")
         if self.cliprange <= 0:
             raise ValueError(f"cliprange must be > 0, got {self.cliprange}")
-        if self.loss_type not in AGGREGATIONS:
-            raise ValueError(f"loss_type {self.loss_type!r} is not one of {', '.join(AGGREGATIONS)}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {self.loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
 
 
 @dataclass
@@ -86,7 +88,7 @@ class RLOOConfig(GRPOConfig):
     beta: float = _f(0.05, "KL coefficient beta in R = r - beta * log(pi / pi_ref), folded into the reward "
                            "[RLOO §3.2]")
     loss_type: str = _f("sum", "REINFORCE sums the log-probs of an answer's tokens (sum); or average as GRPO "
-                               "does", choices=list(AGGREGATIONS))
+                               "does", choices=list(LOSS_TYPES))
     scale_rewards: bool = _f(False, "unused by RLOO (its baseline is the leave-one-out mean, unscaled)")
 
     algorithm = "rloo"

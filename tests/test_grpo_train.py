@@ -82,6 +82,20 @@ def test_config_validation(fields, message):
         GRPOConfig(**fields)
 
 
+def test_help_imports_no_torch_and_loss_types_match_the_core():
+    import subprocess
+    import sys
+
+    from align.grpo_config import LOSS_TYPES
+    from align.grpo_core import AGGREGATIONS
+
+    assert tuple(AGGREGATIONS) == LOSS_TYPES
+    code = ("import sys, align.cli; align.cli.main(['grpo', '--help']); align.cli.main(['rloo', '--help']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--num-generations" in out and out.strip().splitlines()[-1] == "False"
+
+
 def test_rloo_defaults_fold_the_kl_into_the_reward():
     cfg = RLOOConfig(prompts="x")
     assert cfg.algorithm == "rloo" and cfg.beta > 0 and cfg.loss_type == "sum" and cfg.reward_model == ""
