@@ -11,6 +11,12 @@ COMMANDS = {
             "align.dpo_config:DPOConfig"),
     "online-dpo": ("align.dpo_online:main", "online DPO: best-vs-worst of N samples labelled by a reward model "
                    "(Guo et al. 2024)", "align.online_dpo_config:OnlineDPOConfig"),
+    "grpo": ("align.grpo_trainer:main", "GRPO with graders: group-relative advantages (Shao et al. 2024)",
+             "align.grpo_config:GRPOConfig"),
+    "rloo": ("align.grpo_trainer:main_rloo", "RLOO with graders: leave-one-out baseline, KL in the reward "
+             "(Ahmadian et al. 2024)", "align.grpo_config:RLOOConfig"),
+    "generalpoints": ("align.generalpoints:main", "write GeneralPoints card-arithmetic RFT tasks (Chu et al. 2025)",
+                      "align.generalpoints:GeneralPointsConfig"),
 }
 
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import ast
 import functools
-import itertools
 import random
 import re
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 
@@ -97,7 +97,7 @@ def solve(values: list[int], target: int) -> str | None:
 
 def make_prompt(cards: list[str], target: int, rule: str) -> str:
     return (f"Cards: {', '.join(cards)}. {RULE_TEXT[rule]}. Use each card's value exactly once, with + - * / "
-            f"and parentheses, to make {target}. Reply with one line: Answer: <expression>")
+            f"and parentheses, to make {target}. End with the line: Answer: <expression>")
 
 
 def worked_solution(cards: list[str], values: list[int], expression: str) -> str:
@@ -106,11 +106,12 @@ def worked_solution(cards: list[str], values: list[int], expression: str) -> str
 
 
 def generate_tasks(n: int, n_cards: int = 4, target: int | None = 24, max_rank: int = 13, rule: str = "face10",
-                   seed: int = 0, max_target: int = 30) -> list[dict]:
+                   seed: int = 0, max_target: int = 30, require_face: bool = False) -> list[dict]:
     """`n` solvable tasks as RFT rows: prompt, reference, grader, worked solution, rule.
 
     target None draws each task's target from the positive integers up to `max_target` that
-    its cards can reach. Unsolvable deals are redrawn.
+    its cards can reach. Unsolvable deals are redrawn; with `require_face`, so are deals without
+    a J, Q or K (the out-of-distribution test of the face rule needs the cards the rule is about).
     """
     if rule not in RULES:
         raise ValueError(f"rule {rule!r} is not one of {', '.join(RULES)}")
@@ -123,6 +124,8 @@ def generate_tasks(n: int, n_cards: int = 4, target: int | None = 24, max_rank: 
         if attempts > 1000 * n:
             raise ValueError(f"cannot find {n} solvable deals of {n_cards} cards for target {target}")
         cards = [card_name(rng.randint(1, max_rank)) for _ in range(n_cards)]
+        if require_face and not set(cards) & set(RULES[rule]):
+            continue
         values = [card_value(c, rule) for c in cards]
         reach = reachable(values)
         if target is None:
@@ -185,3 +188,57 @@ def evaluate(expression: str) -> tuple[Fraction, list[int]]:
         return walk(tree.body), numbers
     except RecursionError:
         raise NotAnExpression("nested too deeply") from None
+
+
+# ---------------------------------------------------------------------------
+# `align generalpoints`: write a task file
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class GeneralPointsConfig:
+    """Write GeneralPoints card-arithmetic tasks as an RFT dataset (and worked solutions for SFT)."""
+
+    out: str = field(default="generalpoints.jsonl", metadata={"help": "RFT rows: prompt, reference, grader, "
+                                                                     "solution, rule"})
+    sft_out: str | None = field(default=None, metadata={"help": "also write {messages} rows with the worked "
+                                                                "solutions here, for `align sft`"})
+    n: int = field(default=500, metadata={"help": "number of tasks"})
+    n_cards: int = field(default=4, metadata={"help": "cards per deal (1-5; 2 suits a 135M model on a CPU)"})
+    target: int | None = field(default=24, metadata={"help": "the number to reach (24 in the paper); null in YAML: a "
+                                                             "reachable target per deal, up to max_target"})
+    max_target: int = field(default=30, metadata={"help": "largest drawn target when target is unset"})
+    max_rank: int = field(default=13, metadata={"help": "highest card dealt: 13 deals A..K, smaller keeps numbers "
+                                                        "small"})
+    rule: str = field(default="face10", metadata={"help": "face10: J/Q/K = 10 (training); ordinal: J/Q/K = "
+                                                          "11/12/13 (the out-of-distribution test)",
+                                                  "choices": list(RULES)})
+    require_face: bool = field(default=False, metadata={"help": "only deals with a J, Q or K (where the rule "
+                                                                "matters)"})
+    seed: int = field(default=0, metadata={"help": "random seed (use another for test sets)"})
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"rule {self.rule!r} is not one of {', '.join(RULES)}")
+        if self.n < 1 or not 1 <= self.n_cards <= 5 or not 1 <= self.max_rank <= 13 or self.max_target < 1:
+            raise ValueError("n >= 1, n_cards in 1..5, max_rank in 1..13 and max_target >= 1 are required")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prefloop.config import parse_config
+    from prefloop.data import write_records
+    from prefloop.errors import InputError
+
+    cfg = parse_config(GeneralPointsConfig, argv, prog="align generalpoints")
+    try:
+        rows = generate_tasks(cfg.n, cfg.n_cards, cfg.target, cfg.max_rank, cfg.rule, cfg.seed, cfg.max_target,
+                              cfg.require_face)
+    except ValueError as err:  # e.g. no solvable deal for this target
+        raise InputError(str(err)) from None
+    write_records(rows, cfg.out)
+    if cfg.sft_out:
+        write_records([{"messages": [{"role": "user", "content": r["prompt"]},
+                                     {"role": "assistant", "content": r["solution"]}]} for r in rows], cfg.sft_out)
+    print(f"wrote {len(rows)} {cfg.rule} tasks to {cfg.out}" + (f" and worked solutions to {cfg.sft_out}"
+                                                                  if cfg.sft_out else ""))
+    return 0

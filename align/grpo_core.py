@@ -114,7 +114,7 @@ def constant_normaliser(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 
 def sequence_sum(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[RLOO] REINFORCE: -A * sum_t log pi(y_t), so a sequence's loss is the sum over its tokens; mean over sequences."""
+    """[RLOO] REINFORCE: -A * sum_t log pi(y_t): a sequence's loss sums its tokens; mean over sequences."""
     return (per_token * mask).sum(dim=1).mean()
 
 

@@ -1,180 +1,247 @@
-"""The GRPO / RLOO iteration, read top to bottom against the papers (the loop before the on-policy core).
+"""`align grpo` and `align rloo`: group-relative RL with graders, on the on-policy core (align/onpolicy.py).
 
-One iteration (`GroupRelativeTrainer.step`), after Shao et al. 2024 (GRPO, Alg. 1) and
-Ahmadian et al. 2024 (RLOO):
+One step (`GroupRelative.step`), after Shao et al. 2024 (GRPO, Alg. 1) and Ahmadian et al. 2024 (RLOO):
 
-  1. rollout     G answers y_1..y_G ~ pi_theta(. | q) to each prompt q, groups adjacent
-  2. score       the graders' weighted mix r(q, y) in [0, 1] against q's reference; optional
-                 length penalty
+  1. rollout     G answers y_1..y_G ~ pi_theta(. | q) to each prompt q, prompt-major  (PolicyPair.sample)
+  2. score       the graders' weighted mix r(q, y) in [0, 1] against q's reference (and the reward
+                 model, when given, as one component); optional length penalty
   3. old passes  log pi_old(y_t) and, when beta > 0, log pi_ref(y_t), without gradients
-  4. advantages  GRPO: (r - mean_group) / std_group (or Dr. GRPO: no std)        [GRPO §4.1.2]
-                 RLOO:  R = r - beta * KL folded in, then R_i - mean_{j != i} R_j  [RLOO Eq. 6]
-  5. update      mu epochs over minibatches of the clipped surrogate (+ beta * k3 for GRPO),
-                 token losses averaged by loss_type                               [GRPO Eq. 3]
-  6. log         reward, each grader's mean, share of full marks, length, KL, clipfrac,
-                 groups that teach nothing (all answers scored alike): the reward-hacking monitors
+  4. advantages  GRPO: (r - mean_group) / std_group, or Dr. GRPO without the std  [GRPO §4.1.2]
+                 RLOO: R = r - beta * KL folded in, then R_i - mean_{j != i} R_j     [RLOO Eq. 6]
+  5. update      mu epochs over minibatches: clipped surrogate (+ beta * k3 for GRPO), token
+                 losses averaged by loss_type                                      [GRPO Eq. 3]
+  6. log         reward, each grader's mean, the share of full marks, response length, KL,
+                 clipfrac, groups that teach nothing: the reward-hacking monitors, plotted at the end
 
-The equations live in align/grpo_core.py, the graders in align/graders/, sampling in
-align/rollout.py. What is NOT here yet, because the shared on-policy core (branch `trainers`)
-owns it: loading with precision from prefloop.hardware, accelerate, checkpoint + metadata +
-resume, the prompt schedule and the `align grpo` / `align rloo` commands. `train` below runs
-steps and saves the final policy, enough for tests and experiments.
+The equations are align/grpo_core.py's, the graders align/graders/'s; the scaffolding (run directory,
+precision, policy and reference, prompt schedule, checkpoints, resume) is align/onpolicy.py's.
+
+Launch:  align grpo --prompts tasks.jsonl --graders math --max-steps 200
+         align rloo --config configs/rloo.yaml
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
 
-from align.graders.mix import GraderMix
-from align.grpo_config import GRPOConfig
-from align.grpo_core import (
-    ADVANTAGES,
-    KL_ESTIMATORS,
-    grpo_loss,
-    kl_penalised_sequence_rewards,
-    rloo_loss,
-)
-from align.rft_data import RFTExample
-from align.rollout import (
-    Rollout,
-    causal_lm_parts,
-    generate_responses,
-    response_hidden_states,
-    response_logprobs,
-    token_logprobs,
-)
+from align import onpolicy
+from align.graders.mix import GraderMix, GraderSpec, load_grader_spec, parse_grader_spec
+from align.grpo_core import ADVANTAGES, KL_ESTIMATORS, grpo_loss, kl_penalised_sequence_rewards, rloo_loss
+from align.prompts import as_conversation
+from align.rft_data import RFTExample, load_rft_dataset
+from align.rollout import Rollout, select
+from prefloop.errors import InputError
+
+GRPO_PLOTS = (("reward.png", ("reward", "full_marks"), "reward in [0, 1]", None),
+              ("monitors.png", ("response_length",), "answer tokens", "kl_k1"))
 
 
-def logprobs_with_grad(model, rollout: Rollout, rows: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log pi(y_t) of the sampled tokens of `rows`, with gradients. -> (b, R), 0 on padding."""
-    backbone, lm_head = causal_lm_parts(model)
-    hidden = response_hidden_states(backbone, rollout.input_ids[rows], rollout.attention_mask[rows],
-                                    rollout.prompt_ids.shape[1])  # (b, R, H)
-    return token_logprobs(lm_head(hidden) / temperature, rollout.response_ids[rows]) * rollout.response_mask[rows]
+def main(argv: list[str]) -> int:
+    from align.grpo_config import GRPOConfig
+    from prefloop.config import parse_config
+
+    train_group_relative(parse_config(GRPOConfig, argv, prog="align grpo"))
+    return 0
 
 
-class GroupRelativeTrainer:
-    """GRPO or RLOO (cfg.algorithm) on a policy, its reference (None: the LoRA adapter switched off) and RFT examples."""
+def main_rloo(argv: list[str]) -> int:
+    from align.grpo_config import RLOOConfig
+    from prefloop.config import parse_config
 
-    def __init__(self, cfg: GRPOConfig, policy, ref_model, tokenizer, examples: list[RFTExample],
-                 mix: GraderMix | None = None):
-        self.cfg, self.policy, self.ref_model, self.tokenizer = cfg, policy, ref_model, tokenizer
-        self.examples = examples
-        self.mix = mix or GraderMix()
-        params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.policy.eval()  # no dropout: log pi must be the same at rollout and at update
+    train_group_relative(parse_config(RLOOConfig, argv, prog="align rloo"))
+    return 0
 
-    def batch(self, step: int) -> list[RFTExample]:
-        """Examples for `step`, in order and round again (the core's shuffled schedule replaces this)."""
-        n, size = len(self.examples), self.cfg.prompts_per_step
-        return [self.examples[(step * size + i) % n] for i in range(size)]
 
-    def step(self, examples: list[RFTExample]) -> tuple[dict[str, float], list[dict]]:
+def train_group_relative(cfg) -> Path:
+    """GRPO or RLOO (cfg.algorithm); returns the directory of the final model (OUT/final)."""
+    from tqdm.auto import trange
+
+    from align.reporting import log_samples, save_plots
+    from align.train_common import save_final
+    from prefloop.models import resolve_model
+
+    # 0. run directory and precision; data and graders checked (one probe) before any model loads
+    run, acc = onpolicy.start(cfg, f"align {cfg.algorithm}")
+    if acc.num_processes > 1:
+        raise InputError(f"align {cfg.algorithm} runs in one process (its update is not data-parallel yet); "
+                         "run it without `accelerate launch`")
+    examples, eval_examples, source = load_examples(cfg)
+    trainer = GroupRelative(cfg, acc, examples + eval_examples)
+    trainer.probe(examples[0])
+    start = onpolicy.load_checkpoint(acc, run)
+    run.save(parent_model=resolve_model(cfg.model), prompts=source, graders=cfg.graders,
+             reward_model=cfg.reward_model or None)
+    print(f"[prefloop] {cfg.algorithm}: {len(examples)} prompts, {len(eval_examples)} held out, "
+          f"G={cfg.num_generations}, beta={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
+    schedule = onpolicy.PromptSchedule(examples, cfg.batch_size, cfg.seed)
+    logger = run.metrics_logger()
+    before, after = run.record.get("eval_before", {}), {}
+    if eval_examples and start == 0:
+        before = trainer.evaluate(eval_examples)
+        logger.log(0, {f"eval/{k}": v for k, v in before.items()})
+        run.save(eval_before=before)
+    bar = trange(start, cfg.max_steps, desc=cfg.algorithm, initial=start, total=cfg.max_steps)
+    for step in bar:
+        stats, samples = trainer.step(step, schedule.batch(step))
+        logger.log(step + 1, stats)
+        bar.set_postfix(reward=f"{stats['reward']:.3f}", len=f"{stats['response_length']:.1f}")
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            log_samples(step + 1, samples[:8], logger, bar, run.dir / "samples.jsonl")
+        last = step + 1 == cfg.max_steps
+        if (step + 1) % cfg.save_steps == 0 and not last:
+            logger.flush()
+            onpolicy.save_checkpoint(acc, run, step + 1, cfg.save_total_limit)
+    if eval_examples:
+        after = trainer.evaluate(eval_examples)
+        logger.log(cfg.max_steps, {f"eval/{k}": v for k, v in after.items()})
+    logger.close()
+    save_plots(run.metrics_path, run.dir, GRPO_PLOTS)
+    return save_final(trainer.pair.policy, trainer.pair.tokenizer, cfg, run,
+                      {"eval_before": before, "eval_after": after})
+
+
+def load_examples(cfg) -> tuple[list[RFTExample], list[RFTExample], dict]:
+    """(training examples, held-out examples, source), each with its graders (+ the reward model)."""
+    default = None
+    if cfg.graders:
+        is_file = cfg.graders.endswith((".yaml", ".yml")) or Path(cfg.graders).is_file()
+        default = load_grader_spec(cfg.graders) if is_file else parse_grader_spec(cfg.graders, "--graders")
+    fields = dict(prompt_field=cfg.prompt_field, reference_field=cfg.reference_field)
+    examples = load_rft_dataset(cfg.prompts, default, store=cfg.store, project=cfg.project, limit=cfg.max_prompts,
+                                **fields)
+    eval_examples = load_rft_dataset(cfg.eval_prompts, default, **fields) if cfg.eval_prompts else []
+    if cfg.reward_model:
+        extra = GraderSpec("reward_model", cfg.reward_model_weight, {"path": cfg.reward_model})
+        examples, eval_examples = ([RFTExample(e.prompt, e.reference, e.graders + (extra,), e.meta) for e in part]
+                                   for part in (examples, eval_examples))
+    source = {"kind": "store" if cfg.store else "file", "path": cfg.prompts or cfg.project,
+              "num_prompts": len(examples), "eval_prompts": cfg.eval_prompts}
+    return examples, eval_examples, source
+
+
+class GroupRelative:
+    """One GRPO or RLOO step, and the held-out evaluation."""
+
+    def __init__(self, cfg, accelerator, examples: list[RFTExample]):
+        self.cfg, self.acc = cfg, accelerator
+        pair = onpolicy.load_policy_pair(cfg, accelerator.device, [e.prompt for e in examples])
+        optimizer = torch.optim.AdamW([p for p in pair.policy.parameters() if p.requires_grad],
+                                      lr=cfg.learning_rate, weight_decay=0.0, fused=True)
+        pair.policy, self.optimizer = accelerator.prepare(pair.policy, optimizer)
+        pair.policy = accelerator.unwrap_model(pair.policy)  # one process: the module itself
+        self.pair = pair
+        self.mix = GraderMix(device=accelerator.device)
+
+    def probe(self, example: RFTExample) -> None:
+        """Score an empty answer once: a reference query that fails or an unloadable reward model stops here."""
+        self.mix([example.prompt], [""], [example.reference], [example.graders])
+
+    def grade(self, examples: list[RFTExample], rollout: Rollout):
+        """The mix over the prompt-major rollout (each example's G answers adjacent)."""
+        repeated = [e for e in examples for _ in range(len(rollout) // len(examples))]
+        return self.mix([e.prompt for e in repeated], rollout.texts, [e.reference for e in repeated],
+                        [e.graders for e in repeated])
+
+    def step(self, step: int, examples: list[RFTExample]) -> tuple[dict[str, float], list[dict]]:
         cfg, G = self.cfg, self.cfg.num_generations
-        grouped = [e for e in examples for _ in range(G)]  # (N = q * G,) the G answers to one prompt adjacent
+        torch.manual_seed(cfg.seed + step)  # a resumed run samples exactly what the first would have
 
         # 1. rollout: G answers per prompt at temperature T
-        rollout = generate_responses(self.policy, self.tokenizer, [e.prompt for e in grouped], cfg.max_new_tokens,
-                                     cfg.temperature, max_prompt_length=cfg.max_prompt_length)
+        self.pair.policy.eval()
+        with self.acc.autocast():
+            rollout = self.pair.sample([e.prompt for e in examples], G, cfg.max_new_tokens, cfg.temperature,
+                                       max_prompt_length=cfg.max_prompt_length)
         mask = rollout.response_mask.float()  # (N, R)
         lengths = mask.sum(1)  # (N,)
 
         # 2. score: the graders' mix in [0, 1], minus the optional length penalty
-        graded = self.mix([e.prompt for e in grouped], rollout.texts, [e.reference for e in grouped],
-                          [e.graders for e in grouped])
-        scores = torch.tensor(graded.scores, dtype=torch.float32)  # (N,)
+        graded = self.grade(examples, rollout)
+        scores = torch.tensor(graded.scores, dtype=torch.float32, device=mask.device)  # (N,)
         scores = scores - cfg.length_penalty * lengths / cfg.max_new_tokens
 
-        # 3. log pi_old and log pi_ref of the sampled tokens, no gradients
-        old_logprobs = response_logprobs(self.policy, rollout, cfg.temperature)  # (N, R)
-        ref_logprobs = self.reference_logprobs(rollout) if cfg.beta > 0 else old_logprobs
+        # 3. log pi_old and log pi_ref of the sampled tokens, without gradients
+        with torch.no_grad(), self.acc.autocast():
+            old_logprobs = self.pair.logprobs(rollout, cfg.temperature)  # (N, R)
+            ref_logprobs = (self.pair.logprobs(rollout, cfg.temperature, reference=True) if cfg.beta > 0
+                            else old_logprobs)
 
         # 4. advantages per answer: group-relative (GRPO) or leave-one-out on the KL-penalised reward (RLOO)
-        rewards = scores
         if cfg.algorithm == "rloo":
             rewards, _ = kl_penalised_sequence_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
             advantages = ADVANTAGES["rloo"](rewards, G)
         else:
-            advantages = ADVANTAGES["grpo"](rewards, G, scale_by_std=cfg.scale_rewards)
+            advantages = ADVANTAGES["grpo"](scores, G, scale_by_std=cfg.scale_rewards)
 
         # 5. mu epochs of clipped-surrogate updates over shuffled minibatches
-        update = self.update(rollout, old_logprobs, ref_logprobs, advantages)
+        update = self.update(step, rollout, old_logprobs, ref_logprobs, advantages)
 
         # 6. the monitors
-        with torch.no_grad():
-            stats = {
-                "reward": float(scores.mean()),
-                "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
-                "full_marks": float((torch.tensor(graded.scores) >= 1.0).float().mean()),
-                "zero_std_groups": float((scores.view(-1, G).std(1) == 0).float().mean()),
-                "response_length": float(lengths.mean()),
-                "terminated": float(rollout.terminated.float().mean()),
-                "kl_k1": float((KL_ESTIMATORS["k1"](old_logprobs, ref_logprobs) * mask).sum(1).mean()),
-                **{f"grader/{name}": _mean(column) for name, column in graded.components.items()},
-                **update,
-            }
-        samples = [{"prompt": e.prompt, "response": text, "reward": r, "why": why}
-                   for e, text, r, why in zip(grouped, rollout.texts, graded.scores, graded.reasons)]
+        stats = {
+            "reward": scores.mean().item(),
+            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "full_marks": sum(s >= 1.0 for s in graded.scores) / len(graded.scores),
+            "zero_std_groups": (scores.view(-1, G).std(1) == 0).float().mean().item(),
+            "response_length": lengths.mean().item(),
+            "terminated": rollout.terminated.float().mean().item(),
+            "kl_k1": (KL_ESTIMATORS["k1"](old_logprobs, ref_logprobs) * mask).sum(1).mean().item(),
+            **{f"grader/{name}": _mean(column) for name, column in graded.components.items()},
+            **update,
+        }
+        repeated = [e for e in examples for _ in range(G)]
+        samples = [{"prompt": as_conversation(e.prompt), "response": text, "score": r, "why": why}
+                   for e, text, r, why in zip(repeated, rollout.texts, graded.scores, graded.reasons)]
         return stats, samples
 
-    def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
-        """log pi_ref: the frozen copy, or the same weights with the LoRA adapter switched off."""
-        model = self.ref_model if self.ref_model is not None else self.policy
-        adapter_off = self.policy.disable_adapter() if self.ref_model is None else contextlib.nullcontext()
-        with adapter_off:
-            return response_logprobs(model, rollout, self.cfg.temperature)
-
-    def update(self, rollout: Rollout, old_logprobs, ref_logprobs, advantages) -> dict[str, float]:
+    def update(self, step: int, rollout: Rollout, old_logprobs, ref_logprobs, advantages) -> dict[str, float]:
         cfg = self.cfg
-        mask = rollout.response_mask.float()
-        totals: dict[str, float] = {}
-        n_updates = 0
+        self.pair.policy.train()
+        generator = torch.Generator().manual_seed(cfg.seed + step)  # resumable minibatch order
+        totals, n_updates = {}, 0
         for _ in range(cfg.num_iterations):
-            order = torch.randperm(len(rollout), generator=self.generator)
-            for start in range(0, len(rollout), cfg.mini_batch_size):
-                rows = order[start:start + cfg.mini_batch_size]
-                logprobs = logprobs_with_grad(self.policy, rollout, rows, cfg.temperature)  # (b, R)
+            for rows in torch.randperm(len(rollout), generator=generator).split(cfg.mini_batch_size):
+                mb = select(rollout, rows)
+                width = mb.response_ids.shape[1]  # select trims to the longest response of these rows
+                mask = mb.response_mask.float()
+                with self.acc.autocast():
+                    logprobs = self.pair.logprobs(mb, cfg.temperature)  # (b, r), with gradients
+                old, ref = old_logprobs[rows, :width], ref_logprobs[rows, :width]
                 if cfg.algorithm == "rloo":
-                    loss, stats = rloo_loss(logprobs, old_logprobs[rows], advantages[rows], mask[rows], cfg.cliprange)
+                    loss, stats = rloo_loss(logprobs, old, advantages[rows], mask, cfg.cliprange)
                 else:
-                    loss, stats = grpo_loss(logprobs, old_logprobs[rows], ref_logprobs[rows], advantages[rows],
-                                            mask[rows], cfg.cliprange, cfg.beta, cfg.loss_type)
+                    loss, stats = grpo_loss(logprobs, old, ref, advantages[rows], mask, cfg.cliprange, cfg.beta,
+                                            cfg.loss_type)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.acc.backward(loss)
+                grad_norm = self.acc.clip_grad_norm_(self.pair.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 for key, value in {"loss": loss.detach(), "grad_norm": grad_norm, **stats}.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
                 n_updates += 1
+        self.pair.policy.eval()
         return {key: value / n_updates for key, value in totals.items()}
 
-    def train(self, logger=None) -> list[dict[str, float]]:
-        """cfg.steps iterations; metrics to `logger` (prefloop.metrics.MetricsLogger) when given. -> all stats."""
-        from tqdm.auto import tqdm
-
-        history = []
-        bar = tqdm(range(self.cfg.steps), desc=self.cfg.algorithm, dynamic_ncols=True)
-        for step in bar:
-            stats, _ = self.step(self.batch(step))
-            history.append(stats)
-            if logger is not None:
-                logger.log(step, stats)
-            bar.set_postfix(reward=f"{stats['reward']:.3f}", len=f"{stats['response_length']:.1f}")
-        return history
-
-    def save_policy(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        self.policy.save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
-        return out
+    @torch.no_grad()
+    def evaluate(self, examples: list[RFTExample]) -> dict[str, float]:
+        """Mean reward and share of full marks of one answer per held-out prompt (the same noise every time)."""
+        self.pair.policy.eval()
+        with self.acc.autocast():
+            rollout = self.pair.sample([e.prompt for e in examples], 1, self.cfg.max_new_tokens,
+                                       self.cfg.temperature, max_prompt_length=self.cfg.max_prompt_length,
+                                       seed=self.cfg.seed + 10_000)
+        scores = self.grade(examples, rollout).scores
+        return {"reward": sum(scores) / len(scores), "full_marks": sum(s >= 1.0 for s in scores) / len(scores)}
 
 
 def _mean(column: list) -> float | None:
     values = [v for v in column if v is not None]
     return sum(values) / len(values) if values else None
 
+
+if __name__ == "__main__":  # `python -m align.grpo_trainer ...`
+    import sys
+
+    from prefloop.cli import run_main
+
+    raise SystemExit(run_main(main, sys.argv[1:], "align grpo"))

@@ -79,16 +79,21 @@ def parse_rft_row(record: dict, where: str, default: tuple[GraderSpec, ...] | No
     if spec is None and default is None:
         raise InputError(f"{where}: field {GRADER!r}: missing, and the dataset has no default grader")
     graders = parse_grader_spec(spec, f"{where}: field {GRADER!r}") if spec is not None else default
-    graders = tuple(_resolve_db(s, base) for s in graders)
+    graders = tuple(_resolve_db(s, base, where) for s in graders)
     meta = {k: v for k, v in record.items() if k not in (REFERENCE, GRADER, *PROMPT_COLUMNS)}
     return RFTExample(prompt, record[REFERENCE], graders, meta)
 
 
-def _resolve_db(spec: GraderSpec, base: Path) -> GraderSpec:
-    db = spec.options.get("db")
-    if spec.name != "sql" or not db or Path(db).is_absolute() or not (base / db).exists():
+def _resolve_db(spec: GraderSpec, base: Path, where: str) -> GraderSpec:
+    """The SQL grader's database, found beside the dataset if relative; missing, it fails here, not mid-run."""
+    if spec.name != "sql":
         return spec
-    return GraderSpec(spec.name, spec.weight, {**spec.options, "db": str(base / db)})
+    db = Path(str(spec.options.get("db") or ""))
+    if not db.is_absolute() and (base / db).is_file():
+        db = base / db
+    if not db.is_file():
+        raise InputError(f"{where}: field {GRADER!r}: sql database {str(db)!r} not found (option 'db')")
+    return GraderSpec(spec.name, spec.weight, {**spec.options, "db": str(db)})
 
 
 def _file_rows(path) -> Iterator[tuple[str, dict]]:

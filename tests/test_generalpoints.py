@@ -44,6 +44,8 @@ def test_difficulty_knobs():
     assert all(1 <= r["reference"]["target"] <= 10 for r in easy)
     assert len({r["reference"]["target"] for r in easy}) > 3  # targets vary
     assert all(gp(r["solution"], r["reference"]) == 1.0 for r in easy)
+    faces = generate_tasks(10, n_cards=2, target=None, require_face=True, seed=1)
+    assert all(set(r["reference"]["cards"]) & {"J", "Q", "K"} for r in faces)
     with pytest.raises(ValueError, match="rule"):
         generate_tasks(1, rule="jokers")
     with pytest.raises(ValueError, match="cannot find"):
@@ -73,7 +75,7 @@ def test_partial_credit_by_hand():
     "-10 + 34", "10 / (5 - 5) + 3 + 2", "x" * 300, "(" * 500 + "1" + ")" * 500, "1e3 + 10", "True + 10",
     "10; 3", "lambda: 24", "[10, 3, 5, 2]", "10 \ud800 3", "",
 ])
-def test_hostile_expressions_score_zero_and_run_nothing(answer, tmp_path):
+def test_hostile_expressions_score_zero_and_run_nothing(answer):
     g = gp(answer)
     assert g == 0.0 and g.why.startswith("not a valid expression")
 
@@ -82,3 +84,20 @@ def test_extract_expression():
     assert extract_expression("Answer: (1 + 2) × 3 ÷ 4 = 2.25.") == "(1 + 2) * 3 / 4"
     assert extract_expression("blah\n\n3 * 8\n") == "3 * 8"
     assert evaluate("8 / 3")[0] == Fraction(8, 3)
+
+
+def test_the_command_writes_tasks_and_worked_solutions_that_load_as_rft_data(tmp_path, capsys):
+    from align.cli import main as align_main
+    from align.rft_data import load_rft_dataset
+    from prefloop.data import read_records
+
+    out, sft = tmp_path / "gp.jsonl", tmp_path / "gp_sft.jsonl"
+    assert align_main(["generalpoints", "--out", str(out), "--sft-out", str(sft), "--n", "5", "--n-cards", "3",
+                       "--rule", "ordinal", "--seed", "4"]) == 0
+    examples = load_rft_dataset(out)
+    assert len(examples) == 5 and examples[0].graders[0].name == "generalpoints"
+    assert examples[0].meta["rule"] == "ordinal"
+    messages = read_records(sft)[0]["messages"]
+    assert gp(messages[1]["content"], examples[0].reference) == 1.0
+    assert align_main(["generalpoints", "--out", str(out), "--n", "1", "--n-cards", "1", "--target", "99"]) == 1
+    assert "cannot find" in capsys.readouterr().err

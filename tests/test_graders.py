@@ -125,7 +125,8 @@ def test_json_fields_partial_credit_per_field():
 
 
 def test_json_fields_comparisons_weights_nesting_and_fences():
-    answer = "Here you go:\n```json\n{\"born\": \"1815\", \"size\": \"165 cm\", \"address\": {\"city\": \"london\"}}\n```"
+    answer = ("Here you go:\n```json\n{\"born\": \"1815\", \"size\": \"165 cm\", "
+              "\"address\": {\"city\": \"london\"}}\n```")
     ref = {"born": 1815, "size": 165, "address": {"city": "London"}}
     assert grade("json_fields", "q", answer, ref) == pytest.approx(2 / 3)  # "165 cm" is not normalised-equal to 165
     assert grade("json_fields", "q", answer, ref, fields={"size": "numeric"}) == 1.0

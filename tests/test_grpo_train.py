@@ -1,73 +1,101 @@
-"""GRPO and RLOO on a tiny letter model: the graders' reward rises over a short run, and the policy's weights move."""
+"""`align grpo` and `align rloo` on a tiny letter model, through the command line: the graders' reward rises
+over a short run, the run directory is the common layout, and a run resumes from its checkpoint."""
+
+import json
 
 import pytest
-import torch
 
-from align.graders.mix import parse_grader_spec
+from align.cli import main as align_main
 from align.grpo_config import GRPOConfig, RLOOConfig
-from align.grpo_trainer import GroupRelativeTrainer, logprobs_with_grad
-from align.rft_data import RFTExample
-from align.rollout import generate_responses, response_logprobs
-from ppo_helpers import build_letter_model, tiny_cpu_settings
+from ppo_helpers import build_letter_model
+from prefloop.metrics import read_metrics
 
 # The task: answer with the letter b, three times. token_f1 gives partial credit for every b.
-EXAMPLES = [RFTExample(prompt, "b b b", parse_grader_spec("token_f1")) for prompt in ("a c", "c d", "e a", "d e")]
+ROWS = [{"prompt": p, "reference": "b b b"} for p in ("a c", "c d", "e a", "d e")]
 
 
-@pytest.fixture(autouse=True)
-def _tiny_cpu():
-    with tiny_cpu_settings():
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread (conftest)
 
 
-def load(model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval().requires_grad_(False)
-    return policy, ref, AutoTokenizer.from_pretrained(model_dir)
-
-
-@pytest.mark.parametrize("cls, extra", [
-    (GRPOConfig, {"beta": 0.02}),
-    (GRPOConfig, {"scale_rewards": False, "loss_type": "dr_grpo"}),
-    (RLOOConfig, {}),
-])
-def test_the_graders_reward_rises_over_a_short_run(tmp_path, cls, extra):
+@pytest.fixture
+def task(tmp_path):
     model_dir = build_letter_model(tmp_path / "lm", seed=1)
-    policy, ref, tokenizer = load(model_dir)
-    before = [p.detach().clone() for p in policy.parameters()]
-    cfg = cls(data="unused.jsonl", steps=25, prompts_per_step=4, num_generations=8, max_new_tokens=3,
-              mini_batch_size=16, learning_rate=3e-3, temperature=1.0, num_iterations=2, **extra)
-    trainer = GroupRelativeTrainer(cfg, policy, ref, tokenizer, EXAMPLES)
-    history = trainer.train()
-    first, last = (sum(h["reward"] for h in part) / 5 for part in (history[:5], history[-5:]))
-    print(f"\n{cfg.algorithm} {extra}: reward {first:.3f} -> {last:.3f}")
+    data = tmp_path / "rft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return model_dir, data
+
+
+def run(command, model_dir, data, out, *extra):
+    return align_main([command, "--model", str(model_dir), "--prompts", str(data), "--graders", "token_f1",
+                       "--output-dir", str(out), "--batch-size", "4", "--num-generations", "8",
+                       "--max-new-tokens", "3", "--mini-batch-size", "16", "--learning-rate", "3e-3",
+                       "--num-iterations", "2", "--sample-every", "0", "--save-steps", "1000", *extra])
+
+
+@pytest.mark.parametrize("command, extra", [
+    ("grpo", ["--beta", "0.02"]),
+    ("grpo", ["--scale-rewards", "false", "--loss-type", "dr_grpo"]),
+    ("rloo", []),
+])
+def test_the_graders_reward_rises_over_a_short_run(tmp_path, task, command, extra):
+    model_dir, data = task
+    out = tmp_path / "run"
+    assert run(command, model_dir, data, out, "--max-steps", "25", *extra) == 0
+    rows = read_metrics(out)
+    first, last = (sum(r["reward"] for r in part) / 5 for part in (rows[:5], rows[-5:]))
+    print(f"\n{command} {extra}: reward {first:.3f} -> {last:.3f}")
     assert last > first + 0.2
-    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
     assert {"reward", "grader/token_f1", "full_marks", "kl_k1", "clipfrac", "response_length",
-            "zero_std_groups"} <= set(history[-1])
-    assert history[-1]["grader/token_f1"] == pytest.approx(history[-1]["reward"])  # one grader, no length penalty
+            "zero_std_groups", "loss"} <= set(rows[-1])
+    assert rows[-1]["grader/token_f1"] == pytest.approx(rows[-1]["reward"])  # one grader, no length penalty
+    assert (out / "final" / "config.json").exists() and (out / "reward.png").exists()
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == f"align {command}" and record["status"] == "finished"
 
 
-def test_the_gradient_path_gives_the_rollouts_own_logprobs(tmp_path):
-    """log pi recomputed with gradients equals the no-grad pass the rollout's ratio is measured against."""
-    policy, _, tokenizer = load(build_letter_model(tmp_path / "lm", seed=2))
-    torch.manual_seed(0)
-    rollout = generate_responses(policy, tokenizer, ["a b", "c", "d e f"], max_new_tokens=4, temperature=0.7)
-    old = response_logprobs(policy, rollout, 0.7)
-    rows = torch.tensor([2, 0])
-    new = logprobs_with_grad(policy, rollout, rows, 0.7)
-    assert new.requires_grad and torch.allclose(new, old[rows], atol=1e-5)
+def test_a_run_resumes_from_its_checkpoint(tmp_path, task):
+    model_dir, data = task
+    out = tmp_path / "run"
+    assert run("grpo", model_dir, data, out, "--max-steps", "4", "--save-steps", "2") == 0
+    assert run("grpo", model_dir, data, out, "--max-steps", "6", "--save-steps", "2", "--resume") == 0
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_bad_input_is_one_line_before_any_model_loads(tmp_path, task, capsys):
+    model_dir, data = task
+    assert align_main(["grpo", "--prompts", str(data), "--graders", "maths", "--output-dir",
+                       str(tmp_path / "a")]) == 1
+    assert "unknown grader 'maths'" in capsys.readouterr().err
+    assert align_main(["grpo", "--prompts", str(data), "--output-dir", str(tmp_path / "b")]) == 1
+    assert "row 1: field 'grader': missing" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({}, "give --data"),
-    ({"data": "x", "num_generations": 1}, "num_generations must be >= 2"),
-    ({"data": "x", "prompts_per_step": 3, "num_generations": 4, "mini_batch_size": 5}, "must divide"),
-    ({"data": "x", "beta": -0.1}, "beta"),
-    ({"data": "x", "loss_type": "mean"}, "loss_type"),
+    ({}, "give exactly one prompt source"),
+    ({"prompts": "x", "num_generations": 1}, "num_generations must be >= 2"),
+    ({"prompts": "x", "batch_size": 3, "num_generations": 4, "mini_batch_size": 5}, "must divide"),
+    ({"prompts": "x", "beta": -0.1}, "beta"),
+    ({"prompts": "x", "loss_type": "mean"}, "loss_type"),
 ])
 def test_config_validation(fields, message):
     with pytest.raises(ValueError, match=message):
         GRPOConfig(**fields)
+
+
+def test_help_imports_no_torch_and_loss_types_match_the_core():
+    import subprocess
+    import sys
+
+    from align.grpo_config import LOSS_TYPES
+    from align.grpo_core import AGGREGATIONS
+
+    assert tuple(AGGREGATIONS) == LOSS_TYPES
+    code = ("import sys, align.cli; align.cli.main(['grpo', '--help']); align.cli.main(['rloo', '--help']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--num-generations" in out and out.strip().splitlines()[-1] == "False"
+
+
+def test_rloo_defaults_fold_the_kl_into_the_reward():
+    cfg = RLOOConfig(prompts="x")
+    assert cfg.algorithm == "rloo" and cfg.beta > 0 and cfg.loss_type == "sum" and cfg.reward_model == ""

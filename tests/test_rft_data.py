@@ -77,6 +77,9 @@ def test_a_relative_sql_database_is_found_beside_the_dataset(tmp_path, monkeypat
     assert example.graders[0].options["db"] == str(task_dir / "shop.db")
     assert grade("sql", example.prompt, "SELECT name FROM item WHERE price > 5", example.reference,
                  **example.graders[0].options) == 1.0
+    row["grader"]["db"] = "missing.db"
+    with pytest.raises(InputError, match="row 1: field 'grader': sql database 'missing.db' not found"):
+        load_rft_dataset(write_jsonl(task_dir / "t2.jsonl", [row]))
 
 
 def test_rft_rows_import_into_the_store_beside_preference_rows_and_read_back(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""SQL: the answer is run read-only against the task's SQLite database and its result compared with the reference query's.
+"""SQL: the answer runs read-only on the task's SQLite database; its result is compared with the reference query's.
 
 Credit (weights are options; defaults in `SQL_WEIGHTS`):
   parse    the statement prepares and runs against this schema (one SELECT, within the time limit)
