@@ -116,13 +116,13 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     """Sign all `names` in at `start_at` (the burst), then cycle next_task -> submit until the time is up."""
     from gradio_client import Client
 
-    def sign_in(i_name):
+    def sign_in(i_name, patient=False):
         i, name = i_name
         time.sleep(max(0.0, start_at - time.time()))
         t0 = time.perf_counter()
-        try:
+        try:  # the burst uses gradio_client's own timeouts; a retry waits longer
             client = Client(urls[i % len(urls)], auth=(name, PASSWORD), verbose=False, analytics_enabled=False,
-                            download_files=False)
+                            download_files=False, httpx_kwargs={"timeout": 120} if patient else None)
             return client, time.perf_counter() - t0, None
         except Exception as err:  # noqa: BLE001 - counted as a login error
             return None, time.perf_counter() - t0, repr(err)[:200]
@@ -166,7 +166,7 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
 
 def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
     for _ in range(attempts):
-        client, _, _ = sign_in((i, name))
+        client, _, _ = sign_in((i, name), patient=True)
         if client is not None:
             return client
     raise RuntimeError(f"{name}: could not sign in after {attempts} attempts")
