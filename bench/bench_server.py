@@ -75,8 +75,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_processes(url: str, n: int, logdir: Path, extra: list[str]) -> list[tuple[subprocess.Popen, str]]:
-    """`n` `labeling serve` processes on one store; returns (process, base URL) once all answer."""
+def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
+                    server_root: Path = ROOT) -> list[tuple[subprocess.Popen, str]]:
+    """`n` `labeling serve` processes on one store (code from `server_root`); (process, base URL) once all answer."""
     import httpx
 
     servers = []
@@ -84,8 +85,8 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str]) -> list[tu
         port = _free_port()
         log = open(logdir / f"serve-{port}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", url, "--port", str(port), *extra],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+                                stdout=log, stderr=subprocess.STDOUT, cwd=server_root,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(server_root)})
         servers.append((proc, f"http://127.0.0.1:{port}/"))
     deadline = time.monotonic() + 120
     for proc, base in servers:
@@ -98,6 +99,15 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str]) -> list[tu
             except httpx.HTTPError:
                 time.sleep(0.3)
     return servers
+
+
+def server_cpu(servers) -> float:
+    """CPU seconds (user + system, all threads) the server processes have used so far."""
+    ticks = 0
+    for proc, _ in servers:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop(servers) -> None:
@@ -132,7 +142,8 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     # Who failed the burst signs in again, one at a time, so that the load phase has every annotator.
     clients = [c if c is not None else _retry_sign_in(sign_in, i, name)
                for (i, name), (c, _, _) in zip(enumerate(names), logins)]
-    go = time.time() + 1.0  # every process started its burst at start_at; the cycles start together too
+    print("READY", flush=True)  # the parent starts every process's cycles at the same moment
+    go = float(sys.stdin.readline())
     stop_at = go + seconds
 
     def cycle(client):
@@ -177,20 +188,31 @@ def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
 def run_config(label: str, url: str, processes: int, args, logdir: Path) -> dict:
     names = [f"ann{i:03d}" for i in range(args.clients)]
     seed(url, args.tasks, names)
-    servers = serve_processes(url, processes, logdir, args.serve_args)
+    servers = serve_processes(url, processes, logdir, args.serve_args, Path(args.server_root))
     urls = [base for _, base in servers]
     try:
         start_at = time.time() + 3.0
         chunks = [names[i::args.client_procs] for i in range(args.client_procs)]
         children = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(
             {"urls": urls, "names": chunk, "seconds": args.seconds, "start_at": start_at})],
-            stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}) for chunk in chunks]
-        parts = [json.loads(child.communicate()[0].decode().strip().splitlines()[-1]) for child in children]
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}) for chunk in chunks]
+        for child in children:  # every annotator signed in (the burst is over)
+            assert child.stdout.readline().strip() == "READY"
+        go = time.time() + 0.5
+        for child in children:
+            child.stdin.write(f"{go}\n")
+            child.stdin.flush()
+        time.sleep(max(0.0, go - time.time()))
+        cpu_start = server_cpu(servers)
+        time.sleep(max(0.0, go + args.seconds - time.time()))
+        cpu = server_cpu(servers) - cpu_start
+        parts = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
     finally:
         stop(servers)
     merged = {key: [x for p in parts for x in p[key]]
               for key in ("next", "submit", "acks", "errors", "login_s", "login_errors")}
-    merged["seconds"] = args.seconds
+    merged["seconds"], merged["server_cpu_s"] = args.seconds, cpu
     merged.update(check(url, merged["acks"]))
     return {"label": label, "processes": processes, **merged}
 
@@ -241,16 +263,20 @@ def render(rows: list[dict], where: str, args) -> str:
              f"machine), each cycling `/next_task` then `/submit` for {args.seconds:.0f} s over {args.tasks} "
              f"pairwise tasks with overlap {OVERLAP}; the login burst is all {args.clients} `Client(...)` "
              "sign-ins started at the same moment. Lost = acknowledged but not stored; doubled = a request id "
-             "or an (annotator, task) stored twice.", "",
+             "or an (annotator, task) stored twice. Server CPU ms / judgment = CPU time of the server "
+             "process(es) during the cycling window over the judgments acknowledged in it: unlike wall-clock "
+             "figures it barely depends on what else the machine runs, and 1000 / it is the judgments/s "
+             "one fully used core would give.", "",
              "| server | clients | judgments/s | p95 next_task | p95 submit | p50 next / submit | errors "
-             "| lost / doubled | login burst p95 (errors) |",
-             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | --- |"]
+             "| lost / doubled | server CPU ms / judgment | login burst p95 (errors) |",
+             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- |"]
     for r in rows:
         ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
         lines.append(
             f"| {r['label']} | {args.clients} | {len(r['acks']) / r['seconds']:.1f} | {ms(pct(r['next'], .95))} "
             f"| {ms(pct(r['submit'], .95))} | {ms(pct(r['next'], .5))} / {ms(pct(r['submit'], .5))} "
             f"| {len(r['errors'])} | {r['lost']} / {r['doubled']} "
+            f"| {1000 * r['server_cpu_s'] / max(1, len(r['acks'])):.1f} "
             f"| {pct(r['login_s'], .95):.1f} s ({len(r['login_errors'])}) |")
     return "\n".join(lines + [""])
 
@@ -273,6 +299,9 @@ def main(argv=None) -> int:
                         help="PostgreSQL URL allowed to CREATE DATABASE (a fresh one per configuration)")
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `labeling serve` flags (last on the line)")
+    parser.add_argument("--server-root", default=str(ROOT),
+                        help="run `labeling serve` from this checkout (e.g. `git worktree add /tmp/base <rev>` for a "
+                             "before/after comparison); the store is always made by this one")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
