@@ -75,8 +75,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_processes(url: str, n: int, logdir: Path, extra: list[str]) -> list[tuple[subprocess.Popen, str]]:
-    """`n` `labeling serve` processes on one store; returns (process, base URL) once all answer."""
+def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
+                    server_root: Path = ROOT) -> list[tuple[subprocess.Popen, str]]:
+    """`n` `labeling serve` processes on one store (code from `server_root`); (process, base URL) once all answer."""
     import httpx
 
     servers = []
@@ -84,8 +85,8 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str]) -> list[tu
         port = _free_port()
         log = open(logdir / f"serve-{port}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", url, "--port", str(port), *extra],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+                                stdout=log, stderr=subprocess.STDOUT, cwd=server_root,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(server_root)})
         servers.append((proc, f"http://127.0.0.1:{port}/"))
     deadline = time.monotonic() + 120
     for proc, base in servers:
@@ -98,6 +99,15 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str]) -> list[tu
             except httpx.HTTPError:
                 time.sleep(0.3)
     return servers
+
+
+def server_cpu(servers) -> float:
+    """CPU seconds (user + system, all threads) the server processes have used so far."""
+    ticks = 0
+    for proc, _ in servers:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop(servers) -> None:
@@ -116,13 +126,13 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     """Sign all `names` in at `start_at` (the burst), then cycle next_task -> submit until the time is up."""
     from gradio_client import Client
 
-    def sign_in(i_name):
+    def sign_in(i_name, patient=False):
         i, name = i_name
         time.sleep(max(0.0, start_at - time.time()))
         t0 = time.perf_counter()
-        try:
+        try:  # the burst uses gradio_client's own timeouts; a retry waits longer
             client = Client(urls[i % len(urls)], auth=(name, PASSWORD), verbose=False, analytics_enabled=False,
-                            download_files=False)
+                            download_files=False, httpx_kwargs={"timeout": 120} if patient else None)
             return client, time.perf_counter() - t0, None
         except Exception as err:  # noqa: BLE001 - counted as a login error
             return None, time.perf_counter() - t0, repr(err)[:200]
@@ -132,7 +142,8 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     # Who failed the burst signs in again, one at a time, so that the load phase has every annotator.
     clients = [c if c is not None else _retry_sign_in(sign_in, i, name)
                for (i, name), (c, _, _) in zip(enumerate(names), logins)]
-    go = time.time() + 1.0  # every process started its burst at start_at; the cycles start together too
+    print("READY", flush=True)  # the parent starts every process's cycles at the same moment
+    go = float(sys.stdin.readline())
     stop_at = go + seconds
 
     def cycle(client):
@@ -164,9 +175,67 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     return merged
 
 
+def browse(urls: list[str], names: list[str], seconds: float, start_at: float) -> dict:
+    """The page's own path: sessions that sign in, run the page's load events, then click Submit.
+
+    Each click is the UI's submit event (`annotate.on_submit`: the vote, then the next task and the
+    progress line), sent the way the browser sends it: join the queue, read the event stream.
+    """
+    sessions = [_page_session(urls[i % len(urls)], name) for i, name in enumerate(names)]
+    print("READY", flush=True)
+    go = float(sys.stdin.readline())
+    stop_at = go + seconds
+
+    def click(session):
+        http, body = session
+        out = {"submit": [], "acks": [], "errors": []}
+        time.sleep(max(0.0, go - time.time()))
+        while time.time() < stop_at:
+            t0 = time.perf_counter()
+            done = _event(http, body)
+            saved = done.get("success") and "Saved" in json.dumps(done["output"]["data"][-1])
+            (out["submit"] if saved else out["errors"]).append(time.perf_counter() - t0 if saved else str(done)[:200])
+            if saved:
+                out["acks"].append([None, None, time.time()])
+        return out
+
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        results = list(pool.map(click, sessions))
+    merged = {key: [x for r in results for x in r[key]] for key in ("submit", "acks", "errors")}
+    return {**merged, "next": [], "login_s": [], "login_errors": []}
+
+
+def _page_session(url: str, name: str):
+    import httpx
+
+    http = httpx.Client(base_url=url, timeout=120)
+    assert http.post("login", data={"username": name, "password": PASSWORD}).status_code == 200
+    config = http.get("config").json()
+    session = uuid.uuid4().hex
+    for dep in config["dependencies"]:
+        if any(list(t)[1:] == ["load"] for t in dep["targets"]):
+            _event(http, {"data": [], "fn_index": dep["id"], "session_hash": session})
+    button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "pl-submit")
+    fn = next(d["id"] for d in config["dependencies"] if [button, "click"] in [list(t) for t in d["targets"]])
+    # inputs: state (kept by the server), choice, ranking, ratings, rationale, edited response, project
+    ratings = {"headers": ["criterion", "A", "B"], "data": []}  # the grid as the page sends it (no criteria)
+    return http, {"data": [None, "a_better", "", ratings, "", "", PROJECT], "fn_index": fn, "trigger_id": button,
+                  "session_hash": session}
+
+
+def _event(http, body: dict) -> dict:
+    """Join the queue with one event and read the session's stream until that event completes."""
+    event_id = http.post("gradio_api/queue/join", json=body).json()["event_id"]
+    with http.stream("GET", "gradio_api/queue/data", params={"session_hash": body["session_hash"]}) as events:
+        for line in events.iter_lines():
+            if line.startswith("data:") and event_id in line and "process_completed" in line:
+                return json.loads(line[5:])
+    raise RuntimeError("the event stream ended before the event completed")
+
+
 def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
     for _ in range(attempts):
-        client, _, _ = sign_in((i, name))
+        client, _, _ = sign_in((i, name), patient=True)
         if client is not None:
             return client
     raise RuntimeError(f"{name}: could not sign in after {attempts} attempts")
@@ -174,23 +243,36 @@ def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
 
 # ----------------------------------------------------------------------------- one configuration
 
-def run_config(label: str, url: str, processes: int, args, logdir: Path) -> dict:
+def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: str = "api") -> dict:
     names = [f"ann{i:03d}" for i in range(args.clients)]
-    seed(url, args.tasks, names)
-    servers = serve_processes(url, processes, logdir, args.serve_args)
+    # Seeded by the served code's own schema (its indexes included), in a process of its own.
+    subprocess.run([sys.executable, __file__, "--seed", json.dumps({"url": url, "tasks": args.tasks, "names": names})],
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": args.server_root})
+    servers = serve_processes(url, processes, logdir, args.serve_args, Path(args.server_root))
     urls = [base for _, base in servers]
     try:
         start_at = time.time() + 3.0
         chunks = [names[i::args.client_procs] for i in range(args.client_procs)]
         children = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(
-            {"urls": urls, "names": chunk, "seconds": args.seconds, "start_at": start_at})],
-            stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}) for chunk in chunks]
-        parts = [json.loads(child.communicate()[0].decode().strip().splitlines()[-1]) for child in children]
+            {"urls": urls, "names": chunk, "seconds": args.seconds, "start_at": start_at, "mode": mode})],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}) for chunk in chunks]
+        for child in children:  # every annotator signed in (the burst is over)
+            assert child.stdout.readline().strip() == "READY"
+        go = time.time() + 0.5
+        for child in children:
+            child.stdin.write(f"{go}\n")
+            child.stdin.flush()
+        time.sleep(max(0.0, go - time.time()))
+        cpu_start = server_cpu(servers)
+        time.sleep(max(0.0, go + args.seconds - time.time()))
+        cpu = server_cpu(servers) - cpu_start
+        parts = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
     finally:
         stop(servers)
     merged = {key: [x for p in parts for x in p[key]]
               for key in ("next", "submit", "acks", "errors", "login_s", "login_errors")}
-    merged["seconds"] = args.seconds
+    merged["seconds"], merged["server_cpu_s"] = args.seconds, cpu
     merged.update(check(url, merged["acks"]))
     return {"label": label, "processes": processes, **merged}
 
@@ -211,7 +293,10 @@ def check(url: str, acks: list) -> dict:
     acked = {request: jid for request, jid, _ in acks}
     by_id = {r[0]: r[1] for r in rows}
     per_task = Counter(r[2] for r in rows)
-    return {"stored": len(rows), "lost": sum(1 for request, jid in acked.items() if by_id.get(jid) != request),
+    # The page keeps its request ids on the server: there, lost = acknowledged saves beyond the rows stored.
+    lost = max(0, len(acks) - len(rows)) if acks and acks[0][0] is None else \
+        sum(1 for request, jid in acked.items() if by_id.get(jid) != request)
+    return {"stored": len(rows), "lost": lost,
             "doubled": sum(n - 1 for n in stored.values() if n > 1) + len(rows) - len({(r[2], r[3]) for r in rows}),
             "over_overlap": sum(1 for n in per_task.values() if n > OVERLAP)}
 
@@ -241,17 +326,21 @@ def render(rows: list[dict], where: str, args) -> str:
              f"machine), each cycling `/next_task` then `/submit` for {args.seconds:.0f} s over {args.tasks} "
              f"pairwise tasks with overlap {OVERLAP}; the login burst is all {args.clients} `Client(...)` "
              "sign-ins started at the same moment. Lost = acknowledged but not stored; doubled = a request id "
-             "or an (annotator, task) stored twice.", "",
+             "or an (annotator, task) stored twice. Server CPU ms / judgment = CPU time of the server "
+             "process(es) during the cycling window over the judgments acknowledged in it: unlike wall-clock "
+             "figures it barely depends on what else the machine runs, and 1000 / it is the judgments/s "
+             "one fully used core would give.", "",
              "| server | clients | judgments/s | p95 next_task | p95 submit | p50 next / submit | errors "
-             "| lost / doubled | login burst p95 (errors) |",
-             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | --- |"]
+             "| lost / doubled | server CPU ms / judgment | login burst p95 (errors) |",
+             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- |"]
     for r in rows:
-        ms = lambda v: f"{v * 1000:.0f} ms"  # noqa: E731
+        ms = lambda v: "–" if v != v else f"{v * 1000:.0f} ms"  # noqa: E731 - NaN: not measured
         lines.append(
             f"| {r['label']} | {args.clients} | {len(r['acks']) / r['seconds']:.1f} | {ms(pct(r['next'], .95))} "
             f"| {ms(pct(r['submit'], .95))} | {ms(pct(r['next'], .5))} / {ms(pct(r['submit'], .5))} "
             f"| {len(r['errors'])} | {r['lost']} / {r['doubled']} "
-            f"| {pct(r['login_s'], .95):.1f} s ({len(r['login_errors'])}) |")
+            f"| {1000 * r['server_cpu_s'] / max(1, len(r['acks'])):.1f} "
+            + (f"| {pct(r['login_s'], .95):.1f} s ({len(r['login_errors'])}) |" if r["login_s"] else "| – |"))
     return "\n".join(lines + [""])
 
 
@@ -264,7 +353,8 @@ def machine() -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backends", default="sqlite,pg1,pg2,pg4", help="comma list of sqlite, pg1, pg2, pg4")
+    parser.add_argument("--backends", default="sqlite,browser,pg1,pg2,pg4",
+                        help="comma list of sqlite, browser (the page's submit event on SQLite), pg1, pg2, pg4")
     parser.add_argument("--clients", type=int, default=50, help="simultaneous API annotators")
     parser.add_argument("--seconds", type=float, default=20.0, help="cycling time per configuration")
     parser.add_argument("--tasks", type=int, default=4000, help="pairwise tasks in the project")
@@ -273,24 +363,38 @@ def main(argv=None) -> int:
                         help="PostgreSQL URL allowed to CREATE DATABASE (a fresh one per configuration)")
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `labeling serve` flags (last on the line)")
+    parser.add_argument("--server-root", default=str(ROOT),
+                        help="run `labeling serve` from this checkout (e.g. `git worktree add /tmp/base <rev>` for a "
+                             "before/after comparison); the store is always made by this one")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
+    if args.seed:
+        spec = json.loads(args.seed)
+        seed(spec["url"], spec["tasks"], spec["names"])
+        return 0
     if args.child:
         spec = json.loads(args.child)
-        print(json.dumps(annotate(spec["urls"], spec["names"], spec["seconds"], spec["start_at"])))
+        work = browse if spec["mode"] == "browser" else annotate
+        print(json.dumps(work(spec["urls"], spec["names"], spec["seconds"], spec["start_at"])))
         return 0
     args.argv = argv
     where, rows = machine(), []
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         for backend in args.backends.split(","):
-            if backend == "sqlite":
-                label, url, n = "prefloop, SQLite", f"sqlite:///{tmp}/store.db", 1
+            mode = "browser" if backend == "browser" else "api"
+            if backend in ("sqlite", "browser"):
+                label, url, n = "prefloop, SQLite", f"sqlite:///{tmp}/{backend}.db", 1
+                if mode == "browser":
+                    label += ", the page's Submit event (no burst: sessions sign in one by one)"
             else:
                 n = int(backend.removeprefix("pg"))
                 label, url = f"prefloop, PostgreSQL, {n} process{'es' if n > 1 else ''}", fresh_pg(args.pg_url)
+            if Path(args.server_root).resolve() != ROOT:
+                label += f" (server code: {args.server_root})"
             print(f"running {label} ...", flush=True)
-            row = run_config(label, url, n, args, Path(tmp))
+            row = run_config(label, url, n, args, Path(tmp), mode)
             print(f"  {len(row['acks'])} acknowledged, {row['stored']} stored, lost {row['lost']}, doubled "
                   f"{row['doubled']}, errors {len(row['errors'])} {row['errors'][:2]} login errors "
                   f"{row['login_errors'][:2]}", flush=True)

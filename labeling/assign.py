@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
-from sqlalchemy import String, cast, exists, func, or_, update
+from sqlalchemy import String, case, cast, exists, func, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session, select
 
 from labeling.db import session_scope
-from labeling.judgments import record_judgment
+from labeling.judgments import check_request_id, earlier_answer, store_judgment
 from labeling.models import Assignment, Judgment, Project, Task, utcnow
 from prefloop.errors import InputError, NotFoundError
 
@@ -214,79 +214,72 @@ def get_assignment(engine: Engine, assignment_id: int, annotator_id: int) -> Ass
         return assignment
 
 
-def renew_lease(engine: Engine, assignment_id: int, annotator_id: int, *,
-                now: datetime | None = None) -> Assignment:
-    """Extend a live lease by the project's lease time; LeaseLost if it is no longer held.
+def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, client_request_id: str,
+                    choice: str | None = None, ranking: list[int] | None = None, ratings: dict | None = None,
+                    rationale: str | None = None, edited_response: str | None = None,
+                    ms_spent: int | None = None, now: datetime | None = None) -> Judgment:
+    """The one way a vote is saved (browser and API alike): one transaction closes the lease and stores it.
 
-    A lease past its expiry that nobody reaped yet still counts: its slot was never given away.
+    The shown order comes from the stored assignment, never from the client. A repeated
+    `client_request_id` (double click, retried request) returns the judgment already stored.
+    The lease check is a conditional UPDATE (open -> done): the row lock orders it against a
+    concurrent expiry, skip or duplicate, and a lease past its expiry that nobody reaped yet
+    still counts (its slot was never given away). Four statements in one write transaction.
     """
-    def run() -> Assignment:
+    check_request_id(client_request_id)
+
+    def run() -> Judgment:
         with session_scope(engine, immediate=True) as session:
-            at = now or utcnow()
-            assignment = session.get(Assignment, assignment_id)
-            if assignment is None or assignment.annotator_id != annotator_id:
-                raise InputError(f"assignment {assignment_id}: not one of yours")
-            project = session.get(Project, session.get(Task, assignment.task_id).project_id)
-            # Conditional update: the row lock orders this against a concurrent expiry.
-            result = session.execute(update(Assignment).where(
-                Assignment.id == assignment_id, Assignment.status == "open",
-            ).values(expires_at=at + timedelta(seconds=project.lease_seconds)))
-            if result.rowcount != 1:
+            assignment, task, project = _own_assignment(session, assignment_id, annotator_id)
+            prior = earlier_answer(session, client_request_id, task.id, annotator_id)
+            if prior is not None:
+                return prior
+            closed = session.execute(update(Assignment).where(
+                Assignment.id == assignment_id, Assignment.status == "open").values(status="done"))
+            if closed.rowcount != 1:
                 raise LeaseLost(f"assignment {assignment_id}: {_status(session, assignment_id)}; "
                                 "load the next task")
-            session.refresh(assignment)
-            session.expunge(assignment)
-            return assignment
+            spent = ms_spent if ms_spent is not None else \
+                int(((now or utcnow()) - _aware(assignment.created_at)).total_seconds() * 1000)
+            return store_judgment(
+                session, task, project, annotator_id=annotator_id, display_order=list(assignment.display_order),
+                client_request_id=client_request_id, choice=choice, ranking=ranking, ratings=ratings,
+                rationale=rationale, edited_response=edited_response, ms_spent=max(0, min(spent, 86_400_000 - 1)),
+                assignment_id=assignment.id)
 
-    return with_retry(run)
+    try:
+        return with_retry(run)
+    except LeaseLost:
+        # PostgreSQL: a concurrent duplicate of this very request closed the lease while we waited for its row.
+        with Session(engine) as session:
+            prior = earlier_answer(session, client_request_id, _task_of(session, assignment_id), annotator_id)
+        if prior is not None:
+            return prior
+        raise
+
+
+def _own_assignment(session: Session, assignment_id: int, annotator_id: int) -> tuple[Assignment, Task, Project]:
+    """The assignment with its task and project in one query, only if it is this annotator's."""
+    row = session.exec(select(Assignment, Task, Project).join(Task, Task.id == Assignment.task_id)
+                       .join(Project, Project.id == Task.project_id).where(Assignment.id == assignment_id)).first()
+    if row is None or row[0].annotator_id != annotator_id:
+        raise InputError(f"assignment {assignment_id}: not one of yours")
+    return row
+
+
+def _task_of(session: Session, assignment_id: int) -> int:
+    return session.exec(select(Assignment.task_id).where(Assignment.id == assignment_id)).one()
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; ours are all UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 def _status(session: Session, assignment_id: int) -> str:
     status = session.exec(select(Assignment.status).where(Assignment.id == assignment_id)).one()
     return {"expired": "the lease expired and the task went back to the queue",
             "skipped": "it was skipped", "done": "it is already answered"}.get(status, status)
-
-
-def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, client_request_id: str,
-                    choice: str | None = None, ranking: list[int] | None = None, ratings: dict | None = None,
-                    rationale: str | None = None, edited_response: str | None = None,
-                    ms_spent: int | None = None, now: datetime | None = None) -> Judgment:
-    """The one way a vote is saved (browser and API alike): lease check, then `record_judgment`.
-
-    The shown order comes from the stored assignment, never from the client. A repeated
-    `client_request_id` (double click, retried request) returns the judgment already stored.
-    """
-    prior = _earlier_answer(engine, client_request_id, assignment_id, annotator_id)
-    if prior is not None:
-        return prior
-    try:
-        assignment = renew_lease(engine, assignment_id, annotator_id, now=now)
-    except LeaseLost:
-        # A concurrent duplicate of this very request may have just answered it.
-        prior = _earlier_answer(engine, client_request_id, assignment_id, annotator_id)
-        if prior is not None:
-            return prior
-        raise
-    if ms_spent is None:
-        ms_spent = int(((now or utcnow()) - assignment.created_at).total_seconds() * 1000)
-    ms_spent = max(0, min(ms_spent, 86_400_000 - 1))
-    return with_retry(lambda: record_judgment(
-        engine, task_id=assignment.task_id, annotator_id=annotator_id,
-        display_order=list(assignment.display_order), client_request_id=client_request_id,
-        choice=choice, ranking=ranking, ratings=ratings, rationale=rationale,
-        edited_response=edited_response, ms_spent=ms_spent))
-
-
-def _earlier_answer(engine: Engine, client_request_id: str, assignment_id: int, annotator_id: int) -> Judgment | None:
-    """The judgment already stored under this request id (a repeated request), if any."""
-    with Session(engine) as session:
-        judgment = session.exec(select(Judgment).where(Judgment.client_request_id == client_request_id)).first()
-        if judgment is None:
-            return None
-        session.expunge(judgment)
-    if judgment.annotator_id != annotator_id or judgment.assignment_id != assignment_id:
-        raise InputError("client_request_id: already used for a different assignment")
-    return judgment
 
 
 def skip(engine: Engine, assignment_id: int, annotator_id: int, reason: str) -> Assignment:
@@ -343,19 +336,41 @@ def set_priorities(engine: Engine, priorities: dict[int, float]) -> int:
     return with_retry(run)
 
 
-def progress(engine: Engine, project: str | int, annotator_id: int, now: datetime | None = None) -> Progress:
+def progress(engine: Engine, project: str | int, annotator_id: int, now: datetime | None = None,
+             open_tasks: int | None = None) -> Progress:
+    """Today's and all judgments of this annotator in the project, and the tasks still open to them.
+
+    `open_tasks`: the project's `open_task_count`, if the caller keeps a recent one. Counting it
+    tests every task of the project, the most expensive query of a page update; with it given,
+    only this annotator's own tasks are looked at (remaining = open tasks - those already theirs).
+    """
     at = now or utcnow()
     midnight = at.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     with Session(engine) as session:
         proj = _project(session, project)
-        mine = (select(func.count()).select_from(Judgment).join(Task, Task.id == Judgment.task_id)
-                .where(Task.project_id == proj.id, Judgment.annotator_id == annotator_id))
-        done_total = session.exec(mine).one()
-        done_today = session.exec(mine.where(Judgment.created_at >= midnight)).one()
-        remaining = session.exec(select(func.count()).select_from(Task).where(
-            Task.project_id == proj.id, ~_is_gold(), _not_seen_by(annotator_id),
-            _live_slots(at) < proj.overlap)).one()
-    return Progress(done_today=done_today, done_total=done_total, remaining=remaining)
+        done_total, done_today = session.exec(
+            select(func.count(), func.count(case((Judgment.created_at >= midnight, 1))))
+            .select_from(Judgment).join(Task, Task.id == Judgment.task_id)
+            .where(Task.project_id == proj.id, Judgment.annotator_id == annotator_id)).one()
+        if open_tasks is None:
+            remaining = session.exec(select(func.count()).select_from(Task).where(
+                Task.project_id == proj.id, ~_is_gold(), _not_seen_by(annotator_id),
+                _live_slots(at) < proj.overlap)).one()
+        else:
+            mine = select(Assignment.task_id).where(Assignment.annotator_id == annotator_id)
+            theirs = session.exec(select(func.count()).select_from(Task).where(  # IN: start from their own rows
+                Task.id.in_(mine), Task.project_id == proj.id, ~_is_gold(), _live_slots(at) < proj.overlap)).one()
+            remaining = max(0, open_tasks - theirs)
+    return Progress(done_today=done_today or 0, done_total=done_total, remaining=remaining)
+
+
+def open_task_count(engine: Engine, project: str | int, now: datetime | None = None) -> int:
+    """Tasks of the project (not gold) with a free slot, whoever may take it."""
+    at = now or utcnow()
+    with Session(engine) as session:
+        proj = _project(session, project)
+        return session.exec(select(func.count()).select_from(Task).where(
+            Task.project_id == proj.id, ~_is_gold(), _live_slots(at) < proj.overlap)).one()
 
 
 def _live_slots(at: datetime):

@@ -9,7 +9,8 @@ migrations below or refused with one clear line, never silently misread.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator
 
 from sqlalchemy import event, inspect
@@ -50,6 +51,10 @@ def make_engine(url: str | None = None) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        # SQLite has one writer at a time. Threads of one process that all BEGIN IMMEDIATE wait in
+        # SQLite's busy handler, which sleeps in growing steps (up to 100 ms) and polls again;
+        # queueing them on a lock in the process instead hands the write lock over at once.
+        engine.write_lock = threading.RLock()
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -97,6 +102,9 @@ def init_db(engine: Engine, create: bool = True) -> None:
         raise SchemaError("database has tables but no prefloop_meta: it was not created by prefloop (refusing to touch it)")
     _upgrade(engine)
     SQLModel.metadata.create_all(engine)  # tables added since (no-op otherwise)
+    for table in SQLModel.metadata.sorted_tables:  # indexes added since: speed only, no schema version
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
 
 
 def schema_version(engine: Engine) -> int:
@@ -171,7 +179,8 @@ def session_scope(engine: Engine, immediate: bool = True) -> Iterator[Session]:
     `immediate=False`; under WAL they never block. PostgreSQL ignores the option.
     """
     # expire_on_commit=False: rows returned from the scope stay readable after it closes.
-    with Session(engine, expire_on_commit=False) as session:
+    writer = getattr(engine, "write_lock", None) if immediate else None
+    with writer or nullcontext(), Session(engine, expire_on_commit=False) as session:
         if immediate:
             session.connection(execution_options={"sqlite_immediate": True})
         try:

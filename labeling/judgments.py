@@ -27,30 +27,22 @@ def record_judgment(engine: Engine, *, task_id: int, annotator_id: int, display_
                     ratings: dict | None = None, rationale: str | None = None,
                     edited_response: str | None = None, ms_spent: int | None = None) -> Judgment:
     """Store one judgment (or return the one already stored for this request id)."""
-    if not client_request_id or len(client_request_id) > 64:
-        raise InputError("client_request_id: required, at most 64 characters")
+    check_request_id(client_request_id)
     try:
         with session_scope(engine) as session:
             existing = _by_request(session, client_request_id)
             if existing is not None:
                 return _same_request(existing, task_id, annotator_id)
             task, project = _task_and_project(session, task_id)
-            _validate(task, project, display_order, choice, ranking, ratings, rationale, edited_response, ms_spent)
             assignment = session.exec(select(Assignment).where(
                 Assignment.task_id == task_id, Assignment.annotator_id == annotator_id)).first()
-            judgment = Judgment(
-                task_id=task_id, annotator_id=annotator_id, display_order=list(display_order),
-                choice=choice, ranking=list(ranking) if ranking else None, ratings=ratings,
-                rationale=rationale or None, edited_response=edited_response or None, ms_spent=ms_spent,
-                client_request_id=client_request_id, assignment_id=assignment.id if assignment else None)
-            session.add(judgment)
             if assignment is not None:
                 assignment.status = "done"
                 session.add(assignment)
-            session.flush()
-            session.refresh(judgment)
-            session.expunge(judgment)
-            return judgment
+            return store_judgment(session, task, project, annotator_id=annotator_id, display_order=display_order,
+                                  client_request_id=client_request_id, choice=choice, ranking=ranking,
+                                  ratings=ratings, rationale=rationale, edited_response=edited_response,
+                                  ms_spent=ms_spent, assignment_id=assignment.id if assignment else None)
     except IntegrityError:
         # A concurrent duplicate won the race; report what it stored.
         with Session(engine) as session:
@@ -58,6 +50,36 @@ def record_judgment(engine: Engine, *, task_id: int, annotator_id: int, display_
             if existing is not None:
                 return _same_request(existing, task_id, annotator_id)
         raise InputError(f"task {task_id}: already judged by annotator {annotator_id}") from None
+
+
+def store_judgment(session: Session, task: Task, project: Project, *, annotator_id: int, display_order: list[int],
+                   client_request_id: str, choice: str | None, ranking: list[int] | None, ratings: dict | None,
+                   rationale: str | None, edited_response: str | None, ms_spent: int | None,
+                   assignment_id: int | None) -> Judgment:
+    """Validate and add one judgment inside the caller's transaction (one INSERT, no re-read)."""
+    if not project.is_open:
+        raise InputError(f"project {project.name!r} is closed")
+    _validate(task, project, display_order, choice, ranking, ratings, rationale, edited_response, ms_spent)
+    judgment = Judgment(
+        task_id=task.id, annotator_id=annotator_id, display_order=list(display_order), choice=choice,
+        ranking=list(ranking) if ranking else None, ratings=ratings, rationale=rationale or None,
+        edited_response=edited_response or None, ms_spent=ms_spent, client_request_id=client_request_id,
+        assignment_id=assignment_id)
+    session.add(judgment)
+    session.flush()  # assigns the id; a duplicate request id or (task, annotator) fails here
+    session.expunge(judgment)
+    return judgment
+
+
+def check_request_id(client_request_id: str) -> None:
+    if not client_request_id or len(client_request_id) > 64:
+        raise InputError("client_request_id: required, at most 64 characters")
+
+
+def earlier_answer(session: Session, client_request_id: str, task_id: int, annotator_id: int) -> Judgment | None:
+    """The judgment already stored under this request id (a repeated request), if it is this one's."""
+    existing = _by_request(session, client_request_id)
+    return None if existing is None else _same_request(existing, task_id, annotator_id)
 
 
 def _by_request(session: Session, client_request_id: str) -> Judgment | None:
@@ -77,10 +99,7 @@ def _task_and_project(session: Session, task_id: int) -> tuple[Task, Project]:
     task = session.get(Task, task_id)
     if task is None:
         raise InputError(f"task {task_id}: no such task")
-    project = session.get(Project, task.project_id)
-    if not project.is_open:
-        raise InputError(f"project {project.name!r} is closed")
-    return task, project
+    return task, session.get(Project, task.project_id)
 
 
 def _validate(task, project, display_order, choice, ranking, ratings, rationale, edited_response, ms_spent) -> None:

@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint, event
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, event, text
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 1
@@ -92,6 +92,9 @@ class Candidate(SQLModel, table=True):
 
 
 class Task(SQLModel, table=True):
+    # The assignment queue's order (labeling.assign): a claim walks this index and stops at the
+    # first free tasks, instead of testing every task of the project and sorting them.
+    __table_args__ = (Index("ix_task_queue", "project_id", text("priority DESC"), "id"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)

@@ -99,7 +99,7 @@ def serve_process(db_url, port, log_path, *extra):
     proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", db_url, "--port", str(port), *extra],
                             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a loaded 2-core machine has taken over a minute to import gradio
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(Path(log_path).read_text()[-2000:])
@@ -109,7 +109,7 @@ def serve_process(db_url, port, log_path, *extra):
         except httpx.HTTPError:
             time.sleep(0.3)
     proc.kill()
-    raise RuntimeError("labeling serve did not start within 90 s")
+    raise RuntimeError(f"labeling serve did not start within 180 s: {Path(log_path).read_text()[-2000:]}")
 
 
 def run_event(http, elem_id, data, session_hash, *, load_page=False):

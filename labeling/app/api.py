@@ -42,7 +42,8 @@ def _annotator_endpoints(ctx: AppContext) -> list:
         """Your current task in the project (resumed or newly assigned): {"task": ... or None, "progress": ...}."""
         who = viewer(ctx, request)
         view = service.next_task(engine, who, project)
-        return {"task": view.public() if view else None, "progress": service.progress(engine, who, project)}
+        return {"task": view.public() if view else None,
+                "progress": service.progress(engine, who, project, ctx.open_tasks)}
 
     def submit(request: gr.Request, assignment_id: int, client_request_id: str, choice: str | None = None,
                ranking: list[str] | None = None, ratings: dict | None = None, rationale: str | None = None,
@@ -61,7 +62,7 @@ def _annotator_endpoints(ctx: AppContext) -> list:
 
     def progress(request: gr.Request, project: str) -> dict:
         """Your judgments today and in total, and the tasks still open to you."""
-        return service.progress(engine, viewer(ctx, request), project)
+        return service.progress(engine, viewer(ctx, request), project, ctx.open_tasks)
 
     return [whoami, projects, next_task, submit, skip, progress]
 

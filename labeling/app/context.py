@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from labeling.app.login import ThrottlePolicy
+from labeling.app.service import OpenTasks
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,4 @@ class AppContext:
     default_project: str | None = None  # preselected project on the annotator page
     export_dir: Path | None = None  # where admin exports are written (a fresh temp dir if None)
     login_policy: ThrottlePolicy = ThrottlePolicy()  # back-off and lock-out of failed sign-ins
+    open_tasks: OpenTasks = field(default_factory=OpenTasks)  # shared, briefly cached count for progress

@@ -8,6 +8,8 @@ labels are mapped back to candidate ids here, from the stored assignment.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 
@@ -127,5 +129,31 @@ def skip(engine: Engine, viewer: Viewer, assignment_id: int, reason: str) -> dic
     return {"assignment_id": skipped.id, "skipped": True}
 
 
-def progress(engine: Engine, viewer: Viewer, project: str) -> dict:
-    return asdict(assign.progress(engine, project, viewer.id))
+def progress(engine: Engine, viewer: Viewer, project: str, open_tasks: OpenTasks | None = None) -> dict:
+    count = open_tasks.count(engine, project) if open_tasks else None
+    return asdict(assign.progress(engine, project, viewer.id, open_tasks=count))
+
+
+class OpenTasks:
+    """Each project's count of tasks with a free slot, recounted at most every `ttl` seconds.
+
+    Every page update and every API `next_task` shows the annotator's progress. Its "remaining"
+    figure needs the project-wide count of open tasks, which tests every task of the project;
+    one count shared by all annotators for a couple of seconds makes progress cost only the
+    annotator's own rows (the figure may lag others' claims by up to `ttl`).
+    """
+
+    def __init__(self, ttl: float = 2.0):
+        self.ttl = ttl
+        self._counts: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def count(self, engine: Engine, project: str) -> int:
+        with self._lock:
+            at, count = self._counts.get(project, (-self.ttl, 0))
+        if time.monotonic() - at < self.ttl:
+            return count
+        count = assign.open_task_count(engine, project)
+        with self._lock:
+            self._counts[project] = (time.monotonic(), count)
+        return count
