@@ -77,9 +77,10 @@ def _one(entry, where: str) -> GraderSpec:
 
 
 def load_grader_spec(path: str | Path) -> tuple[GraderSpec, ...]:
-    """The mix in a YAML file ({graders: [...]})."""
-    from prefloop.config import load_yaml
+    """The mix in a YAML file ({graders: [...]}), or a shipped one by name (`graders_example`)."""
+    from prefloop.config import load_yaml, resolve_config
 
+    path = resolve_config(path)
     return parse_grader_spec(load_yaml(path), where=str(path))
 
 
