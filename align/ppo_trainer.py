@@ -54,8 +54,10 @@ from align.rollout import micro_batch, token_logprobs
 
 def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
+    from prefloop.models import check_model
 
     cfg = parse_config(PPOConfig, argv, prog="align ppo")
+    check_model(cfg.model)  # before the reward model loads: a typo costs no time
     PPOTrainer.from_config(cfg).train()
     return 0
 

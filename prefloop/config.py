@@ -58,14 +58,15 @@ def shipped_configs() -> list[str]:
 def resolve_config(name: str | Path) -> Path:
     """A YAML path as given, else the shipped config of that name: `dpo`, `dpo.yaml` or `configs/dpo.yaml`.
 
-    `configs/NAME.yaml` is what the README showed before the presets moved into the package;
-    it still means the shipped preset wherever no such file exists.
+    `configs/NAME.yaml` (relative, or in a checkout) is where the presets lived before they moved
+    into the package; it still means the shipped preset wherever no such file exists.
     """
     path = Path(name)
     if path.exists():
         return path
     shipped = SHIPPED_CONFIGS / f"{path.stem}.yaml"
-    if shipped.exists() and (path.parent == Path(".") or path.parent == Path("configs")) and path.suffix in ("", ".yaml"):
+    old_home = path.parent == Path(".") or path.parent.name == "configs"
+    if shipped.exists() and old_home and path.suffix in ("", ".yaml"):
         return shipped
     raise ConfigError(f"{name}: no such config file, and no shipped config of that name "
                       f"(shipped: {', '.join(shipped_configs())})")

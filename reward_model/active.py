@@ -66,15 +66,19 @@ class PrioritizeConfig:
     def __post_init__(self):
         if not self.model or not self.project:
             raise ValueError("--model and --project are required")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_config(PrioritizeConfig, argv, prog="reward-model prioritize")
-    from labeling.db import open_store
+    from labeling.db import get_project, open_store, session_scope
     from reward_model.scorer import RewardScorer
 
-    priorities = prioritize(open_store(cfg.db, create=False), cfg.project,
-                            RewardScorer.from_pretrained(cfg.model, batch_size=cfg.batch_size))
+    engine = open_store(cfg.db, create=False)
+    with session_scope(engine, immediate=False) as session:  # before the model loads
+        get_project(session, cfg.project)
+    priorities = prioritize(engine, cfg.project, RewardScorer.from_pretrained(cfg.model, batch_size=cfg.batch_size))
     ranked = sorted(priorities.values(), reverse=True)
     top = ", ".join(f"{p:.2f}" for p in ranked[:5])
     print(f"{len(priorities)} open tasks re-prioritised in {cfg.project!r}; highest: {top or 'none'}")

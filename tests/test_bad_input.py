@@ -1,0 +1,374 @@
+"""Bad input, command by command: one clear stderr line, a non-zero exit, no traceback, nothing changed.
+
+Every case runs a real command on a copy of one small workspace (a store with a project,
+users, prompts, candidates and tasks; tiny models; good and bad data files) and compares
+a digest of the workspace (files, and the rows of every SQLite store) before and after.
+Most cases call each tool's `main(argv)` in-process (capfd sees the real stderr, fd-level);
+`labeling serve` and non-UTF-8 command-line bytes run as subprocesses, as a user runs them.
+
+A failing case starts with its category: TRACEBACK, ACCEPTED (exit 0), CHANGED (state),
+NOT-ONE-LINE, or UNCLEAR (the line does not name what is wrong), so `pytest -rf` counts them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from state_helpers import tree_digest
+
+BIN = Path(sys.executable).parent
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
+LATIN1 = b'{"prompt": "caf\xe9 au lait?", "chosen": "yes", "rejected": "no", "response": "ok"}\n'
+PG_DOWN = "postgresql+psycopg://user:pw@127.0.0.1:1/prefloop"  # nothing listens on port 1
+
+
+@dataclass(frozen=True)
+class Case:
+    tool: str                 # labeling | reward-model | align
+    argv: tuple[str, ...]     # {lm}, {rm}, {port} are filled in at run time
+    expect: str               # the error line must name this (case-insensitive)
+    stdin: bytes | None = None
+    subprocess: bool = False  # needed for serve (it would block) and non-UTF-8 argv bytes
+
+
+def case(tool, argv: str | list, expect, **kw) -> Case:
+    return Case(tool, tuple(argv.split() if isinstance(argv, str) else argv), expect, **kw)
+
+
+# --- the cases -----------------------------------------------------------------------------
+
+BAD_DBS = {  # name -> (--db value, what the line must name)
+    "missing-dir": ("nodir/store.db", "nodir"),
+    "mistyped": ("stroe.db", "stroe.db"),
+    "not-a-store": ("notstore.db", "notstore.db"),
+    "png-as-db": ("png.db", "png.db"),
+    "newer-schema": ("newer.db", "newer"),
+    "postgres-down": (PG_DOWN, "127.0.0.1"),
+}
+DB_COMMANDS = {  # every command that reads a store, with otherwise valid arguments
+    "labeling users list": ("labeling", "users list"),
+    "labeling users add": ("labeling", "users add carol --password a-long-password"),
+    "labeling import": ("labeling", "import --project chat --file prompts.jsonl"),
+    "labeling generate": ("labeling", "generate --project chat --models {lm} --n 1 --max-new-tokens 2"),
+    "labeling tasks": ("labeling", "tasks build --project chat"),
+    "labeling export": ("labeling", "export --project chat --out out.jsonl"),
+    "labeling stats": ("labeling", "stats --project chat"),
+    "labeling leaderboard": ("labeling", "leaderboard --project chat"),
+    "reward-model prioritize": ("reward-model", "prioritize --model {rm} --project chat"),
+}
+CASES: dict[str, Case] = {}
+for command, (tool, args) in DB_COMMANDS.items():
+    for db_name, (db, expect) in BAD_DBS.items():
+        CASES[f"{command} --db {db_name}"] = case(tool, f"{args} --db {db}", expect)
+for db_name, (db, expect) in BAD_DBS.items():
+    if db_name != "mistyped":  # init creates a store wherever it is told to
+        CASES[f"labeling init --db {db_name}"] = case("labeling", f"init --project new --db {db}", expect)
+    CASES[f"labeling serve --db {db_name}"] = case("labeling", f"serve --port {{port}} --db {db}", expect,
+                                                    subprocess=True)
+    CASES[f"align ppo --store {db_name}"] = case(
+        "align", f"ppo --model {{lm}} --reward {{rm}} --store {db} --project chat --steps 1", expect)
+
+BAD_FILES = {  # name -> (file, what the line must name)
+    "missing": ("nope.jsonl", "nope.jsonl"),
+    "png": ("png.jsonl", "png.jsonl"),
+    "non-utf8": ("latin1.jsonl", "latin1.jsonl"),
+    "empty": ("empty.jsonl", "empty.jsonl"),
+    "missing-column": ("nocol.jsonl", "nocol.jsonl"),
+}
+FILE_COMMANDS = {  # command -> (tool, args with {f} for the file)
+    "labeling import": ("labeling", "import --db store.db --project chat --file {f}"),
+    "reward-model train": ("reward-model", "train --model {lm} --data {f} --max-steps 1"),
+    "reward-model eval": ("reward-model", "eval --model {rm} --data {f}"),
+    "reward-model score": ("reward-model", "score --model {rm} --input {f} --output scored.jsonl"),
+    "align sft": ("align", "sft --model {lm} --data {f} --max-steps 1"),
+    "align dpo": ("align", "dpo --model {lm} --data {f} --max-steps 1"),
+    "align dpo --online": ("align", "dpo --online --reward-model {rm} --model {lm} --prompts {f} --iterations 1"),
+    "align ppo": ("align", "ppo --model {lm} --reward {rm} --prompts {f} --steps 1"),
+}
+for command, (tool, args) in FILE_COMMANDS.items():
+    for file_name, (path, expect) in BAD_FILES.items():
+        CASES[f"{command} {file_name} file"] = case(tool, args.replace("{f}", path), expect)
+CASES["labeling import csv non-utf8"] = case("labeling", "import --db store.db --project chat --file latin1.csv",
+                                             "latin1.csv")
+CASES["labeling import png parquet"] = case("labeling", "import --db store.db --project chat --file png.parquet",
+                                            "png.parquet")
+
+CONFIG_TOOLS = {"labeling init": ("labeling", "init --db store.db"),
+                "labeling import": ("labeling", "import --db store.db"),
+                "labeling export": ("labeling", "export --db store.db"),
+                "labeling serve": ("labeling", "serve --db store.db --port {port}"),
+                "reward-model train": ("reward-model", "train"),
+                "align sft": ("align", "sft"), "align dpo": ("align", "dpo"), "align ppo": ("align", "ppo")}
+for command, (tool, args) in CONFIG_TOOLS.items():
+    sub = command == "labeling serve"
+    CASES[f"{command} --config non-utf8"] = case(tool, f"{args} --config latin1.yaml", "latin1.yaml", subprocess=sub)
+    CASES[f"{command} --config missing"] = case(tool, f"{args} --config nope.yaml", "nope.yaml", subprocess=sub)
+    CASES[f"{command} --config png"] = case(tool, f"{args} --config png.yaml", "png.yaml", subprocess=sub)
+
+NUMBERS = ["0", "-1", "nan", "inf"]
+NUMBER_FLAGS = {  # (command, flag) -> (tool, args); every value in NUMBERS is out of range for these
+    ("labeling tasks", "--pairs-per-prompt"): ("labeling", "tasks build --db store.db --project chat"),
+    ("labeling tasks", "--k"): ("labeling", "tasks build --db store.db --project chat --strategy ranking"),
+    ("labeling init", "--k"): ("labeling", "init --db store.db --project new --mode ranking"),
+    ("labeling init", "--overlap"): ("labeling", "init --db store.db --project new"),
+    ("labeling generate", "--n"): ("labeling", "generate --db store.db --project chat --models {lm}"),
+    ("labeling generate", "--max-new-tokens"): ("labeling", "generate --db store.db --project chat --models {lm}"),
+    ("reward-model train", "--max-steps"): ("reward-model", "train --model {lm} --data pairs.jsonl"),
+    ("align sft", "--max-steps"): ("align", "sft --model {lm} --data sft.jsonl"),
+    ("align dpo", "--max-steps"): ("align", "dpo --model {lm} --data pairs.jsonl"),
+    ("align ppo", "--steps"): ("align", "ppo --model {lm} --reward {rm} --prompts prompts.jsonl"),
+}
+for (command, flag), (tool, args) in NUMBER_FLAGS.items():
+    for value in (["0", "-2", "nan", "inf"] if flag == "--max-steps" else NUMBERS):  # -1: "use the epochs"
+        CASES[f"{command} {flag} {value}"] = case(tool, f"{args} {flag} {value}", flag.lstrip("-").replace("-", "_"))
+for value in ["-1", "nan", "inf"]:  # 0 is a valid round and priority
+    CASES[f"labeling tasks --round {value}"] = case("labeling", f"tasks build --db store.db --project chat "
+                                                                f"--round {value}", "round")
+    CASES[f"labeling generate --round {value}"] = case("labeling", f"generate --db store.db --project chat "
+                                                                   f"--models {{lm}} --round {value}", "round")
+for value in ["nan", "inf", "-inf"]:
+    CASES[f"labeling tasks --priority {value}"] = case("labeling", f"tasks build --db store.db --project chat "
+                                                                   f"--priority {value}", "priority")
+for value in ["nan", "-0.1", "1"]:
+    CASES[f"labeling export --test-fraction {value}"] = case(
+        "labeling", f"export --db store.db --project chat --out out.jsonl --test-fraction {value}", "test_fraction")
+CASES["labeling init --gold-rate nan"] = case("labeling", "init --db store.db --project new --gold-rate nan",
+                                              "gold_rate")
+CASES["labeling init --gold-rate 1.5"] = case("labeling", "init --db store.db --project new --gold-rate 1.5",
+                                              "gold_rate")
+CASES["labeling init --lease-seconds 0"] = case("labeling", "init --db store.db --project new --lease-seconds 0",
+                                                "lease_seconds")
+CASES["labeling generate --temperature nan"] = case(
+    "labeling", "generate --db store.db --project chat --models {lm} --temperature nan", "temperature")
+CASES["labeling serve --port -1"] = case("labeling", "serve --db store.db --port -1", "port", subprocess=True)
+CASES["labeling serve --port 70000"] = case("labeling", "serve --db store.db --port 70000", "port", subprocess=True)
+CASES["labeling serve --port in use"] = case("labeling", "serve --db store.db --port {busy}", "in use", subprocess=True)
+CASES["reward-model eval --bins 0"] = case("reward-model", "eval --model {rm} --data pairs.jsonl --bins 0", "bins")
+CASES["reward-model prioritize --batch-size 0"] = case(
+    "reward-model", "prioritize --db store.db --model {rm} --project chat --batch-size 0", "batch_size")
+
+NAMES = {  # unknown models and projects
+    "labeling import --project nosuch": ("labeling", "import --db store.db --project nosuch --file prompts.jsonl",
+                                         "nosuch"),
+    "labeling generate --project nosuch": ("labeling", "generate --db store.db --project nosuch --models {lm}",
+                                           "nosuch"),
+    "labeling generate --models unknown": ("labeling", "generate --db store.db --project chat --models nosuch-model",
+                                           "nosuch-model"),
+    "labeling generate --models good unknown-dir": ("labeling", "generate --db store.db --project chat --models {lm} "
+                                                                "./my-sft-model", "my-sft-model"),
+    "labeling tasks --project nosuch": ("labeling", "tasks build --db store.db --project nosuch", "nosuch"),
+    "labeling tasks --models unknown": ("labeling", "tasks build --db store.db --project chat --models nosuch-model",
+                                        "nosuch-model"),
+    "labeling export --project nosuch": ("labeling", "export --db store.db --project nosuch --out out.jsonl",
+                                         "nosuch"),
+    "labeling stats --project nosuch": ("labeling", "stats --db store.db --project nosuch", "nosuch"),
+    "labeling leaderboard --project nosuch": ("labeling", "leaderboard --db store.db --project nosuch", "nosuch"),
+    "labeling init --project exists": ("labeling", "init --db store.db --project chat", "chat"),
+    "labeling users disable unknown": ("labeling", "users disable nosuch --db store.db", "nosuch"),
+    "labeling users add exists": ("labeling", "users add alice --password a-long-password --db store.db", "alice"),
+    "labeling users add no name": ("labeling", "users add --db store.db", "name"),
+    "labeling users --role unknown": ("labeling", "users add dan --role root --db store.db", "role"),
+    "reward-model train --model unknown": ("reward-model", "train --model nosuch-model --data pairs.jsonl --max-steps 1",
+                                           "nosuch-model"),
+    "reward-model train --store --project nosuch": ("reward-model", "train --model {lm} --store store.db "
+                                                                    "--project nosuch --max-steps 1", "nosuch"),
+    "reward-model eval --model unknown": ("reward-model", "eval --model nosuch-dir/ --data pairs.jsonl", "nosuch-dir"),
+    "reward-model eval --model causal LM": ("reward-model", "eval --model {lm} --data pairs.jsonl", "reward model"),
+    "reward-model score --model causal LM": ("reward-model", "score --model {lm} --input score.jsonl "
+                                                             "--output scored.jsonl", "reward model"),
+    "reward-model prioritize --model causal LM": ("reward-model", "prioritize --db store.db --model {lm} "
+                                                                  "--project chat", "reward model"),
+    "reward-model prioritize --project nosuch": ("reward-model", "prioritize --db store.db --model {rm} "
+                                                                 "--project nosuch", "nosuch"),
+    "align sft --model unknown": ("align", "sft --model nosuch-model --data sft.jsonl --max-steps 1", "nosuch-model"),
+    "align dpo --model unknown": ("align", "dpo --model nosuch-model --data pairs.jsonl --max-steps 1", "nosuch-model"),
+    "align ppo --model unknown": ("align", "ppo --model nosuch-model --reward {rm} --prompts prompts.jsonl --steps 1",
+                                  "nosuch-model"),
+    "align ppo --reward causal LM": ("align", "ppo --model {lm} --reward {lm} --prompts prompts.jsonl --steps 1",
+                                     "reward model"),
+    "align ppo --store --project nosuch": ("align", "ppo --model {lm} --reward {rm} --store store.db "
+                                                    "--project nosuch --steps 1", "nosuch"),
+    "align dpo --config unknown name": ("align", "dpo --config nosuch-preset", "nosuch-preset"),
+    "labeling serve --project nosuch": ("labeling", "serve --db store.db --port {port} --project nosuch", "nosuch"),
+}
+for name, (tool, args, expect) in NAMES.items():
+    CASES[name] = case(tool, args, expect, subprocess=name.startswith("labeling serve"))
+
+# Non-UTF-8 bytes where a user types them: guidelines, passwords (stdin and flag).
+CASES["labeling init --guidelines non-utf8"] = case("labeling", "init --db store.db --project new "
+                                                                "--guidelines latin1.md", "latin1.md")
+CASES["labeling init --guidelines missing"] = case("labeling", "init --db store.db --project new "
+                                                               "--guidelines nope.md", "nope.md")
+CASES["labeling init --guidelines png"] = case("labeling", "init --db store.db --project new --guidelines png.md",
+                                               "png.md")
+CASES["labeling users add password non-utf8 stdin"] = case("labeling", "users add dan --db store.db", "password",
+                                                           stdin=b"caf\xe9-password\n", subprocess=True)
+CASES["labeling users add password non-utf8 flag"] = case("labeling", ["users", "add", "dan", "--db", "store.db",
+                                                                       "--password", b"caf\xe9-password"],
+                                                          "password", subprocess=True)
+CASES["labeling users add password empty"] = case("labeling", "users add dan --db store.db", "password",
+                                                  stdin=b"\n", subprocess=True)
+
+
+# --- the workspace -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, tiny_model_dir):
+    """The workspace every case starts from (copied per case), and the tiny models (read-only)."""
+    import json
+
+    from labeling.db import open_store, session_scope
+    from labeling.importer import import_file
+    from labeling.projects import create_project
+    from labeling.tasks import build_tasks
+    from labeling.users import create_user
+    from reward_model.testing import build_tiny_reward_model
+
+    root = tmp_path_factory.mktemp("bad-input")
+    work, models = root / "work", root / "models"
+    work.mkdir()
+    shutil.copytree(tiny_model_dir, models / "lm")
+    build_tiny_reward_model(models / "rm")
+
+    def jsonl(name, rows):
+        (work / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    jsonl("prompts.jsonl", [{"prompt": f"Question {i}?"} for i in range(4)])
+    jsonl("with_responses.jsonl", [{"prompt": f"Question {i}?", "responses": [
+        {"model": "m1", "text": f"Answer {i}."}, {"model": "m2", "text": f"Reply {i}!"}]} for i in range(4)])
+    pairs = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
+              "chosen": [{"role": "assistant", "content": f"Answer {i}."}],
+              "rejected": [{"role": "assistant", "content": "No."}]} for i in range(4)]
+    jsonl("pairs.jsonl", pairs)
+    jsonl("sft.jsonl", [{"messages": p["prompt"] + p["chosen"]} for p in pairs])
+    jsonl("score.jsonl", [{"prompt": f"Question {i}?", "response": "Yes."} for i in range(2)])
+    (work / "png.jsonl").write_bytes(PNG)
+    for name in ("png.db", "png.yaml", "png.md", "png.parquet"):
+        (work / name).write_bytes(PNG)
+    (work / "latin1.jsonl").write_bytes(LATIN1)
+    (work / "latin1.csv").write_bytes(b"prompt\ncaf\xe9?\n")
+    (work / "latin1.md").write_bytes(b"Pick the caf\xe9 answer.\n")
+    (work / "latin1.yaml").write_bytes(b"project: caf\xe9\n")
+    (work / "empty.jsonl").write_text("")
+    jsonl("nocol.jsonl", [{"foo": "bar"}])
+
+    engine = open_store(f"sqlite:///{work / 'store.db'}")
+    with session_scope(engine) as session:
+        create_project(session, "chat", guidelines="Pick the better answer.")
+        create_user(session, "alice", "a-long-password")
+        create_user(session, "boss", "another-password", role="admin")
+    import_file(engine, "chat", work / "with_responses.jsonl")
+    build_tasks(engine, "chat", "all_pairs")
+    engine.dispose()
+    shutil.copy(work / "store.db", work / "newer.db")
+    with sqlite3.connect(work / "newer.db") as conn:
+        conn.execute("UPDATE prefloop_meta SET value = '999' WHERE key = 'schema_version'")
+    with sqlite3.connect(work / "notstore.db") as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO invoices (total) VALUES (12.5)")
+    return work, models
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def busy_port():
+    """A port some other program is listening on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def run_case(c: Case, work: Path, models: Path, busy: int, capfd, monkeypatch) -> tuple[int, str]:
+    fill = {"{lm}": str(models / "lm"), "{rm}": str(models / "rm"), "{port}": str(free_port()), "{busy}": str(busy)}
+    argv = [_fill(a, fill) for a in c.argv]
+    monkeypatch.delenv("PREFLOOP_DB", raising=False)
+    if c.subprocess:
+        try:
+            result = subprocess.run([str(BIN / c.tool), *argv], input=c.stdin or b"", capture_output=True,
+                                    cwd=work, timeout=120, env={**os.environ, "PREFLOOP_DB": ""})
+        except subprocess.TimeoutExpired:
+            return 0, "(still running after 120 s: the input was accepted)"
+        return result.returncode, result.stderr.decode("utf-8", "replace")
+    monkeypatch.chdir(work)
+    main = {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "align.cli"}[c.tool]
+    import importlib
+    import traceback
+
+    capfd.readouterr()
+    try:
+        rc = importlib.import_module(main).main(argv)
+    except SystemExit as exit_:
+        rc = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:  # noqa: BLE001 - what a user would see as a traceback
+        sys.stderr.write(traceback.format_exc())
+        rc = 1
+    return rc, capfd.readouterr().err
+
+
+def _fill(arg, fill: dict) -> str | bytes:
+    if isinstance(arg, bytes):
+        return arg
+    for key, value in fill.items():
+        arg = arg.replace(key, value)
+    return arg
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(name, template, tmp_path, busy_port, capfd, monkeypatch):
+    c = CASES[name]
+    work = tmp_path / "work"
+    shutil.copytree(template[0], work)
+    before = tree_digest(work), _stat(template[1])
+    rc, err = run_case(c, work, template[1], busy_port, capfd, monkeypatch)
+    after = tree_digest(work), _stat(template[1])
+    lines = [line for line in err.splitlines() if line.strip()]
+    shown = "\n    ".join(lines[-8:])
+    if os.environ.get("BAD_INPUT_REPORT"):  # one line per case: name, category (for counting outcomes)
+        with open(os.environ["BAD_INPUT_REPORT"], "a") as fh:
+            fh.write(f"{name}\t{_category(rc, err, before != after, lines, c.expect)}\n")
+    assert "Traceback" not in err, f"TRACEBACK: rc={rc}\n    {shown}"
+    assert rc != 0, f"ACCEPTED: exit 0\n    {shown}"
+    assert before == after, f"CHANGED: the workspace changed\n    {shown}"
+    assert len(lines) == 1, f"NOT-ONE-LINE: {len(lines)} stderr lines\n    {shown}"
+    assert _words(c.expect) in _words(lines[0]), f"UNCLEAR: does not name {c.expect!r}\n    {shown}"
+
+
+def _stat(root: Path) -> list:
+    """The models' files by size and modification time: hashing 25 MB per case would cost more than the case."""
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))]
+
+
+def _category(rc: int, err: str, changed: bool, lines: list[str], expect: str) -> str:
+    if "Traceback" in err:
+        return "TRACEBACK"
+    if rc == 0:
+        return "ACCEPTED"
+    if changed:
+        return "CHANGED"
+    if len(lines) != 1:
+        return "NOT-ONE-LINE"
+    return "ok" if _words(expect) in _words(lines[0]) else "UNCLEAR"
+
+
+def _words(text: str) -> str:
+    """--pairs-per-prompt and pairs_per_prompt name the same thing."""
+    return text.lower().replace("-", "_")
+
+
+def test_case_count():
+    """The suite's size, so that a refactoring that drops cases shows."""
+    assert len(CASES) >= 150, len(CASES)
