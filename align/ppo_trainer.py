@@ -79,13 +79,13 @@ class PPOTrainer:
         from accelerate.utils import set_seed
 
         from prefloop.run import lineage
-    
+
         run, accelerator = onpolicy.start(cfg, "align ppo")
         # Cheap inputs first: a bad prompt file or reward spec fails before any model loads.
         prompts, _, source = onpolicy.load_prompts(cfg)
         reward_fn = onpolicy.load_reward(cfg.reward_model, prompts[0], accelerator.device)
-        set_seed(cfg.seed, device_specific=True)  # seed + rank: each process samples its own responses
-        pair = onpolicy.load_policy_pair(cfg, accelerator.device, prompts)
+        pair = onpolicy.load_policy_pair(cfg, accelerator.device, prompts)  # seeds the LoRA init with cfg.seed
+        set_seed(cfg.seed, device_specific=True)  # then seed + rank: each process samples its own responses
         model = ActorCritic(pair.policy, load_critic(cfg, pair.tokenizer, accelerator.device)).to(accelerator.device)
         model.eval()  # no dropout anywhere: log pi must be the same at rollout and at update [N-details]
         params = [p for p in model.parameters() if p.requires_grad]
