@@ -88,7 +88,7 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=server_root,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(server_root)})
         servers.append((proc, f"http://127.0.0.1:{port}/"))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded 2-core machine has taken minutes to import gradio
     for proc, base in servers:
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -233,6 +233,31 @@ def _event(http, body: dict) -> dict:
     raise RuntimeError("the event stream ended before the event completed")
 
 
+def store_cycles(url: str, names: list[str], rounds: int) -> dict:
+    """The store layer alone, in this process: what one API cycle asks of `service` (next_task with
+    its progress, then submit), for every annotator in turn; CPU seconds per cycle after a warm-up round."""
+    from labeling.app import service
+    from labeling.app.auth import viewer_for
+    from labeling.db import open_store
+
+    engine = open_store(url)
+    viewers = [viewer_for(engine, name) for name in names]
+    counts = service.OpenTasks() if hasattr(service, "OpenTasks") else None  # absent before the fix
+
+    def cycle(viewer):
+        view = service.next_task(engine, viewer, PROJECT)
+        service.progress(engine, viewer, PROJECT, *([counts] if counts else []))
+        service.submit(engine, viewer, assignment_id=view.assignment_id, client_request_id=view.client_request_id,
+                       choice="a_better")
+
+    [cycle(v) for v in viewers]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(rounds):
+        [cycle(v) for v in viewers]
+    n = rounds * len(viewers)
+    return {"cpu_ms": 1000 * (time.process_time() - cpu) / n, "wall_ms": 1000 * (time.perf_counter() - wall) / n}
+
+
 def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
     for _ in range(attempts):
         client, _, _ = sign_in((i, name), patient=True)
@@ -243,12 +268,14 @@ def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
 
 # ----------------------------------------------------------------------------- one configuration
 
-def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: str = "api") -> dict:
+def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: str = "api",
+               server_root: str | None = None) -> dict:
     names = [f"ann{i:03d}" for i in range(args.clients)]
     # Seeded by the served code's own schema (its indexes included), in a process of its own.
+    server_root = server_root or args.server_root
     subprocess.run([sys.executable, __file__, "--seed", json.dumps({"url": url, "tasks": args.tasks, "names": names})],
-                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": args.server_root})
-    servers = serve_processes(url, processes, logdir, args.serve_args, Path(args.server_root))
+                   check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": server_root})
+    servers = serve_processes(url, processes, logdir, args.serve_args, Path(server_root))
     urls = [base for _, base in servers]
     try:
         start_at = time.time() + 3.0
@@ -299,6 +326,31 @@ def check(url: str, acks: list) -> dict:
     return {"stored": len(rows), "lost": lost,
             "doubled": sum(n - 1 for n in stored.values() if n > 1) + len(rows) - len({(r[2], r[3]) for r in rows}),
             "over_overlap": sum(1 for n in per_task.values() if n > OVERLAP)}
+
+
+def compare_store(args, where: str, rounds: int = 2, repeats: int = 3) -> str:
+    """CPU per cycle of the store layer, `--compare-store DIR`'s code against this checkout's, alternating."""
+    results: dict[str, list[dict]] = {}
+    for _ in range(repeats):
+        for name, root in (("before", args.compare_store), ("after", str(ROOT))):
+            with tempfile.TemporaryDirectory() as tmp:
+                url, names = f"sqlite:///{tmp}/store.db", [f"ann{i:03d}" for i in range(args.clients)]
+                env = {**os.environ, "PYTHONPATH": root}
+                subprocess.run([sys.executable, __file__, "--seed", json.dumps(
+                    {"url": url, "tasks": args.tasks, "names": names})], check=True, cwd=ROOT, env=env)
+                out = subprocess.run([sys.executable, __file__, "--store-child", json.dumps(
+                    {"url": url, "names": names, "rounds": rounds})], check=True, cwd=ROOT, env=env,
+                    capture_output=True, text=True).stdout
+                results.setdefault(name, []).append(json.loads(out.strip().splitlines()[-1]))
+    cpu = {name: sorted(r["cpu_ms"] for r in runs) for name, runs in results.items()}
+    lines = ["", f"Store layer alone (no HTTP, no Gradio: `service.next_task` + `progress` + `submit`, one thread, "
+             f"{args.clients} annotators in turn, {args.tasks} tasks, SQLite), CPU ms per cycle, {repeats} alternating "
+             f"runs each (min / median / max); before = `{args.compare_store}`:", "",
+             "| code | CPU ms per cycle | cycles per CPU-second |", "| --- | ---: | ---: |"]
+    for name, values in cpu.items():
+        lines.append(f"| {name} | {values[0]:.1f} / {values[len(values) // 2]:.1f} / {values[-1]:.1f} "
+                     f"| {1000 / values[len(values) // 2]:.0f} |")
+    return "\n".join(lines + [""])
 
 
 def fresh_pg(admin_url: str) -> str:
@@ -364,15 +416,24 @@ def main(argv=None) -> int:
     parser.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `labeling serve` flags (last on the line)")
     parser.add_argument("--server-root", default=str(ROOT),
-                        help="run `labeling serve` from this checkout (e.g. `git worktree add /tmp/base <rev>` for a "
-                             "before/after comparison); the store is always made by this one")
+                        help="run `labeling serve` (and seed its store) from this checkout instead, e.g. "
+                             "`git archive <rev> | tar -x -C DIR` for a before/after comparison")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", help=argparse.SUPPRESS)
+    parser.add_argument("--store-child", help=argparse.SUPPRESS)
+    parser.add_argument("--before", metavar="DIR", help="first run the SQLite and browser rows with the server code "
+                        "of another checkout (e.g. `git archive <rev> | tar -x -C DIR`), in the same run")
+    parser.add_argument("--compare-store", metavar="DIR", help="also time the store layer alone (no HTTP), this "
+                        "checkout against the one in DIR, alternating, on SQLite")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     if args.seed:
         spec = json.loads(args.seed)
         seed(spec["url"], spec["tasks"], spec["names"])
+        return 0
+    if args.store_child:
+        spec = json.loads(args.store_child)
+        print(json.dumps(store_cycles(spec["url"], spec["names"], spec["rounds"])))
         return 0
     if args.child:
         spec = json.loads(args.child)
@@ -382,24 +443,28 @@ def main(argv=None) -> int:
     args.argv = argv
     where, rows = machine(), []
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
-        for backend in args.backends.split(","):
+        before = [("before:" + b, args.before) for b in ("sqlite", "browser") if args.before]
+        for backend, root in before + [(b, None) for b in filter(None, args.backends.split(","))]:
+            backend = backend.removeprefix("before:")
             mode = "browser" if backend == "browser" else "api"
             if backend in ("sqlite", "browser"):
-                label, url, n = "prefloop, SQLite", f"sqlite:///{tmp}/{backend}.db", 1
+                label, url, n = "prefloop, SQLite", f"sqlite:///{tmp}/{backend}{'-before' if root else ''}.db", 1
                 if mode == "browser":
                     label += ", the page's Submit event (no burst: sessions sign in one by one)"
             else:
                 n = int(backend.removeprefix("pg"))
                 label, url = f"prefloop, PostgreSQL, {n} process{'es' if n > 1 else ''}", fresh_pg(args.pg_url)
-            if Path(args.server_root).resolve() != ROOT:
-                label += f" (server code: {args.server_root})"
+            if root or Path(args.server_root).resolve() != ROOT:
+                label = f"before: {label} (server code: {root or args.server_root})"
             print(f"running {label} ...", flush=True)
-            row = run_config(label, url, n, args, Path(tmp), mode)
+            row = run_config(label, url, n, args, Path(tmp), mode, root)
             print(f"  {len(row['acks'])} acknowledged, {row['stored']} stored, lost {row['lost']}, doubled "
                   f"{row['doubled']}, errors {len(row['errors'])} {row['errors'][:2]} login errors "
                   f"{row['login_errors'][:2]}", flush=True)
             rows.append(row)
     table = render(rows, where, args)
+    if args.compare_store:
+        table += compare_store(args, where)
     print(table)
     if not args.no_write:
         write_section(table)

@@ -56,17 +56,17 @@ def next_task(engine: Engine, viewer: Viewer, project: str) -> TaskView | None:
 
 
 def _view(engine: Engine, assignment: Assignment) -> TaskView:
-    with Session(engine) as session:
-        task = session.get(Task, assignment.task_id)
-        project = session.get(Project, task.project_id)
-        prompt = session.get(Prompt, task.prompt_id)
-        texts = {c.id: c.text for c in session.exec(
-            select(Candidate).where(Candidate.id.in_(assignment.display_order)))}
+    with Session(engine) as session:  # two queries: the task's project and prompt, then the shown texts
+        project, messages = session.exec(
+            select(Project, Prompt.messages).join(Task, Task.project_id == Project.id)
+            .join(Prompt, Prompt.id == Task.prompt_id).where(Task.id == assignment.task_id)).one()
+        texts = dict(session.exec(select(Candidate.id, Candidate.text)
+                                  .where(Candidate.id.in_(assignment.display_order))).all())
     responses = [{"label": LABELS[i], "text": texts[cid]} for i, cid in enumerate(assignment.display_order)]
     return TaskView(assignment_id=assignment.id, client_request_id=uuid.uuid4().hex, project=project.name,
                     mode=project.mode, guidelines=project.guidelines or "", criteria=list(project.criteria or []),
                     conversation=[{"role": m.get("role", "user"), "content": m.get("content", "")}
-                                  for m in prompt.messages],
+                                  for m in messages],
                     responses=responses, expires_at=assignment.expires_at.isoformat())
 
 
@@ -75,10 +75,10 @@ def submit(engine: Engine, viewer: Viewer, *, assignment_id: int, client_request
            rationale: str | None = None, edited_response: str | None = None,
            ms_spent: int | None = None) -> dict:
     """Record the viewer's answer to one of their assignments; labels refer to the shown order."""
-    assignment = assign.get_assignment(engine, assignment_id, viewer.id)
-    order = list(assignment.display_order)
     if choice is not None and choice not in CHOICES:
         raise InputError(f"choice: expected one of {', '.join(CHOICES)}, got {choice!r}")
+    # Only a ranking or ratings name labels; a plain choice needs no look at the shown order first.
+    order = list(assign.get_assignment(engine, assignment_id, viewer.id).display_order) if ranking or ratings else []
     judgment = assign.submit_judgment(
         engine, assignment_id=assignment_id, annotator_id=viewer.id, client_request_id=client_request_id,
         choice=choice or None, ranking=ranking_ids(ranking, order) if ranking else None,
