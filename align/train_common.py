@@ -133,21 +133,27 @@ def lora_config(cfg):
 
 def save_final(model, tokenizer, cfg, run, results: dict) -> Path:
     """Save the policy to OUT/final (plain `AutoModelForCausalLM.from_pretrained` loads it) and the results
-    into run.json. Written aside and renamed in: a final/ is never half-written."""
+    into run.json. Written aside and renamed in: a final/ is never half-written. Under several processes
+    every one calls this: their weights are checked to agree, the main process writes, the others wait."""
     import shutil
 
+    from prefloop import distributed
+
     out = run.final_dir
-    tmp = out.with_name(".final.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted save
-    if cfg.lora and cfg.merge_lora:
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():  # a resumed run replaces the final model it wrote itself
-        shutil.rmtree(out)
-    tmp.rename(out)
+    distributed.check_replicas_agree(model)
+    if run.main:
+        tmp = out.with_name(".final.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted save
+        if cfg.lora and cfg.merge_lora:
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():  # a resumed run replaces the final model it wrote itself
+            shutil.rmtree(out)
+        tmp.rename(out)
+        print(f"[prefloop] final model: {out}")
     run.save(**results, status="finished", adapter=bool(cfg.lora and not cfg.merge_lora))
-    print(f"[prefloop] final model: {out}")
+    distributed.wait_for_everyone()  # nobody returns (and reads final/) before it is there
     return out
 
 
