@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     return dispatch("align", COMMANDS, argv)
 
 
-if __name__ == "__main__":  # `accelerate launch -m align.cli ppo ...`
+if __name__ == "__main__":  # `accelerate launch ... -m align.cli ppo ...` (every command)
     import sys
 
     sys.exit(main())

@@ -21,7 +21,6 @@ import torch
 from align import onpolicy
 from align.losses import log_ratio_difference, preference_loss
 from align.rollout import Rollout, concat, response_logits, select
-from prefloop.errors import InputError
 
 
 def main(argv: list[str]) -> int:
@@ -41,24 +40,25 @@ def train_online(cfg) -> Path:
 
     # 0. run directory, prompts, reward (probed), then π_θ, π_ref, optimizer; resumed when asked
     run, acc = onpolicy.start(cfg, "align online-dpo")
-    if acc.num_processes > 1:
-        raise InputError("online DPO runs in one process (its update is not data-parallel yet); "
-                         "run it without `accelerate launch`")
     train_prompts, eval_prompts, source = onpolicy.load_prompts(cfg, cfg.eval_prompts)
     reward_fn = onpolicy.load_reward(cfg.reward_model, train_prompts[0], acc.device)
     trainer = OnlineDPO(cfg, acc, reward_fn, train_prompts + eval_prompts)
     start = onpolicy.load_checkpoint(acc, run)
-    run.save(**lineage(cfg.model), prompts=source, reward_model=cfg.reward_model)
-    print(f"[prefloop] online dpo: {len(train_prompts)} prompts, {len(eval_prompts)} held out, "
-          f"N={cfg.num_generations}, loss {cfg.loss_type}, β={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
-    schedule = onpolicy.PromptSchedule(train_prompts, cfg.batch_size, cfg.seed)
+    run.save(**lineage(cfg.model), prompts=source, reward_model=cfg.reward_model, num_processes=acc.num_processes)
+    if run.main:
+        print(f"[prefloop] online dpo: {len(train_prompts)} prompts, {len(eval_prompts)} held out, "
+              f"N={cfg.num_generations}, loss {cfg.loss_type}, β={cfg.beta}, "
+              f"{'LoRA' if cfg.lora else 'full fine-tuning'}, {acc.num_processes} process(es)")
+    # several processes: each its own batch_size prompts of the step (the global batch is N x batch_size)
+    schedule = onpolicy.PromptSchedule(train_prompts, cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
     logger = run.metrics_logger()
     before = run.record.get("eval_before", {})
     if eval_prompts and start == 0:
         before = trainer.evaluate(eval_prompts)
         logger.log(0, {f"eval/{k}": v for k, v in before.items()})
         run.save(eval_before=before)
-    after, bar = {}, trange(start, cfg.max_steps, desc="online dpo", initial=start, total=cfg.max_steps)
+    after, bar = {}, trange(start, cfg.max_steps, desc="online dpo", initial=start, total=cfg.max_steps,
+                            disable=not run.main)
     for step in bar:
         stats = trainer.step(step, schedule.batch(step))
         logger.log(step + 1, stats)
@@ -88,7 +88,9 @@ class OnlineDPO:
             optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
         pair.policy, self.optimizer = accelerator.prepare(pair.policy, optimizer)
         accelerator.register_for_checkpointing(self.scheduler)
-        pair.policy = accelerator.unwrap_model(pair.policy)  # one process: the module itself
+        # The module itself (sampling, the adapter switched off for π_ref, the one log-prob path); under
+        # several processes onpolicy.average_gradients averages its gradients.
+        pair.policy = accelerator.unwrap_model(pair.policy)
         self.pair = pair
         self.eval_pairs = None  # (chosen, rejected) held-out pairs sampled from π_ref, fixed for the run
 
@@ -104,8 +106,9 @@ class OnlineDPO:
         return onpolicy.score(self.reward_fn, self.cfg.reward_model, repeated, rollout.texts).view(len(prompts), -1)
 
     def step(self, step: int, prompts: list) -> dict:
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed + step)  # a resumed run samples exactly what the first would have
+        cfg, acc = self.cfg, self.acc
+        # a resumed run samples exactly what the first would have; each process its own noise
+        torch.manual_seed(cfg.seed + step + onpolicy.PROCESS_SEED_STRIDE * acc.process_index)
         # 1. sample N responses per prompt from π_θ
         rollout = self.sample(prompts)
         # 2. score with r(x, y)
@@ -115,17 +118,21 @@ class OnlineDPO:
         stats = {"reward/mean": rewards.mean().item(), "reward/max": rewards.max(1).values.mean().item(),
                  "reward/min": rewards.min(1).values.mean().item(), "pairs": float(len(pairs)),
                  "skipped_ties": float(len(prompts) - len(pairs)),
-                 "reward/gap": gaps.mean().item() if len(gaps) else 0.0,
-                 "response_length": rollout.response_lengths.float().mean().item()}
-        if len(pairs) == 0:
-            return stats
-        chosen, rejected = select(rollout, pairs[:, 0]), select(rollout, pairs[:, 1])
-        # 4. log π_ref(y|x) of the pairs
-        ref_chosen, ref_rejected = self.sequence_logps(chosen, True), self.sequence_logps(rejected, True)  # (K,)
-        # 5. DPO update(s) on the fresh pairs
-        for _ in range(cfg.updates_per_step):
-            stats.update(self.update(chosen, rejected, ref_chosen, ref_rejected))
-        return stats
+                 "reward/gap": gaps.mean().item() if len(gaps) else None,
+                 "response_length": rollout.response_lengths.float().mean().item(),
+                 **dict.fromkeys(UPDATE_METRICS)}
+        # every process updates when any has a pair (DDP steps together), on all pairs of all processes
+        total = int(acc.reduce(torch.tensor(float(len(pairs)), device=acc.device), "sum").item())
+        if total:
+            chosen, rejected = select(rollout, pairs[:, 0]), select(rollout, pairs[:, 1])  # K may be 0 here
+            # 4. log π_ref(y|x) of the pairs
+            ref_chosen = ref_rejected = None
+            if len(pairs):
+                ref_chosen, ref_rejected = self.sequence_logps(chosen, True), self.sequence_logps(rejected, True)  # (K,)
+            # 5. DPO update(s) on the fresh pairs
+            for _ in range(cfg.updates_per_step):
+                stats.update(self.update(chosen, rejected, ref_chosen, ref_rejected, total))
+        return onpolicy.mean_over_processes(acc, stats, sums=("pairs", "skipped_ties"))
 
     def sequence_logps(self, rollout: Rollout, reference: bool = False) -> torch.Tensor:
         """Σ_t log π(y_t | x, y<t) (B,) at temperature 1 (DPO's π is the model itself); π_θ's with gradients."""
@@ -133,26 +140,31 @@ class OnlineDPO:
             return self.pair.logprobs(rollout, 1.0, reference=reference).sum(1)
 
     def update(self, chosen: Rollout, rejected: Rollout, ref_chosen: torch.Tensor,
-               ref_rejected: torch.Tensor) -> dict:
-        cfg = self.cfg
+               ref_rejected: torch.Tensor, total_pairs: int) -> dict:
+        """One DPO step on this process's K pairs (K may be 0) of the `total_pairs` of all processes."""
+        cfg, acc = self.cfg, self.acc
         self.pair.policy.train()
-        logps = self.sequence_logps(concat(chosen, rejected))  # (2K,): one forward for y_w and y_l
-        pol_chosen, pol_rejected = logps.chunk(2)
-        h = log_ratio_difference(cfg.loss_type, pol_chosen, pol_rejected, ref_chosen, ref_rejected,
-                                 chosen.response_lengths, rejected.response_lengths)  # (K,)
-        loss = preference_loss(cfg.loss_type, h, cfg.beta, None, cfg.label_smoothing).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        self.acc.backward(loss)
-        grad_norm = self.acc.clip_grad_norm_(self.pair.policy.parameters(), cfg.max_grad_norm)
+        out = {}
+        if len(chosen):
+            logps = self.sequence_logps(concat(chosen, rejected))  # (2K,): one forward for y_w and y_l
+            pol_chosen, pol_rejected = logps.chunk(2)
+            h = log_ratio_difference(cfg.loss_type, pol_chosen, pol_rejected, ref_chosen, ref_rejected,
+                                     chosen.response_lengths, rejected.response_lengths)  # (K,)
+            losses = preference_loss(cfg.loss_type, h, cfg.beta, None, cfg.label_smoothing)  # (K,)
+            # this process's share of the mean over every process's pairs (average_gradients divides by N)
+            acc.backward(losses.sum() * acc.num_processes / total_pairs)
+            chosen_rewards = cfg.beta * (pol_chosen.detach() - ref_chosen)  # implicit rewards (DPO Eq. 5)
+            rejected_rewards = cfg.beta * (pol_rejected.detach() - ref_rejected)
+            out = {"loss": losses.mean().item(), "rewards/chosen": chosen_rewards.mean().item(),
+                   "rewards/rejected": rejected_rewards.mean().item(),
+                   "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+                   "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item()}
+        onpolicy.average_gradients(acc, self.pair.policy.parameters())
+        grad_norm = acc.clip_grad_norm_(self.pair.policy.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        chosen_rewards = cfg.beta * (pol_chosen.detach() - ref_chosen)  # implicit rewards (DPO Eq. 5)
-        rejected_rewards = cfg.beta * (pol_rejected.detach() - ref_rejected)
-        return {"loss": loss.item(), "grad_norm": float(grad_norm),
-                "rewards/chosen": chosen_rewards.mean().item(), "rewards/rejected": rejected_rewards.mean().item(),
-                "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-                "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-                "learning_rate": self.scheduler.get_last_lr()[0]}
+        return {**out, "grad_norm": float(grad_norm), "learning_rate": self.scheduler.get_last_lr()[0]}
 
     # -- held-out evaluation -----------------------------------------------------------------------
     @torch.no_grad()
@@ -187,6 +199,10 @@ class OnlineDPO:
             kl_t = (logp.exp() * (logp - ref_logp)).sum(-1)  # (1, R)
             kls.append((kl_t * row.response_mask).sum())
         return torch.stack(kls)
+
+
+UPDATE_METRICS = ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                  "learning_rate")  # logged as null at a step without pairs
 
 
 def best_worst_pairs(rewards: torch.Tensor, min_gap: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -195,7 +195,8 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
     from trl import DPOConfig as TRLDPOConfig
 
     from align.preference_data import load_pairwise
-    from align.train_common import load_policy, lora_config, save_final, trainer_metrics, trl_args
+    from align.train_common import (load_policy, lora_config, save_final, train_and_evaluate, trainer_metrics,
+                                    trl_args)
     from prefloop.config import to_dict
     from prefloop.run import lineage, start_run
 
@@ -221,11 +222,8 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         peft_config=lora_config(cfg), callbacks=[metrics, *(callbacks or [])],
         loss_type=cfg.loss_type, margin_scale=cfg.margin_scale)
-    # 3. train, evaluating the held-out pairs before (step 0) and after
-    checkpoint = run.last_checkpoint()
-    before = trainer.evaluate() if eval_rows and checkpoint is None else run.record.get("eval_before", {})
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    after = trainer.evaluate() if eval_rows else {}
+    # 3. train, with the held-out pairs evaluated before (step 0) and after
+    before, after = train_and_evaluate(trainer, run, has_eval=bool(eval_rows))
     logger.close()
     # 4. save a plain transformers model; run.json says where it came from
     return save_final(trainer.model, tokenizer, cfg, run, {"eval_before": before, "eval_after": after})

@@ -32,7 +32,6 @@ from align.grpo_core import ADVANTAGES, KL_ESTIMATORS, grpo_loss, kl_penalised_s
 from align.prompts import as_conversation
 from align.rft_data import RFTExample, load_rft_dataset
 from align.rollout import Rollout, select
-from prefloop.errors import InputError
 
 GRPO_PLOTS = (("reward.png", ("reward", "full_marks"), "reward in [0, 1]", None),
               ("monitors.png", ("response_length",), "answer tokens", "kl_k1"))
@@ -64,30 +63,31 @@ def train_group_relative(cfg) -> Path:
 
     # 0. run directory and precision; data and graders checked (one probe) before any model loads
     run, acc = onpolicy.start(cfg, f"align {cfg.algorithm}")
-    if acc.num_processes > 1:
-        raise InputError(f"align {cfg.algorithm} runs in one process (its update is not data-parallel yet); "
-                         "run it without `accelerate launch`")
     examples, eval_examples, source = load_examples(cfg)
     trainer = GroupRelative(cfg, acc, examples + eval_examples)
     trainer.probe(examples[0])
     start = onpolicy.load_checkpoint(acc, run)
     run.save(parent_model=resolve_model(cfg.model), prompts=source, graders=cfg.graders,
-             reward_model=cfg.reward_model or None)
-    print(f"[prefloop] {cfg.algorithm}: {len(examples)} prompts, {len(eval_examples)} held out, "
-          f"G={cfg.num_generations}, beta={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
-    schedule = onpolicy.PromptSchedule(examples, cfg.batch_size, cfg.seed)
+             reward_model=cfg.reward_model or None, num_processes=acc.num_processes)
+    if run.main:
+        print(f"[prefloop] {cfg.algorithm}: {len(examples)} prompts, {len(eval_examples)} held out, "
+              f"G={cfg.num_generations}, beta={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}, "
+              f"{acc.num_processes} process(es)")
+    # several processes: each its own batch_size prompts of the step (the global batch is N x batch_size)
+    schedule = onpolicy.PromptSchedule(examples, cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
     logger = run.metrics_logger()
     before, after = run.record.get("eval_before", {}), {}
     if eval_examples and start == 0:
         before = trainer.evaluate(eval_examples)
         logger.log(0, {f"eval/{k}": v for k, v in before.items()})
         run.save(eval_before=before)
-    bar = trange(start, cfg.max_steps, desc=cfg.algorithm, initial=start, total=cfg.max_steps)
+    bar = trange(start, cfg.max_steps, desc=cfg.algorithm, initial=start, total=cfg.max_steps,
+                 disable=not run.main)
     for step in bar:
         stats, samples = trainer.step(step, schedule.batch(step))
         logger.log(step + 1, stats)
         bar.set_postfix(reward=f"{stats['reward']:.3f}", len=f"{stats['response_length']:.1f}")
-        if cfg.sample_every and step % cfg.sample_every == 0:
+        if run.main and cfg.sample_every and step % cfg.sample_every == 0:
             log_samples(step + 1, samples[:8], logger, bar, run.dir / "samples.jsonl")
         last = step + 1 == cfg.max_steps
         if (step + 1) % cfg.save_steps == 0 and not last:
@@ -97,7 +97,8 @@ def train_group_relative(cfg) -> Path:
         after = trainer.evaluate(eval_examples)
         logger.log(cfg.max_steps, {f"eval/{k}": v for k, v in after.items()})
     logger.close()
-    save_plots(run.metrics_path, run.dir, GRPO_PLOTS)
+    if run.main:
+        save_plots(run.metrics_path, run.dir, GRPO_PLOTS)
     return save_final(trainer.pair.policy, trainer.pair.tokenizer, cfg, run,
                       {"eval_before": before, "eval_after": after})
 
@@ -130,7 +131,9 @@ class GroupRelative:
         optimizer = torch.optim.AdamW([p for p in pair.policy.parameters() if p.requires_grad],
                                       lr=cfg.learning_rate, weight_decay=0.0, fused=True)
         pair.policy, self.optimizer = accelerator.prepare(pair.policy, optimizer)
-        pair.policy = accelerator.unwrap_model(pair.policy)  # one process: the module itself
+        # The module itself (sampling, the adapter switched off for pi_ref, the one log-prob path); under
+        # several processes onpolicy.average_gradients averages its gradients.
+        pair.policy = accelerator.unwrap_model(pair.policy)
         self.pair = pair
         self.mix = GraderMix(device=accelerator.device)
 
@@ -146,7 +149,8 @@ class GroupRelative:
 
     def step(self, step: int, examples: list[RFTExample]) -> tuple[dict[str, float], list[dict]]:
         cfg, G = self.cfg, self.cfg.num_generations
-        torch.manual_seed(cfg.seed + step)  # a resumed run samples exactly what the first would have
+        # a resumed run samples exactly what the first would have; each process its own noise
+        torch.manual_seed(cfg.seed + step + onpolicy.PROCESS_SEED_STRIDE * self.acc.process_index)
 
         # 1. rollout: G answers per prompt at temperature T
         self.pair.policy.eval()
@@ -189,6 +193,7 @@ class GroupRelative:
             **{f"grader/{name}": _mean(column) for name, column in graded.components.items()},
             **update,
         }
+        stats = onpolicy.mean_over_processes(self.acc, stats)  # every process's groups
         repeated = [e for e in examples for _ in range(G)]
         samples = [{"prompt": as_conversation(e.prompt), "response": text, "score": r, "why": why}
                    for e, text, r, why in zip(repeated, rollout.texts, graded.scores, graded.reasons)]
@@ -214,6 +219,7 @@ class GroupRelative:
                                             cfg.loss_type)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.acc.backward(loss)
+                onpolicy.average_gradients(self.acc, self.pair.policy.parameters())
                 grad_norm = self.acc.clip_grad_norm_(self.pair.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 for key, value in {"loss": loss.detach(), "grad_norm": grad_norm, **stats}.items():

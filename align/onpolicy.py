@@ -213,6 +213,52 @@ def load_prompts(cfg, held_out_file: str | None = None) -> tuple[list, list, dic
 
 
 # ---------------------------------------------------------------------------
+# several processes (accelerate launch)
+# ---------------------------------------------------------------------------
+
+
+PROCESS_SEED_STRIDE = 1_000_003  # seed + stride * process index: each process samples its own responses
+
+
+def average_gradients(accelerator, parameters) -> None:
+    """Average the gradients of `parameters` over processes: one all-reduce of one flat buffer.
+
+    Online DPO and GRPO/RLOO run the log-prob path on the unwrapped policy (sampling, the adapter
+    switched off for pi_ref, the one `response_logits`), so DDP's hooks, which fire only for a forward
+    through its wrapper, never average their gradients; this does, before clipping. A parameter without
+    a gradient (a process with nothing to learn from this step) counts as zero, so every process joins.
+    """
+    if accelerator.num_processes == 1:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    params = [p for p in parameters if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flatten_dense_tensors(grads)
+    torch.distributed.all_reduce(flat)
+    flat /= accelerator.num_processes
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        p.grad = g
+
+
+def mean_over_processes(accelerator, stats: dict, sums: tuple[str, ...] = ()) -> dict[str, float | None]:
+    """Each metric averaged over the processes that measured it (None: not measured here), counts named
+    in `sums` summed, in one all-reduce: what the main process logs describes the global batch. A key
+    that only some processes have (a grader named by some rows only) counts as not measured elsewhere."""
+    if accelerator.num_processes > 1:  # the same keys, in the same order, everywhere
+        every: list = [None] * accelerator.num_processes
+        torch.distributed.all_gather_object(every, list(stats))
+        stats = {k: stats.get(k) for k in dict.fromkeys(k for keys in every for k in keys)}
+    values = torch.tensor([float("nan") if stats[k] is None else float(stats[k]) for k in stats],
+                          dtype=torch.float64, device=accelerator.device)  # (M,)
+    present = ~values.isnan()
+    totals = accelerator.reduce(torch.stack([values.nan_to_num(0.0), present.double()]), "sum")  # (2, M)
+    means = totals[0] / totals[1]
+    return {k: (totals[0, i].item() if k in sums else means[i].item()) if totals[1, i] > 0 else None
+            for i, k in enumerate(stats)}
+
+
+# ---------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------
 

@@ -183,7 +183,7 @@ class PPOTrainer:
                 "returns_mean": masked_mean(returns, mask), "values_mean": masked_mean(old_values, mask),
                 "explained_variance": explained_variance(old_values, returns, mask), **update,
             }
-            stats = self._reduce(stats)
+            stats = onpolicy.mean_over_processes(acc, stats)
         stats.update(beta=beta, beta_next=self.kl_ctl.value, lr=self.optimizer.param_groups[0]["lr"],
                      tokens=acc.reduce(lengths.sum(), "sum").item(), **timer.totals())
         samples = [{"prompt": as_conversation(p), "response": t, "score": s}
@@ -262,29 +262,20 @@ class PPOTrainer:
         return loss, {"policy_loss": pg_loss.detach(), "value_loss": vf_loss.detach(), "ratio": ratio,
                       **pg_stats, **vf_stats}
 
-    # -- metrics -------------------------------------------------------------------------------
-
-    def _reduce(self, stats: dict) -> dict[str, float]:
-        keys = list(stats)
-        values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32, device=self.accelerator.device)
-                              for k in keys])
-        values = self.accelerator.reduce(values, "mean")
-        return dict(zip(keys, values.tolist()))
-
     # -- the final model -------------------------------------------------------------------------
 
     def save_policy(self) -> Path:
-        """OUT/final as a plain transformers model (LoRA merged, or kept as an adapter), OUT/critic, plots."""
+        """OUT/final as a plain transformers model (LoRA merged, or kept as an adapter), OUT/critic, plots.
+        Every process calls it (save_final checks that their policies agree); the main one writes."""
         from align.train_common import save_final
 
         acc, cfg = self.accelerator, self.cfg
         acc.wait_for_everyone()
-        out = self.run.final_dir
+        model = self.unwrapped
+        if acc.is_main_process and model.critic is not None:
+            model.critic.save_pretrained(self.run.dir / "critic")
+        out = save_final(model.policy, self.pair.tokenizer, cfg, self.run, {"beta_final": self.kl_ctl.value})
         if acc.is_main_process:
-            model = self.unwrapped
-            if model.critic is not None:
-                model.critic.save_pretrained(self.run.dir / "critic")
-            save_final(model.policy, self.pair.tokenizer, cfg, self.run, {"beta_final": self.kl_ctl.value})
             save_plots(self.run.metrics_path, self.run.dir)
         acc.wait_for_everyone()
         return out

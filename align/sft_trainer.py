@@ -24,7 +24,8 @@ def train_sft(cfg) -> Path:
     from trl import SFTTrainer
 
     from align.preference_data import load_sft
-    from align.train_common import load_policy, lora_config, save_final, trainer_metrics, trl_args
+    from align.train_common import (load_policy, lora_config, save_final, train_and_evaluate, trainer_metrics,
+                                    trl_args)
     from prefloop.config import to_dict
     from prefloop.run import lineage, start_run
 
@@ -47,10 +48,7 @@ def train_sft(cfg) -> Path:
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                          peft_config=lora_config(cfg), callbacks=[metrics])
     # 3. train, with the held-out loss before (step 0) and after
-    checkpoint = run.last_checkpoint()
-    before = trainer.evaluate() if eval_rows and checkpoint is None else run.record.get("eval_before", {})
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    after = trainer.evaluate() if eval_rows else {}
+    before, after = train_and_evaluate(trainer, run, has_eval=bool(eval_rows))
     logger.close()
     # 4. save a plain transformers model; run.json says where it came from
     return save_final(trainer.model, tokenizer, cfg, run, {"eval_before": before, "eval_after": after})

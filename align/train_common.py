@@ -78,7 +78,10 @@ def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
     """Keyword arguments shared by TRL's SFTConfig and DPOConfig: the run's layout and precision."""
     from prefloop.hf import hardware_training_args
 
-    # Held-out data is always evaluated before and after training (by the caller); in between every eval_steps.
+    # Held-out data is always evaluated before and after training; in between every eval_steps. "Before" is
+    # TRL's eval_on_start, inside train(): an evaluate() called before train() marks the model prepared
+    # (accelerate, evaluation mode), and train() then never wraps it in DDP, so gradients would not be
+    # averaged over processes (seen as two processes ending with different weights).
     eval_strategy = "steps" if has_eval and cfg.eval_steps > 0 else "no"
     return dict(
         output_dir=str(run.checkpoints_dir),
@@ -96,6 +99,7 @@ def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
+        eval_on_start=has_eval and run.last_checkpoint() is None,
         eval_steps=cfg.eval_steps or None,
         save_strategy="steps",
         save_steps=cfg.save_steps,
@@ -106,6 +110,20 @@ def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
         disable_tqdm=False,  # the Trainer's bar has a total: it shows the ETA
         **hardware_training_args(precision=run.precision),
     )
+
+
+def train_and_evaluate(trainer, run, has_eval: bool) -> tuple[dict, dict]:
+    """Train (from the last checkpoint when resuming); -> the held-out metrics (before, after) training.
+    Before: what eval_on_start logged at step 0 (see trl_args), or, on --resume, what the run recorded."""
+    checkpoint = run.last_checkpoint()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if not has_eval:
+        return {}, {}
+    before = run.record.get("eval_before", {})
+    if checkpoint is None:
+        at_start = [h for h in trainer.state.log_history if h.get("step") == 0 and "eval_loss" in h]
+        before = {k: v for k, v in at_start[0].items() if k != "step"}
+    return before, trainer.evaluate()
 
 
 def load_policy(name: str | None):
@@ -133,21 +151,27 @@ def lora_config(cfg):
 
 def save_final(model, tokenizer, cfg, run, results: dict) -> Path:
     """Save the policy to OUT/final (plain `AutoModelForCausalLM.from_pretrained` loads it) and the results
-    into run.json. Written aside and renamed in: a final/ is never half-written."""
+    into run.json. Written aside and renamed in: a final/ is never half-written. Under several processes
+    every one calls this: their weights are checked to agree, the main process writes, the others wait."""
     import shutil
 
+    from prefloop import distributed
+
     out = run.final_dir
-    tmp = out.with_name(".final.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted save
-    if cfg.lora and cfg.merge_lora:
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():  # a resumed run replaces the final model it wrote itself
-        shutil.rmtree(out)
-    tmp.rename(out)
+    distributed.check_replicas_agree(model)
+    if run.main:
+        tmp = out.with_name(".final.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted save
+        if cfg.lora and cfg.merge_lora:
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():  # a resumed run replaces the final model it wrote itself
+            shutil.rmtree(out)
+        tmp.rename(out)
+        print(f"[prefloop] final model: {out}")
     run.save(**results, status="finished", adapter=bool(cfg.lora and not cfg.merge_lora))
-    print(f"[prefloop] final model: {out}")
+    distributed.wait_for_everyone()  # nobody returns (and reads final/) before it is there
     return out
 
 

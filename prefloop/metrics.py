@@ -83,6 +83,23 @@ class MetricsLogger:
         self.close()
 
 
+class DiscardMetrics:
+    """MetricsLogger's interface, keeping nothing: what the processes other than the main one log to
+    under `accelerate launch`, so that a run's metrics.jsonl holds each step once."""
+
+    def log(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        return {k: _to_float(v) for k, v in metrics.items()}
+
+    def flush(self) -> None:
+        pass
+
+    def log_text(self, step: int, tag: str, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _truncate(path: Path, step: int) -> None:
     """Keep the rows up to `step` (a resumed job computes the later ones again), atomically."""
     rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -13,6 +13,9 @@ command never overwrites what it did not create, nor a finished run). With --res
 run.json of the same command; training continues from the last checkpoint (from the start when none
 was written yet), with the precision recorded in run.json.
 
+Several processes (`accelerate launch`, see prefloop.distributed): every process checks OUT before any
+writes, the precision is the main process's, and only the main process writes run.json and the metrics.
+
 Loaders take either the run directory or its final/ (`final_model_dir`), so `--model runs/rm` works.
 """
 
@@ -38,6 +41,7 @@ class Run:
     resume: bool
     precision: str
     record: dict = field(default_factory=dict)
+    main: bool = True  # the process that writes (one of several under `accelerate launch`)
 
     @property
     def final_dir(self) -> Path:
@@ -64,22 +68,31 @@ class Run:
         return checkpoint_step(last) if last is not None else 0
 
     def save(self, **fields) -> None:
-        """Merge `fields` into run.json and write it (to a temp file, then renamed: never half-written)."""
+        """Merge `fields` into run.json and write it (to a temp file, then renamed: never half-written).
+        Every process keeps the record; only the main process writes it."""
         self.record.update(fields)
+        if not self.main:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{RUN_FILE}.tmp"
         tmp.write_text(json.dumps(self.record, indent=2, default=str))
         os.replace(tmp, self.dir / RUN_FILE)
 
     def metrics_logger(self):
-        """The run's MetricsLogger; on --resume, rows past the checkpoint go (those steps run again)."""
-        from prefloop.metrics import MetricsLogger
+        """The run's MetricsLogger; on --resume, rows past the checkpoint go (those steps run again).
+        The main process logs; the others get a logger that keeps nothing (one row per step, not N)."""
+        from prefloop.metrics import DiscardMetrics, MetricsLogger
 
+        if not self.main:
+            return DiscardMetrics()
         return MetricsLogger(self.dir, keep_through=self.resume_step() if self.resume else None)
 
 
 def start_run(output_dir: str | Path, command: str, config: dict, resume: bool) -> Run:
-    """Check OUT against the resume rule and decide the precision. Writes nothing (see `Run.save`)."""
+    """Check OUT against the resume rule and decide the precision. Writes nothing (see `Run.save`).
+
+    Under several processes each checks OUT, then all wait, so none reads what the main one writes next."""
+    from prefloop import distributed
     from prefloop.errors import InputError
     from prefloop.hardware import detect, run_precision
 
@@ -92,10 +105,14 @@ def start_run(output_dir: str | Path, command: str, config: dict, resume: bool) 
         raise InputError(f"{out}: --resume: no {RUN_FILE} here, so it is not a run to continue")
     if record and record.get("command") != command:
         raise InputError(f"{out}: --resume: this is a {record.get('command')!r} run, not {command!r}")
-    precision = run_precision(record.get("precision"))
-    source = "recorded in run.json" if record.get("precision") else "detected"
-    print(f"[prefloop] {command}: precision {precision} ({source}); {detect().describe()}")
-    run = Run(out, command, resume, precision, record)
+    # The main process decides: a timing probe could read differently in each process.
+    precision = distributed.broadcast(run_precision(record.get("precision")))
+    main = distributed.is_main_process()
+    if main:
+        source = "recorded in run.json" if record.get("precision") else "detected"
+        print(f"[prefloop] {command}: precision {precision} ({source}); {detect().describe()}")
+    distributed.wait_for_everyone()
+    run = Run(out, command, resume, precision, record, main)
     run.record.update({"command": command, "config": config, "precision": precision,
                        "started": run.record.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return run

@@ -14,3 +14,9 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     return dispatch("reward-model", COMMANDS, argv)
+
+
+if __name__ == "__main__":  # `accelerate launch ... -m reward_model.cli train ...`
+    import sys
+
+    sys.exit(main())

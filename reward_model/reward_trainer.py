@@ -123,15 +123,17 @@ class PreferenceRewardTrainer(RewardTrainer):
         if cfg.center_rewards_coefficient:
             centering = torch.stack([L.reward_centering(rewards[..., h], mask) for h in range(rewards.shape[-1])])
             loss = loss + cfg.center_rewards_coefficient * centering.mean()
-        # 4. diagnostics on the ensemble mean, without gradients
+        # 4. diagnostics on the ensemble mean, without gradients, averaged over processes (one gather)
         with torch.no_grad():
             mean = rewards.mean(-1)  # (B, K)
-            self._metrics[mode]["accuracy"].append(pairwise_accuracy(mean, mask, inputs["tie"]).item())
-            self._metrics[mode]["margin"].append((mean[:, 0] - mean[:, 1]).mean().item())
-            self._metrics[mode]["mean_reward"].append(mean[mask].mean().item())
-            self._metrics[mode]["bt_loss"].append(per_head.mean().item())
+            diagnostics = {"accuracy": pairwise_accuracy(mean, mask, inputs["tie"]),
+                           "margin": (mean[:, 0] - mean[:, 1]).mean(), "mean_reward": mean[mask].mean(),
+                           "bt_loss": per_head.mean()}
             if rewards.shape[-1] > 1:
-                self._metrics[mode]["head_std"].append(rewards.std(-1)[mask].mean().item())
+                diagnostics["head_std"] = rewards.std(-1)[mask].mean()
+            values = self.accelerator.gather(torch.stack(list(diagnostics.values()))[None])  # (processes, M)
+            for name, value in zip(diagnostics, values.mean(0).tolist()):
+                self._metrics[mode][name].append(value)
         return (loss, {"rewards": mean}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -240,10 +242,9 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
 
     `callbacks`: extra transformers TrainerCallbacks (the benchmark times steps with one).
     """
+    from prefloop import distributed
     from prefloop.run import lineage, start_run
-    from reward_model.artifact import save_reward_model
     from reward_model.backbone import load_backbone
-    from reward_model.scorer import RewardScorer
 
     # 1. the run directory (the resume rule) and the data, validated before anything is written
     run = start_run(cfg.output_dir, "reward-model train", to_dict(cfg), cfg.resume)
@@ -256,7 +257,7 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
     max_length = min(cfg.max_length, getattr(model.config, "max_position_embeddings", None) or cfg.max_length)
     train_ds = tokenize_groups(train_groups, tokenizer, max_length, cfg.n_heads, cfg.bootstrap, cfg.seed)
     eval_ds = tokenize_groups(eval_groups, tokenizer, max_length) if eval_groups else None
-    if last is None:
+    if last is None and run.main:
         write_data_snapshot(data_dir, train_groups, eval_groups, source)
     run.save(**lineage(cfg.model), data=source)
     # 3. train (resuming from the last checkpoint when there is one)
@@ -277,6 +278,19 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
     #    backbone so that plain transformers loads the result
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    distributed.check_replicas_agree(model)
+    if run.main:  # several processes: the main one normalises and writes, the others wait for it
+        finish(cfg, run, model, tokenizer, train_groups, max_length, source, metrics)
+    distributed.wait_for_everyone()
+    return run.final_dir
+
+
+def finish(cfg: RewardModelConfig, run, model, tokenizer, train_groups: list[dict], max_length: int,
+           source: dict, metrics: dict) -> None:
+    """Normalise the trained model's rewards and write OUT/final (steps 5 and 6 of `train`)."""
+    from reward_model.artifact import save_reward_model
+    from reward_model.scorer import RewardScorer
+
     # 5. normalise to mean 0 / std 1 on a reference sample of training responses
     scorer = RewardScorer(model, tokenizer, batch_size=cfg.scoring_batch_size, max_length=max_length)
     offset, scale = scorer.fit_normalisation(*reference_sample(train_groups, cfg.normalize_samples, cfg.seed))
@@ -292,7 +306,6 @@ def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     save_reward_model(model, tokenizer, run.final_dir, metadata)
     run.save(status="finished", metrics=metrics)
-    return run.final_dir
 
 
 def main(argv: list[str]) -> int:

@@ -7,13 +7,18 @@ start one). Each test gets a fresh database on it.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from labeling.db import open_store
 
 PG_URL_ENV = "PREFLOOP_TEST_PG_URL"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pg_admin_url() -> str | None:
@@ -94,6 +99,33 @@ def tiny_cpu():
 
     with tiny_cpu_settings():
         yield
+
+
+@pytest.fixture
+def accelerate_launch():
+    """`launch(CLI_MODULE, *args)` runs `accelerate launch --config_file configs/<config> --num_processes 2
+    -m CLI_MODULE ARGS` (e.g. `-m align.cli ppo --model ...`): the command a user runs, as two CPU processes
+    over gloo, fp32 and one thread each. Asserts it exited 0 and returns the CompletedProcess.
+
+    Not accelerate's `--cpu` flag (it would start CPU processes through mpirun only; see the yaml). Each
+    launch gets a free port, so that test runs side by side on one machine do not meet on accelerate's
+    default 29500. tests/ is on the path: reward functions such as `ppo_helpers:letter_a_reward` load."""
+
+    def launch(module: str, *args, config: str = "accelerate_ddp.yaml", num_processes: int = 2,
+               timeout: int = 600) -> subprocess.CompletedProcess:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        path = os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path, "PREFLOOP_CPU_BF16": "0", "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / config),
+               "--num_processes", str(num_processes), "--main_process_port", str(port),
+               "-m", module, *map(str, args)]
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        return proc
+
+    return launch
 
 
 def pytest_collection_modifyitems(config, items):

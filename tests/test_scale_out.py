@@ -1,0 +1,145 @@
+"""Every trainer under `accelerate launch --config_file configs/accelerate_ddp.yaml --num_processes 2`:
+two CPU processes (gloo), the same flags as the one-process command, on tiny models.
+
+What each test holds a run to: it finishes; the processes ended with identical weights (the trainer
+checks, and the main process says so once); the weights changed; metrics.jsonl has each step once;
+the global batch is num_processes x the per-device batch; only the main process wrote the run.
+`align ppo`'s two-process test is tests/test_ppo_train.py's; the launcher is conftest's
+`accelerate_launch`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dpo_helpers import TOPICS, pair_row, sft_row, write_jsonl
+from ppo_helpers import build_letter_model
+from prefloop.metrics import read_metrics
+
+AGREE = "2 processes hold identical weights"
+
+
+def _weights(model_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def _changed(before_dir, after_dir) -> bool:
+    """Some weight the two models share (a reward model shares the backbone) differs."""
+    before, after = _weights(before_dir), _weights(after_dir)
+    shared = before.keys() & after.keys()
+    assert shared
+    return any(not torch.equal(before[k], after[k]) for k in shared)
+
+
+def _steps(out) -> list[int]:
+    return [row["step"] for row in read_metrics(out)]
+
+
+@pytest.fixture(scope="module")
+def letter_dir(tmp_path_factory):
+    return build_letter_model(tmp_path_factory.mktemp("letters") / "lm", seed=1)
+
+
+@pytest.fixture(scope="module")
+def letter_prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    rows = [{"prompt": [{"role": "user", "content": w}]} for w in ("a b", "c d", "e f", "g h", "b c", "d e")]
+    return write_jsonl(rows, path)
+
+
+def test_reward_model(accelerate_launch, tiny_model_dir, tmp_path):
+    from prefloop.data import write_records
+    from reward_model.scorer import RewardScorer
+    from reward_model.synthetic import make_synthetic_comparisons
+
+    data = tmp_path / "pairs.train.jsonl"
+    write_records(make_synthetic_comparisons(16, seed=0), data)
+    out = tmp_path / "rm"
+    proc = accelerate_launch("reward_model.cli", "train", "--model", tiny_model_dir, "--data", data,
+                             "--output-dir", out, "--max-steps", 2, "--per-device-train-batch-size", 2,
+                             "--logging-steps", 1, "--save-steps", 2, "--learning-rate", 1e-3)
+    assert proc.stdout.count(AGREE) == 1
+    rows = read_metrics(out)
+    assert _steps(out) == [1, 2]
+    # comparisons consumed: step x per-device batch x 2 processes
+    assert [r["comparisons_seen"] for r in rows] == [4, 8]
+    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 16  # written once, whole
+    assert _changed(tiny_model_dir, out / "final")
+    scorer = RewardScorer.from_pretrained(out)
+    assert len(scorer.score(["hi"], ["good"])) == 1
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_sft_and_resume(accelerate_launch, tiny_model_dir, tmp_path):
+    data = write_jsonl([sft_row(t) for t in TOPICS[:8]], tmp_path / "sft.train.jsonl")
+    out = tmp_path / "sft"
+    flags = ["--model", tiny_model_dir, "--data", data, "--output-dir", out, "--per-device-train-batch-size", 2,
+             "--logging-steps", 1, "--save-steps", 1, "--max-length", 64, "--learning-rate", 1e-3]
+    accelerate_launch("align.cli", "sft", *flags, "--max-steps", 1)
+    first = read_metrics(out)
+    proc = accelerate_launch("align.cli", "sft", *flags, "--max-steps", 2, "--resume")
+    assert proc.stdout.count(AGREE) == 1
+    rows = read_metrics(out)
+    assert _steps(out) == [1, 2]  # each step logged once
+    assert rows[0] == first[0]  # step 1 is the first run's: the second continued from checkpoint-1
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    # 8 examples, 2 per process x 2 processes: an epoch is 2 steps (4 on one process)
+    assert rows[0]["epoch"] == pytest.approx(0.5)
+    assert _changed(tiny_model_dir, out / "final")
+
+
+def test_dpo_offline(accelerate_launch, tiny_model_dir, tmp_path):
+    data = write_jsonl([pair_row(t) for t in TOPICS[:8]], tmp_path / "pairs.train.jsonl")
+    write_jsonl([pair_row(t) for t in TOPICS[8:12]], tmp_path / "pairs.test.jsonl")
+    out = tmp_path / "dpo"
+    proc = accelerate_launch("align.cli", "dpo", "--model", tiny_model_dir, "--data", data, "--output-dir", out,
+                             "--max-steps", 2, "--per-device-train-batch-size", 2, "--logging-steps", 1,
+                             "--save-steps", 2, "--max-length", 64, "--learning-rate", 1e-3, "--lora",
+                             "--lora-r", 4)
+    assert proc.stdout.count(AGREE) == 1
+    rows = read_metrics(out)
+    assert _steps(out) == [0, 1, 2]  # held-out evaluation at step 0, then one row per step
+    assert rows[1]["epoch"] == pytest.approx(0.5)  # 8 pairs, 2 x 2 per step
+    assert "eval_rewards/accuracies" in rows[-1]
+    assert _changed(tiny_model_dir, out / "final")  # the LoRA adapter, merged
+
+
+def test_online_dpo(accelerate_launch, letter_dir, letter_prompts, tmp_path):
+    out = tmp_path / "odpo"
+    proc = accelerate_launch("align.cli", "online-dpo", "--model", letter_dir, "--prompts", letter_prompts,
+                             "--reward-model", "ppo_helpers:letter_a_reward", "--output-dir", out,
+                             "--num-generations", 4, "--batch-size", 3, "--max-new-tokens", 4,
+                             "--learning-rate", 1e-2, "--max-steps", 2, "--save-steps", 1)
+    assert proc.stdout.count(AGREE) == 1 and "2 process(es)" in proc.stdout
+    rows = read_metrics(out)
+    assert _steps(out) == [1, 2]
+    # counts are summed over processes: every prompt of the global batch (2 x 3) is a pair or a tie
+    assert all(r["pairs"] + r["skipped_ties"] == 6 for r in rows)
+    assert _changed(letter_dir, out / "final")
+    assert json.loads((out / "run.json").read_text())["num_processes"] == 2
+
+
+@pytest.mark.parametrize("command", ["grpo", "rloo"])
+def test_group_relative_and_resume(accelerate_launch, letter_dir, tmp_path, command):
+    data = write_jsonl([{"prompt": p, "reference": "b b b"} for p in ("a c", "c d", "e a", "d e")],
+                       tmp_path / "rft.jsonl")
+    out = tmp_path / command
+    flags = ["--model", letter_dir, "--prompts", data, "--graders", "token_f1", "--output-dir", out,
+             "--batch-size", 2, "--num-generations", 4, "--max-new-tokens", 3, "--mini-batch-size", 4,
+             "--learning-rate", 3e-3, "--save-steps", 1]
+    proc = accelerate_launch("align.cli", command, *flags, "--max-steps", 2, "--sample-every", 1)
+    assert proc.stdout.count(AGREE) == 1
+    # sample tables come from the main process only: its 2 x 4 answers per logged step
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(s["step"] for s in samples) == [1] * 8 + [2] * 8
+    first = read_metrics(out)
+    # the last step's state is final/; checkpoint-1 is what a longer run resumes from
+    proc = accelerate_launch("align.cli", command, *flags, "--max-steps", 3, "--sample-every", 0, "--resume")
+    assert "resumed from" in proc.stdout and proc.stdout.count(AGREE) == 1
+    assert _steps(out) == [1, 2, 3] and read_metrics(out)[0] == first[0]
+    assert _changed(letter_dir, out / "final")
