@@ -62,12 +62,14 @@ def resolve_config(name: str | Path) -> Path:
     into the package; it still means the shipped preset wherever no such file exists.
     """
     path = Path(name)
-    if path.exists():
+    if path.is_file():
         return path
     shipped = SHIPPED_CONFIGS / f"{path.stem}.yaml"
     old_home = path.parent == Path(".") or path.parent.name == "configs"
     if shipped.exists() and old_home and path.suffix in ("", ".yaml"):
-        return shipped
+        return shipped  # also when a directory of that name is here (`reward_model/` in a checkout)
+    if path.exists():
+        return path  # not a file: load_yaml says so in one line
     raise ConfigError(f"{name}: no such config file, and no shipped config of that name "
                       f"(shipped: {', '.join(shipped_configs())})")
 

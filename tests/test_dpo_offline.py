@@ -184,15 +184,11 @@ def test_bad_config_and_missing_model(tiny_model_dir, pairs_file, tmp_path, caps
 
 
 def test_shipped_configs_parse():
-    from pathlib import Path
-
+    from align.online_dpo_config import OnlineDPOConfig
     from align.sft_config import SFTConfig
 
-    root = Path(__file__).resolve().parents[1] / "configs"
-    from align.online_dpo_config import OnlineDPOConfig
-
-    offline = parse_config(DPOConfig, ["--config", str(root / "dpo.yaml")])
-    online = parse_config(OnlineDPOConfig, ["--config", str(root / "dpo_online.yaml")])
-    sft = parse_config(SFTConfig, ["--config", str(root / "sft.yaml")])
+    offline = parse_config(DPOConfig, ["--config", "dpo"])
+    online = parse_config(OnlineDPOConfig, ["--config", "dpo_online"])
+    sft = parse_config(SFTConfig, ["--config", "sft"])
     assert (offline.online, online.online, online.num_generations) == (False, True, 4)
     assert sft.completion_only_loss and offline.loss_type == "sigmoid"

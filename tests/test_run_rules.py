@@ -203,8 +203,6 @@ def test_on_policy_store_prompts_split_as_the_export_does(sqlite_url):
 
 
 def test_every_shipped_config_parses_and_each_has_a_quick_twin():
-    from pathlib import Path
-
     from align.dpo_config import DPOConfig
     from align.online_dpo_config import OnlineDPOConfig
     from align.ppo_config import PPOConfig
@@ -212,12 +210,11 @@ def test_every_shipped_config_parses_and_each_has_a_quick_twin():
     from prefloop.config import parse_config
     from reward_model.reward_config import RewardModelConfig
 
-    root = Path(__file__).resolve().parents[1] / "configs"
     classes = {"reward_model": RewardModelConfig, "sft": SFTConfig, "dpo": DPOConfig, "dpo_online": OnlineDPOConfig,
                "ppo": PPOConfig}
     extra = {"reward_model": ["--data", "runs/export/pairwise.train.jsonl"]}  # given on the README's command line
     for name, cls in classes.items():
-        full = parse_config(cls, ["--config", str(root / f"{name}.yaml"), *extra.get(name, [])])
-        quick = parse_config(cls, ["--config", str(root / f"{name}_quick.yaml"), *extra.get(name, [])])
+        full = parse_config(cls, ["--config", name, *extra.get(name, [])])
+        quick = parse_config(cls, ["--config", f"{name}_quick", *extra.get(name, [])])
         assert 0 < quick.max_steps <= 40 and quick.lora, name  # minutes on a CPU, not hours
         assert full.max_steps == -1 or full.max_steps > quick.max_steps, name
