@@ -108,7 +108,7 @@ def _store_rows(url: str, project: str) -> Iterator[tuple[str, dict]]:
     from labeling.db import open_store
     from labeling.export import load_snapshot
 
-    engine = open_store(url)
+    engine = open_store(url, create=False)  # a reader: a mistyped --store creates nothing
     try:
         snapshot = load_snapshot(engine, project)
     finally:

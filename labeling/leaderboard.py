@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
     cfg = parse_config(LeaderboardConfig, argv, prog="labeling leaderboard")
-    engine = open_store(cfg.db)
+    engine = open_store(cfg.db, create=False)  # a reader: a mistyped --db creates nothing
     try:
         board = leaderboard(engine, cfg.project, cfg.prior, cfg.bootstrap, cfg.confidence, cfg.seed)
     finally:

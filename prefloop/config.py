@@ -82,7 +82,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().split("\n")[0], argument_default=None)
+    # allow_abbrev off: `--reward` must not silently mean `--reward-model` (or break when a field is added)
+    parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().split("\n")[0], argument_default=None,
+                     allow_abbrev=False)
     parser.add_argument("--config", help="YAML file with the same fields, or the name of a shipped config "
                                          f"({', '.join(shipped_configs())}); flags override it")
     hints = typing.get_type_hints(cls)

@@ -143,4 +143,6 @@ def api_client(url, name, password=PASSWORD):
     """A gradio_client acting as one signed-in user (what a simulated annotator script does)."""
     from gradio_client import Client
 
-    return Client(url, auth=(name, password), verbose=False, analytics_enabled=False, download_files=False)
+    # 60 s, not httpx's 5 s: on a loaded 2-core machine a sign-in (Argon2) can queue behind others
+    return Client(url, auth=(name, password), verbose=False, analytics_enabled=False, download_files=False,
+                  httpx_kwargs={"timeout": 60})

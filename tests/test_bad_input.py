@@ -74,7 +74,7 @@ for db_name, (db, expect) in BAD_DBS.items():
     CASES[f"labeling serve --db {db_name}"] = case("labeling", f"serve --port {{port}} --db {db}", expect,
                                                     subprocess=True)
     CASES[f"align ppo --store {db_name}"] = case(
-        "align", f"ppo --model {{lm}} --reward {{rm}} --store {db} --project chat --steps 1", expect)
+        "align", f"ppo --model {{lm}} --reward-model {{rm}} --store {db} --project chat --max-steps 1", expect)
 
 BAD_FILES = {  # name -> (file, what the line must name)
     "missing": ("nope.jsonl", "nope.jsonl"),
@@ -90,8 +90,8 @@ FILE_COMMANDS = {  # command -> (tool, args with {f} for the file)
     "reward-model score": ("reward-model", "score --model {rm} --input {f} --output scored.jsonl"),
     "align sft": ("align", "sft --model {lm} --data {f} --max-steps 1"),
     "align dpo": ("align", "dpo --model {lm} --data {f} --max-steps 1"),
-    "align dpo --online": ("align", "dpo --online --reward-model {rm} --model {lm} --prompts {f} --iterations 1"),
-    "align ppo": ("align", "ppo --model {lm} --reward {rm} --prompts {f} --steps 1"),
+    "align online-dpo": ("align", "online-dpo --reward-model {rm} --model {lm} --prompts {f} --max-steps 1"),
+    "align ppo": ("align", "ppo --model {lm} --reward-model {rm} --prompts {f} --max-steps 1"),
 }
 for command, (tool, args) in FILE_COMMANDS.items():
     for file_name, (path, expect) in BAD_FILES.items():
@@ -124,7 +124,7 @@ NUMBER_FLAGS = {  # (command, flag) -> (tool, args); every value in NUMBERS is o
     ("reward-model train", "--max-steps"): ("reward-model", "train --model {lm} --data pairs.jsonl"),
     ("align sft", "--max-steps"): ("align", "sft --model {lm} --data sft.jsonl"),
     ("align dpo", "--max-steps"): ("align", "dpo --model {lm} --data pairs.jsonl"),
-    ("align ppo", "--steps"): ("align", "ppo --model {lm} --reward {rm} --prompts prompts.jsonl"),
+    ("align ppo", "--max-steps"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl"),
 }
 for (command, flag), (tool, args) in NUMBER_FLAGS.items():
     for value in (["0", "-2", "nan", "inf"] if flag == "--max-steps" else NUMBERS):  # -1: "use the epochs"
@@ -190,12 +190,12 @@ NAMES = {  # unknown models and projects
                                                                  "--project nosuch", "nosuch"),
     "align sft --model unknown": ("align", "sft --model nosuch-model --data sft.jsonl --max-steps 1", "nosuch-model"),
     "align dpo --model unknown": ("align", "dpo --model nosuch-model --data pairs.jsonl --max-steps 1", "nosuch-model"),
-    "align ppo --model unknown": ("align", "ppo --model nosuch-model --reward {rm} --prompts prompts.jsonl --steps 1",
+    "align ppo --model unknown": ("align", "ppo --model nosuch-model --reward-model {rm} --prompts prompts.jsonl --max-steps 1",
                                   "nosuch-model"),
-    "align ppo --reward causal LM": ("align", "ppo --model {lm} --reward {lm} --prompts prompts.jsonl --steps 1",
+    "align ppo --reward-model causal LM": ("align", "ppo --model {lm} --reward-model {lm} --prompts prompts.jsonl --max-steps 1",
                                      "reward model"),
-    "align ppo --store --project nosuch": ("align", "ppo --model {lm} --reward {rm} --store store.db "
-                                                    "--project nosuch --steps 1", "nosuch"),
+    "align ppo --store --project nosuch": ("align", "ppo --model {lm} --reward-model {rm} --store store.db "
+                                                    "--project nosuch --max-steps 1", "nosuch"),
     "align dpo --config unknown name": ("align", "dpo --config nosuch-preset", "nosuch-preset"),
     "labeling serve --project nosuch": ("labeling", "serve --db store.db --port {port} --project nosuch", "nosuch"),
 }

@@ -12,9 +12,8 @@ What the test adds, and only that:
     also as `--port` for a `labeling serve` that relies on the default 7860;
   * `--max-new-tokens 8` appended to `labeling generate` (the tiny random model rarely stops
     by itself, and 128 tokens per candidate is minutes on a loaded 2-core machine);
-  * the `align` commands are listed but not run yet (ALIGN_PENDING): the trainers' output
-    layout and quick settings are being changed on another branch; everything before them,
-    store to reward model (train, eval, score, prioritize), runs as written;
+  * `export NAME=VALUE` lines set NAME for the commands after them (each command runs in its
+    own shell here, as if typed into one);
   * two blocks are not run here: `dev.py` (it installs everything; dev.py has its own test)
     and the several-processes-on-PostgreSQL block (needs a PostgreSQL server; the store
     tests cover PostgreSQL).
@@ -36,7 +35,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 NOT_RUN = ("python3 dev.py", '--db "$DB"')  # see the module docstring
-ALIGN_PENDING = "align "  # see the module docstring
 QUICK = {"labeling generate": " --max-new-tokens 8"}
 PASSWORDS = {"alice": "her-password", "boss": "boss-password"}  # the README's API example signs in as alice
 
@@ -80,6 +78,11 @@ def user_inputs(work: Path, tiny_model_dir: str) -> None:
     (work / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     (work / "guidelines.md").write_text("Prefer the response that is correct, useful and kind.\n")
     (work / "serve.yaml").write_text("db: prefloop.db\nproject: chat\n")
+    (work / "constitution.md").write_text("Prefer the response that answers the question briefly and kindly.\n")
+    # an RFT dataset (`align rloo --prompts tasks.jsonl`): prompt + reference, graded by the mix
+    sums = [(a, b) for a in range(2, 6) for b in range(3, 5)]
+    (work / "tasks.jsonl").write_text("".join(json.dumps({"prompt": f"What is {a} + {b}?", "reference": str(a + b)})
+                                              + "\n" for a, b in sums))
     shutil.copytree(tiny_model_dir, work / "my-sft-model")
 
 
@@ -94,7 +97,7 @@ def test_readme_commands_run_as_written(tmp_path, tiny_model_dir):
     env.pop("PREFLOOP_DB", None)
     ports = {"7860": str(free_port()), "8080": str(free_port())}
     servers: list[subprocess.Popen] = []
-    ran, pending = [], []
+    ran = []
     try:
         for language, block in readme_blocks((ROOT / "README.md").read_text()):
             if any(marker in block for marker in NOT_RUN):
@@ -106,8 +109,9 @@ def test_readme_commands_run_as_written(tmp_path, tiny_model_dir):
                 ran.append("python block")
                 continue
             for command in commands(block):
-                if command.startswith(ALIGN_PENDING):
-                    pending.append(command)
+                if command.startswith("export "):
+                    name, value = command[len("export "):].split("=", 1)
+                    env[name] = value
                     continue
                 command += next((extra for start, extra in QUICK.items() if command.startswith(start)), "")
                 if command.startswith("labeling serve"):
@@ -125,14 +129,18 @@ def test_readme_commands_run_as_written(tmp_path, tiny_model_dir):
     # the path from store to aligned model was walked, not skipped
     words = {" ".join(w) for w in ran if isinstance(w, list)}
     assert {"labeling init", "labeling generate", "labeling tasks", "labeling export", "reward-model train",
-            "reward-model eval", "reward-model score", "reward-model prioritize"} <= words, words
-    assert [c.split()[1] for c in pending] == ["sft", "ppo", "dpo", "dpo"], pending
+            "reward-model eval", "reward-model score", "reward-model prioritize", "align sft", "align ppo",
+            "align dpo", "align online-dpo", "labeling simulate", "align grpo", "align rloo"} <= words, words
     assert "python block" in ran
     assert (work / "runs" / "export" / "pairwise.train.jsonl").exists()
     assert (work / "runs" / "export" / "pairwise.test.jsonl").exists()
     assert (work / "runs" / "export" / "sft.jsonl").exists()
     scored = [json.loads(line) for line in (work / "runs" / "scored.jsonl").read_text().splitlines()]
     assert scored and all(isinstance(row["reward"], float) for row in scored)
+    for run in ("sft_quick", "ppo_quick", "dpo_quick", "dpo_online_quick", "grpo_quick", "rloo_quick"):
+        out = work / "runs" / run  # the one layout: a final model, its run record, its metrics
+        assert (out / "final" / "config.json").exists() and (out / "run.json").exists(), run
+        assert (out / "metrics.jsonl").read_text().strip(), run
 
 
 def _run(argv, work: Path, env: dict, what: str, stdin: str | None = None) -> None:

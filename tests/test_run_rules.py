@@ -204,6 +204,7 @@ def test_on_policy_store_prompts_split_as_the_export_does(sqlite_url):
 
 def test_every_shipped_config_parses_and_each_has_a_quick_twin():
     from align.dpo_config import DPOConfig
+    from align.grpo_config import GRPOConfig, RLOOConfig
     from align.online_dpo_config import OnlineDPOConfig
     from align.ppo_config import PPOConfig
     from align.sft_config import SFTConfig
@@ -211,7 +212,7 @@ def test_every_shipped_config_parses_and_each_has_a_quick_twin():
     from reward_model.reward_config import RewardModelConfig
 
     classes = {"reward_model": RewardModelConfig, "sft": SFTConfig, "dpo": DPOConfig, "dpo_online": OnlineDPOConfig,
-               "ppo": PPOConfig}
+               "ppo": PPOConfig, "grpo": GRPOConfig, "rloo": RLOOConfig}
     extra = {"reward_model": ["--data", "runs/export/pairwise.train.jsonl"]}  # given on the README's command line
     for name, cls in classes.items():
         full = parse_config(cls, ["--config", name, *extra.get(name, [])])

@@ -17,9 +17,8 @@ from prefloop.config import ConfigError, parse_config, shipped_configs
 from reward_model.reward_config import RewardModelConfig
 
 COMMANDS = {"dpo": DPOConfig, "dpo_online": OnlineDPOConfig, "ppo": PPOConfig, "sft": SFTConfig,
-            "reward_model": RewardModelConfig}
-PRESETS = {**COMMANDS, **{f"{name}_quick": cls for name, cls in COMMANDS.items()},
-           "grpo": GRPOConfig, "rloo": RLOOConfig}
+            "reward_model": RewardModelConfig, "grpo": GRPOConfig, "rloo": RLOOConfig}
+PRESETS = {**COMMANDS, **{f"{name}_quick": cls for name, cls in COMMANDS.items()}}
 OTHER_FILES = {"graders_example"}  # a grader mix (align grpo --graders), not a command's config
 # README: labeling export --format pairwise --test-fraction 0.1 --out runs/export/pairwise.jsonl
 PAIRWISE_TRAIN, PAIRWISE_TEST = output_paths(Path("runs/export/pairwise.jsonl"), "jsonl", ["train", "test"])[0]
