@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_dpo import write_section  # noqa: E402 - one section writer for every bench
+from benchmarks_md import write_section  # noqa: E402 - the one section writer (bench_dpo/ppo: still their own)
 
 SECTION = "## Labeling server"
 PASSWORD = "bench-password-1"
@@ -469,7 +469,7 @@ def main(argv=None) -> int:
         table += compare_store(args, where)
     print(table)
     if not args.no_write:
-        write_section(table)
+        write_section(table, SECTION)
     return 0
 
 
