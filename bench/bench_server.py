@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_dpo import write_section  # noqa: E402 - one section writer for every bench
+from benchmarks_md import write_section  # noqa: E402 - the one section writer (bench_dpo/ppo: still their own)
 
 SECTION = "## Labeling server"
 PASSWORD = "bench-password-1"
@@ -142,6 +142,8 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     # Who failed the burst signs in again, one at a time, so that the load phase has every annotator.
     clients = [c if c is not None else _retry_sign_in(sign_in, i, name)
                for (i, name), (c, _, _) in zip(enumerate(names), logins)]
+    with ThreadPoolExecutor(len(clients)) as pool:  # a client's first call sets up its event stream: not timed
+        list(pool.map(lambda c: c.predict(PROJECT, api_name="/progress"), clients))
     print("READY", flush=True)  # the parent starts every process's cycles at the same moment
     go = float(sys.stdin.readline())
     stop_at = go + seconds
@@ -467,7 +469,7 @@ def main(argv=None) -> int:
         table += compare_store(args, where)
     print(table)
     if not args.no_write:
-        write_section(table)
+        write_section(table, SECTION)
     return 0
 
 
