@@ -128,7 +128,8 @@ class OnlineDPO:
             # 4. log π_ref(y|x) of the pairs
             ref_chosen = ref_rejected = None
             if len(pairs):
-                ref_chosen, ref_rejected = self.sequence_logps(chosen, True), self.sequence_logps(rejected, True)  # (K,)
+                ref_chosen = self.sequence_logps(chosen, reference=True)  # (K,)
+                ref_rejected = self.sequence_logps(rejected, reference=True)  # (K,)
             # 5. DPO update(s) on the fresh pairs
             for _ in range(cfg.updates_per_step):
                 stats.update(self.update(chosen, rejected, ref_chosen, ref_rejected, total))

@@ -23,6 +23,10 @@ same pieces: `PolicyPair.sample(prompts, G, ...)` gives G responses per prompt, 
         logger.flush(); save_checkpoint(acc, run, step + 1, cfg.save_total_limit)
     save_final(pair.policy, pair.tokenizer, cfg, run, results)      # OUT/final + results into run.json
 
+Several processes (`accelerate launch`, prefloop.distributed): `PromptSchedule` gives each process its
+own slice of the step's prompts, `average_gradients` averages what the unwrapped policy's backward left,
+`mean_over_processes` averages what is logged, and only the main process writes.
+
 The log-prob path itself is `align.rollout.response_logits` (written once); checkpoints are accelerate's
 `save_state` (model, optimizer, registered objects, RNG states) under OUT/checkpoints/checkpoint-N.
 """

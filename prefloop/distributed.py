@@ -13,6 +13,11 @@ One process (a plain `align ppo`) has no group, and every function here is then 
 
 from __future__ import annotations
 
+import functools
+import os
+
+SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
 
 def state():
     """accelerate's PartialState: the process group, started on first call (gloo when there is no GPU)."""
@@ -21,8 +26,23 @@ def state():
     from prefloop.hardware import detect
 
     # cpu=True lets accelerate start N CPU processes over gloo from `accelerate launch` (torchrun's
-    # environment); without it, it would look for a GPU per process.
-    return PartialState(cpu=detect().device == "cpu")
+    # environment); without it, accelerate looks for a GPU per process and, finding none, starts N
+    # unconnected single processes.
+    cpu = detect().device == "cpu"
+    st = PartialState(cpu=cpu)
+    if cpu and st.num_processes > 1 and st.is_main_process:
+        _say_sharding_needs_gpus()
+    return st
+
+
+@functools.cache
+def _say_sharding_needs_gpus() -> None:
+    """accelerate (1.15) turns on FSDP and DeepSpeed for GPU-like devices only: CPU processes launched with
+    configs/accelerate_fsdp.yaml or accelerate_deepspeed.yaml run plain data parallel. Said once, not hidden."""
+    for env, engine in SHARDED_ENGINES.items():
+        if os.environ.get(env, "false").lower() == "true":
+            print(f"[prefloop] {engine} needs GPUs under accelerate; these CPU processes train plain data "
+                  "parallel (DDP over gloo), every process holding the whole model")
 
 
 def is_main_process() -> bool:

@@ -1,9 +1,6 @@
 """`align ppo` end to end on tiny models: learning, logging, checkpoints, LoRA, a real reward model, errors."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,6 @@ from ppo_helpers import build_letter_model
 from prefloop.metrics import read_metrics
 from prefloop.testing import tiny_cpu_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 LOGGED = ("score", "kl_k1", "kl_k3", "entropy", "clipfrac", "approx_kl", "value_loss", "policy_loss",
           "explained_variance", "response_length", "beta", "time/rollout", "time/score", "time/ref_value",
           "time/train")
@@ -180,19 +176,14 @@ def test_an_existing_checkpoint_needs_resume(letter_dir, letter_prompts, tmp_pat
     assert "pass --resume" in capsys.readouterr().err
 
 
-def test_two_processes_train_data_parallel(letter_dir, letter_prompts, tmp_path):
+def test_two_processes_train_data_parallel(accelerate_launch, letter_dir, letter_prompts, tmp_path):
     """`accelerate launch` with configs/accelerate_ddp.yaml: two CPU processes (gloo), one run."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "PREFLOOP_CPU_BF16": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--config_file", str(ROOT / "configs/accelerate_ddp.yaml"), "--num_processes", "2",
-           "-m", "align.ppo_trainer", "--model", str(letter_dir), "--prompts", str(letter_prompts),
-           "--reward-model", "ppo_helpers:letter_a_reward", "--output-dir", str(out), "--max-steps", "2",
-           "--batch-size", "4", "--mini-batch-size", "2", "--max-new-tokens", "4", "--sample-every", "0"]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = accelerate_launch("align.cli", "ppo", "--model", letter_dir, "--prompts", letter_prompts,
+                             "--reward-model", "ppo_helpers:letter_a_reward", "--output-dir", out, "--max-steps", 2,
+                             "--batch-size", 4, "--mini-batch-size", 2, "--max-new-tokens", 4, "--sample-every", 0)
     assert "2 process(es)" in proc.stdout
+    assert proc.stdout.count("2 processes hold identical weights") == 1
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]  # one log line per step, from the main process
     assert rows[0]["tokens"] > 0

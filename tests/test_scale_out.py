@@ -143,3 +143,16 @@ def test_group_relative_and_resume(accelerate_launch, letter_dir, tmp_path, comm
     assert "resumed from" in proc.stdout and proc.stdout.count(AGREE) == 1
     assert _steps(out) == [1, 2, 3] and read_metrics(out)[0] == first[0]
     assert _changed(letter_dir, out / "final")
+
+
+def test_fsdp_config_on_a_cpu_trains_data_parallel_and_says_so(accelerate_launch, tiny_model_dir, tmp_path):
+    """configs/accelerate_fsdp.yaml on CPU processes: accelerate enables FSDP for GPUs only, so the run is
+    plain DDP (the replicas agree, which sharded weights would not be compared for) and says so once."""
+    data = write_jsonl([sft_row(t) for t in TOPICS[:4]], tmp_path / "sft.train.jsonl")
+    out = tmp_path / "sft"
+    proc = accelerate_launch("align.cli", "sft", "--model", tiny_model_dir, "--data", data, "--output-dir", out,
+                             "--max-steps", 1, "--per-device-train-batch-size", 2, "--max-length", 64,
+                             config="accelerate_fsdp.yaml")
+    assert proc.stdout.count("FSDP needs GPUs under accelerate") == 1
+    assert proc.stdout.count(AGREE) == 1
+    assert _changed(tiny_model_dir, out / "final")
