@@ -87,7 +87,8 @@ def store_prompt_splits(url: str, project: str, test_fraction: float = 0.0,
     `labeling.export.prompt_split`, the rule `labeling export --test-fraction F --seed S` applies. The
     snapshot facts (project, time, judgments, max judgment id, split) are returned for run.json."""
     from labeling.db import open_store
-    from labeling.export import load_snapshot, prompt_split
+    from labeling.export import prompt_split
+    from labeling.snapshot import load_snapshot
     from labeling.db import display_url
 
     engine = open_store(url, create=False)  # a reader: a mistyped --store creates nothing

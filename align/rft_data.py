@@ -106,7 +106,7 @@ def _file_rows(path) -> Iterator[tuple[str, dict]]:
 def _store_rows(url: str, project: str) -> Iterator[tuple[str, dict]]:
     """Prompts of a store project whose metadata holds a reference (imported RFT rows), in id order."""
     from labeling.db import open_store
-    from labeling.export import load_snapshot
+    from labeling.snapshot import load_snapshot
 
     engine = open_store(url, create=False)  # a reader: a mistyped --store creates nothing
     try:

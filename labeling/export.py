@@ -45,12 +45,12 @@ from statistics import mean
 from typing import Callable
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
 from labeling.agreement import agreement_summary, borda_ranking, majority_vote, pair_agreement
 from labeling.choices import preference, ranking_pairs
-from labeling.db import get_project
-from labeling.models import Annotator, Candidate, Judgment, Prompt, Task
+from labeling.models import Task
+from labeling.snapshot import (Snapshot, Vote, agreement_triples, as_utc, gold_accuracy, gold_correct, load_snapshot,
+                               to_vote)
 from prefloop.errors import InputError
 
 FORMATS = ("pairwise", "ranking", "sft", "raw")
@@ -77,10 +77,10 @@ class ExportOptions:
     margin: bool = True
 
     def __post_init__(self):
-        _one_of("aggregate", self.aggregate, AGGREGATES)
-        _one_of("ties", self.ties, TIES)
+        one_of("aggregate", self.aggregate, AGGREGATES)
+        one_of("ties", self.ties, TIES)
         if self.split is not None:
-            _one_of("split", self.split, SPLITS)
+            one_of("split", self.split, SPLITS)
         for name in ("min_agreement", "sft_min_agreement"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name}={getattr(self, name)}: expected a share in [0, 1]")
@@ -90,88 +90,12 @@ class ExportOptions:
             raise InputError(f"test_fraction={self.test_fraction}: expected a share in [0, 1)")
 
 
-def _one_of(name: str, value, allowed) -> None:
+def one_of(name: str, value, allowed) -> None:
     if value not in allowed:
         raise InputError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
 
 
-# --- 1. a consistent snapshot of the project ---------------------------------------
-
-@dataclass
-class Snapshot:
-    project: object  # labeling.models.Project (detached)
-    prompts: dict[int, Prompt]
-    candidates: dict[int, Candidate]
-    tasks: dict[int, Task]
-    judgments: list[Judgment]  # ordered by id
-    annotators: dict[int, str]  # id -> name
-    max_judgment_id: int | None
-
-
-def load_snapshot(engine: Engine, project_name: str, *, until_judgment_id: int | None = None,
-                  rounds: tuple[int, ...] = ()) -> Snapshot:
-    """Everything an export needs, read in one transaction (REPEATABLE READ on PostgreSQL)."""
-    with Session(engine) as session:
-        if engine.dialect.name == "postgresql":
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        project = get_project(session, project_name)
-        tasks = {t.id: t for t in session.exec(select(Task).where(Task.project_id == project.id).order_by(Task.id))
-                 if not rounds or t.round in rounds}
-        query = (select(Judgment).join(Task, Task.id == Judgment.task_id)
-                 .where(Task.project_id == project.id).order_by(Judgment.id))
-        if until_judgment_id is not None:
-            query = query.where(Judgment.id <= until_judgment_id)
-        judgments = [j for j in session.exec(query) if j.task_id in tasks]
-        prompts = {p.id: p for p in session.exec(select(Prompt).where(Prompt.project_id == project.id))}
-        candidates = {c.id: c for c in session.exec(
-            select(Candidate).join(Prompt, Prompt.id == Candidate.prompt_id).where(Prompt.project_id == project.id))}
-        annotators = {a.id: a.name for a in session.exec(select(Annotator))}
-    max_id = max((j.id for j in judgments), default=None)
-    return Snapshot(project, prompts, candidates, tasks, judgments, annotators, max_id)
-
-
-# --- 2. votes, gold accuracy, and which annotators count ---------------------------
-
-@dataclass(frozen=True)
-class Vote:
-    """One judgment in candidate ids: `outcome` = winner id, "tie" or "both_bad" (pairwise)."""
-
-    judgment: Judgment
-    outcome: object | None
-    strength: int
-    ranking: tuple | None
-
-
-def to_vote(judgment: Judgment, mode: str) -> Vote | None:
-    """The judgment in candidate ids, or None if it holds no answer for this project's mode."""
-    if mode == "ranking":
-        ranking = tuple(judgment.ranking or ())
-        return Vote(judgment, ranking[0], 0, ranking) if ranking else None
-    if judgment.choice is None:
-        return None
-    pref = preference(judgment.display_order, judgment.choice)
-    outcome = pref.chosen if pref.label == "win" else pref.label
-    ranking = (pref.chosen, pref.rejected) if pref.label == "win" else None
-    return Vote(judgment, outcome, pref.strength, ranking)
-
-
-def gold_correct(task: Task, judgment: Judgment) -> bool:
-    """A judgment of a gold task is correct iff its winner (top of its ranking) is the gold winner."""
-    if judgment.ranking:
-        return judgment.ranking[0] == task.gold["ranking"][0]
-    return judgment.choice is not None and preference(judgment.display_order, judgment.choice).chosen == \
-        task.gold["ranking"][0]
-
-
-def gold_accuracy(snapshot: Snapshot) -> dict[int, float]:
-    """annotator id -> share of their gold-task judgments that are correct (annotators with gold only)."""
-    scores: dict[int, list[bool]] = defaultdict(list)
-    for j in snapshot.judgments:
-        task = snapshot.tasks[j.task_id]
-        if task.gold:
-            scores[j.annotator_id].append(gold_correct(task, j))
-    return {a: sum(s) / len(s) for a, s in scores.items()}
-
+# --- 2. which annotators count ------------------------------------------------------
 
 def excluded_annotators(snapshot: Snapshot, opts: ExportOptions) -> set[int]:
     by_name = {name: a for a, name in snapshot.annotators.items()}
@@ -182,27 +106,6 @@ def excluded_annotators(snapshot: Snapshot, opts: ExportOptions) -> set[int]:
     if opts.min_gold_accuracy is not None:
         excluded |= {a for a, acc in gold_accuracy(snapshot).items() if acc < opts.min_gold_accuracy}
     return excluded
-
-
-def agreement_triples(snapshot: Snapshot, votes: list[Vote]) -> list[tuple]:
-    """(item, rater, label) for agreement statistics, with labels that mean the same on every item.
-
-    Pairwise: one item per task, labelled 0 / 1 (the winner's position in the task's candidate
-    list, which is random, not the order shown), "tie" or "both_bad". Ranking: one item per
-    candidate pair of a task, labelled 0 if the lower id is ranked better, else 1.
-    """
-    triples = []
-    for v in votes:
-        j = v.judgment
-        if snapshot.project.mode == "pairwise":
-            label = v.outcome if v.outcome in ("tie", "both_bad") else \
-                snapshot.tasks[j.task_id].candidate_ids.index(v.outcome)
-            triples.append((j.task_id, j.annotator_id, label))
-        elif v.ranking:
-            for better, worse in ranking_pairs(list(v.ranking)):
-                triples.append(((j.task_id, min(better, worse), max(better, worse)), j.annotator_id,
-                                int(better > worse)))
-    return triples
 
 
 # --- 3. aggregation: pairs and rankings per task -----------------------------------
@@ -429,10 +332,6 @@ def _ratings_list(ratings: dict | None) -> list[dict]:
             for crit, scores in (ratings or {}).items() for cand, score in scores.items()]
 
 
-def as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-
-
 ROW_BUILDERS: dict[str, Callable[[Context], list[dict]]] = {
     "pairwise": pairwise_rows, "ranking": ranking_rows, "sft": sft_rows, "raw": raw_rows,
 }
@@ -449,7 +348,7 @@ def prompt_split(key: str, test_fraction: float, seed: int) -> str:
 def export_dataset(engine: Engine, project_name: str, fmt: str = "pairwise",
                    **options) -> tuple[dict[str, list[dict]], dict]:
     """({split: rows}, card facts). One split "train" unless test_fraction > 0 (or `split` picks one)."""
-    _one_of("format", fmt, FORMATS)
+    one_of("format", fmt, FORMATS)
     opts = ExportOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
     snap = load_snapshot(engine, project_name, until_judgment_id=opts.until_judgment_id, rounds=opts.rounds)
     if opts.aggregate == "borda" and snap.project.mode != "ranking":

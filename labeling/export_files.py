@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labeling.export import AGGREGATES, FILE_FORMATS, FORMATS, TIES, ExportOptions, _one_of, export_dataset
+from labeling.export import AGGREGATES, FILE_FORMATS, FORMATS, TIES, ExportOptions, export_dataset, one_of
 from prefloop.errors import InputError
 
 # --- 1. writing files and the dataset card -----------------------------------------
@@ -86,7 +86,7 @@ def output_format(out: Path, fmt: str | None) -> str:
     from prefloop.data import detect_format
 
     fmt = fmt or (detect_format(out) if out.suffix else "datasets")
-    _one_of("output file format", fmt, FILE_FORMATS)
+    one_of("output file format", fmt, FILE_FORMATS)
     return fmt
 
 

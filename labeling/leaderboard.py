@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from labeling.choices import ranking_pairs
-from labeling.export import load_snapshot, to_vote
+from labeling.snapshot import load_snapshot, to_vote
 
 
 def bradley_terry(wins: np.ndarray, prior: float = 0.5, iters: int = 10_000, tol: float = 1e-10) -> np.ndarray:

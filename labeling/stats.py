@@ -15,7 +15,7 @@ from statistics import median
 from sqlalchemy.engine import Engine
 
 from labeling.agreement import agreement_summary
-from labeling.export import Vote, as_utc, agreement_triples, gold_accuracy, load_snapshot, to_vote
+from labeling.snapshot import Vote, agreement_triples, as_utc, gold_accuracy, load_snapshot, to_vote
 from labeling.leaderboard import format_leaderboard, leaderboard
 
 
