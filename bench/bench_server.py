@@ -27,9 +27,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from benchmarks_md import write_section  # noqa: E402 - the one section writer (bench_dpo/ppo: still their own)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, write_section  # noqa: E402 - the benches' one helper module
 
 SECTION = "## Labeling server"
 PASSWORD = "bench-password-1"
@@ -398,12 +397,6 @@ def render(rows: list[dict], where: str, args) -> str:
     return "\n".join(lines + [""])
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "unknown CPU")
-    return f"{cpu}, {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.1f}"
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -469,7 +462,7 @@ def main(argv=None) -> int:
         table += compare_store(args, where)
     print(table)
     if not args.no_write:
-        write_section(table, SECTION)
+        write_section(SECTION, table)
     return 0
 
 
