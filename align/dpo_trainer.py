@@ -177,14 +177,14 @@ def main(argv: list[str]) -> int:
 
 def wants_online(argv: list[str]) -> bool:
     """--online on the command line, or `online: true` in the --config file (a flag `--online false` wins)."""
-    from prefloop.config import load_yaml
+    from prefloop.config import load_yaml, resolve_config
 
     for i, arg in enumerate(argv):
         if arg in ("--online", "--no-online"):
             value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
             return arg == "--online" and value.lower() in ("1", "true", "yes", "on")
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
-        return bool(load_yaml(argv[argv.index("--config") + 1]).get("online"))
+        return bool(load_yaml(resolve_config(argv[argv.index("--config") + 1])).get("online"))
     return False
 
 
