@@ -9,6 +9,8 @@ COMMANDS = {
             "align.ppo_config:PPOConfig"),
     "dpo": ("align.dpo_trainer:main", "DPO on exported pairs, or --online with a reward model (Rafailov et al. 2023)",
             "align.dpo_config:DPOConfig"),
+    "eval": ("align.evaluate:main", "policies against a reference: win rates, reward, KL, best-of-N, reward-vs-KL plot",
+             "align.eval_config:EvalConfig"),
 }
 
 
