@@ -11,6 +11,8 @@ COMMANDS = {
             "align.dpo_config:DPOConfig"),
     "eval": ("align.evaluate:main", "policies against a reference: win rates, reward, KL, best-of-N, reward-vs-KL plot",
              "align.eval_config:EvalConfig"),
+    "round": ("align.round:main", "one turn of the loop from YAML: generate, judge, reward model, align, evaluate",
+              "align.round_config:RoundConfig"),
 }
 
 

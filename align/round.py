@@ -1,0 +1,223 @@
+"""`align round --config round.yaml`: one turn of the loop, every artifact recorded with its lineage.
+
+    round N (N = the current policy's round + 1):
+      1. generate   n candidates per prompt from the current policy and from the reference
+      2. tasks      random pairs of those candidates (across the two models once they differ)
+      3. judgments  simulated / AI annotators over the app's HTTP API, or wait for people
+      4. export     every round's judgments so far as pairwise preference data
+      5. reward     `reward-model train` on the export
+      6. align      DPO on the export, online DPO or PPO against the reward model, from the current policy
+      7. evaluate   `align eval`: the new policy against the reference on held-out prompts
+      8. register   the new policy becomes the current one; the next round starts from it
+
+The current policy is the latest `policy` record of the project's lineage (`labeling.lineage`);
+the first round registers the reference as round 0's policy. Records: candidates, export,
+reward_model, policy and evaluation, each with its parents, shown by `labeling stats`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from align.round_config import RoundConfig
+from prefloop.errors import InputError
+
+
+def current_policy(engine, cfg: RoundConfig) -> dict:
+    """The latest registered policy; the reference as round 0's policy when there is none yet."""
+    from labeling.lineage import latest, record
+    from prefloop.models import DEFAULT_MODEL
+
+    found = latest(engine, cfg.project, "policy")
+    if found is None:
+        name = cfg.reference or DEFAULT_MODEL
+        record(engine, cfg.project, 0, "policy", name, details={"summary": "the reference"})
+        found = latest(engine, cfg.project, "policy")
+    return found
+
+
+def generate_and_build(engine, cfg: RoundConfig, policy: dict, r: int) -> int:
+    """Steps 1-2; -> the id of the `candidates` record."""
+    from labeling.generate import generate_candidates
+    from labeling.lineage import record
+    from labeling.tasks import build_tasks
+    from prefloop.generation import SamplingConfig
+
+    models = list(dict.fromkeys([policy["name"], cfg.reference or policy["name"]]))  # one model in round 1
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + r)
+    added = sum(generate_candidates(engine, cfg.project, m, n=cfg.n, round=r, sampling=sampling).candidates_added
+                for m in models)
+    tasks = build_tasks(engine, cfg.project, "random_pairs", pairs_per_prompt=cfg.pairs_per_prompt, models=models,
+                        round=r, cross_model_only=len(models) > 1, seed=cfg.seed + r)
+    return record(engine, cfg.project, r, "candidates", f"round {r} candidates", [policy["id"]],
+                  {"models": models, "candidates": added, "tasks": tasks,
+                   "summary": f"{added} candidates from {len(models)} model(s), {tasks} tasks"})
+
+
+def collect_judgments(engine, cfg: RoundConfig, r: int) -> None:
+    """Step 3: simulated annotators over HTTP (a server of our own unless cfg.url), or wait for people."""
+    from labeling.tasks import round_progress
+
+    if cfg.judges == "people":
+        while (progress := round_progress(engine, cfg.project, r))["open"] > 0:
+            print(f"[prefloop] round {r}: {progress['open']} of {progress['tasks']} tasks still need judgments")
+            time.sleep(cfg.poll_seconds)
+        return
+    from labeling.simulate import SimulateConfig, policies, run_annotators
+
+    sim = SimulateConfig(**{"url": cfg.url or "", "project": cfg.project, "gold": cfg.gold or "positive_words",
+                            **cfg.simulate})
+    password = os.environ.get(sim.password_env)
+    if not password:
+        raise InputError(f"${sim.password_env} is not set: it holds the simulated annotators' password")
+    _ensure_accounts(engine, sim.annotators, password)
+    server, url = (None, cfg.url) if cfg.url else _local_server(engine, cfg.project)
+    try:
+        done = run_annotators(url, cfg.project, [(n, password, p) for n, p in zip(sim.annotators, policies(sim))])
+    finally:
+        if server is not None:
+            server.close()
+    print(f"[prefloop] round {r}: {sum(done.values())} judgments from {len(done)} simulated annotators")
+
+
+def _ensure_accounts(engine, names: list[str], password: str) -> None:
+    """Create the simulated annotators' accounts that do not exist yet (an admin's set-up step)."""
+    from labeling.db import session_scope
+    from labeling.users import create_user, list_users
+
+    with session_scope(engine) as session:
+        have = {u.name for u in list_users(session)}
+        for name in names:
+            if name not in have:
+                create_user(session, name, password)
+
+
+def _local_server(engine, project: str):
+    """(app, url) of a `labeling serve` in a background thread of this process, on a free port."""
+    import socket
+
+    from labeling.serve import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return serve(engine, "127.0.0.1", port, project, block=False, quiet=True), f"http://127.0.0.1:{port}/"
+
+
+def export_round(engine, cfg: RoundConfig, out: Path, parent: int, r: int) -> tuple[Path, int]:
+    """Step 4: pairwise rows of every round so far; -> (file, id of the `export` record)."""
+    from labeling.export import export_dataset
+    from labeling.export_files import write_export
+    from labeling.lineage import record
+
+    splits, card = export_dataset(engine, cfg.project, "pairwise")
+    path = out / "pairs.jsonl"
+    write_export(splits, path, card=card)
+    rows = sum(len(v) for v in splits.values())
+    facts = {"snapshot": card["snapshot"], "rounds": card["rounds"], "models": card["models"]}
+    return path, record(engine, cfg.project, r, "export", str(path), [parent],
+                        {"rows": rows, **facts, "summary": f"{rows} pairs"})
+
+
+def train_reward_model(engine, cfg: RoundConfig, data: Path, out: Path, parent: int, r: int) -> tuple[str, int]:
+    """Step 5; -> (model dir, id of the `reward_model` record)."""
+    from labeling.lineage import record
+    from reward_model.reward_config import RewardModelConfig
+    from reward_model.reward_trainer import train
+
+    rm_dir = train(RewardModelConfig(**{**cfg.reward_model, "data": str(data), "output_dir": str(out / "reward_model"),
+                                        "store": None, "project": None}))
+    metrics = json.loads((Path(rm_dir) / "reward_model.json").read_text()).get("metrics", {})
+    accuracy = metrics.get("eval_accuracy")
+    return str(rm_dir), record(engine, cfg.project, r, "reward_model", str(rm_dir), [parent],
+                               {"metrics": metrics, "summary": f"held-out accuracy {accuracy:.3f}"
+                                if accuracy is not None else "no held-out pairs"})
+
+
+def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, out: Path) -> str:
+    """Step 6, from the current policy; -> the new policy's model directory."""
+    fixed = {"model": policy, "output_dir": str(out / "policy")}
+    if cfg.algorithm == "ppo":
+        from align.ppo_config import PPOConfig
+        from align.ppo_trainer import PPOTrainer
+
+        ppo = PPOConfig(**{**cfg.align, **fixed, "reward": reward_model, "prompts": None, "store": cfg.db,
+                           "project": cfg.project})
+        PPOTrainer.from_config(ppo).train()
+        return str(ppo.policy_dir)
+    from align.dpo_config import DPOConfig
+
+    if cfg.algorithm == "online_dpo":
+        from align.dpo_online import train_online
+
+        return str(train_online(DPOConfig(**{**cfg.align, **fixed, "online": True, "reward_model": reward_model,
+                                             "data": str(data)})))
+    from align.dpo_trainer import train_offline
+
+    return str(train_offline(DPOConfig(**{**cfg.align, **fixed, "data": str(data)})))
+
+
+def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path) -> dict:
+    """Step 7: `align eval` of the new policy against the reference; writes eval.json and the plot."""
+    from align.eval_config import EvalConfig
+    from align.evaluate import evaluate, format_report, plot_reward_vs_kl
+
+    eval_cfg = EvalConfig(**{**cfg.evaluate, "policies": [policy], "reference": cfg.reference,
+                             "prompts": cfg.eval_prompts, "reward_model": reward_model, "gold": cfg.gold,
+                             "output_dir": str(out / "eval")})
+    report = evaluate(eval_cfg, progress=False)
+    Path(eval_cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(eval_cfg.output_dir) / "eval.json").write_text(json.dumps(report, indent=2, default=str))
+    plot_reward_vs_kl(report, Path(eval_cfg.output_dir) / "reward_vs_kl.png")
+    print(format_report(report))
+    return report
+
+
+def _win_summary(row: dict) -> str:
+    key = "win_rate_gold" if "win_rate_gold" in row else "win_rate_reward"
+    w = row[key]
+    return f"{key.removeprefix('win_rate_')} win rate {w['rate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}]"
+
+
+def run_round(cfg: RoundConfig) -> dict:
+    """Steps 1-8; -> {"round", "policy", "reward_model", "export", "evaluation"}."""
+    from labeling.db import open_store
+    from labeling.importer import import_file
+    from labeling.lineage import record
+
+    engine = open_store(cfg.db)
+    try:
+        if cfg.prompts:
+            import_file(engine, cfg.project, cfg.prompts)
+        policy = current_policy(engine, cfg)
+        r = policy["round"] + 1
+        out = Path(cfg.output_dir) / f"round-{r}"
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"[prefloop] round {r}: from policy {policy['name']} (round {policy['round']})")
+        candidates = generate_and_build(engine, cfg, policy, r)  # 1-2
+        collect_judgments(engine, cfg, r)  # 3
+        data, export_id = export_round(engine, cfg, out, candidates, r)  # 4
+        rm_dir, rm_id = train_reward_model(engine, cfg, data, out, export_id, r)  # 5
+        new_policy = align_policy(cfg, policy["name"], data, rm_dir, out)  # 6
+        report = evaluate_policy(cfg, new_policy, rm_dir, out)  # 7
+        row = report["policies"][0]
+        policy_id = record(engine, cfg.project, r, "policy", new_policy, [policy["id"], rm_id, export_id],
+                           {"algorithm": cfg.algorithm, "summary": _win_summary(row)})  # 8
+        record(engine, cfg.project, r, "evaluation", str(out / "eval" / "eval.json"), [policy_id],
+               {**{k: v for k, v in row.items() if k.startswith(("win_rate", "mean_", "kl_", "length"))},
+                "summary": _win_summary(row)})
+        return {"round": r, "policy": new_policy, "reward_model": rm_dir, "export": str(data), "evaluation": row}
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prefloop.config import parse_config
+
+    result = run_round(parse_config(RoundConfig, argv, prog="align round"))
+    print(f"[prefloop] round {result['round']} done: policy {result['policy']} "
+          f"({_win_summary(result['evaluation'])})")
+    return 0
