@@ -188,7 +188,9 @@ def best_of_n(reference, tokenizer, prompts: list, conversations: list, baseline
                   for i in range(len(prompts))]
         row = compare({name: [values[j] for j in picked] for name, values in scores.items()}, baseline,
                       cfg.confidence)
-        rows.append({"n": n, "kl_per_sequence": best_of_n_kl(n), **row, "length": _mean(lengths[j] for j in picked)})
+        length = _mean(lengths[j] for j in picked)
+        rows.append({"n": n, "kl_per_sequence": best_of_n_kl(n), "kl_per_token": best_of_n_kl(n) / max(length, 1),
+                     **row, "length": length})
     return rows
 
 
@@ -258,6 +260,9 @@ def plot_reward_vs_kl(report: dict, path: Path) -> Path:
             points = [(math.sqrt(max(r["kl_per_sequence"], 0.0)), r[key]) for r in rows if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), style, color=colour, label=f"{name}, {label}", alpha=0.9)
+            if points and label == "policies":  # name each policy / checkpoint beside its point
+                for (x, y), r in zip(points, rows):
+                    ax.annotate(r["policy"], (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4))
         ref = report["reference_stats"].get(key)
         if ref is not None:
             ax.axhline(ref, color=colour, lw=0.8, ls=":")

@@ -204,7 +204,7 @@ def _num(value, spec: str) -> str:
 def format_leaderboard(board: list[dict]) -> str:
     with_ci = any("elo_lo" in r for r in board)
     head = "  rank  model                          elo"
-    head += "   95% interval  rank range" if with_ci else ""
+    head += "       interval  rank range" if with_ci else ""
     lines = [head + "  win rate  games  W-L-T"]
     for r in board:
         line = f"  {r['rank']:>4}  {r['model'][:30]:<30} {_num(r['elo'], '>6.0f'):>6}"

