@@ -246,8 +246,7 @@ def run_round(cfg: RoundConfig) -> dict:
         policy_id = record(engine, cfg.project, r, "policy", new_policy, [policy["id"], rm_id, export_id],
                            _run_record(Path(new_policy), _win_summary(row), algorithm=cfg.algorithm))  # 8
         record(engine, cfg.project, r, "evaluation", str(out / "eval" / "eval.json"), [policy_id],
-               {**{k: v for k, v in row.items() if k.startswith(("win_rate", "mean_", "kl_", "length"))},
-                "summary": _win_summary(row)})
+               {"summary": _win_summary(row)})  # the numbers: in eval.json, which the record names
         return {"round": r, "policy": new_policy, "reward_model": rm_dir, "export": str(data), "evaluation": row}
     finally:
         engine.dispose()

@@ -95,7 +95,10 @@ def test_two_rounds_over_http_record_their_lineage_and_evaluation(round_yaml, mo
     text = capsys.readouterr().out
     assert "sim-a" in text and "lineage:" in text and "round 2" in text
 
-    evals = [r["details"] for r in records if r["kind"] == "evaluation"]
+    # an evaluation record names its eval.json (the numbers' one home) and the policy it evaluated
+    evals = [json.loads(Path(r["name"]).read_text())["policies"][-1] for r in records if r["kind"] == "evaluation"]
+    assert [r["parents"] for r in records if r["kind"] == "evaluation"] == [[p1["id"]], [p2["id"]]]
+    assert [e["path"] for e in evals] == [p1["name"], p2["name"]]
     for r, e in enumerate(evals, 1):
         w = e["win_rate_gold"]
         print(f"round {r}: mean gold {e['mean_gold']:.1f} characters, gold win rate against the reference "
