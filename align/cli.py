@@ -17,6 +17,10 @@ COMMANDS = {
              "(Ahmadian et al. 2024)", "align.grpo_config:RLOOConfig"),
     "generalpoints": ("align.generalpoints:main", "write GeneralPoints card-arithmetic RFT tasks (Chu et al. 2025)",
                       "align.generalpoints:GeneralPointsConfig"),
+    "eval": ("align.evaluate:main", "policies against a reference: win rates, reward, KL, best-of-N, reward-vs-KL plot",
+             "align.eval_config:EvalConfig"),
+    "round": ("align.round:main", "one turn of the loop from YAML: generate, judge, reward model, align, evaluate",
+              "align.round_config:RoundConfig"),
 }
 
 

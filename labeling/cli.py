@@ -12,7 +12,7 @@ COMMANDS = {
     "stats": ("labeling.stats:main", "progress, agreement and position bias of a project"),
     "export": ("labeling.export_files:main", "export pairwise / ranking / raw / sft datasets"),
     "leaderboard": ("labeling.leaderboard:main", "rank models by Bradley-Terry strength, with bootstrap intervals",
-                    "labeling.leaderboard:LeaderboardConfig"),
+                    "labeling.leaderboard_config:LeaderboardConfig"),
     "simulate": ("labeling.simulate:main", "label a project over HTTP with simulated or AI annotators",
                  "labeling.simulate:SimulateConfig"),
     "demo": ("labeling.demo:main", "a demo project on the embedded model, then the labeling app"),

@@ -26,8 +26,13 @@ from prefloop.errors import NotFoundError, StoreError
 DEFAULT_DB = "sqlite:///prefloop.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+def _add_artifact_table(session: Session) -> None:
+    """1 -> 2: the `artifact` table of the loop's lineage (labeling.lineage), with its index."""
+    models.Artifact.__table__.create(session.connection(), checkfirst=True)
+
+
 # version N -> function upgrading a version-N database to N+1, run in one transaction.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_artifact_table}
 
 
 class SchemaError(StoreError):

@@ -204,7 +204,7 @@ def _num(value, spec: str) -> str:
 def format_leaderboard(board: list[dict]) -> str:
     with_ci = any("elo_lo" in r for r in board)
     head = "  rank  model                          elo"
-    head += "   95% interval  rank range" if with_ci else ""
+    head += "       interval  rank range" if with_ci else ""
     lines = [head + "  win rate  games  W-L-T"]
     for r in board:
         line = f"  {r['rank']:>4}  {r['model'][:30]:<30} {_num(r['elo'], '>6.0f'):>6}"
@@ -237,35 +237,11 @@ def leaderboard_figure(board: list[dict], title: str = "Bradley-Terry strength (
     return fig
 
 
-@dataclass
-class LeaderboardConfig:
-    """Rank the models of a project by Bradley-Terry strength, with bootstrap intervals (Chatbot Arena)."""
-
-    project: str = field(metadata={"help": "project name"})
-    db: str | None = field(default=None, metadata={
-        "help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
-    prior: float = field(default=0.5, metadata={
-        "help": "Bradley-Terry prior: virtual wins and losses of each model p_i against a reference p = 1 "
-                "(MM iteration, Hunter 2004); 0 = plain maximum likelihood"})
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap replicates R (resampled games); 0 = none"})
-    confidence: float = field(default=0.95, metadata={"help": "coverage of the percentile intervals"})
-    seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
-    plot: str | None = field(default=None, metadata={"help": "write the chart to this PNG file"})
-    json: bool = field(default=False, metadata={"help": "print JSON instead of a table"})
-
-    def __post_init__(self):
-        if self.prior < 0:
-            raise ValueError(f"prior={self.prior}: must be >= 0")
-        if self.bootstrap < 0:
-            raise ValueError(f"bootstrap={self.bootstrap}: must be >= 0")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence={self.confidence}: must be in (0, 1)")
-
-
 def main(argv: list[str] | None = None) -> int:
     import json
 
     from labeling.db import open_store
+    from labeling.leaderboard_config import LeaderboardConfig
     from prefloop.config import parse_config
 
     cfg = parse_config(LeaderboardConfig, argv, prog="labeling leaderboard")

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, event, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the `artifact` table (the loop's lineage), see labeling.db.MIGRATIONS
 MODES = ("pairwise", "ranking")
 ROLES = ("annotator", "admin")
 
@@ -148,3 +148,20 @@ class Judgment(SQLModel, table=True):
     ms_spent: Optional[int] = None
     client_request_id: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Artifact(SQLModel, table=True):
+    """One step of the loop's lineage (labeling.lineage): what a round made and what it was made from.
+
+    kind: policy | candidates | export | reward_model | evaluation. `parents` holds the ids of
+    the artifacts it came from; `details` its facts (snapshot, counts, metrics, config).
+    """
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    round: int = 0
+    kind: str = Field(max_length=32)
+    name: str = Field(max_length=1024)  # model path or id, export file, ...
+    parents: Optional[list] = _json()
+    details: Optional[dict] = _json()
+    created_at: datetime = Field(default_factory=utcnow)

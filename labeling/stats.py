@@ -1,4 +1,5 @@
-"""`labeling stats`: progress, agreement, position bias, and the model leaderboard (`labeling.leaderboard`).
+"""`labeling stats`: progress, agreement, position bias, the model leaderboard (`labeling.leaderboard`)
+and the loop's lineage (`labeling.lineage`).
 
 `project_stats` is also what the admin dashboard draws; its keys are a contract:
 tasks, tasks_complete, judgments, prompts, candidates, models, median_ms, left_choice_rate,
@@ -153,9 +154,14 @@ def _run(argv, prog: str, show) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from labeling.lineage import format_lineage, lineage
+
     def show(engine, cfg):
         stats, board = project_stats(engine, cfg.project), leaderboard(engine, cfg.project, cfg.prior)
-        return {**stats, "leaderboard": board} if cfg.json else {"text": format_stats(stats, board)}
+        history = lineage(engine, cfg.project)
+        if cfg.json:
+            return {**stats, "leaderboard": board, "lineage": history}
+        return {"text": format_stats(stats, board) + ("\n" + format_lineage(history) if history else "")}
 
     return _run(argv, "labeling stats", show)
 

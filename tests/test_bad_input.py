@@ -63,6 +63,7 @@ DB_COMMANDS = {  # every command that reads a store, with otherwise valid argume
     "labeling stats": ("labeling", "stats --project chat"),
     "labeling leaderboard": ("labeling", "leaderboard --project chat"),
     "reward-model prioritize": ("reward-model", "prioritize --model {rm} --project chat"),
+    "align round": ("align", "round --project chat --judges people --eval-prompts prompts.jsonl"),
 }
 CASES: dict[str, Case] = {}
 for command, (tool, args) in DB_COMMANDS.items():
@@ -73,6 +74,8 @@ for db_name, (db, expect) in BAD_DBS.items():
         CASES[f"labeling init --db {db_name}"] = case("labeling", f"init --project new --db {db}", expect)
     CASES[f"labeling serve --db {db_name}"] = case("labeling", f"serve --port {{port}} --db {db}", expect,
                                                     subprocess=True)
+    CASES[f"align eval --store {db_name}"] = case(
+        "align", f"eval --policies {{lm}} --reference {{lm}} --gold concise --store {db} --project chat", expect)
     CASES[f"align ppo --store {db_name}"] = case(
         "align", f"ppo --model {{lm}} --reward-model {{rm}} --store {db} --project chat --max-steps 1", expect)
 
@@ -83,6 +86,7 @@ BAD_FILES = {  # name -> (file, what the line must name)
     "empty": ("empty.jsonl", "empty.jsonl"),
     "missing-column": ("nocol.jsonl", "nocol.jsonl"),
 }
+EVAL_QUICK = "--gold concise --best-of 1 --max-new-tokens 2 --output-dir evalout"
 FILE_COMMANDS = {  # command -> (tool, args with {f} for the file)
     "labeling import": ("labeling", "import --db store.db --project chat --file {f}"),
     "reward-model train": ("reward-model", "train --model {lm} --data {f} --max-steps 1"),
@@ -92,6 +96,10 @@ FILE_COMMANDS = {  # command -> (tool, args with {f} for the file)
     "align dpo": ("align", "dpo --model {lm} --data {f} --max-steps 1"),
     "align online-dpo": ("align", "online-dpo --reward-model {rm} --model {lm} --prompts {f} --max-steps 1"),
     "align ppo": ("align", "ppo --model {lm} --reward-model {rm} --prompts {f} --max-steps 1"),
+    "align eval": ("align", f"eval --policies {{lm}} --reference {{lm}} --prompts {{f}} {EVAL_QUICK}"),
+    "align round --eval-prompts": ("align", "round --db store.db --project chat --judges people --eval-prompts {f}"),
+    "align round --prompts": ("align", "round --db store.db --project chat --judges people "
+                                       "--eval-prompts prompts.jsonl --prompts {f}"),
 }
 for command, (tool, args) in FILE_COMMANDS.items():
     for file_name, (path, expect) in BAD_FILES.items():
@@ -106,7 +114,9 @@ CONFIG_TOOLS = {"labeling init": ("labeling", "init --db store.db"),
                 "labeling export": ("labeling", "export --db store.db"),
                 "labeling serve": ("labeling", "serve --db store.db --port {port}"),
                 "reward-model train": ("reward-model", "train"),
-                "align sft": ("align", "sft"), "align dpo": ("align", "dpo"), "align ppo": ("align", "ppo")}
+                "align sft": ("align", "sft"), "align dpo": ("align", "dpo"), "align ppo": ("align", "ppo"),
+                "align eval": ("align", "eval"), "align round": ("align", "round"),
+                "labeling simulate": ("labeling", "simulate"), "labeling leaderboard": ("labeling", "leaderboard")}
 for command, (tool, args) in CONFIG_TOOLS.items():
     sub = command == "labeling serve"
     CASES[f"{command} --config non-utf8"] = case(tool, f"{args} --config latin1.yaml", "latin1.yaml", subprocess=sub)
@@ -125,6 +135,13 @@ NUMBER_FLAGS = {  # (command, flag) -> (tool, args); every value in NUMBERS is o
     ("align sft", "--max-steps"): ("align", "sft --model {lm} --data sft.jsonl"),
     ("align dpo", "--max-steps"): ("align", "dpo --model {lm} --data pairs.jsonl"),
     ("align ppo", "--max-steps"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl"),
+    ("align eval", "--samples-per-prompt"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+                                                      "--gold concise"),
+    ("align eval", "--max-new-tokens"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+                                                  "--gold concise"),
+    ("align round", "--pairs-per-prompt"): ("align", "round --db store.db --project chat --judges people "
+                                                     "--eval-prompts prompts.jsonl"),
+    ("labeling leaderboard", "--confidence"): ("labeling", "leaderboard --db store.db --project chat"),
 }
 for (command, flag), (tool, args) in NUMBER_FLAGS.items():
     for value in (["0", "-2", "nan", "inf"] if flag == "--max-steps" else NUMBERS):  # -1: "use the epochs"
@@ -198,6 +215,33 @@ NAMES = {  # unknown models and projects
                                                     "--project nosuch --max-steps 1", "nosuch"),
     "align dpo --config unknown name": ("align", "dpo --config nosuch-preset", "nosuch-preset"),
     "labeling serve --project nosuch": ("labeling", "serve --db store.db --port {port} --project nosuch", "nosuch"),
+    "align eval --policies unknown": ("align", f"eval --policies {{lm}} ./nosuch-run --reference {{lm}} "
+                                               f"--prompts prompts.jsonl {EVAL_QUICK}", "nosuch-run"),
+    "align eval --reference unknown": ("align", f"eval --policies {{lm}} --reference nosuch-model "
+                                                f"--prompts prompts.jsonl {EVAL_QUICK}", "nosuch-model"),
+    "align eval --reward-model causal LM": ("align", f"eval --policies {{lm}} --reference {{lm}} --reward-model {{lm}} "
+                                                     f"--prompts prompts.jsonl {EVAL_QUICK}", "reward model"),
+    "align eval --gold unknown": ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+                                           "--gold nosuch_rule --output-dir evalout", "nosuch_rule"),
+    "align eval no judge": ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl", "judge"),
+    "align round --project nosuch": ("align", "round --db store.db --project nosuch --judges people "
+                                              "--eval-prompts prompts.jsonl", "nosuch"),
+    "align round --reference unknown": ("align", "round --db store.db --project chat --judges people "
+                                                 "--eval-prompts prompts.jsonl --reference nosuch-model", "nosuch-model"),
+    "align round no password": ("align", "round --config round_sim.yaml", "NO_SUCH_PASSWORD_ENV"),
+    "align round unknown align field": ("align", "round --config round_typo.yaml", "eval_fraction"),
+    "align round --algorithm unknown": ("align", "round --db store.db --project chat --judges people "
+                                                 "--eval-prompts prompts.jsonl --algorithm sac", "algorithm"),
+    "labeling simulate no password": ("labeling", "simulate --url http://127.0.0.1:1/ --project chat --annotators a "
+                                                  "--password-env NO_SUCH_PASSWORD_ENV", "NO_SUCH_PASSWORD_ENV"),
+    "labeling simulate --gold unknown": ("labeling", "simulate --url http://127.0.0.1:1/ --project chat --annotators a "
+                                                     "--password-env HOME --gold nosuch_rule", "nosuch_rule"),
+    "labeling simulate server down": ("labeling", "simulate --url http://127.0.0.1:1/ --project chat --annotators a "
+                                                  "--password-env HOME --gold concise", "127.0.0.1"),
+    "labeling simulate --temperature per annotator": ("labeling", "simulate --url http://127.0.0.1:1/ --project chat "
+                                                                  "--annotators a b --temperature 1 2 3", "temperature"),
+    "labeling leaderboard --bootstrap -1": ("labeling", "leaderboard --db store.db --project chat --bootstrap -1",
+                                            "bootstrap"),
 }
 for name, (tool, args, expect) in NAMES.items():
     CASES[name] = case(tool, args, expect, subprocess=name.startswith("labeling serve"))
@@ -259,6 +303,10 @@ def template(tmp_path_factory, tiny_model_dir):
     (work / "latin1.yaml").write_bytes(b"project: caf\xe9\n")
     (work / "empty.jsonl").write_text("")
     jsonl("nocol.jsonl", [{"foo": "bar"}])
+    round_cfg = {"db": "store.db", "project": "chat", "eval_prompts": "prompts.jsonl", "gold": "concise"}
+    jsonl("round_sim.yaml", [{**round_cfg, "simulate": {"annotators": ["sim-a"],
+                                                         "password_env": "NO_SUCH_PASSWORD_ENV"}}])  # JSON is YAML
+    jsonl("round_typo.yaml", [{**round_cfg, "judges": "people", "align": {"eval_fraction": 0.1}}])
 
     engine = open_store(f"sqlite:///{work / 'store.db'}")
     with session_scope(engine) as session:

@@ -11,6 +11,7 @@ from align.dpo_config import DPOConfig
 from align.grpo_config import GRPOConfig, RLOOConfig
 from align.online_dpo_config import OnlineDPOConfig
 from align.ppo_config import PPOConfig
+from align.round_config import RoundConfig
 from align.sft_config import SFTConfig
 from labeling.export_files import output_paths
 from prefloop.config import ConfigError, parse_config, shipped_configs
@@ -18,15 +19,15 @@ from reward_model.reward_config import RewardModelConfig
 
 COMMANDS = {"dpo": DPOConfig, "dpo_online": OnlineDPOConfig, "ppo": PPOConfig, "sft": SFTConfig,
             "reward_model": RewardModelConfig, "grpo": GRPOConfig, "rloo": RLOOConfig}
-PRESETS = {**COMMANDS, **{f"{name}_quick": cls for name, cls in COMMANDS.items()}}
-OTHER_FILES = {"graders_example"}  # a grader mix (align grpo --graders), not a command's config
+PRESETS = {**COMMANDS, **{f"{name}_quick": cls for name, cls in COMMANDS.items()}, "round": RoundConfig}
+GRADER_MIXES = ["graders_example"]  # not a command's config: a grader mix (align/graders/mix.py)
 # README: labeling export --format pairwise --test-fraction 0.1 --out runs/export/pairwise.jsonl
 PAIRWISE_TRAIN, PAIRWISE_TEST = output_paths(Path("runs/export/pairwise.jsonl"), "jsonl", ["train", "test"])[0]
 SFT_FILE = output_paths(Path("runs/export/sft.jsonl"), "jsonl", ["train"])[0][0]
 
 
 def test_every_preset_is_shipped():
-    assert sorted([*PRESETS, *OTHER_FILES]) == shipped_configs()
+    assert sorted([*PRESETS, *GRADER_MIXES]) == shipped_configs()
 
 
 @pytest.mark.parametrize("spelling", ["{}", "{}.yaml", "configs/{}.yaml"])
@@ -55,7 +56,7 @@ def test_a_file_of_that_name_wins_over_the_preset(tmp_path, monkeypatch):
 
 def test_unknown_config_names_the_presets(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"nosuch: no such config file.*shipped: dpo, dpo_online, dpo_online_quick"):
+    with pytest.raises(ConfigError, match=r"nosuch: no such config file.*shipped: dpo, dpo_online, .*ppo, .*round"):
         parse_config(DPOConfig, ["--config", "nosuch"])
     with pytest.raises(ConfigError, match="elsewhere/dpo.yaml: no such config file"):
         parse_config(DPOConfig, ["--config", "elsewhere/dpo.yaml"])  # only configs/NAME.yaml is an alias

@@ -72,6 +72,33 @@ def test_older_schema_is_upgraded_by_migrations(sqlite_url, monkeypatch):
         open_store(sqlite_url)
 
 
+def test_version_1_store_gains_the_lineage_table(sqlite_url):
+    """A store written before the `artifact` table (schema 1) is upgraded by MIGRATIONS[1], its data kept."""
+    from sqlalchemy import inspect
+
+    from labeling import db
+    from labeling.lineage import lineage, record
+
+    engine = open_store(sqlite_url)
+    task_id, *_ = populate(engine)
+    with engine.begin() as conn:  # what a schema-1 store looks like
+        conn.execute(text("DROP TABLE artifact"))
+        conn.execute(text("UPDATE prefloop_meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+    old = db.make_engine(sqlite_url)
+    assert "artifact" not in inspect(old).get_table_names() and schema_version(old) == 1
+    db._upgrade(old)  # the migration alone, without init_db's create_all
+    assert "artifact" in inspect(old).get_table_names() and schema_version(old) == 2
+    old.dispose()
+    upgraded = open_store(sqlite_url)
+    assert schema_version(upgraded) == SCHEMA_VERSION
+    with session_scope(upgraded) as s:
+        assert s.get(Task, task_id) is not None
+    first = record(upgraded, "p", 0, "policy", "base")
+    record(upgraded, "p", 1, "policy", "runs/r1", [first])
+    assert [r["parents"] for r in lineage(upgraded, "p")] == [[], [first]]
+
+
 def test_sqlite_uses_wal_foreign_keys_and_busy_timeout(sqlite_url):
     engine = open_store(sqlite_url)
     with engine.connect() as conn:

@@ -1,0 +1,261 @@
+"""`align round --config round.yaml`: one turn of the loop, every artifact recorded with its lineage.
+
+    round N (N = the current policy's round + 1):
+      1. generate   n candidates per prompt from the current policy and from the reference
+      2. tasks      random pairs of those candidates (across the two models once they differ)
+      3. judgments  simulated / AI annotators over the app's HTTP API, or wait for people
+      4. export     every round's judgments so far as pairwise preference data
+      5. reward     `reward-model train` on the export
+      6. align      `align dpo` on the export, `align online-dpo` or `align ppo` against the reward model,
+                    from the current policy (each a run directory of prefloop.run: OUT/final, run.json)
+      7. evaluate   `align eval`: the new policy against the reference on held-out prompts
+      8. register   the new policy becomes the current one; the next round starts from it
+
+The current policy is the latest `policy` record of the project's lineage (`labeling.lineage`);
+the first round registers the reference as round 0's policy. Records: candidates, export,
+reward_model, policy and evaluation, each with its parents, shown by `labeling stats`.
+
+One source of truth per fact: a training run's config, data, parent model and results are in its
+run.json (prefloop.run); its lineage record holds the store's side (round, parents by record id) and
+points at that run.json (`details["run"]`), with a one-line summary for display.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from align.round_config import RoundConfig
+from prefloop.errors import InputError
+
+
+def current_policy(engine, cfg: RoundConfig) -> dict:
+    """The latest registered policy; the reference as round 0's policy when there is none yet."""
+    from labeling.lineage import latest, record
+    from prefloop.models import DEFAULT_MODEL
+
+    found = latest(engine, cfg.project, "policy")
+    if found is None:
+        name = cfg.reference or DEFAULT_MODEL
+        record(engine, cfg.project, 0, "policy", name, details={"summary": "the reference"})
+        found = latest(engine, cfg.project, "policy")
+    return found
+
+
+def generate_and_build(engine, cfg: RoundConfig, policy: dict, r: int) -> int:
+    """Steps 1-2; -> the id of the `candidates` record."""
+    from labeling.generate import generate_candidates
+    from labeling.lineage import record
+    from labeling.tasks import build_tasks
+    from prefloop.generation import SamplingConfig
+
+    models = list(dict.fromkeys([policy["name"], cfg.reference or policy["name"]]))  # one model in round 1
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + r)
+    added = sum(generate_candidates(engine, cfg.project, m, n=cfg.n, round=r, sampling=sampling).candidates_added
+                for m in models)
+    tasks = build_tasks(engine, cfg.project, "random_pairs", pairs_per_prompt=cfg.pairs_per_prompt, models=models,
+                        round=r, cross_model_only=len(models) > 1, seed=cfg.seed + r)
+    return record(engine, cfg.project, r, "candidates", f"round {r} candidates", [policy["id"]],
+                  {"models": models, "candidates": added, "tasks": tasks,
+                   "summary": f"{added} candidates from {len(models)} model(s), {tasks} tasks"})
+
+
+def check_inputs(engine, cfg: RoundConfig) -> str | None:
+    """Refuse with one line what would fail later (after candidates were generated): an unknown project,
+    bad prompt files, an unknown reference, simulated annotators without their password. -> that password."""
+    from align.prompts import load_prompts
+    from labeling.db import get_project, session_scope
+    from prefloop.models import check_model
+
+    with session_scope(engine, immediate=False) as session:
+        get_project(session, cfg.project)
+    load_prompts(cfg.eval_prompts)  # the file's errors (missing, not JSONL, no prompt column) in one line
+    if cfg.prompts and not Path(cfg.prompts).is_file():
+        raise InputError(f"prompts: {cfg.prompts}: no such file")
+    if cfg.reference:
+        check_model(cfg.reference)
+    if cfg.judges != "simulated":
+        return None
+    from labeling.simulate import SimulateConfig
+
+    env = cfg.simulate.get("password_env") or SimulateConfig.__dataclass_fields__["password_env"].default
+    if not os.environ.get(env):
+        raise InputError(f"${env} is not set: it holds the simulated annotators' password")
+    return os.environ[env]
+
+
+def collect_judgments(engine, cfg: RoundConfig, r: int, password: str | None) -> None:
+    """Step 3: simulated annotators over HTTP (a server of our own unless cfg.url), or wait for people."""
+    from labeling.tasks import round_progress
+
+    if cfg.judges == "people":
+        while (progress := round_progress(engine, cfg.project, r))["open"] > 0:
+            print(f"[prefloop] round {r}: {progress['open']} of {progress['tasks']} tasks still need judgments")
+            time.sleep(cfg.poll_seconds)
+        return
+    from labeling.simulate import SimulateConfig, policies, run_annotators
+
+    sim = SimulateConfig(**{"url": cfg.url or "", "project": cfg.project, "gold": cfg.gold or "positive_words",
+                            **cfg.simulate})
+    _ensure_accounts(engine, sim.annotators, password)
+    server, url = (None, cfg.url) if cfg.url else _local_server(engine, cfg.project)
+    try:
+        done = run_annotators(url, cfg.project, [(n, password, p) for n, p in zip(sim.annotators, policies(sim))])
+    finally:
+        if server is not None:
+            server.close()
+    print(f"[prefloop] round {r}: {sum(done.values())} judgments from {len(done)} simulated annotators")
+
+
+def _ensure_accounts(engine, names: list[str], password: str) -> None:
+    """Create the simulated annotators' accounts that do not exist yet (an admin's set-up step)."""
+    from labeling.db import session_scope
+    from labeling.users import create_user, list_users
+
+    with session_scope(engine) as session:
+        have = {u.name for u in list_users(session)}
+        for name in names:
+            if name not in have:
+                create_user(session, name, password)
+
+
+def _local_server(engine, project: str):
+    """(app, url) of a `labeling serve` in a background thread of this process, on a free port."""
+    import socket
+
+    from labeling.serve import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return serve(engine, "127.0.0.1", port, project, block=False, quiet=True), f"http://127.0.0.1:{port}/"
+
+
+def export_round(engine, cfg: RoundConfig, out: Path, parent: int, r: int) -> tuple[Path, int]:
+    """Step 4: pairwise rows of every round so far, prompts split by `test_fraction` as `labeling export`
+    does; -> (the training file, id of the `export` record). The trainers evaluate on its X.test.jsonl."""
+    from labeling.export import export_dataset
+    from labeling.export_files import write_export
+    from labeling.lineage import record
+
+    splits, card = export_dataset(engine, cfg.project, "pairwise", test_fraction=cfg.test_fraction,
+                                  seed=cfg.seed)
+    path = out / "pairs.jsonl"
+    write_export(splits, path, card=card)
+    train = out / "pairs.train.jsonl" if "test" in splits else path
+    rows = {split: len(v) for split, v in splits.items()}
+    facts = {"snapshot": card["snapshot"], "rounds": card["rounds"], "models": card["models"]}
+    return train, record(engine, cfg.project, r, "export", str(train), [parent],
+                         {"rows": rows, **facts,
+                          "summary": ", ".join(f"{n} {split} pairs" for split, n in rows.items())})
+
+
+def _run_record(final_dir: Path, summary: str, **details) -> dict:
+    """An Artifact row's details for a training run: where its run.json is (the one record of its config,
+    data, parent model and results; prefloop.run) and a one-line summary for `labeling stats`."""
+    from prefloop.run import RUN_FILE, run_dir_of
+
+    run = run_dir_of(final_dir)
+    return {**details, "run": str(run / RUN_FILE) if run is not None else None, "summary": summary}
+
+
+def train_reward_model(engine, cfg: RoundConfig, data: Path, out: Path, parent: int, r: int) -> tuple[str, int]:
+    """Step 5; -> (the run directory, id of the `reward_model` record)."""
+    from labeling.lineage import record
+    from prefloop.run import read_run
+    from reward_model.reward_config import RewardModelConfig
+    from reward_model.reward_trainer import train
+
+    run_dir = out / "reward_model"
+    final = train(RewardModelConfig(**{**cfg.reward_model, "data": str(data), "output_dir": str(run_dir),
+                                       "store": None, "project": None}))
+    accuracy = read_run(run_dir).get("metrics", {}).get("eval_accuracy")
+    summary = f"held-out accuracy {accuracy:.3f}" if accuracy is not None else "no held-out pairs"
+    return str(run_dir), record(engine, cfg.project, r, "reward_model", str(run_dir), [parent],
+                                _run_record(final, summary))
+
+
+def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, out: Path) -> Path:
+    """Step 6, from the current policy, with the trainer of `align <algorithm>`; -> OUT/final of its run."""
+    fixed = {"model": policy, "output_dir": str(out / "policy")}
+    if cfg.algorithm == "dpo":  # offline, on the export (evaluated on its X.test.jsonl companion)
+        from align.dpo_config import DPOConfig
+        from align.dpo_trainer import train_offline
+
+        return train_offline(DPOConfig(**{**cfg.align, **fixed, "data": str(data)}))
+    on_policy = {**cfg.align, **fixed, "reward_model": reward_model, "prompts": None, "store": cfg.db,
+                 "project": cfg.project}  # the project's prompts, sampled from the policy
+    if cfg.algorithm == "online-dpo":
+        from align.dpo_online import train_online
+        from align.online_dpo_config import OnlineDPOConfig
+
+        return train_online(OnlineDPOConfig(**on_policy))
+    from align.ppo_config import PPOConfig
+    from align.ppo_trainer import PPOTrainer
+
+    return Path(PPOTrainer.from_config(PPOConfig(**on_policy)).train())
+
+
+def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path) -> dict:
+    """Step 7: `align eval` of the new policy against the reference; writes eval.json and the plot."""
+    from align.eval_config import EvalConfig
+    from align.evaluate import evaluate, format_report, plot_reward_vs_kl
+
+    eval_cfg = EvalConfig(**{**cfg.evaluate, "policies": [policy], "reference": cfg.reference,
+                             "prompts": cfg.eval_prompts, "reward_model": reward_model, "gold": cfg.gold,
+                             "output_dir": str(out / "eval")})
+    report = evaluate(eval_cfg, progress=False)
+    Path(eval_cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(eval_cfg.output_dir) / "eval.json").write_text(json.dumps(report, indent=2, default=str))
+    plot_reward_vs_kl(report, Path(eval_cfg.output_dir) / "reward_vs_kl.png")
+    print(format_report(report))
+    return report
+
+
+def _win_summary(row: dict) -> str:
+    key = "win_rate_gold" if "win_rate_gold" in row else "win_rate_reward"
+    w = row[key]
+    return f"{key.removeprefix('win_rate_')} win rate {w['rate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}]"
+
+
+def run_round(cfg: RoundConfig) -> dict:
+    """Steps 1-8; -> {"round", "policy", "reward_model", "export", "evaluation"}."""
+    from labeling.db import open_store
+    from labeling.importer import import_file
+    from labeling.lineage import record
+
+    engine = open_store(cfg.db, create=False)
+    try:
+        password = check_inputs(engine, cfg)  # before anything is written
+        if cfg.prompts:
+            import_file(engine, cfg.project, cfg.prompts)
+        policy = current_policy(engine, cfg)
+        r = policy["round"] + 1
+        out = Path(cfg.output_dir) / f"round-{r}"
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"[prefloop] round {r}: from policy {policy['name']} (round {policy['round']})")
+        candidates = generate_and_build(engine, cfg, policy, r)  # 1-2
+        collect_judgments(engine, cfg, r, password)  # 3
+        data, export_id = export_round(engine, cfg, out, candidates, r)  # 4
+        rm_dir, rm_id = train_reward_model(engine, cfg, data, out, export_id, r)  # 5
+        new_policy = str(align_policy(cfg, policy["name"], data, rm_dir, out))  # 6
+        report = evaluate_policy(cfg, new_policy, rm_dir, out)  # 7
+        row = report["policies"][-1]  # the final model (a run directory lists its checkpoints first)
+        policy_id = record(engine, cfg.project, r, "policy", new_policy, [policy["id"], rm_id, export_id],
+                           _run_record(Path(new_policy), _win_summary(row), algorithm=cfg.algorithm))  # 8
+        record(engine, cfg.project, r, "evaluation", str(out / "eval" / "eval.json"), [policy_id],
+               {"summary": _win_summary(row)})  # the numbers: in eval.json, which the record names
+        return {"round": r, "policy": new_policy, "reward_model": rm_dir, "export": str(data), "evaluation": row}
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prefloop.config import parse_config
+
+    result = run_round(parse_config(RoundConfig, argv, prog="align round"))
+    print(f"[prefloop] round {result['round']} done: policy {result['policy']} "
+          f"({_win_summary(result['evaluation'])})")
+    return 0

@@ -1,0 +1,84 @@
+"""Configuration of `align round`: one turn of the loop, from a YAML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ALGORITHMS = ("dpo", "online-dpo", "ppo")  # the `align` commands
+# YAML section -> the config class whose fields it holds (the align section: per algorithm)
+SECTIONS = {"simulate": "labeling.simulate:SimulateConfig", "reward_model": "reward_model.reward_config:RewardModelConfig",
+            "evaluate": "align.eval_config:EvalConfig"}
+ALIGN_CONFIGS = {"dpo": "align.dpo_config:DPOConfig", "online-dpo": "align.online_dpo_config:OnlineDPOConfig",
+                 "ppo": "align.ppo_config:PPOConfig"}
+
+
+def _field_names(target: str) -> set[str]:
+    import dataclasses
+    import importlib
+
+    module, name = target.split(":")
+    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+JUDGES = ("simulated", "people")
+
+
+@dataclass
+class RoundConfig:
+    """Run one round of the loop: generate, build tasks, collect judgments, export, train the reward model,
+    align, evaluate, and register the new policy (lineage in the store)."""
+
+    project: str = field(metadata={"help": "labeling project the round works in (labeling init)"})
+    db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    output_dir: str = field(default="runs/loop", metadata={"help": "round-N/ (export, reward model, policy, eval) go here"})
+    reference: str | None = field(default=None, metadata={
+        "help": "reference policy π_ref: round 1's policy and every evaluation's baseline (default: embedded)"})
+    prompts: str | None = field(default=None, metadata={
+        "help": "prompt file imported into the project first (re-importing adds nothing twice)"})
+    eval_prompts: str | None = field(default=None, metadata={"help": "held-out prompt file for the evaluation"})
+    gold: str | None = field(default=None, metadata={
+        "help": "gold reward r* (rule or module:function): the simulated annotators' and the evaluation's"})
+    # 1. generation and tasks
+    n: int = field(default=2, metadata={"help": "candidates per prompt from each model"})
+    max_new_tokens: int = field(default=64, metadata={"help": "candidate length cap"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the candidates"})
+    pairs_per_prompt: int = field(default=1, metadata={"help": "comparison tasks per prompt"})
+    # 2. judgments
+    judges: str = field(default="simulated", metadata={
+        "help": "simulated: annotators of `simulate` act over HTTP; people: wait until the round's tasks are done",
+        "choices": list(JUDGES)})
+    url: str | None = field(default=None, metadata={
+        "help": "a running `labeling serve` to label through (default: one started in this process)"})
+    simulate: dict = field(default_factory=dict, metadata={
+        "help": "YAML only: fields of `labeling simulate` (annotators, kind, temperature, reliability, ...)"})
+    poll_seconds: float = field(default=30.0, metadata={"help": "people: seconds between progress checks"})
+    # 3. training
+    test_fraction: float = field(default=0.2, metadata={
+        "help": "share of prompts the export holds out (pairs.test.jsonl): the trainers' evaluation data"})
+    reward_model: dict = field(default_factory=dict, metadata={
+        "help": "YAML only: fields of `reward-model train` (data and output_dir are set by the round)"})
+    algorithm: str = field(default="dpo", metadata={"help": "how the policy is aligned", "choices": list(ALGORITHMS)})
+    align: dict = field(default_factory=dict, metadata={
+        "help": "YAML only: fields of `align dpo`, `align online-dpo` or `align ppo` (model, data or prompts, "
+                "reward_model and output_dir are set by the round)"})
+    # 4. evaluation
+    evaluate: dict = field(default_factory=dict, metadata={
+        "help": "YAML only: fields of `align eval` (policies, reference, prompts, reward_model, gold are set)"})
+    seed: int = field(default=0, metadata={"help": "seed of generation and task building (plus the round number)"})
+
+    def __post_init__(self):
+        if self.judges == "simulated" and not self.simulate.get("annotators"):
+            raise ValueError("simulate.annotators: name the simulated annotators' accounts")
+        if self.judges == "simulated" and self.simulate.get("kind", "gold") == "gold" and not (
+                self.gold or self.simulate.get("gold")):
+            raise ValueError("gold: simulated gold annotators need a gold reward")
+        if self.eval_prompts is None:
+            raise ValueError("eval_prompts: the evaluation needs held-out prompts")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction={self.test_fraction}: expected a share in [0, 1)")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm={self.algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+        for section, target in {**SECTIONS, "align": ALIGN_CONFIGS[self.algorithm]}.items():
+            unknown = sorted(set(getattr(self, section)) - _field_names(target))
+            if unknown:  # found now, not after an hour of generation and judging
+                raise ValueError(f"{section}: unknown field(s) {', '.join(unknown)} for {target.split(':')[1]}")
+        if self.n < 1 or self.pairs_per_prompt < 1 or self.max_new_tokens < 1:
+            raise ValueError("n, pairs_per_prompt and max_new_tokens must be >= 1")
