@@ -12,6 +12,8 @@ What the test adds, and only that:
     also as `--port` for a `labeling serve` that relies on the default 7860;
   * `--max-new-tokens 8` appended to `labeling generate` (the tiny random model rarely stops
     by itself, and 128 tokens per candidate is minutes on a loaded 2-core machine);
+  * the repository's `configs/` (accelerate launch configs) copied beside them, since the README
+    runs `accelerate launch --config_file configs/...` from a checkout;
   * `export NAME=VALUE` lines set NAME for the commands after them (each command runs in its
     own shell here, as if typed into one);
   * two blocks are not run here: `dev.py` (it installs everything; dev.py has its own test)
@@ -84,6 +86,8 @@ def user_inputs(work: Path, tiny_model_dir: str) -> None:
     (work / "tasks.jsonl").write_text("".join(json.dumps({"prompt": f"What is {a} + {b}?", "reference": str(a + b)})
                                               + "\n" for a, b in sums))
     shutil.copytree(tiny_model_dir, work / "my-sft-model")
+    # the scale-out block runs from a checkout: its `configs/` holds the accelerate launch configs
+    shutil.copytree(ROOT / "configs", work / "configs")
 
 
 def test_readme_commands_run_as_written(tmp_path, tiny_model_dir):
@@ -130,7 +134,8 @@ def test_readme_commands_run_as_written(tmp_path, tiny_model_dir):
     words = {" ".join(w) for w in ran if isinstance(w, list)}
     assert {"labeling init", "labeling generate", "labeling tasks", "labeling export", "reward-model train",
             "reward-model eval", "reward-model score", "reward-model prioritize", "align sft", "align ppo",
-            "align dpo", "align online-dpo", "labeling simulate", "align grpo", "align rloo"} <= words, words
+            "align dpo", "align online-dpo", "labeling simulate", "align grpo", "align rloo",
+            "accelerate launch"} <= words, words
     assert "python block" in ran
     assert (work / "runs" / "export" / "pairwise.train.jsonl").exists()
     assert (work / "runs" / "export" / "pairwise.test.jsonl").exists()
