@@ -59,7 +59,7 @@ def train_group_relative(cfg) -> Path:
 
     from align.reporting import log_samples, save_plots
     from align.train_common import save_final
-    from prefloop.models import resolve_model
+    from prefloop.run import lineage
 
     # 0. run directory and precision; data and graders checked (one probe) before any model loads
     run, acc = onpolicy.start(cfg, f"align {cfg.algorithm}")
@@ -67,7 +67,8 @@ def train_group_relative(cfg) -> Path:
     trainer = GroupRelative(cfg, acc, examples + eval_examples)
     trainer.probe(examples[0])
     start = onpolicy.load_checkpoint(acc, run)
-    run.save(parent_model=resolve_model(cfg.model), prompts=source, graders=cfg.graders,
+    # lineage: the parent model and, for the usual SFT-then-RFT recipe, the SFT run and its data
+    run.save(**lineage(cfg.model), prompts=source, graders=cfg.graders,
              reward_model=cfg.reward_model or None, num_processes=acc.num_processes)
     if run.main:
         print(f"[prefloop] {cfg.algorithm}: {len(examples)} prompts, {len(eval_examples)} held out, "
