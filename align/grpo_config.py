@@ -57,11 +57,10 @@ class GRPOConfig(OnPolicyConfig):
 
     algorithm = "grpo"  # not a field: which advantage and loss of align.grpo_core
 
+    REWARD_MODEL_REQUIRED = False  # the graders are the reward; a reward model only joins their mix
+
     def __post_init__(self):
-        # The base class requires a reward model; here the graders are the reward and it is optional.
-        reward_model, self.reward_model = self.reward_model, self.reward_model or "graders"
         super().__post_init__()
-        self.reward_model = reward_model
         if self.num_generations < 2:
             raise ValueError("num_generations must be >= 2: a group of one has no relative advantage")
         for name in ("num_iterations", "mini_batch_size"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from prefloop.config import config_field as _f
 from prefloop.data import check_test_fraction
@@ -65,8 +66,11 @@ class OnPolicyConfig:
     resume: bool = _f(False, "continue the run in output_dir from its last checkpoint (without it, an "
                              "output_dir holding a run is refused)")
 
+    # the reward r(x, y) is the reward model here; GRPO/RLOO score with graders and make it optional
+    REWARD_MODEL_REQUIRED: ClassVar[bool] = True
+
     def __post_init__(self):
-        if not self.reward_model:
+        if self.REWARD_MODEL_REQUIRED and not self.reward_model:
             raise ValueError("reward_model is required: a reward-model directory or 'module:function'")
         if (self.prompts is None) == (self.store is None):
             raise ValueError("give exactly one prompt source: --prompts FILE, or --store URL with --project")
