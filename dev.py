@@ -3,6 +3,7 @@
 
     python3 dev.py demo    # install everything, run the demo project on the embedded model
     python3 dev.py test    # install everything (+ Chromium, PostgreSQL), run the test suite
+    python3 dev.py loop    # install everything, run the whole loop headless (`align demo`), print the round table
 
 Everything goes into ./.venv. On a machine without an NVIDIA GPU the CPU build of
 torch is installed (torch==2.13.0); with a GPU, the registry's default CUDA build.
@@ -81,7 +82,7 @@ def start_postgres() -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "install"):
+    if not argv or argv[0] not in ("demo", "test", "loop", "install"):
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
@@ -90,6 +91,8 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "demo":
         return subprocess.call([str(VENV / "bin" / "labeling"), "demo", *rest])
+    if command == "loop":
+        return subprocess.call([str(VENV / "bin" / "align"), "demo", *rest])
     system_packages()
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")  # tests never download: fail fast instead of waiting on a network

@@ -21,6 +21,8 @@ COMMANDS = {
              "align.eval_config:EvalConfig"),
     "round": ("align.round:main", "one turn of the loop from YAML: generate, judge, reward model, align, evaluate",
               "align.round_config:RoundConfig"),
+    "demo": ("align.demo:main", "the whole loop headless on the embedded model with simulated annotators; "
+             "prints the round table", "align.demo:DemoConfig"),
 }
 
 

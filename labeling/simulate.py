@@ -245,3 +245,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {n} judgments")
     print(f"{sum(done.values())} judgments in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def p_gold_winner(delta: float, behaviour: Behaviour) -> float:
+    """P(a pairwise judgment names the response with the higher r*), for r* margin `delta`, averaged over
+    which side (A or B) shows it. No reward model can agree with these labels more often than this on
+    average: predicting the gold winner is the Bayes decision, so its mean over pairs is the ceiling on a
+    reward model's held-out accuracy. A tie (equal r*, or under tie_threshold) counts as a coin flip."""
+    margin, b = abs(delta), behaviour
+    if margin == 0 or margin < b.tie_threshold:
+        p = 0.5
+    elif b.temperature == 0:
+        p = 1.0
+    else:
+        sigmoid = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
+        p = 0.5 * (sigmoid(margin / b.temperature + b.position_bias) + sigmoid(margin / b.temperature - b.position_bias))
+    return b.reliability * p + (1.0 - b.reliability) * 0.5

@@ -165,11 +165,12 @@ def open_task_contents(engine: Engine, project_name: str) -> list[dict]:
 
 
 def round_progress(engine: Engine, project_name: str, round: int) -> dict:
-    """{"tasks": the round's regular tasks, "open": those still short of `overlap` judgments}."""
+    """{"tasks": the round's regular tasks, "open": those still short of `overlap` judgments,
+    "judgments": the judgments they hold}."""
     with session_scope(engine, immediate=False) as session:
         project = get_project(session, project_name)
         judged = select(Judgment.task_id, func.count(Judgment.id).label("n")).group_by(Judgment.task_id).subquery()
         rows = session.exec(select(Task.gold, judged.c.n).outerjoin(judged, judged.c.task_id == Task.id)
                             .where(Task.project_id == project.id, Task.round == round)).all()
         regular = [n or 0 for gold, n in rows if not gold]  # gold tasks only measure annotators
-        return {"tasks": len(regular), "open": sum(n < project.overlap for n in regular)}
+        return {"tasks": len(regular), "open": sum(n < project.overlap for n in regular), "judgments": sum(regular)}

@@ -132,8 +132,8 @@ def test_round_progress_counts_tasks_short_of_their_overlap(memory_engine):
     from labeling.tasks import round_progress
 
     tasks = seed_project(memory_engine, "p", n_tasks=3, n_gold=1, overlap=1)
-    assert round_progress(memory_engine, "p", 0) == {"tasks": 3, "open": 3}  # the gold task is not counted
-    assert round_progress(memory_engine, "p", 5) == {"tasks": 0, "open": 0}
+    assert round_progress(memory_engine, "p", 0) == {"tasks": 3, "open": 3, "judgments": 0}  # the gold task is not counted
+    assert round_progress(memory_engine, "p", 5) == {"tasks": 0, "open": 0, "judgments": 0}
     ann = seed_users(memory_engine, ["ann"])["ann"]
     with session_scope(memory_engine) as s:
         from labeling.models import Task
@@ -141,7 +141,7 @@ def test_round_progress_counts_tasks_short_of_their_overlap(memory_engine):
         shown = s.get(Task, tasks[0]).candidate_ids
     record_judgment(memory_engine, task_id=tasks[0], annotator_id=ann, display_order=shown, choice="a_better",
                     client_request_id="r1")
-    assert round_progress(memory_engine, "p", 0) == {"tasks": 3, "open": 2}
+    assert round_progress(memory_engine, "p", 0) == {"tasks": 3, "open": 2, "judgments": 1}
 
 
 def test_round_config_needs_annotators_gold_and_held_out_prompts():

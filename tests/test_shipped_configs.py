@@ -19,7 +19,7 @@ from reward_model.reward_config import RewardModelConfig
 
 COMMANDS = {"dpo": DPOConfig, "dpo_online": OnlineDPOConfig, "ppo": PPOConfig, "sft": SFTConfig,
             "reward_model": RewardModelConfig, "grpo": GRPOConfig, "rloo": RLOOConfig}
-PRESETS = {**COMMANDS, **{f"{name}_quick": cls for name, cls in COMMANDS.items()}, "round": RoundConfig}
+PRESETS = {**COMMANDS, **{f"{name}_quick": cls for name, cls in COMMANDS.items()}, "round": RoundConfig, "round_demo": RoundConfig}
 GRADER_MIXES = ["graders_example"]  # not a command's config: a grader mix (align/graders/mix.py)
 # README: labeling export --format pairwise --test-fraction 0.1 --out runs/export/pairwise.jsonl
 PAIRWISE_TRAIN, PAIRWISE_TEST = output_paths(Path("runs/export/pairwise.jsonl"), "jsonl", ["train", "test"])[0]
