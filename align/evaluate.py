@@ -105,9 +105,12 @@ def sample(model, tokenizer, prompts: list, cfg: EvalConfig, seed: int) -> list:
 
     from align.rollout import generate_responses
 
+    from tqdm.auto import tqdm
+
     torch.manual_seed(seed)
+    starts = range(0, len(prompts), cfg.batch_size)
     return [generate_responses(model, tokenizer, prompts[i:i + cfg.batch_size], cfg.max_new_tokens, cfg.temperature)
-            for i in range(0, len(prompts), cfg.batch_size)]
+            for i in tqdm(starts, desc=f"sample {len(prompts)}", unit="batch", leave=False)]
 
 
 def texts_of(rollouts: list) -> list[str]:

@@ -220,8 +220,13 @@ def _win_summary(row: dict) -> str:
     return f"{key.removeprefix('win_rate_')} win rate {w['rate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}]"
 
 
-def run_round(cfg: RoundConfig) -> dict:
-    """Steps 1-8; -> {"round", "policy", "reward_model", "export", "evaluation"}."""
+STEPS = ("generate", "judge", "export", "reward_model", "align", "evaluate")  # what `on_step` is told, in order
+
+
+def run_round(cfg: RoundConfig, on_step=None) -> dict:
+    """Steps 1-8; -> {"round", "policy", "reward_model", "export", "evaluation"}. `on_step(name)` is called
+    as each of STEPS ends (a progress bar's hook)."""
+    on_step = on_step or (lambda name: None)
     from labeling.db import open_store
     from labeling.importer import import_file
     from labeling.lineage import record
@@ -237,11 +242,17 @@ def run_round(cfg: RoundConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         print(f"[prefloop] round {r}: from policy {policy['name']} (round {policy['round']})")
         candidates = generate_and_build(engine, cfg, policy, r)  # 1-2
+        on_step("generate")
         collect_judgments(engine, cfg, r, password)  # 3
+        on_step("judge")
         data, export_id = export_round(engine, cfg, out, candidates, r)  # 4
+        on_step("export")
         rm_dir, rm_id = train_reward_model(engine, cfg, data, out, export_id, r)  # 5
+        on_step("reward_model")
         new_policy = str(align_policy(cfg, policy["name"], data, rm_dir, out))  # 6
+        on_step("align")
         report = evaluate_policy(cfg, new_policy, rm_dir, out)  # 7
+        on_step("evaluate")
         row = report["policies"][-1]  # the final model (a run directory lists its checkpoints first)
         policy_id = record(engine, cfg.project, r, "policy", new_policy, [policy["id"], rm_id, export_id],
                            _run_record(Path(new_policy), _win_summary(row), algorithm=cfg.algorithm))  # 8
