@@ -16,6 +16,8 @@ from labeling.lineage import lineage
 from labeling.projects import create_project
 
 
+pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread: tiny models on a shared machine
+
 GOLD = "positive_words"  # r* = #positive − #negative words (prefloop.gold)
 
 
@@ -25,11 +27,13 @@ def words_model_dir(tmp_path_factory, tiny_model_dir):
     reward_model.synthetic's lists, positive, negative and neutral at random. A random model's
     near-uniform tokens over 49k gave the loop nothing learnable (measured: DPO moved the gold by
     less than the sampling noise); over this vocabulary DPO can shift the word choice the gold scores."""
-    from prefloop.testing import teach_tiny_causal_lm
+    from prefloop.testing import teach_tiny_causal_lm, tiny_cpu_settings
     from reward_model.synthetic import TOPICS, synthetic_response
 
-    return str(teach_tiny_causal_lm(tiny_model_dir, tmp_path_factory.mktemp("words-lm"),
-                                    [f"Tell me about {t}." for t in TOPICS], lambda rng: synthetic_response(rng, 8)))
+    with tiny_cpu_settings():
+        return str(teach_tiny_causal_lm(tiny_model_dir, tmp_path_factory.mktemp("words-lm"),
+                                        [f"Tell me about {t}." for t in TOPICS],
+                                        lambda rng: synthetic_response(rng, 8)))
 
 
 def _prompts(path, topics):
@@ -64,7 +68,7 @@ def round_yaml(tmp_path, tiny_model_dir, words_model_dir):
     return path, db
 
 
-def test_two_rounds_over_http_record_their_lineage_and_evaluation(round_yaml, monkeypatch, capsys):
+def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(round_yaml, monkeypatch, capsys):
     from align.round import main
     from labeling.stats import main as stats_main
 
@@ -118,8 +122,9 @@ def test_two_rounds_over_http_record_their_lineage_and_evaluation(round_yaml, mo
 
     # Round 2's policy against round 1's, head to head on the gold reward: `align eval` with round 1's policy
     # as the reference, 4 held-out prompts x 64 paired samples. The 95 % Wilson interval of the win rate
-    # (ties half) must exclude a coin flip. Measured with this setup on three seeds of the data, sampling and
-    # DPO: see the commit message; a policy that learned nothing wins 50 %.
+    # (ties half) must exclude a coin flip; a policy that learned nothing wins 50 %. Measured: 0.680
+    # [0.620, 0.734] (mean gold 2.40 against 1.40); the same loop outside the store, on three other seeds of
+    # sampling, pairing and DPO, gave lower bounds of 0.66, 0.56 and 0.71 at 128 samples.
     from align.evaluate import main as eval_main
 
     out = path.parent / "round2-vs-round1"
