@@ -112,8 +112,9 @@ def next_batch(order: str, scorer, pool: list[dict], labeled: list[int], size: i
 
 # ----------------------------------------------------------------------------- one seed
 
-def run_seed(seed: int, args, work: Path) -> dict[str, list[float]]:
-    """{order: accuracy at each budget}."""
+def run_seed(seed: int, args, work: Path) -> dict:
+    """{order: accuracy at each budget, "tie_share": {order: share of its labels on pairs whose r* tie},
+    "pool_tie_share": that share in the whole pool}."""
     from prefloop.testing import build_tiny_causal_lm
     from reward_model.scorer import RewardScorer
 
@@ -122,7 +123,7 @@ def run_seed(seed: int, args, work: Path) -> dict[str, list[float]]:
     held_out = make_pool(args.held_out, seed + 1000, first_prompt=args.pool)  # prompts the pool never has
     labels = draw_labels(pool, args.temperature, seed)
     first = random.Random(seed).sample(range(len(pool)), args.budgets[0])
-    curves = {}
+    curves, ties = {}, {}
     for order in ORDERS:
         rng, labeled, accuracy = random.Random(seed + 1), list(first), []
         for k, budget in enumerate(args.budgets):
@@ -141,13 +142,32 @@ def run_seed(seed: int, args, work: Path) -> dict[str, list[float]]:
             if k + 1 < len(args.budgets):
                 labeled += next_batch(order, scorer, pool, labeled, args.budgets[k + 1] - budget, rng)
         curves[order] = accuracy
-    return curves
+        ties[order] = sum(pool[i]["delta"] == 0 for i in labeled) / len(labeled)
+    return {**curves, "tie_share": ties, "pool_tie_share": sum(p["delta"] == 0 for p in pool) / len(pool)}
 
 
 # ----------------------------------------------------------------------------- table
 
 def _ms(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+
+
+def verdict(results: dict[int, dict], budgets: list[int]) -> str:
+    """Budgets where the paired difference is more than two standard errors from zero, in one sentence."""
+    seeds = sorted(results)
+    if len(seeds) < 2:
+        return "One seed: no verdict."
+    apart = []
+    for k, budget in enumerate(budgets[1:], 1):  # the first batch is the same random draw for both orders
+        diffs = [results[s]["uncertainty"][k] - results[s]["random"][k] for s in seeds]
+        mean, se = statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+        if abs(mean) > 2 * se:
+            apart.append(f"{budget} labels ({'uncertainty-first' if mean > 0 else 'random'} ahead by {abs(mean):.3f})")
+    return ("Reading: " + ("the orders differ by more than two standard errors of the paired difference at "
+                           + ", ".join(apart) if apart else
+                           "at no budget do the orders differ by more than two standard errors of the paired "
+                           "difference: on this setup uncertainty-first order does not measurably beat random order")
+            + ".")
 
 
 def table(results: dict[int, dict], args, info: str, seconds: float) -> str:
@@ -160,7 +180,7 @@ def table(results: dict[int, dict], args, info: str, seconds: float) -> str:
              f"`positive_words`; simulated annotator: Bradley-Terry with T = {args.temperature} "
              f"(labeling.simulate); reward model: tiny random 2-layer Llama backbone (hidden 64), {args.heads} "
              f"ensemble heads, retrained from the backbone at every budget ({args.steps} steps of 8 pairs, "
-             f"lr {args.lr}); held-out: {args.held_out} comparisons on unseen prompts, accuracy against the gold "
+             f"lr {args.lr}, one torch thread); held-out: {args.held_out} comparisons on unseen prompts, accuracy against the gold "
              f"order on the pairs whose r* differ. Mean ± sd over {len(seeds)} seeds (each its own pool, labels "
              f"and backbone); the difference is paired by seed. {seconds / 60:.0f} min in all.",
              f"Machine: {info}.", "",
@@ -170,6 +190,12 @@ def table(results: dict[int, dict], args, info: str, seconds: float) -> str:
         rand = [results[s]["random"][k] for s in seeds]
         unc = [results[s]["uncertainty"][k] for s in seeds]
         lines.append(f"| {budget} | {_ms(rand)} | {_ms(unc)} | {_ms([u - r for u, r in zip(unc, rand)])} |")
+    lines += ["", verdict(results, args.budgets)]
+    share = {order: _ms([results[s]["tie_share"][order] for s in seeds]) for order in ORDERS}
+    lines += ["", f"Share of the {args.budgets[-1]} labels spent on pairs whose gold rewards tie (r*_A = r*_B: the "
+              f"annotator flips a coin, the label teaches nothing): random order {share['random']}, "
+              f"uncertainty-first {share['uncertainty']}; in the pool "
+              f"{_ms([results[s]['pool_tie_share'] for s in seeds])}."]
     return "\n".join(lines) + "\n"
 
 

@@ -203,6 +203,7 @@ LINEAGE_COLUMNS = ["#", "round", "kind", "name", "summary", "made from"]
 def _loop(board: list[dict], records: list[dict]) -> tuple:
     """The leaderboard as a table and a chart, and the lineage as a table (plain text cells)."""
     from labeling.leaderboard import leaderboard_figure
+    from labeling.lineage import parents_text
 
     table = pd.DataFrame([[r["rank"], f"{r.get('rank_lo', r['rank'])}-{r.get('rank_hi', r['rank'])}", r["model"],
                            _num(r["elo"], ".0f"), f"{_num(r.get('elo_lo'), '.0f')} .. {_num(r.get('elo_hi'), '.0f')}",
@@ -211,7 +212,7 @@ def _loop(board: list[dict], records: list[dict]) -> tuple:
     figure = leaderboard_figure(board) if any(r["elo"] is not None for r in board) else None
     kinds = {r["id"]: r["kind"] for r in records}
     history = pd.DataFrame([[r["id"], r["round"], r["kind"], r["name"], r["details"].get("summary", ""),
-                             ", ".join(f"{kinds.get(p, '?')} #{p}" for p in r["parents"])] for r in records],
+                             parents_text(r, kinds)] for r in records],
                            columns=LINEAGE_COLUMNS)
     return table, figure, history
 
