@@ -128,7 +128,6 @@ def run_seed(seed: int, args, work: Path) -> dict:
         rng, labeled, accuracy = random.Random(seed + 1), list(first), []
         for k, budget in enumerate(args.budgets):
             name = f"{seed}-{order}-{budget}"
-            scorer = None
             if k == 0 and curves:  # the first batch is the same for both orders: train it once
                 accuracy.append(curves[ORDERS[0]][0])
                 scorer = RewardScorer.from_pretrained(work / f"rm-{seed}-{ORDERS[0]}-{budget}" / "final")
