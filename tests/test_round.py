@@ -130,8 +130,8 @@ def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(rou
 
     out = path.parent / "round2-vs-round1"
     assert eval_main(["--policies", p2["name"], "--reference", p1["name"],
-                      "--prompts", str(path.parent / "heldout.jsonl"), "--gold", GOLD, "--samples-per-prompt", "64", "--max-new-tokens", "8",
-                      "--output-dir", str(out)]) == 0
+                      "--prompts", str(path.parent / "heldout.jsonl"), "--gold", GOLD, "--samples-per-prompt", "64",
+                      "--max-new-tokens", "8", "--output-dir", str(out)]) == 0
     head_to_head = json.loads((out / "eval.json").read_text())
     w = head_to_head["policies"][0]["win_rate_gold"]
     print(f"round 2 against round 1: gold win rate {w['rate']:.3f} [{w['lo']:.3f}, {w['hi']:.3f}] over {w['n']} "
