@@ -180,8 +180,8 @@ def table(results: dict[int, dict], args, info: str, seconds: float) -> str:
              f"(labeling.simulate); reward model: tiny random 2-layer Llama backbone (hidden 64), {args.heads} "
              f"ensemble heads, retrained from the backbone at every budget ({args.steps} steps of 8 pairs, "
              f"lr {args.lr}, one torch thread); held-out: {args.held_out} comparisons on unseen prompts, "
-             f"accuracy against the gold order on the pairs whose r* differ. Mean ± sd over {len(seeds)} seeds (each its own pool, labels "
-             f"and backbone); the difference is paired by seed. {seconds / 60:.0f} min in all.",
+             f"accuracy against the gold order on the pairs whose r* differ. Mean ± sd over {len(seeds)} seeds "
+             f"(each its own pool, labels and backbone); the difference is paired by seed. {seconds / 60:.0f} min in all.",
              f"Machine: {info}.", "",
              "| labels | random order | uncertainty-first | uncertainty − random |",
              "| ---: | ---: | ---: | ---: |"]
