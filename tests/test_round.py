@@ -123,9 +123,10 @@ def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(rou
     # Round 2's policy against round 1's, head to head on the gold reward: `align eval` with round 1's policy
     # as the reference, 4 held-out prompts x 64 paired samples. The 95 % Wilson interval of the win rate
     # (ties half) must exclude a coin flip; a policy that learned nothing wins 50 %. Measured: 0.740
-    # [0.683, 0.790] (mean gold 2.88 against 1.35; 0.680 [0.620, 0.734] with two threads); the same loop
-    # outside the store, on three other seeds of sampling, pairing and DPO, gave lower bounds of 0.66, 0.56
-    # and 0.71 at 128 samples.
+    # [0.683, 0.790] and 0.719 [0.661, 0.770] (runs differ a little: the two annotators race for tasks over
+    # HTTP, so the export's row order varies), 0.680 [0.620, 0.734] with two threads; the same loop outside
+    # the store, on three other seeds of sampling, pairing and DPO, gave lower bounds of 0.66, 0.56 and 0.71
+    # at 128 samples.
     from align.evaluate import main as eval_main
 
     out = path.parent / "round2-vs-round1"
