@@ -216,14 +216,15 @@ def format_leaderboard(board: list[dict]) -> str:
 
 
 def leaderboard_figure(board: list[dict], title: str = "Bradley-Terry strength (Elo scale)"):
-    """Elo with its bootstrap interval per model, strongest on top: a matplotlib Figure."""
-    import matplotlib
+    """Elo with its bootstrap interval per model, strongest on top: a matplotlib Figure.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Built without pyplot (whose figure registry is global state): the dashboard draws it in Gradio's
+    worker threads, two admins at once."""
+    from matplotlib.figure import Figure
 
     shown = [r for r in board if r["elo"] is not None][::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(shown) + 1.5))
+    fig = Figure(figsize=(7, 0.45 * len(shown) + 1.5))
+    ax = fig.subplots()
     y = np.arange(len(shown))
     elos = np.array([r["elo"] for r in shown])
     lo = np.array([r.get("elo_lo") if r.get("elo_lo") is not None else r["elo"] for r in shown])

@@ -56,11 +56,16 @@ def latest(engine: Engine, project_name: str, kind: str) -> dict | None:
     return rows[-1] if rows else None
 
 
+def parents_text(record: dict, kinds: dict[int, str]) -> str:
+    """A record's parents as "policy #1, export #3"; kinds: {id: kind} of the project's records."""
+    return ", ".join(f"{kinds.get(p, '?')} #{p}" for p in record["parents"])
+
+
 def format_lineage(rows: list[dict]) -> str:
     kinds = {r["id"]: r["kind"] for r in rows}
     lines = ["  lineage:"]
     for r in rows:
-        parents = ", ".join(f"{kinds.get(p, '?')} #{p}" for p in r["parents"])
+        parents = parents_text(r, kinds)
         summary = r["details"].get("summary", "")
         lines.append(f"    #{r['id']:<3} round {r['round']:<3} {r['kind']:<13} {r['name']}"
                      + (f"  ({summary})" if summary else "") + (f"  <- {parents}" if parents else ""))

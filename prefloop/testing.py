@@ -1,4 +1,5 @@
-"""Tiny randomly initialised models for tests and benchmarks (nothing is downloaded).
+"""Tiny models for tests and benchmarks (nothing is downloaded): randomly initialised, or taught a small
+vocabulary in a few steps (`teach_tiny_causal_lm`).
 
 The tiny model shares the embedded SmolLM2 tokenizer (so chat templates and special
 tokens are real) but has a few thousand times fewer parameters.
@@ -7,8 +8,10 @@ tokens are real) but has a few thousand times fewer parameters.
 from __future__ import annotations
 
 import os
+import random
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 
 def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, hidden_size: int = 64,
@@ -36,6 +39,55 @@ def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, hidden_size: int = 
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def teach_tiny_causal_lm(model_dir: str | Path, out_dir: str | Path, prompts: list[str],
+                         respond: Callable[[random.Random], str], steps: int = 20, batch_size: int = 16,
+                         learning_rate: float = 1e-2, seed: int = 0) -> Path:
+    """A tiny model taught, by a few steps of next-token cross-entropy on the responses only, to answer
+    each prompt (a user turn) with text drawn by `respond(rng)`; saved to `out_dir`.
+
+    Why: a randomly initialised model samples near-uniform tokens from a 49k vocabulary, so no preference
+    over its outputs is learnable from a few dozen comparisons. Taught a small vocabulary (say, words of
+    which some are good and some bad), its answers differ in ways a gold reward can score and that DPO
+    can shift in seconds: the loop's tests then measure learning, not noise. No end-of-sequence is taught,
+    so every answer runs to `max_new_tokens` (never empty). Logits are computed at the response positions
+    only: the prompts (with the chat template's system turn) are most of each sequence.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from prefloop.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(str(model_dir))
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    for _ in range(steps):
+        sequences, starts = [], []
+        for _ in range(batch_size):
+            chat = [{"role": "user", "content": rng.choice(prompts)}]
+            prompt = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                                        return_dict=True)["input_ids"])
+            sequences.append(prompt + tokenizer(respond(rng), add_special_tokens=False)["input_ids"])
+            starts.append(len(prompt))
+        width = max(map(len, sequences))
+        ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in sequences])  # (B, T)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])  # (B, T)
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D)
+        # position t predicts token t + 1: the positions from the last prompt token to the one before the end
+        rows, cols = zip(*[(i, t) for i, s in enumerate(sequences) for t in range(starts[i] - 1, len(s) - 1)])
+        targets = ids[list(rows), [c + 1 for c in cols]]  # (N,)
+        loss = F.cross_entropy(model.lm_head(hidden[list(rows), list(cols)]), targets)  # logits (N, V)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -25,7 +25,8 @@ def true_reward_fn(prompts, responses) -> list[float]:
     return [true_reward(response_text(r)) for r in responses]
 
 
-def _response(rng: random.Random, n_words: int) -> str:
+def synthetic_response(rng: random.Random, n_words: int) -> str:
+    """n_words words drawn from the positive, negative and neutral lists (weights 0.2, 0.2, 0.6)."""
     pools = rng.choices((POSITIVE, NEGATIVE, NEUTRAL), weights=(0.2, 0.2, 0.6), k=n_words)
     return " ".join(rng.choice(pool) for pool in pools)
 
@@ -38,7 +39,7 @@ def make_synthetic_comparisons(n_pairs: int, seed: int = 0, beta: float = 1.0, n
     for _ in range(n_pairs):
         prompt_id = rng.randrange(n_prompts)
         prompt = f"Tell me about {TOPICS[prompt_id % len(TOPICS)]}, please ({prompt_id})."
-        a, b = _response(rng, n_words), _response(rng, n_words)
+        a, b = synthetic_response(rng, n_words), synthetic_response(rng, n_words)
         delta = true_reward(a, beta) - true_reward(b, beta)
         if rng.random() >= 1 / (1 + math.exp(-delta)):  # Bradley-Terry noise: B wins w.p. σ(−Δ)
             a, b, delta = b, a, -delta

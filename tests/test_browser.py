@@ -18,7 +18,9 @@ from sqlmodel import Session, select
 
 from _labeling_seed import PASSWORD, PAYLOADS, api_client, seed_project, seed_users, start_server
 from labeling import assign
+from labeling.app.admin import BOOTSTRAP_ROUNDS
 from labeling.db import open_store, session_scope
+from labeling.leaderboard import leaderboard
 from labeling.models import Annotator, Assignment, Judgment, Project, Task, utcnow
 
 pytestmark = pytest.mark.browser
@@ -61,6 +63,21 @@ def _seed_history(engine, names, project="history"):
                       .values(created_at=utcnow() - timedelta(hours=j.id % 6, minutes=j.id % 50)))
 
 
+def _seed_lineage(engine, project="history"):
+    """One round of the loop's records, a run path carrying a script payload (names are untrusted)."""
+    from labeling.lineage import record
+
+    reference = record(engine, project, 0, "policy", "secret-model-0", details={"summary": "the reference"})
+    candidates = record(engine, project, 1, "candidates", "round 1 candidates", [reference],
+                        {"summary": "48 candidates from 2 model(s), 24 tasks"})
+    export = record(engine, project, 1, "export", "runs/loop/round-1/pairs.train.jsonl", [candidates])
+    rm = record(engine, project, 1, "reward_model", "runs/loop/round-1/reward_model", [export],
+                {"summary": "held-out accuracy 0.812"})
+    policy = record(engine, project, 1, "policy", f"runs/loop/round-1/{PAYLOADS[1]}/final", [reference, rm, export])
+    record(engine, project, 1, "evaluation", "runs/loop/round-1/eval/eval.json", [policy],
+           {"summary": "gold win rate 0.713 [0.620, 0.790]"})
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('browser') / 'store.db'}")
@@ -77,6 +94,7 @@ def app(tmp_path_factory):
     seed_project(engine, "history", n_tasks=24, n_gold=6, overlap=2, gold_rate=0.2)
     seed_users(engine, ["ann", "eve"])
     _seed_history(engine, seed_users(engine, ["sim-alice", "sim-bob", "sim-carol"]))
+    _seed_lineage(engine)
     seed_users(engine, ["root"], role="admin")
     url, server = start_server(engine, project="demo")
     yield url, engine
@@ -281,6 +299,21 @@ def test_admin_sees_dashboard_creates_closes_and_exports(app, page, tmp_path):
     assert str(judged) in summary.split() and "Krippendorff" in summary  # judgments of its 30 tasks
     assert "sim-alice" in page.locator("#pl-dash-annotators").inner_text()
     assert page.locator("canvas, svg.marks").count() >= 4  # the four charts
+    # the leaderboard (strengths with bootstrap intervals and ranks, a table and a chart) and the lineage:
+    # one event fills all three, so once the lineage is history's own (other projects have the same model
+    # names, and no lineage), so is the leaderboard
+    page.wait_for_selector('#pl-dash-lineage:has-text("gold win rate 0.713")')
+    board = page.locator("#pl-dash-leaderboard").inner_text()
+    for row in leaderboard(engine, "history", rounds=BOOTSTRAP_ROUNDS, seed=0):  # what `labeling leaderboard` says
+        shown = f"{row['elo']:.0f}\n{row['elo_lo']:.0f} .. {row['elo_hi']:.0f}\n{row['win_rate']:.3f}\n{row['games']}"
+        assert f"{row['rank_lo']}-{row['rank_hi']}\n{row['model']}" in board and shown in board
+    assert page.locator("#pl-dash-board-plot img").count() == 1  # the matplotlib figure, as an image
+    history = page.locator("#pl-dash-lineage").inner_text()
+    for kind in ("policy", "candidates", "export", "reward_model", "evaluation"):
+        assert kind in history
+    assert "reward_model #4, export #3" in history and PAYLOADS[1] in history  # the payload is shown as text
+    assert page.locator("#pl-dash-lineage img, #pl-dash-leaderboard img").count() == 0
+    assert page.evaluate("window.__pwned") is None
     page.wait_for_timeout(1500)  # let the charts finish drawing
     _screenshot(page, "dashboard.png")
 

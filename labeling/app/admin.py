@@ -41,6 +41,25 @@ def stats(engine: Engine, viewer: Viewer, project: str) -> dict:
     return project_stats(engine, project)
 
 
+BOOTSTRAP_ROUNDS = 200  # the dashboard's replicates: percentiles of 200 draws, well under a second for a few models
+
+
+def leaderboard(engine: Engine, viewer: Viewer, project: str, rounds: int = BOOTSTRAP_ROUNDS) -> list[dict]:
+    """`labeling.leaderboard.leaderboard`: Bradley-Terry strengths with bootstrap intervals on Elo and rank."""
+    require_admin(viewer)
+    from labeling.leaderboard import leaderboard as board
+
+    return board(engine, project, rounds=rounds, seed=0)
+
+
+def lineage(engine: Engine, viewer: Viewer, project: str) -> list[dict]:
+    """`labeling.lineage.lineage`: the loop's records (policy, candidates, export, reward model, evaluation)."""
+    require_admin(viewer)
+    from labeling.lineage import lineage as records
+
+    return records(engine, project)
+
+
 def create_project(engine: Engine, viewer: Viewer, name: str, *, guidelines: str = "", mode: str = "pairwise",
                    k: int = 2, overlap: int = 1, criteria: list[str] | str | None = None, gold_rate: float = 0.0,
                    lease_seconds: int = 1800) -> dict:

@@ -1,4 +1,5 @@
-"""The admin dashboard: progress, throughput, timing, agreement, gold accuracy, position bias; projects; export.
+"""The admin dashboard: progress, throughput, timing, agreement, gold accuracy, position bias; the model
+leaderboard and the loop's lineage; projects; export.
 
 The tab is hidden unless the viewer is an admin, and every handler checks the role
 again (through `admin.*`), so an annotator gets nothing from it even by calling it.
@@ -29,6 +30,9 @@ class Dashboard:
     bias: gr.BarPlot
     annotators: gr.Dataframe
     pairs: gr.Dataframe
+    board: gr.Dataframe
+    board_plot: gr.Plot
+    history: gr.Dataframe
     projects: gr.Dataframe
     new: dict  # the "new project" form fields, in on_create's argument order
     create: gr.Button
@@ -41,6 +45,9 @@ class Dashboard:
 
     def stats_outputs(self) -> list:
         return [self.summary, self.per_annotator, self.per_hour, self.gold, self.bias, self.annotators, self.pairs]
+
+    def loop_outputs(self) -> list:
+        return [self.board, self.board_plot, self.history]
 
 
 def build(ctx: AppContext) -> Dashboard:
@@ -60,6 +67,14 @@ def build(ctx: AppContext) -> Dashboard:
                           y_lim=[0, 1], height=260)
     annotators = gr.Dataframe(label="Annotators", interactive=False, elem_id="pl-dash-annotators")
     pairs = gr.Dataframe(label="Cohen's kappa per annotator pair", interactive=False)
+    with gr.Accordion("Models and rounds", open=True):
+        # text cells only (no markdown/html datatype): model names and run paths are untrusted
+        board = gr.Dataframe(label=f"Leaderboard: Bradley-Terry strength on the Elo scale, "
+                                   f"{admin.BOOTSTRAP_ROUNDS}-replicate bootstrap 95 % intervals",
+                             interactive=False, elem_id="pl-dash-leaderboard")
+        board_plot = gr.Plot(label="Elo with its bootstrap interval", format="png", elem_id="pl-dash-board-plot")
+        history = gr.Dataframe(label="Lineage: round 0 policy -> candidates -> export -> reward model -> policy "
+                                     "-> round 1 ...", interactive=False, elem_id="pl-dash-lineage")
     with gr.Accordion("Projects", open=True):
         projects = gr.Dataframe(label="Projects", interactive=False, elem_id="pl-dash-projects")
         with gr.Row():
@@ -83,8 +98,9 @@ def build(ctx: AppContext) -> Dashboard:
             export_fmt = gr.Dropdown(list(admin.EXPORT_FORMATS), value="pairwise", label="Format", scale=2)
             export_btn = gr.Button("Export project", scale=1, elem_id="pl-dash-export")
         export_file = gr.File(label="Download", interactive=False, elem_id="pl-dash-file")
-    return Dashboard(project, refresh, summary, per_annotator, per_hour, gold, bias, annotators, pairs, projects, new,
-                     create, target, open_btn, close_btn, export_fmt, export_btn, export_file)
+    return Dashboard(project, refresh, summary, per_annotator, per_hour, gold, bias, annotators, pairs, board,
+                     board_plot, history, projects, new, create, target, open_btn, close_btn, export_fmt, export_btn,
+                     export_file)
 
 
 PRIVATE = dict(api_visibility="private")  # programs use the endpoints in api.py
@@ -101,25 +117,33 @@ def wire(ctx: AppContext, demo: gr.Blocks, tab: gr.Tab, dash: Dashboard) -> None
         return (gr.update(visible=True), *_projects(ctx, who, None))
 
     load = demo.load(on_load, None, [tab, *project_outputs], **PRIVATE)
-    _wire_stats(ctx, load, dash)
+    _wire_project_view(ctx, load, dash, lambda who, project: _stats(admin.stats(ctx.engine, who, project)),
+                       dash.stats_outputs(), ("Pick a project.", *[None] * 6))
+    _wire_project_view(ctx, load, dash, lambda who, project: _loop(admin.leaderboard(ctx.engine, who, project),
+                                                                   admin.lineage(ctx.engine, who, project)),
+                       dash.loop_outputs(), (None, None, None))
     _wire_projects(ctx, dash, project_outputs)
 
 
-def _wire_stats(ctx: AppContext, load, dash: Dashboard) -> None:
+def _wire_project_view(ctx: AppContext, load, dash: Dashboard, render, outputs: list, empty: tuple) -> None:
+    """Fill `outputs` with render(admin, project) after the page loads, on Refresh and on a new project.
+
+    Each view is its own event, so the slower leaderboard (a bootstrap) never holds up the summary.
+    The handlers are plain functions: Gradio runs them in its worker threads, off the event loop."""
     @user_errors
-    def on_stats(project, request: gr.Request):
+    def on_view(project, request: gr.Request):
         who = require_admin(viewer(ctx, request))
-        return _stats(admin.stats(ctx.engine, who, project)) if project else ("Pick a project.", *[None] * 6)
+        return render(who, project) if project else empty
 
     @user_errors
-    def on_load_stats(project, request: gr.Request):
+    def on_load_view(project, request: gr.Request):
         if not viewer(ctx, request).is_admin:  # nothing to draw for an annotator, and no error either
-            return tuple(gr.update() for _ in dash.stats_outputs())
-        return on_stats(project, request)
+            return tuple(gr.update() for _ in outputs)
+        return on_view(project, request)
 
-    load.then(on_load_stats, dash.project, dash.stats_outputs(), **PRIVATE)
-    dash.refresh.click(on_stats, dash.project, dash.stats_outputs(), **PRIVATE)
-    dash.project.input(on_stats, dash.project, dash.stats_outputs(), **PRIVATE)
+    load.then(on_load_view, dash.project, outputs, **PRIVATE)
+    dash.refresh.click(on_view, dash.project, outputs, **PRIVATE)
+    dash.project.input(on_view, dash.project, outputs, **PRIVATE)
 
 
 def _wire_projects(ctx: AppContext, dash: Dashboard, project_outputs: list) -> None:
@@ -172,6 +196,27 @@ def _stats(s: dict) -> tuple:
             charts[["annotator", "left_rate"]].dropna(), people, pairs)
 
 
+BOARD_COLUMNS = ["rank", "rank range", "model", "Elo", "95 % interval", "win rate", "games", "W-L-T"]
+LINEAGE_COLUMNS = ["#", "round", "kind", "name", "summary", "made from"]
+
+
+def _loop(board: list[dict], records: list[dict]) -> tuple:
+    """The leaderboard as a table and a chart, and the lineage as a table (plain text cells)."""
+    from labeling.leaderboard import leaderboard_figure
+    from labeling.lineage import parents_text
+
+    table = pd.DataFrame([[r["rank"], f"{r.get('rank_lo', r['rank'])}-{r.get('rank_hi', r['rank'])}", r["model"],
+                           _num(r["elo"], ".0f"), f"{_num(r.get('elo_lo'), '.0f')} .. {_num(r.get('elo_hi'), '.0f')}",
+                           _num(r["win_rate"]), r["games"], f"{r['wins']}-{r['losses']}-{r['ties']}"]
+                          for r in board], columns=BOARD_COLUMNS)
+    figure = leaderboard_figure(board) if any(r["elo"] is not None for r in board) else None
+    kinds = {r["id"]: r["kind"] for r in records}
+    history = pd.DataFrame([[r["id"], r["round"], r["kind"], r["name"], r["details"].get("summary", ""),
+                             parents_text(r, kinds)] for r in records],
+                           columns=LINEAGE_COLUMNS)
+    return table, figure, history
+
+
 def _summary(s: dict) -> str:
     agreement = s.get("agreement") or {}
     models = s.get("models")
@@ -185,8 +230,8 @@ def _summary(s: dict) -> str:
     return "\n".join([head, "|" + "---|" * len(cells), "| " + " | ".join(str(v) for _, v in cells) + " |"])
 
 
-def _num(value) -> str:
-    return "–" if value is None else f"{value:.3f}"
+def _num(value, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _seconds(ms) -> str:
