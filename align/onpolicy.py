@@ -87,7 +87,7 @@ class PolicyPair:
         if self.ref_model is not None:
             yield self.ref_model
         elif not hasattr(self.policy, "disable_adapter"):
-            raise RuntimeError("this PolicyPair was loaded without a reference (load_policy_pair(need_reference=False))")
+            raise RuntimeError("this PolicyPair has no reference: load_policy_pair(need_reference=False)")
         else:
             with self.policy.disable_adapter():
                 yield self.policy

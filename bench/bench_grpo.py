@@ -206,7 +206,8 @@ def render(args, where: str, results: dict, peak: float) -> str:
     base = statistics.median(ours["times"])
     lines = [SECTION, "", f"`{args.command}` on {where}.", "",
              f"{args.model}{' (the embedded default)' if args.model == DEFAULT_MODEL else ''}, full fine-tuning, "
-             f"{args.prompts} GeneralPoints prompts x G = {args.num_generations} answers per step, at most "
+             f"{args.prompts} GeneralPoints prompt{'s' if args.prompts > 1 else ''} x G = {args.num_generations} "
+             f"answers per step, at most "
              f"{args.max_new_tokens} new tokens at temperature 1, beta = 0, one optimizer step per rollout, the "
              f"GeneralPoints grader as the reward; torch threads {args.threads or 'default'}. Step times are "
              f"medians of the timed steps after one warm-up step; mean answer length beside them (the untrained "
