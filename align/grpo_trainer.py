@@ -128,7 +128,9 @@ class GroupRelative:
 
     def __init__(self, cfg, accelerator, examples: list[RFTExample]):
         self.cfg, self.acc = cfg, accelerator
-        pair = onpolicy.load_policy_pair(cfg, accelerator.device, [e.prompt for e in examples])
+        # beta = 0 never asks pi_ref (the KL term and its log-probs are skipped): no frozen copy to load
+        pair = onpolicy.load_policy_pair(cfg, accelerator.device, [e.prompt for e in examples],
+                                         need_reference=cfg.beta > 0)
         optimizer = torch.optim.AdamW([p for p in pair.policy.parameters() if p.requires_grad],
                                       lr=cfg.learning_rate, weight_decay=0.0, fused=True)
         pair.policy, self.optimizer = accelerator.prepare(pair.policy, optimizer)
@@ -166,21 +168,29 @@ class GroupRelative:
         scores = torch.tensor(graded.scores, dtype=torch.float32, device=mask.device)  # (N,)
         scores = scores - cfg.length_penalty * lengths / cfg.max_new_tokens
 
-        # 3. log pi_old and log pi_ref of the sampled tokens, without gradients
+        # 3. log pi_old and log pi_ref of the sampled tokens, without gradients. When the rollout feeds exactly
+        # one optimizer step (mu = 1, one minibatch) pi_old is the policy the update's forward runs on, so the
+        # update takes its own detached log-probs (ratio 1) instead of a separate pass (as TRL does then);
+        # RLOO's KL-in-the-reward needs them before the advantages, so it keeps the pass when beta > 0.
+        reuse = (cfg.num_iterations == 1 and cfg.mini_batch_size >= len(rollout)
+                 and not (cfg.algorithm == "rloo" and cfg.beta > 0))
         with torch.no_grad(), self.acc.autocast():
-            old_logprobs = self.pair.logprobs(rollout, cfg.temperature)  # (N, R)
+            old_logprobs = None if reuse else self.pair.logprobs(rollout, cfg.temperature)  # (N, R)
             ref_logprobs = (self.pair.logprobs(rollout, cfg.temperature, reference=True) if cfg.beta > 0
                             else old_logprobs)
 
         # 4. advantages per answer: group-relative (GRPO) or leave-one-out on the KL-penalised reward (RLOO)
         if cfg.algorithm == "rloo":
-            rewards, _ = kl_penalised_sequence_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
+            rewards = (scores if old_logprobs is None  # beta = 0 (see reuse): R = r
+                       else kl_penalised_sequence_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)[0])
             advantages = ADVANTAGES["rloo"](rewards, G)
         else:
             advantages = ADVANTAGES["grpo"](scores, G, scale_by_std=cfg.scale_rewards)
 
         # 5. mu epochs of clipped-surrogate updates over shuffled minibatches
         update = self.update(step, rollout, old_logprobs, ref_logprobs, advantages)
+        kl_k1 = (update.pop("kl_k1") if old_logprobs is None
+                 else (KL_ESTIMATORS["k1"](old_logprobs, ref_logprobs) * mask).sum(1).mean().item())
 
         # 6. the monitors
         stats = {
@@ -190,7 +200,7 @@ class GroupRelative:
             "zero_std_groups": (scores.view(-1, G).std(1) == 0).float().mean().item(),
             "response_length": lengths.mean().item(),
             "terminated": rollout.terminated.float().mean().item(),
-            "kl_k1": (KL_ESTIMATORS["k1"](old_logprobs, ref_logprobs) * mask).sum(1).mean().item(),
+            "kl_k1": kl_k1,
             **{f"grader/{name}": _mean(column) for name, column in graded.components.items()},
             **update,
         }
@@ -212,7 +222,11 @@ class GroupRelative:
                 mask = mb.response_mask.float()
                 with self.acc.autocast():
                     logprobs = self.pair.logprobs(mb, cfg.temperature)  # (b, r), with gradients
-                old, ref = old_logprobs[rows, :width], ref_logprobs[rows, :width]
+                if old_logprobs is None:  # one minibatch, mu = 1: pi_old is this very forward (see step)
+                    old = logprobs.detach()
+                    ref = old if ref_logprobs is None else ref_logprobs[rows, :width]
+                else:
+                    old, ref = old_logprobs[rows, :width], ref_logprobs[rows, :width]
                 if cfg.algorithm == "rloo":
                     loss, stats = rloo_loss(logprobs, old, advantages[rows], mask, cfg.cliprange)
                 else:
@@ -223,6 +237,8 @@ class GroupRelative:
                 onpolicy.average_gradients(self.acc, self.pair.policy.parameters())
                 grad_norm = self.acc.clip_grad_norm_(self.pair.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
+                if old_logprobs is None:  # the sequence KL to pi_ref the step logs, from this forward
+                    stats["kl_k1"] = (KL_ESTIMATORS["k1"](old, ref) * mask).sum(1).mean()
                 for key, value in {"loss": loss.detach(), "grad_norm": grad_norm, **stats}.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
                 n_updates += 1

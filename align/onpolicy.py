@@ -86,6 +86,8 @@ class PolicyPair:
         """Yields the module that computes pi_ref (the policy with its adapter off, under LoRA)."""
         if self.ref_model is not None:
             yield self.ref_model
+        elif not hasattr(self.policy, "disable_adapter"):
+            raise RuntimeError("this PolicyPair has no reference: load_policy_pair(need_reference=False)")
         else:
             with self.policy.disable_adapter():
                 yield self.policy
@@ -112,9 +114,10 @@ class PolicyPair:
         return response_logprobs(self.policy, rollout, temperature, batch_size)
 
 
-def load_policy_pair(cfg, device=None, prompts: list = ()) -> PolicyPair:
+def load_policy_pair(cfg, device=None, prompts: list = (), need_reference: bool = True) -> PolicyPair:
     """pi_theta (LoRA-wrapped with --lora) and pi_ref, fp32 weights, dropout off; `prompts` are checked
-    against the tokenizer (a conversation needs a chat template).
+    against the tokenizer (a conversation needs a chat template). `need_reference=False` (GRPO with
+    beta = 0) loads no frozen copy for full fine-tuning: a second model's memory and load time for nothing.
 
     Dropout off: log pi must be the same at rollout and at update [N-details].
     """
@@ -136,7 +139,7 @@ def load_policy_pair(cfg, device=None, prompts: list = ()) -> PolicyPair:
             policy = get_peft_model(policy, lora_config(cfg))
         except ValueError as err:  # e.g. target modules not found in this architecture
             raise InputError(f"model {cfg.model}: cannot add LoRA ({str(err).splitlines()[0]})") from err
-    else:
+    elif need_reference:
         ref_model, _ = load_causal_lm(cfg.model, dtype=torch.float32, device=device)
         ref_model.eval().requires_grad_(False)
     disable_dropout_in_model(policy)

@@ -1,7 +1,11 @@
 """The GeneralPoints study (Chu et al. 2025, "SFT Memorizes, RL Generalizes") on the embedded SmolLM2-135M.
 
     .venv/bin/python bench/bench_generalpoints.py                 # base, SFT, RFT; prints the table
-    .venv/bin/python bench/bench_generalpoints.py --rft-steps 10  # shorter
+    .venv/bin/python bench/bench_generalpoints.py --sft-steps 64 --rft-steps 30 --n-test 96   # longer
+
+The defaults fit ~30 min on a shared 2-core CPU (one torch thread): SFT 24 steps x 8 worked solutions,
+GRPO 4 steps x 2 prompts x G = 8 answers, 32 ID and 32 OOD test deals. That RL budget is tiny
+(64 sampled answers): more steps are what the study needs, and the flags above give them.
 
 One run, three models, two test sets:
   base  SmolLM2-135M-Instruct as shipped
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -74,7 +79,8 @@ def run_sft(args, train: list[dict], out: Path) -> Path:
             for r in train]
     data = write_records(rows, out / "sft.jsonl")
     cfg = SFTConfig(model=args.model, data=str(data), output_dir=str(out / "sft"), max_steps=args.sft_steps,
-                    learning_rate=args.sft_lr, batch_size=8, save_steps=10_000, logging_steps=10, seed=args.seed)
+                    learning_rate=args.sft_lr, per_device_train_batch_size=8, save_steps=10_000, logging_steps=10,
+                    seed=args.seed)
     return train_sft(cfg)
 
 
@@ -88,7 +94,8 @@ def run_rft(args, model_dir: Path, train: list[dict], out: Path) -> Path:
     cfg = GRPOConfig(model=str(model_dir), prompts=str(data), output_dir=str(out / "rft"), max_steps=args.rft_steps,
                      batch_size=args.prompts_per_step, num_generations=args.num_generations,
                      max_new_tokens=args.max_new_tokens, temperature=1.0, learning_rate=args.rft_lr,
-                     mini_batch_size=args.prompts_per_step * args.num_generations // 2, beta=0.0, seed=args.seed,
+                     # one optimizer step per rollout: the update's own forward gives log pi_old (no extra pass)
+                     mini_batch_size=args.prompts_per_step * args.num_generations, beta=0.0, seed=args.seed,
                      sample_every=max(args.rft_steps // 3, 1), save_steps=10_000)
     return train_group_relative(cfg)
 
@@ -98,18 +105,25 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--out", default=str(ROOT / "runs" / "generalpoints"))
     parser.add_argument("--n-train", type=int, default=512)
-    parser.add_argument("--n-test", type=int, default=96)
+    parser.add_argument("--n-test", type=int, default=32)
     parser.add_argument("--n-cards", type=int, default=2)
     parser.add_argument("--max-target", type=int, default=20)
-    parser.add_argument("--sft-steps", type=int, default=64)
-    parser.add_argument("--sft-lr", type=float, default=5e-5)
-    parser.add_argument("--rft-steps", type=int, default=30)
-    parser.add_argument("--rft-lr", type=float, default=5e-6)
-    parser.add_argument("--prompts-per-step", type=int, default=8)
+    parser.add_argument("--sft-steps", type=int, default=24)
+    parser.add_argument("--sft-lr", type=float, default=1.5e-4)
+    parser.add_argument("--rft-steps", type=int, default=4)
+    parser.add_argument("--rft-lr", type=float, default=3e-5)
+    parser.add_argument("--prompts-per-step", type=int, default=2)
     parser.add_argument("--num-generations", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=24, help="a worked solution is ~16 tokens")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a shared, busy 2-core machine two threads spin against "
+                             "other jobs and sample ~4x slower)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from prefloop.hardware import detect
     from prefloop.models import load_causal_lm, resolve_model
@@ -117,23 +131,30 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sets = tasks(args)
-    start = time.time()
+    start, load = time.time(), os.getloadavg()[0]
     models = {"base": Path(resolve_model(args.model))}
     models["SFT"] = run_sft(args, sets["train"], out)
+    phases = {"SFT": time.time() - start}
     models["RFT (GRPO from SFT)"] = run_rft(args, models["SFT"], sets["train"], out)
+    phases["RFT"] = time.time() - start - phases["SFT"]
     results = {}
     for name, path in models.items():
         model, tokenizer = load_causal_lm(str(path))
         results[name] = {split: evaluate(model, tokenizer, sets[split], args.max_new_tokens) for split in ("ID", "OOD")}
     minutes = (time.time() - start) / 60
+    phases["evaluation"] = time.time() - start - phases["SFT"] - phases["RFT"]
     lines = ["| model | ID success | OOD success | ID mean score | OOD mean score |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {name} | {r['ID'][0]:.1%} | {r['OOD'][0]:.1%} | {r['ID'][1]:.3f} | {r['OOD'][1]:.3f} |"
               for name, r in results.items()]
     table = "\n".join(lines) + (
         f"\n\n{len(sets['ID'])} ID / {len(sets['OOD'])} OOD test tasks ({args.n_cards} cards, targets <= "
         f"{args.max_target}, every deal with a face card), {len(sets['train'])} training tasks; SFT {args.sft_steps} "
-        f"steps, GRPO {args.rft_steps} steps x {args.prompts_per_step} prompts x {args.num_generations} answers; "
-        f"{minutes:.0f} min on {platform.processor() or platform.machine()}, {detect().describe()}.")
+        f"steps (lr {args.sft_lr:g}), GRPO {args.rft_steps} steps x {args.prompts_per_step} prompts x "
+        f"{args.num_generations} answers (lr {args.rft_lr:g}, beta 0, one optimizer step per rollout, at most "
+        f"{args.max_new_tokens} new tokens); {minutes:.0f} min ("
+        + ", ".join(f"{k} {v / 60:.0f}" for k, v in phases.items())
+        + f") on {platform.processor() or platform.machine()}, {detect().describe()}, torch threads "
+        f"{args.threads or 'default'}, load average {load:.1f} at start and {os.getloadavg()[0]:.1f} at the end.")
     print(table)
     (out / "table.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))

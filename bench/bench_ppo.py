@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, matmul_peak_flops, n_params, roofline, write_section
+from common import ROOT, compare, machine, matmul_peak_flops, n_params, roofline, sync, write_section
 
 sys.path.insert(0, str(ROOT))
 SECTION = "## PPO"
@@ -84,7 +84,7 @@ def bench_rollout(trainer, repeats: int, max_new_tokens: int) -> dict:
     for i in range(repeats + 1):
         for name in ("plain", "ours"):
             torch.manual_seed(1234 + i)
-            _sync(acc.device)
+            sync(acc.device)
             start = time.perf_counter()
             with torch.no_grad(), acc.autocast():
                 if name == "ours":
@@ -97,11 +97,11 @@ def bench_rollout(trainer, repeats: int, max_new_tokens: int) -> dict:
                                           top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
                                           pad_token_id=tokenizer.pad_token_id)
                     shape = out[:, ids.shape[1]:].shape
-            _sync(acc.device)
+            sync(acc.device)
             if i:
                 times[name].append(time.perf_counter() - start)
                 tokens[name] = shape[0] * shape[1]
-    return _compare(times["ours"], times["plain"], tokens["ours"], tokens["plain"])
+    return compare(times["ours"], times["plain"], tokens["ours"], tokens["plain"])
 
 
 def bench_training(trainer, repeats: int) -> dict:
@@ -152,29 +152,14 @@ def bench_training(trainer, repeats: int) -> dict:
     tokens = {}
     for i in range(repeats + 1):
         for name, fn in (("bare", bare), ("ours", ours)):
-            _sync(acc.device)
+            sync(acc.device)
             start = time.perf_counter()
             n = fn()
-            _sync(acc.device)
+            sync(acc.device)
             if i:
                 times[name].append(time.perf_counter() - start)
                 tokens[name] = n
-    return _compare(times["ours"], times["bare"], tokens["ours"], tokens["bare"])
-
-
-def _compare(ours: list[float], base: list[float], ours_tokens: int, base_tokens: int) -> dict:
-    """Throughputs and their ratio. The ratio is the median of back-to-back pairs, which a
-    machine whose load drifts during the run (shared CPUs) disturbs far less than a ratio of medians."""
-    pairs = [(ours_tokens / o) / (base_tokens / b) for o, b in zip(ours, base)]
-    return {"ours_tps": ours_tokens / statistics.median(ours), "base_tps": base_tokens / statistics.median(base),
-            "ratio": statistics.median(pairs), "pairs": pairs, "tokens": ours_tokens}
-
-
-def _sync(device) -> None:
-    import torch
-
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+    return compare(times["ours"], times["bare"], tokens["ours"], tokens["bare"])
 
 
 def render(args, where: str, results: dict, peak: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import resource
 import time
 from pathlib import Path
@@ -111,3 +112,18 @@ def n_params(model) -> int:
 def roofline(n: int, tokens: float, seconds: float, peak: float, passes: float = 6.0) -> float:
     """Achieved FLOP/s (passes·N·tokens / seconds) as a fraction of the matmul peak."""
     return passes * n * tokens / seconds / peak
+
+
+def compare(ours: list[float], base: list[float], ours_tokens: int, base_tokens: int) -> dict:
+    """Throughputs and their ratio. The ratio is the median of back-to-back pairs, which a
+    machine whose load drifts during the run (shared CPUs) disturbs far less than a ratio of medians."""
+    pairs = [(ours_tokens / o) / (base_tokens / b) for o, b in zip(ours, base)]
+    return {"ours_tps": ours_tokens / statistics.median(ours), "base_tps": base_tokens / statistics.median(base),
+            "ratio": statistics.median(pairs), "pairs": pairs, "tokens": ours_tokens}
+
+
+def sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()

@@ -99,3 +99,55 @@ def test_help_imports_no_torch_and_loss_types_match_the_core():
 def test_rloo_defaults_fold_the_kl_into_the_reward():
     cfg = RLOOConfig(prompts="x")
     assert cfg.algorithm == "rloo" and cfg.beta > 0 and cfg.loss_type == "sum" and cfg.reward_model == ""
+
+
+def _trainer(tmp_path, model_dir, data, **fields):
+    from align import onpolicy
+    from align.grpo_trainer import GroupRelative, load_examples
+
+    cfg = GRPOConfig(model=str(model_dir), prompts=str(data), graders="token_f1", output_dir=str(tmp_path / "out"),
+                     batch_size=4, num_generations=8, max_new_tokens=3, learning_rate=3e-3, **fields)
+    _, acc = onpolicy.start(cfg, "align grpo")
+    examples, _, _ = load_examples(cfg)
+    return GroupRelative(cfg, acc, examples), examples
+
+
+def test_one_minibatch_update_reuses_its_own_forward_as_pi_old(tmp_path, task):
+    """mu = 1 and one minibatch: the update's detached log-probs stand in for the separate pi_old pass. The
+    parameters after the update are those an explicit pi_old pass gives; beta = 0 loads no reference copy."""
+    import torch
+
+    from align.grpo_core import group_advantages
+
+    model_dir, data = task
+    trainers = [_trainer(tmp_path / str(i), model_dir, data, mini_batch_size=32, num_iterations=1)[0]
+                for i in range(2)]
+    assert all(t.pair.ref_model is None for t in trainers)  # beta = 0: pi_ref is never asked for
+    examples = _trainer(tmp_path / "e", model_dir, data, mini_batch_size=32)[1]
+    torch.manual_seed(0)
+    rollout = trainers[0].pair.sample([e.prompt for e in examples], 8, 3, 1.0)
+    scores = torch.tensor(trainers[0].grade(examples, rollout).scores)
+    advantages = group_advantages(scores, 8)
+    assert advantages.abs().sum() > 0  # something to learn from
+    with torch.no_grad():
+        old = trainers[1].pair.logprobs(rollout, 1.0)
+    before = [p.detach().clone() for p in trainers[0].pair.policy.parameters()]
+    reused = trainers[0].update(0, rollout, None, None, advantages)
+    explicit = trainers[1].update(0, rollout, old, old, advantages)
+    assert reused["kl_k1"] == 0.0 and "kl_k1" not in explicit
+    assert reused["loss"] == pytest.approx(explicit["loss"], abs=1e-6)
+    for p, q, p0 in zip(trainers[0].pair.policy.parameters(), trainers[1].pair.policy.parameters(), before):
+        torch.testing.assert_close(p, q)
+    assert any(not torch.equal(p, p0) for p, p0 in zip(trainers[0].pair.policy.parameters(), before))
+
+
+def test_a_one_minibatch_run_learns_and_logs_kl_to_the_reference(tmp_path, task):
+    """The reuse path end to end with beta > 0 (a reference is loaded, its KL logged from the update's forward)."""
+    model_dir, data = task
+    out = tmp_path / "run"
+    assert run("grpo", model_dir, data, out, "--max-steps", "25", "--num-iterations", "1", "--mini-batch-size", "32",
+               "--beta", "0.02") == 0
+    rows = read_metrics(out)
+    first, last = (sum(r["reward"] for r in part) / 5 for part in (rows[:5], rows[-5:]))
+    assert last > first + 0.2
+    assert rows[0]["kl_k1"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl_k1"] > 0  # drifts from pi_ref
