@@ -56,7 +56,7 @@ def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None
                      **({"login_policy": login_policy} if login_policy else {}))
     demo = build_app(ctx, concurrency=concurrency)
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, max_threads=max_threads,
-                root_path=root_path, quiet=quiet, share=False, **launch_kwargs(ctx))
+                root_path=root_path, quiet=quiet, share=False, **launch_kwargs(ctx, concurrency))
     # Open event streams (a browser tab, an API client) would otherwise hold a shutdown forever.
     demo.server.config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S
     if block:
