@@ -102,8 +102,8 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
     return servers
 
 
-def server_cpu(servers) -> float:
-    """CPU seconds (user + system, all threads) the server processes have used so far."""
+def process_cpu(servers) -> float:
+    """CPU seconds (user + system, all threads) the processes have used so far."""
     ticks = 0
     for proc, _ in servers:
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -314,15 +314,17 @@ def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: s
             child.stdin.write(f"{go}\n")
             child.stdin.flush()
         time.sleep(max(0.0, go - time.time()))
-        cpu_start = server_cpu(servers)
+        clients = [(child, None) for child in children]
+        cpu_start, client_start, load_start = process_cpu(servers), process_cpu(clients), os.getloadavg()[0]
         time.sleep(max(0.0, go + args.seconds - time.time()))
-        cpu = server_cpu(servers) - cpu_start
+        cpu, client_cpu = process_cpu(servers) - cpu_start, process_cpu(clients) - client_start
         parts = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
     finally:
         stop(servers)
     merged = {key: [x for p in parts for x in p[key]]
               for key in ("next", "submit", "acks", "errors", "login_s", "login_errors")}
-    merged["seconds"], merged["server_cpu_s"] = args.seconds, cpu
+    merged["seconds"], merged["server_cpu_s"], merged["client_cpu_s"] = args.seconds, cpu, client_cpu
+    merged["load"] = (load_start, os.getloadavg()[0])
     merged.update(check(url, merged["acks"]))
     return {"label": label, "processes": processes, **merged}
 
@@ -403,19 +405,22 @@ def render(rows: list[dict], where: str, args) -> str:
              f"as the row says; the login burst is all {args.clients} sign-ins (POST /login; gradio_client's "
              "`Client(...)` also reads the config) started at the same moment. Lost = acknowledged but not stored; doubled = a request id "
              "or an (annotator, task) stored twice. Server CPU ms / judgment = CPU time of the server "
-             "process(es) during the cycling window over the judgments acknowledged in it: unlike wall-clock "
-             "figures it barely depends on what else the machine runs, and 1000 / it is the judgments/s "
-             "one fully used core would give.", "",
+             "process(es) during the cycling window over the judgments acknowledged in it (client: the same for "
+             "the annotator processes): unlike wall-clock figures it barely depends on what else the machine "
+             "runs, and 1000 / it is the judgments/s one fully used core would give. Load average: the "
+             "machine's 1-minute load at the start and the end of the cycling window (2 cores; other "
+             "developers' jobs included).", "",
              "| server | clients | judgments/s | p95 next_task | p95 submit | p50 next / submit | errors "
-             "| lost / doubled | server CPU ms / judgment | login burst p95 (errors) |",
-             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- |"]
+             "| lost / doubled | server / client CPU ms per judgment | load average | login burst p95 (errors) |",
+             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         ms = lambda v: "–" if v != v else f"{v * 1000:.0f} ms"  # noqa: E731 - NaN: not measured
         lines.append(
             f"| {r['label']} | {args.clients} | {len(r['acks']) / r['seconds']:.1f} | {ms(pct(r['next'], .95))} "
             f"| {ms(pct(r['submit'], .95))} | {ms(pct(r['next'], .5))} / {ms(pct(r['submit'], .5))} "
             f"| {len(r['errors'])} | {r['lost']} / {r['doubled']} "
-            f"| {1000 * r['server_cpu_s'] / max(1, len(r['acks'])):.1f} "
+            f"| {1000 * r['server_cpu_s'] / max(1, len(r['acks'])):.1f} / "
+            f"{1000 * r['client_cpu_s'] / max(1, len(r['acks'])):.1f} | {r['load'][0]:.1f} → {r['load'][1]:.1f} "
             + (f"| {pct(r['login_s'], .95):.1f} s ({len(r['login_errors'])}) |" if r["login_s"] else "| – |"))
     return "\n".join(lines + [""])
 
@@ -424,7 +429,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="sqlite-gradio,sqlite,browser,pg1,pg2,pg4",
-                        help="comma list of sqlite, pg1, pg2, pg4 (the JSON API), sqlite-gradio, pgN-gradio "
+                        help="comma list of sqlite, sqliteN, pg1, pg2, pg4 (the JSON API; N server processes), sqlite-gradio, pgN-gradio "
                              "(the same endpoints through gradio_client), browser (the page's submit event on SQLite)")
     parser.add_argument("--clients", type=int, default=50, help="simultaneous API annotators")
     parser.add_argument("--seconds", type=float, default=20.0, help="cycling time per configuration")
@@ -469,13 +474,15 @@ def main(argv=None) -> int:
             backend = backend.removeprefix("before:")
             mode = "browser" if backend == "browser" else "gradio" if backend.endswith("-gradio") else "rest"
             via = {"rest": "JSON API", "gradio": "gradio_client"}.get(mode)
+            n = int("".join(ch for ch in backend.removesuffix("-gradio") if ch.isdigit()) or 1)
+            processes = f"{n} process{'es' if n > 1 else ''}"
             if backend.startswith("sqlite") or backend == "browser":
-                label, url, n = "prefloop, SQLite", f"sqlite:///{tmp}/{backend}{'-before' if root else ''}.db", 1
+                label, url = "prefloop, SQLite", f"sqlite:///{tmp}/{backend}{'-before' if root else ''}.db"
+                label += f", {processes}" if n > 1 else ""
                 if mode == "browser":
                     label += ", the page's Submit event (no burst: sessions sign in one by one)"
             else:
-                n = int(backend.removeprefix("pg").removesuffix("-gradio"))
-                label, url = f"prefloop, PostgreSQL, {n} process{'es' if n > 1 else ''}", fresh_pg(args.pg_url)
+                label, url = f"prefloop, PostgreSQL, {processes}", fresh_pg(args.pg_url)
             label += f", {via}" if via else ""
             if root or Path(args.server_root).resolve() != ROOT:
                 label = f"before: {label} (server code: {root or args.server_root})"
