@@ -403,7 +403,8 @@ def render(rows: list[dict], where: str, args) -> str:
              f"machine), each cycling `next_task` then `submit` for {args.seconds:.0f} s over {args.tasks} "
              f"pairwise tasks with overlap {OVERLAP}, through the JSON API (`labeling.client`) or gradio_client "
              f"as the row says; the login burst is all {args.clients} sign-ins (POST /login; gradio_client's "
-             "`Client(...)` also reads the config) started at the same moment. Lost = acknowledged but not stored; doubled = a request id "
+             "`Client(...)` also reads the config) started at the same moment. Lost = acknowledged but not "
+             "stored; doubled = a request id "
              "or an (annotator, task) stored twice. Server CPU ms / judgment = CPU time of the server "
              "process(es) during the cycling window over the judgments acknowledged in it (client: the same for "
              "the annotator processes): unlike wall-clock figures it barely depends on what else the machine "
@@ -429,7 +430,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="sqlite-gradio,sqlite,browser,pg1,pg2,pg4",
-                        help="comma list of sqlite, sqliteN, pg1, pg2, pg4 (the JSON API; N server processes), sqlite-gradio, pgN-gradio "
+                        help="comma list of sqlite, sqliteN, pg1, pg2, pg4 (the JSON API; N server processes), "
+                             "sqlite-gradio, pgN-gradio "
                              "(the same endpoints through gradio_client), browser (the page's submit event on SQLite)")
     parser.add_argument("--clients", type=int, default=50, help="simultaneous API annotators")
     parser.add_argument("--seconds", type=float, default=20.0, help="cycling time per configuration")

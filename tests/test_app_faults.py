@@ -1,8 +1,8 @@
 """SIGKILL of the server mid-load: every acknowledged judgment is stored exactly once.
 
-API annotators (gradio_client, or the JSON API's LabelingClient) cycle next_task -> submit against
-a real `labeling serve` process; it is killed with SIGKILL while they work, restarted on the same store and port, and the annotators sign in
-again and go on, first re-sending the submit that was in flight at the kill under the same
+API annotators (gradio_client, or the JSON API's LabelingClient) cycle next_task -> submit
+against a real `labeling serve` process; it is killed with SIGKILL while they work, restarted
+on the same store and port, and the annotators sign in again and go on, first re-sending the submit that was in flight at the kill under the same
 request id (what a careful client does). Afterwards the store is compared with what was
 acknowledged: acknowledged / found / doubled, printed for the record.
 """

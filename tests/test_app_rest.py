@@ -64,6 +64,8 @@ def test_refusals_are_one_line_errors(served):
             ann.next_task("nope")
         assert ann.http.post("v1/next_task", content=b"[1, 2").status_code == 400
         assert ann.http.post("v1/no_such_thing", json={}).status_code == 404
+        # a Gradio file route ending like a JSON API path is still Gradio's, and still admins-only
+        assert ann.http.get("gradio_api/file/tmp/v1/export").status_code == 403
         with session_scope(engine) as session:
             set_active(session, "bob", False)
         with pytest.raises(ApiError, match="not active"):  # on the next call, not the next login

@@ -28,7 +28,10 @@ from labeling.models import Annotator
 
 UPLOAD = re.compile(r"/gradio_api/(upload|upload_progress|process_recording)/?$")
 FILES = re.compile(r"/gradio_api/(file=|file/|proxy=)")
-LEFT_TO_HANDLERS = re.compile(r"/gradio_api/(queue/join|queue/data|heartbeat/)|/v1/[a-z_]+/?$")  # + labeling.app.rest
+LEFT_TO_HANDLERS = re.compile(r"/gradio_api/(queue/join|queue/data|heartbeat/)")
+# labeling.app.rest's routes, the whole path (after an optional root path of plain segments), so that
+# no Gradio route (e.g. /gradio_api/file/.../v1/x) is ever taken for one and let through unchecked.
+JSON_API = re.compile(r"^(?!.*/gradio_api/)(?:/[\w-]+)*/v1/([a-z_]+)/?$")
 
 
 class Guard:
@@ -54,7 +57,7 @@ class Guard:
         path = scope["path"]
         if UPLOAD.search(path):
             return 403, "this app accepts no uploads"
-        if LEFT_TO_HANDLERS.search(path):
+        if LEFT_TO_HANDLERS.search(path) or JSON_API.search(path):
             return None
         gradio_app = scope.get("app")
         tokens = getattr(gradio_app, "tokens", None)
