@@ -3,11 +3,13 @@
     .venv/bin/python bench/bench_server.py                     # SQLite, then PostgreSQL with 1/2/4 processes
     .venv/bin/python bench/bench_server.py --backends sqlite --seconds 10 --no-write
 
-One cycle is what an annotator script does through gradio_client: `/next_task`, then `/submit`.
-Each configuration gets a fresh store (tasks with overlap 3, one account per annotator) and its
-own `labeling serve` process(es). First all annotators sign in at the same moment (the login
-burst: one gradio_client `Client(...)` each, which posts /login and reads the app's config), then
-they all cycle for `--seconds`. The annotators run in `--client-procs` processes so that one
+One cycle is what an annotator script does: `next_task`, then `submit`, through the JSON API
+(`labeling.client`: POST /v1/next_task, /v1/submit) or, for the `-gradio` rows, through
+gradio_client (the Gradio endpoints: queue join and event stream). Each configuration gets a
+fresh store (tasks with overlap 3, one account per annotator) and its own `labeling serve`
+process(es). First all annotators sign in at the same moment (the login burst: POST /login each;
+gradio_client's `Client(...)` also reads the app's config and API info), then they all cycle for
+`--seconds`. The annotators run in `--client-procs` processes so that one
 client process's GIL does not cap the load. Afterwards the store is compared with what was
 acknowledged: every acknowledged judgment must be stored exactly once (lost, doubled), no task
 may hold more than its overlap, and no annotator may have judged a task twice.
@@ -100,8 +102,8 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
     return servers
 
 
-def server_cpu(servers) -> float:
-    """CPU seconds (user + system, all threads) the server processes have used so far."""
+def process_cpu(servers) -> float:
+    """CPU seconds (user + system, all threads) the processes have used so far."""
     ticks = 0
     for proc, _ in servers:
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -121,17 +123,18 @@ def stop(servers) -> None:
 
 # ----------------------------------------------------------------------------- annotators (child process)
 
-def annotate(urls: list[str], names: list[str], seconds: float, start_at: float) -> dict:
-    """Sign all `names` in at `start_at` (the burst), then cycle next_task -> submit until the time is up."""
-    from gradio_client import Client
+def annotate(urls: list[str], names: list[str], seconds: float, start_at: float, via: str = "rest") -> dict:
+    """Sign all `names` in at `start_at` (the burst), then cycle next_task -> submit until the time is up.
 
+    via="rest": `labeling.client.LabelingClient` (POST /login, then POST /v1/next_task, /v1/submit);
+    via="gradio": gradio_client (`Client(...)`, then `predict(..., api_name="/next_task")` etc.).
+    """
     def sign_in(i_name, patient=False):
         i, name = i_name
         time.sleep(max(0.0, start_at - time.time()))
         t0 = time.perf_counter()
-        try:  # the burst uses gradio_client's own timeouts; a retry waits longer
-            client = Client(urls[i % len(urls)], auth=(name, PASSWORD), verbose=False, analytics_enabled=False,
-                            download_files=False, httpx_kwargs={"timeout": 120} if patient else None)
+        try:  # the burst uses the clients' own timeouts; a retry waits longer
+            client = _connect(via, urls[i % len(urls)], name, patient)
             return client, time.perf_counter() - t0, None
         except Exception as err:  # noqa: BLE001 - counted as a login error
             return None, time.perf_counter() - t0, repr(err)[:200]
@@ -142,7 +145,7 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     clients = [c if c is not None else _retry_sign_in(sign_in, i, name)
                for (i, name), (c, _, _) in zip(enumerate(names), logins)]
     with ThreadPoolExecutor(len(clients)) as pool:  # a client's first call sets up its event stream: not timed
-        list(pool.map(lambda c: c.predict(PROJECT, api_name="/progress"), clients))
+        list(pool.map(lambda c: _call(c, "progress", PROJECT), clients))
     print("READY", flush=True)  # the parent starts every process's cycles at the same moment
     go = float(sys.stdin.readline())
     stop_at = go + seconds
@@ -153,12 +156,11 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
         while time.time() < stop_at:
             try:
                 t0 = time.perf_counter()
-                task = client.predict(PROJECT, api_name="/next_task")["task"]
+                task = _call(client, "next_task", PROJECT)["task"]
                 t1 = time.perf_counter()
                 if task is None:
                     break
-                reply = client.predict(task["assignment_id"], task["client_request_id"], "a_better",
-                                       api_name="/submit")
+                reply = _call(client, "submit", task["assignment_id"], task["client_request_id"], "a_better")
                 t2 = time.perf_counter()
                 out["next"].append(t1 - t0)
                 out["submit"].append(t2 - t1)
@@ -174,6 +176,26 @@ def annotate(urls: list[str], names: list[str], seconds: float, start_at: float)
     merged["login_errors"] = [e for _, _, e in logins if e]
     merged["go"] = go
     return merged
+
+
+def _connect(via: str, url: str, name: str, patient: bool):
+    if via == "rest":
+        from labeling.client import LabelingClient
+
+        return LabelingClient(url, name, PASSWORD, timeout=120 if patient else 60)
+    from gradio_client import Client
+
+    return Client(url, auth=(name, PASSWORD), verbose=False, analytics_enabled=False, download_files=False,
+                  httpx_kwargs={"timeout": 120} if patient else None)
+
+
+def _call(client, endpoint: str, *args):
+    """One API call, positional arguments in the endpoint's order, through either client."""
+    if hasattr(client, "predict"):
+        return client.predict(*args, api_name=f"/{endpoint}")
+    names = {"progress": ["project"], "next_task": ["project"],
+             "submit": ["assignment_id", "client_request_id", "choice"]}[endpoint]
+    return client.call(endpoint, **dict(zip(names, args)))
 
 
 def browse(urls: list[str], names: list[str], seconds: float, start_at: float) -> dict:
@@ -269,7 +291,7 @@ def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
 
 # ----------------------------------------------------------------------------- one configuration
 
-def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: str = "api",
+def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: str = "rest",
                server_root: str | None = None) -> dict:
     names = [f"ann{i:03d}" for i in range(args.clients)]
     # Seeded by the served code's own schema (its indexes included), in a process of its own.
@@ -292,15 +314,17 @@ def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: s
             child.stdin.write(f"{go}\n")
             child.stdin.flush()
         time.sleep(max(0.0, go - time.time()))
-        cpu_start = server_cpu(servers)
+        clients = [(child, None) for child in children]
+        cpu_start, client_start, load_start = process_cpu(servers), process_cpu(clients), os.getloadavg()[0]
         time.sleep(max(0.0, go + args.seconds - time.time()))
-        cpu = server_cpu(servers) - cpu_start
+        cpu, client_cpu = process_cpu(servers) - cpu_start, process_cpu(clients) - client_start
         parts = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
     finally:
         stop(servers)
     merged = {key: [x for p in parts for x in p[key]]
               for key in ("next", "submit", "acks", "errors", "login_s", "login_errors")}
-    merged["seconds"], merged["server_cpu_s"] = args.seconds, cpu
+    merged["seconds"], merged["server_cpu_s"], merged["client_cpu_s"] = args.seconds, cpu, client_cpu
+    merged["load"] = (load_start, os.getloadavg()[0])
     merged.update(check(url, merged["acks"]))
     return {"label": label, "processes": processes, **merged}
 
@@ -375,24 +399,29 @@ def pct(values: list[float], q: float) -> float:
 def render(rows: list[dict], where: str, args) -> str:
     lines = [SECTION, "", f"`python bench/bench_server.py {' '.join(args.argv)}`".replace(" `", "`"),
              f"on {where}.", "",
-             f"{args.clients} API annotators (gradio_client, in {args.client_procs} client processes on the same "
-             f"machine), each cycling `/next_task` then `/submit` for {args.seconds:.0f} s over {args.tasks} "
-             f"pairwise tasks with overlap {OVERLAP}; the login burst is all {args.clients} `Client(...)` "
-             "sign-ins started at the same moment. Lost = acknowledged but not stored; doubled = a request id "
+             f"{args.clients} API annotators (in {args.client_procs} client processes on the same "
+             f"machine), each cycling `next_task` then `submit` for {args.seconds:.0f} s over {args.tasks} "
+             f"pairwise tasks with overlap {OVERLAP}, through the JSON API (`labeling.client`) or gradio_client "
+             f"as the row says; the login burst is all {args.clients} sign-ins (POST /login; gradio_client's "
+             "`Client(...)` also reads the config) started at the same moment. Lost = acknowledged but not "
+             "stored; doubled = a request id "
              "or an (annotator, task) stored twice. Server CPU ms / judgment = CPU time of the server "
-             "process(es) during the cycling window over the judgments acknowledged in it: unlike wall-clock "
-             "figures it barely depends on what else the machine runs, and 1000 / it is the judgments/s "
-             "one fully used core would give.", "",
+             "process(es) during the cycling window over the judgments acknowledged in it (client: the same for "
+             "the annotator processes): unlike wall-clock figures it barely depends on what else the machine "
+             "runs, and 1000 / it is the judgments/s one fully used core would give. Load average: the "
+             "machine's 1-minute load at the start and the end of the cycling window (2 cores; other "
+             "developers' jobs included).", "",
              "| server | clients | judgments/s | p95 next_task | p95 submit | p50 next / submit | errors "
-             "| lost / doubled | server CPU ms / judgment | login burst p95 (errors) |",
-             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- |"]
+             "| lost / doubled | server / client CPU ms per judgment | load average | login burst p95 (errors) |",
+             "| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         ms = lambda v: "–" if v != v else f"{v * 1000:.0f} ms"  # noqa: E731 - NaN: not measured
         lines.append(
             f"| {r['label']} | {args.clients} | {len(r['acks']) / r['seconds']:.1f} | {ms(pct(r['next'], .95))} "
             f"| {ms(pct(r['submit'], .95))} | {ms(pct(r['next'], .5))} / {ms(pct(r['submit'], .5))} "
             f"| {len(r['errors'])} | {r['lost']} / {r['doubled']} "
-            f"| {1000 * r['server_cpu_s'] / max(1, len(r['acks'])):.1f} "
+            f"| {1000 * r['server_cpu_s'] / max(1, len(r['acks'])):.1f} / "
+            f"{1000 * r['client_cpu_s'] / max(1, len(r['acks'])):.1f} | {r['load'][0]:.1f} → {r['load'][1]:.1f} "
             + (f"| {pct(r['login_s'], .95):.1f} s ({len(r['login_errors'])}) |" if r["login_s"] else "| – |"))
     return "\n".join(lines + [""])
 
@@ -400,8 +429,10 @@ def render(rows: list[dict], where: str, args) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backends", default="sqlite,browser,pg1,pg2,pg4",
-                        help="comma list of sqlite, browser (the page's submit event on SQLite), pg1, pg2, pg4")
+    parser.add_argument("--backends", default="sqlite-gradio,sqlite,browser,pg1,pg2,pg4",
+                        help="comma list of sqlite, sqliteN, pg1, pg2, pg4 (the JSON API; N server processes), "
+                             "sqlite-gradio, pgN-gradio "
+                             "(the same endpoints through gradio_client), browser (the page's submit event on SQLite)")
     parser.add_argument("--clients", type=int, default=50, help="simultaneous API annotators")
     parser.add_argument("--seconds", type=float, default=20.0, help="cycling time per configuration")
     parser.add_argument("--tasks", type=int, default=4000, help="pairwise tasks in the project")
@@ -432,23 +463,29 @@ def main(argv=None) -> int:
         return 0
     if args.child:
         spec = json.loads(args.child)
-        work = browse if spec["mode"] == "browser" else annotate
-        print(json.dumps(work(spec["urls"], spec["names"], spec["seconds"], spec["start_at"])))
+        if spec["mode"] == "browser":
+            print(json.dumps(browse(spec["urls"], spec["names"], spec["seconds"], spec["start_at"])))
+        else:
+            print(json.dumps(annotate(spec["urls"], spec["names"], spec["seconds"], spec["start_at"], spec["mode"])))
         return 0
     args.argv = argv
     where, rows = machine(), []
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
-        before = [("before:" + b, args.before) for b in ("sqlite", "browser") if args.before]
+        before = [("before:" + b, args.before) for b in ("sqlite-gradio", "browser") if args.before]
         for backend, root in before + [(b, None) for b in filter(None, args.backends.split(","))]:
             backend = backend.removeprefix("before:")
-            mode = "browser" if backend == "browser" else "api"
-            if backend in ("sqlite", "browser"):
-                label, url, n = "prefloop, SQLite", f"sqlite:///{tmp}/{backend}{'-before' if root else ''}.db", 1
+            mode = "browser" if backend == "browser" else "gradio" if backend.endswith("-gradio") else "rest"
+            via = {"rest": "JSON API", "gradio": "gradio_client"}.get(mode)
+            n = int("".join(ch for ch in backend.removesuffix("-gradio") if ch.isdigit()) or 1)
+            processes = f"{n} process{'es' if n > 1 else ''}"
+            if backend.startswith("sqlite") or backend == "browser":
+                label, url = "prefloop, SQLite", f"sqlite:///{tmp}/{backend}{'-before' if root else ''}.db"
+                label += f", {processes}" if n > 1 else ""
                 if mode == "browser":
                     label += ", the page's Submit event (no burst: sessions sign in one by one)"
             else:
-                n = int(backend.removeprefix("pg"))
-                label, url = f"prefloop, PostgreSQL, {n} process{'es' if n > 1 else ''}", fresh_pg(args.pg_url)
+                label, url = f"prefloop, PostgreSQL, {processes}", fresh_pg(args.pg_url)
+            label += f", {via}" if via else ""
             if root or Path(args.server_root).resolve() != ROOT:
                 label = f"before: {label} (server code: {root or args.server_root})"
             print(f"running {label} ...", flush=True)

@@ -23,14 +23,16 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
-from sqlalchemy import String, case, cast, exists, func, or_, update
+from sqlalchemy import String, cast, exists, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session, select
 
+from labeling import hot_sql
 from labeling.db import session_scope
 from labeling.judgments import check_request_id, earlier_answer, store_judgment
 from labeling.models import Assignment, Judgment, Project, Task, utcnow
@@ -100,20 +102,21 @@ def next_assignment(engine: Engine, project: str | int, annotator_id: int, *,
             if not proj.is_open:
                 raise InputError(f"project {proj.name!r} is closed")
             _expire(session, at)
-            assignment = (_live_lease(session, proj.id, annotator_id, at)
-                          or _claim_gold(session, proj, annotator_id, at, rng)
-                          or _claim_regular(session, proj, annotator_id, at, rng))
-            if assignment is not None:
-                session.flush()
-                session.expunge(assignment)
-            return assignment
+            return (_live_lease(session, proj.id, annotator_id, at)
+                    or _claim_gold(session, proj, annotator_id, at, rng)
+                    or _claim_regular(session, proj, annotator_id, at, rng))
 
     return with_retry(claim)
 
 
-def _project(session: Session, project: str | int) -> Project:
-    column = Project.id if isinstance(project, int) else Project.name
-    found = session.exec(select(Project).where(column == project)).first()
+def _project(session: Session, project: str | int):
+    return _project_row(session.connection(), project)
+
+
+def _project_row(conn, project: str | int):
+    """The project's row (hot_sql.PROJECT_COLUMNS, attribute access), by name or id."""
+    found = hot_sql.one(conn, hot_sql.PROJECT_BY_ID if isinstance(project, int) else hot_sql.PROJECT_BY_NAME,
+                        key=project)
     if found is None:
         raise NotFoundError(f"project {project!r} does not exist")
     return found
@@ -121,19 +124,14 @@ def _project(session: Session, project: str | int) -> Project:
 
 def _expire(session: Session, at: datetime) -> int:
     """1. Give back the slots of leases that ran out."""
-    result = session.execute(update(Assignment)
-                             .where(Assignment.status == "open", Assignment.expires_at < at)
-                             .values(status="expired", slot=None))
-    return result.rowcount
+    return session.connection().execute(hot_sql.EXPIRE, {"at": at}).rowcount
 
 
 def _live_lease(session: Session, project_id: int, annotator_id: int, at: datetime) -> Assignment | None:
     """2. The lease this annotator already holds in the project (resume, never a second task)."""
-    return session.exec(
-        select(Assignment).join(Task, Task.id == Assignment.task_id)
-        .where(Task.project_id == project_id, Assignment.annotator_id == annotator_id,
-               Assignment.status == "open", Assignment.expires_at >= at)
-        .order_by(Assignment.id)).first()
+    row = hot_sql.one(session.connection(), hot_sql.LIVE_LEASE, project_id=project_id, annotator_id=annotator_id,
+                      at=at)
+    return None if row is None else hot_sql.as_assignment(row)
 
 
 def _is_gold():
@@ -158,36 +156,31 @@ def _claim_gold(session: Session, proj: Project, annotator_id: int, at: datetime
     return _lease(session, proj, task, annotator_id, None, at, rng)
 
 
-def _claim_regular(session: Session, proj: Project, annotator_id: int, at: datetime,
+def _claim_regular(session: Session, proj, annotator_id: int, at: datetime,
                    rng: random.Random) -> Assignment | None:
     """4. The highest-priority task with a free slot, at its lowest free slot."""
-    query = (select(Task).where(Task.project_id == proj.id, ~_is_gold(), _not_seen_by(annotator_id),
-                                _slots_taken(Task.id) < proj.overlap)
-             .order_by(Task.priority.desc(), Task.id).limit(CANDIDATES_PER_CLAIM)
-             .with_for_update(skip_locked=True, of=Task))
-    for task in session.exec(query).all():
-        taken = set(session.exec(select(Assignment.slot).where(
-            Assignment.task_id == task.id, Assignment.slot.is_not(None))).all())
+    conn = session.connection()
+    for task in conn.execute(hot_sql.claim_statement(conn), {
+            "project_id": proj.id, "annotator_id": annotator_id, "overlap": proj.overlap,
+            "n": CANDIDATES_PER_CLAIM}).all():
+        taken = set(conn.execute(hot_sql.SLOTS, {"task_id": task.id}).scalars())
         free = [slot for slot in range(proj.overlap) if slot not in taken]
         if free:
             return _lease(session, proj, task, annotator_id, free[0], at, rng)
     return None
 
 
-def _slots_taken(task_id_column):
-    return (select(func.count()).select_from(Assignment)
-            .where(Assignment.task_id == task_id_column, Assignment.slot.is_not(None))
-            .correlate(Task).scalar_subquery())
-
-
-def _lease(session: Session, proj: Project, task: Task, annotator_id: int, slot: int | None,
+def _lease(session: Session, proj, task, annotator_id: int, slot: int | None,
            at: datetime, rng: random.Random) -> Assignment:
     # The shown order is random per assignment and stored, so position bias can be measured.
     order = rng.sample(list(task.candidate_ids), len(task.candidate_ids))
     assignment = Assignment(task_id=task.id, annotator_id=annotator_id, slot=slot, display_order=order,
                             status="open", created_at=at,
                             expires_at=at + timedelta(seconds=proj.lease_seconds))
-    session.add(assignment)
+    values = {k: getattr(assignment, k) for k in ("task_id", "annotator_id", "slot", "display_order", "status",
+                                                  "created_at", "expires_at")}
+    # A second holder of the slot or of the task fails here (IntegrityError): the claim is retried.
+    assignment.id = session.connection().execute(hot_sql.INSERT_ASSIGNMENT, values).scalar_one()
     return assignment
 
 
@@ -230,22 +223,23 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
 
     def run() -> Judgment:
         with session_scope(engine, immediate=True) as session:
-            assignment, task, project = _own_assignment(session, assignment_id, annotator_id)
-            prior = earlier_answer(session, client_request_id, task.id, annotator_id)
+            row = _own_assignment(session, assignment_id, annotator_id)
+            prior = earlier_answer(session, client_request_id, row.task_id, annotator_id)
             if prior is not None:
                 return prior
-            closed = session.execute(update(Assignment).where(
-                Assignment.id == assignment_id, Assignment.status == "open").values(status="done"))
-            if closed.rowcount != 1:
+            if session.connection().execute(hot_sql.CLOSE_LEASE, {"assignment_id": assignment_id}).rowcount != 1:
                 raise LeaseLost(f"assignment {assignment_id}: {_status(session, assignment_id)}; "
                                 "load the next task")
             spent = ms_spent if ms_spent is not None else \
-                int(((now or utcnow()) - _aware(assignment.created_at)).total_seconds() * 1000)
+                int(((now or utcnow()) - _aware(row.created_at)).total_seconds() * 1000)
+            task = SimpleNamespace(id=row.task_id, candidate_ids=row.candidate_ids)
+            project = SimpleNamespace(name=row.project_name, mode=row.mode, criteria=row.criteria,
+                                      is_open=row.is_open)
             return store_judgment(
-                session, task, project, annotator_id=annotator_id, display_order=list(assignment.display_order),
+                session, task, project, annotator_id=annotator_id, display_order=list(row.display_order),
                 client_request_id=client_request_id, choice=choice, ranking=ranking, ratings=ratings,
                 rationale=rationale, edited_response=edited_response, ms_spent=max(0, min(spent, 86_400_000 - 1)),
-                assignment_id=assignment.id)
+                assignment_id=assignment_id)
 
     try:
         return with_retry(run)
@@ -258,11 +252,10 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
         raise
 
 
-def _own_assignment(session: Session, assignment_id: int, annotator_id: int) -> tuple[Assignment, Task, Project]:
-    """The assignment with its task and project in one query, only if it is this annotator's."""
-    row = session.exec(select(Assignment, Task, Project).join(Task, Task.id == Assignment.task_id)
-                       .join(Project, Project.id == Task.project_id).where(Assignment.id == assignment_id)).first()
-    if row is None or row[0].annotator_id != annotator_id:
+def _own_assignment(session: Session, assignment_id: int, annotator_id: int):
+    """The assignment with its task's and project's fields in one row, only if it is this annotator's."""
+    row = hot_sql.one(session.connection(), hot_sql.OWN_ASSIGNMENT, assignment_id=assignment_id)
+    if row is None or row.annotator_id != annotator_id:
         raise InputError(f"assignment {assignment_id}: not one of yours")
     return row
 
@@ -346,36 +339,21 @@ def progress(engine: Engine, project: str | int, annotator_id: int, now: datetim
     """
     at = now or utcnow()
     midnight = at.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    with Session(engine) as session:
-        proj = _project(session, project)
-        done_total, done_today = session.exec(
-            select(func.count(), func.count(case((Judgment.created_at >= midnight, 1))))
-            .select_from(Judgment).join(Task, Task.id == Judgment.task_id)
-            .where(Task.project_id == proj.id, Judgment.annotator_id == annotator_id)).one()
+    with engine.connect() as conn:
+        proj = _project_row(conn, project)
+        ids = {"project_id": proj.id, "annotator_id": annotator_id}
+        done_total, done_today = conn.execute(hot_sql.DONE_COUNTS, {**ids, "midnight": midnight}).one()
         if open_tasks is None:
-            remaining = session.exec(select(func.count()).select_from(Task).where(
-                Task.project_id == proj.id, ~_is_gold(), _not_seen_by(annotator_id),
-                _live_slots(at) < proj.overlap)).one()
+            remaining = conn.execute(hot_sql.OPEN_TO_ANNOTATOR, {**ids, "at": at, "overlap": proj.overlap}).scalar()
         else:
-            mine = select(Assignment.task_id).where(Assignment.annotator_id == annotator_id)
-            theirs = session.exec(select(func.count()).select_from(Task).where(  # IN: start from their own rows
-                Task.id.in_(mine), Task.project_id == proj.id, ~_is_gold(), _live_slots(at) < proj.overlap)).one()
+            theirs = conn.execute(hot_sql.OPEN_AND_THEIRS, {**ids, "at": at, "overlap": proj.overlap}).scalar()
             remaining = max(0, open_tasks - theirs)
     return Progress(done_today=done_today or 0, done_total=done_total, remaining=remaining)
 
 
 def open_task_count(engine: Engine, project: str | int, now: datetime | None = None) -> int:
     """Tasks of the project (not gold) with a free slot, whoever may take it."""
-    at = now or utcnow()
-    with Session(engine) as session:
-        proj = _project(session, project)
-        return session.exec(select(func.count()).select_from(Task).where(
-            Task.project_id == proj.id, ~_is_gold(), _live_slots(at) < proj.overlap)).one()
-
-
-def _live_slots(at: datetime):
-    """Slots held by answered or still-live assignments (lapsed leases count as free)."""
-    return (select(func.count()).select_from(Assignment)
-            .where(Assignment.task_id == Task.id, Assignment.slot.is_not(None),
-                   or_(Assignment.status != "open", Assignment.expires_at >= at))
-            .correlate(Task).scalar_subquery())
+    with engine.connect() as conn:
+        proj = _project_row(conn, project)
+        return conn.execute(hot_sql.OPEN_TASKS, {"project_id": proj.id, "at": now or utcnow(),
+                                                 "overlap": proj.overlap}).scalar()

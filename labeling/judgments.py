@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from labeling import hot_sql
 from labeling.choices import CHOICES
 from labeling.db import session_scope
 from labeling.models import Assignment, Judgment, Project, Task
@@ -65,9 +66,9 @@ def store_judgment(session: Session, task: Task, project: Project, *, annotator_
         ranking=list(ranking) if ranking else None, ratings=ratings, rationale=rationale or None,
         edited_response=edited_response or None, ms_spent=ms_spent, client_request_id=client_request_id,
         assignment_id=assignment_id)
-    session.add(judgment)
-    session.flush()  # assigns the id; a duplicate request id or (task, annotator) fails here
-    session.expunge(judgment)
+    values = {c.name: getattr(judgment, c.name) for c in Judgment.__table__.c if c.name != "id"}
+    # One INSERT; a duplicate request id or (task, annotator) fails here (IntegrityError).
+    judgment.id = session.connection().execute(hot_sql.INSERT_JUDGMENT, values).scalar_one()
     return judgment
 
 
@@ -83,10 +84,8 @@ def earlier_answer(session: Session, client_request_id: str, task_id: int, annot
 
 
 def _by_request(session: Session, client_request_id: str) -> Judgment | None:
-    judgment = session.exec(select(Judgment).where(Judgment.client_request_id == client_request_id)).first()
-    if judgment is not None:
-        session.expunge(judgment)
-    return judgment
+    row = hot_sql.one(session.connection(), hot_sql.JUDGMENT_BY_REQUEST, request_id=client_request_id)
+    return None if row is None else hot_sql.as_judgment(row)
 
 
 def _same_request(existing: Judgment, task_id: int, annotator_id: int) -> Judgment:

@@ -29,7 +29,8 @@ class ServeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on (0.0.0.0: every interface)"})
     port: int = field(default=7860, metadata={"help": "TCP port"})
     project: str | None = field(default=None, metadata={"help": "project preselected for annotators"})
-    concurrency: int = field(default=16, metadata={"help": "requests handled at once per event (database locks order them)"})
+    concurrency: int = field(default=16, metadata={
+        "help": "requests handled at once per page event, and JSON API calls at once (database locks order them)"})
     max_threads: int = field(default=40, metadata={"help": "worker threads of the web server"})
     root_path: str = field(default="", metadata={"help": "URL prefix when served behind a reverse proxy, e.g. /labeling"})
     export_dir: str | None = field(default=None, metadata={"help": "directory for dashboard exports; unset: a temporary directory"})
@@ -56,7 +57,7 @@ def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None
                      **({"login_policy": login_policy} if login_policy else {}))
     demo = build_app(ctx, concurrency=concurrency)
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, max_threads=max_threads,
-                root_path=root_path, quiet=quiet, share=False, **launch_kwargs(ctx))
+                root_path=root_path, quiet=quiet, share=False, **launch_kwargs(ctx, concurrency))
     # Open event streams (a browser tab, an API client) would otherwise hold a shutdown forever.
     demo.server.config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S
     if block:

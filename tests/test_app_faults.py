@@ -1,8 +1,8 @@
 """SIGKILL of the server mid-load: every acknowledged judgment is stored exactly once.
 
-API annotators cycle next_task -> submit against a real `labeling serve` process; it is killed
-with SIGKILL while they work, restarted on the same store and port, and the annotators sign in
-again and go on, first re-sending the submit that was in flight at the kill under the same
+API annotators (gradio_client, or the JSON API's LabelingClient) cycle next_task -> submit
+against a real `labeling serve` process; it is killed with SIGKILL while they work, restarted
+on the same store and port, and the annotators sign in again and go on, first re-sending the submit that was in flight at the kill under the same
 request id (what a careful client does). Afterwards the store is compared with what was
 acknowledged: acknowledged / found / doubled, printed for the record.
 """
@@ -14,9 +14,11 @@ import threading
 import time
 from collections import Counter
 
+import pytest
 from sqlmodel import Session, select
 
-from _labeling_seed import api_client, free_port, seed_project, seed_users, serve_process
+from _labeling_seed import PASSWORD, api_client, free_port, seed_project, seed_users, serve_process
+from labeling.client import LabelingClient
 from labeling.db import open_store
 from labeling.models import Assignment, Judgment
 
@@ -24,18 +26,18 @@ N_ANNOTATORS = 6
 OVERLAP = 3
 
 
-def _annotator(name, base, stop, acks, errors):
+def _annotator(name, base, stop, acks, errors, via):
     """Cycle until `stop`; on any failure sign in again (the server may be gone) and re-send the last submit."""
     client, pending = None, None
     while not stop.is_set():
         try:
-            client = client or api_client(base, name)
+            client = client or (api_client(base, name) if via == "gradio_client" else LabelingClient(base, name, PASSWORD))
             if pending is None:
-                task = client.predict("p", api_name="/next_task")["task"]
+                task = _call(client, "next_task", "p")["task"]
                 if task is None:
                     return
                 pending = (task["assignment_id"], task["client_request_id"], "a_better")
-            reply = client.predict(*pending, api_name="/submit")
+            reply = _call(client, "submit", *pending)
             acks.append((pending[1], reply["judgment_id"]))
             pending = None
         except Exception as err:  # noqa: BLE001 - the server was killed: reconnect and retry
@@ -44,7 +46,15 @@ def _annotator(name, base, stop, acks, errors):
             time.sleep(0.2)
 
 
-def test_sigkill_mid_load_loses_and_doubles_nothing(store_url, tmp_path):
+def _call(client, endpoint, *args):
+    if isinstance(client, LabelingClient):
+        names = {"next_task": ["project"], "submit": ["assignment_id", "client_request_id", "choice"]}[endpoint]
+        return client.call(endpoint, **dict(zip(names, args)))
+    return client.predict(*args, api_name=f"/{endpoint}")
+
+
+@pytest.mark.parametrize("via", ["gradio_client", "json_api"])
+def test_sigkill_mid_load_loses_and_doubles_nothing(store_url, tmp_path, via):
     engine = open_store(store_url)
     seed_project(engine, "p", n_tasks=200, overlap=OVERLAP)
     names = list(seed_users(engine, [f"k{i}" for i in range(N_ANNOTATORS)]))
@@ -53,7 +63,7 @@ def test_sigkill_mid_load_loses_and_doubles_nothing(store_url, tmp_path):
     url = store_url
     proc = serve_process(url, port, tmp_path / "serve-1.log")
     stop, acks, errors = threading.Event(), [], []
-    workers = [threading.Thread(target=_annotator, args=(n, base, stop, acks, errors)) for n in names]
+    workers = [threading.Thread(target=_annotator, args=(n, base, stop, acks, errors, via)) for n in names]
     [w.start() for w in workers]
     try:
         deadline = time.monotonic() + 60
@@ -81,7 +91,7 @@ def test_sigkill_mid_load_loses_and_doubles_nothing(store_url, tmp_path):
                 and any(j.id == jid for j in stored if j.client_request_id == request))
     doubled = sum(n - 1 for n in by_request.values()) + len(stored) - len({(j.task_id, j.annotator_id)
                                                                             for j in stored})
-    print(f"SIGKILL mid-load ({store_url.split(':')[0]}): acknowledged {len(acked)}, found {found}, "
+    print(f"SIGKILL mid-load ({store_url.split(':')[0]}, {via}): acknowledged {len(acked)}, found {found}, "
           f"doubled {doubled}; {len(stored)} stored, {len(errors)} client errors around the kill")
     assert before_kill >= 20 and len(acked) > before_kill, "judgments flowed before and after the kill"
     assert found == len(acked) and doubled == 0

@@ -5,6 +5,8 @@
     task = client.predict("helpfulness", api_name="/next_task")["task"]
     client.predict(task["assignment_id"], task["client_request_id"], "a_better", api_name="/submit")
 
+The same endpoints answer plain JSON at `POST /v1/<name>` (labeling.app.rest, labeling.client).
+
 Annotator endpoints: whoami, projects, next_task, submit, skip, progress.
 Admin endpoints (refused to annotators): stats, list_projects, create_project,
 set_project_open, export. Each is a thin wrapper over `service` / `admin`, the
@@ -22,8 +24,13 @@ from labeling.app.handlers import user_errors, viewer
 
 def register(ctx: AppContext) -> None:
     """Declare the endpoints inside the Blocks being built."""
-    for fn in _annotator_endpoints(ctx) + _admin_endpoints(ctx):
-        gr.api(user_errors(fn, for_browser=False), api_name=fn.__name__)
+    for name, fn in endpoints(ctx).items():
+        gr.api(user_errors(fn, for_browser=False), api_name=name)
+
+
+def endpoints(ctx: AppContext) -> dict:
+    """name -> fn(request, ...): served as Gradio endpoints here and as `POST /v1/<name>` (labeling.app.rest)."""
+    return {fn.__name__: fn for fn in _annotator_endpoints(ctx) + _admin_endpoints(ctx)}
 
 
 def _annotator_endpoints(ctx: AppContext) -> list:

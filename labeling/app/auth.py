@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
 
-from labeling.models import Annotator
+from labeling import hot_sql
 
 
 @dataclass(frozen=True)
@@ -34,11 +33,11 @@ class Viewer:
 def viewer_for(engine: Engine, username: str | None) -> Viewer:
     if not username:
         raise PermissionError("sign in first")
-    with Session(engine) as session:
-        user = session.exec(select(Annotator).where(Annotator.name == username)).first()
-        if user is None or not user.active:
-            raise PermissionError(f"account {username!r} is not active")
-        return Viewer(id=user.id, name=user.name, role=user.role)
+    with engine.connect() as conn:
+        user = hot_sql.one(conn, hot_sql.VIEWER, name=username)
+    if user is None or not user.active:
+        raise PermissionError(f"account {username!r} is not active")
+    return Viewer(id=user.id, name=user.name, role=user.role)
 
 
 def require_admin(viewer: Viewer) -> Viewer:

@@ -13,6 +13,7 @@ from labeling.app.guard import Guard
 from labeling.app.handlers import user_errors, viewer
 from labeling.app.login import LoginChecker
 from labeling.app.render import pygments_css
+from labeling.app.rest import Rest
 
 TITLE = "prefloop labeling"
 
@@ -41,14 +42,16 @@ def build_app(ctx: AppContext, concurrency: int = 16) -> gr.Blocks:
     return demo
 
 
-def launch_kwargs(ctx: AppContext) -> dict:
-    """Login for every route, our stylesheet and keyboard shortcuts, nothing kept in the browser."""
+def launch_kwargs(ctx: AppContext, concurrency: int = 16) -> dict:
+    """Login for every route, the JSON API, our stylesheet and keyboard shortcuts, nothing kept in the browser."""
     from starlette.middleware import Middleware
 
     assets = resources.files("labeling.app")  # app.css and keys.js ship as package data
     return dict(
         auth=LoginChecker(ctx.engine, ctx.login_policy).check,  # a coroutine: Argon2 runs off the event loop
-        app_kwargs={"middleware": [Middleware(Guard, engine=ctx.engine)]},
+        # The guard first (it records the caller's address), then the JSON API (labeling.app.rest).
+        app_kwargs={"middleware": [Middleware(Guard, engine=ctx.engine),
+                                   Middleware(Rest, endpoints=api.endpoints(ctx), concurrency=concurrency)]},
         auth_message="prefloop labeling: sign in with the account your admin created.",
         # System fonts: no request to a font CDN, so annotators' browsers contact nobody else.
         theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],

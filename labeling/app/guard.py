@@ -5,7 +5,8 @@ Gradio's login check only asks "does this cookie name a session?". Behind it:
 - a session of an account disabled since it signed in still reached `/config`, `/gradio_api/info`
   and the upload route. Here every request with a session is checked against the store (in a
   worker thread, never on the event loop); a disabled account's sessions are ended and refused.
-  The queue routes are left to the handlers, which re-read the account on every event anyway.
+  The queue routes and the JSON API (`/v1/...`, labeling.app.rest) are left to the handlers,
+  which re-read the account on every call anyway.
 - the upload route accepted files of any size, though the app has no upload component: refused.
 - a file route (`/gradio_api/file=...`) served an admin's dashboard export to any signed-in
   annotator who had its URL. The app serves no file to annotators, so file routes are for admins.
@@ -28,6 +29,9 @@ from labeling.models import Annotator
 UPLOAD = re.compile(r"/gradio_api/(upload|upload_progress|process_recording)/?$")
 FILES = re.compile(r"/gradio_api/(file=|file/|proxy=)")
 LEFT_TO_HANDLERS = re.compile(r"/gradio_api/(queue/join|queue/data|heartbeat/)")
+# labeling.app.rest's routes, the whole path (after an optional root path of plain segments), so that
+# no Gradio route (e.g. /gradio_api/file/.../v1/x) is ever taken for one and let through unchecked.
+JSON_API = re.compile(r"^(?!.*/gradio_api/)(?:/[\w-]+)*/v1/([a-z_]+)/?$")
 
 
 class Guard:
@@ -45,7 +49,7 @@ class Guard:
             refusal = await self._refusal(scope)
             if refusal is None:
                 return await self.app(scope, receive, send)
-            await _send_json(send, *refusal)
+            await send_json(send, refusal[0], {"detail": refusal[1]})
         finally:
             CLIENT_ADDRESS.reset(token)
 
@@ -53,13 +57,13 @@ class Guard:
         path = scope["path"]
         if UPLOAD.search(path):
             return 403, "this app accepts no uploads"
-        if LEFT_TO_HANDLERS.search(path):
+        if LEFT_TO_HANDLERS.search(path) or JSON_API.search(path):
             return None
         gradio_app = scope.get("app")
         tokens = getattr(gradio_app, "tokens", None)
         if not tokens:
             return None  # nobody signed in yet (or not Gradio's app): Gradio's own check answers
-        user = _user(gradio_app, HTTPConnection(scope))
+        user = gradio_user(gradio_app, HTTPConnection(scope))
         if user is None:
             return None  # not signed in: Gradio's own login check refuses what needs a login
         import anyio
@@ -79,15 +83,17 @@ class Guard:
             return None if row is None else (row[0], row[1])
 
 
-def _user(gradio_app, conn: HTTPConnection) -> str | None:
-    """The user name that the session cookie Gradio set at login maps to."""
+def gradio_user(gradio_app, conn: HTTPConnection) -> str | None:
+    """The user name that the session cookie Gradio set at login maps to (None: not signed in)."""
+    if not getattr(gradio_app, "tokens", None):
+        return None
     cookie_id = getattr(gradio_app, "cookie_id", "")
     token = conn.cookies.get(f"access-token-{cookie_id}") or conn.cookies.get(f"access-token-unsecure-{cookie_id}")
     return gradio_app.tokens.get(token) if token else None
 
 
-async def _send_json(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def send_json(send, status: int, reply) -> None:
+    body = json.dumps(reply).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from labeling import assign
+from labeling import assign, hot_sql
 from labeling.app.auth import Viewer
 from labeling.app.render import LABELS
 from labeling.choices import CHOICES
-from labeling.models import Assignment, Candidate, Project, Prompt, Task
+from labeling.models import Assignment, Project
 from prefloop.errors import InputError
 
 
@@ -56,17 +56,14 @@ def next_task(engine: Engine, viewer: Viewer, project: str) -> TaskView | None:
 
 
 def _view(engine: Engine, assignment: Assignment) -> TaskView:
-    with Session(engine) as session:  # two queries: the task's project and prompt, then the shown texts
-        project, messages = session.exec(
-            select(Project, Prompt.messages).join(Task, Task.project_id == Project.id)
-            .join(Prompt, Prompt.id == Task.prompt_id).where(Task.id == assignment.task_id)).one()
-        texts = dict(session.exec(select(Candidate.id, Candidate.text)
-                                  .where(Candidate.id.in_(assignment.display_order))).all())
+    with engine.connect() as conn:  # two queries: the task's project and prompt, then the shown texts
+        task = conn.execute(hot_sql.TASK_VIEW, {"task_id": assignment.task_id}).one()
+        texts = dict(conn.execute(hot_sql.CANDIDATE_TEXTS, {"ids": list(assignment.display_order)}).all())
     responses = [{"label": LABELS[i], "text": texts[cid]} for i, cid in enumerate(assignment.display_order)]
-    return TaskView(assignment_id=assignment.id, client_request_id=uuid.uuid4().hex, project=project.name,
-                    mode=project.mode, guidelines=project.guidelines or "", criteria=list(project.criteria or []),
+    return TaskView(assignment_id=assignment.id, client_request_id=uuid.uuid4().hex, project=task.name,
+                    mode=task.mode, guidelines=task.guidelines or "", criteria=list(task.criteria or []),
                     conversation=[{"role": m.get("role", "user"), "content": m.get("content", "")}
-                                  for m in messages],
+                                  for m in task.messages],
                     responses=responses, expires_at=assignment.expires_at.isoformat())
 
 

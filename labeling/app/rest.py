@@ -1,0 +1,91 @@
+"""The annotator API as plain JSON over HTTP: `POST /v1/<endpoint>` with the same login as the page.
+
+    import httpx
+    http = httpx.Client(base_url="http://127.0.0.1:7860/")
+    http.post("login", data={"username": "alice", "password": "her-password"})  # Gradio's own sign-in
+    task = http.post("v1/next_task", json={"project": "chat"}).json()["task"]
+
+Why next to the Gradio endpoints (`labeling.app.api`): a Gradio API call is a queue join plus
+an event stream per client, routed through FastAPI and Gradio's pre/post-processing; under
+load that bookkeeping cost more server CPU than the judgment itself. Here one request is one
+short exchange: this ASGI middleware answers `/v1/...` before any of that runs, with the same
+endpoint functions (so the same `service` code and the same rules), the session cookie that
+Gradio's `/login` set, and the account re-read from the store on every call. The database
+work runs in worker threads, at most `concurrency` at once; SQLite orders its writers anyway.
+
+Replies: 200 with the endpoint's JSON result; 401 when not signed in; 400 with
+{"error": "one line"} for bad input, a lease that is gone or missing rights (the message the
+Gradio endpoint would raise).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from starlette.requests import HTTPConnection
+
+from labeling.app.guard import JSON_API, gradio_user, send_json
+from prefloop.errors import UserError
+
+ROUTE = JSON_API  # the guard leaves exactly these paths to this middleware, which answers them all
+MAX_BODY = 1 << 20  # a judgment with an edited response is a few KB; refuse what no client sends
+
+
+class Caller:
+    """What the endpoint functions read from a Gradio request: only the signed-in name."""
+
+    def __init__(self, username: str):
+        self.username = username
+
+
+class Rest:
+    """ASGI middleware: `Middleware(Rest, endpoints={name: fn(request, **kwargs)}, concurrency=16)`."""
+
+    def __init__(self, app, endpoints: dict, concurrency: int = 16):
+        self.app, self.endpoints, self.concurrency = app, endpoints, concurrency
+        self._slots = None  # anyio.CapacityLimiter, made inside the server's event loop
+
+    async def __call__(self, scope, receive, send):
+        match = ROUTE.search(scope["path"]) if scope["type"] == "http" else None
+        if match is None:
+            return await self.app(scope, receive, send)
+        fn = self.endpoints.get(match.group(1))
+        if fn is None or scope["method"] != "POST":
+            return await send_json(send, 404 if fn is None else 405, {"error": f"no endpoint POST /v1/{match.group(1)}"})
+        user = gradio_user(scope.get("app"), HTTPConnection(scope))
+        if user is None:
+            return await send_json(send, 401, {"error": "sign in first (POST /login)"})
+        try:
+            kwargs = json.loads(await _body(receive) or b"{}")
+            if not isinstance(kwargs, dict):
+                raise ValueError("expected a JSON object of the endpoint's parameters")
+            inspect.signature(fn).bind(None, **kwargs)  # a missing or unknown parameter: 400, not a crash
+        except TypeError as err:
+            return await send_json(send, 400, {"error": f"parameters: {err}"})
+        except ValueError as err:
+            return await send_json(send, 400, {"error": f"body: {err}"})
+        status, reply = await self._run(fn, user, kwargs)
+        await send_json(send, status, reply)
+
+    async def _run(self, fn, user: str, kwargs: dict):
+        import anyio
+
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(self.concurrency)
+        try:
+            return 200, await anyio.to_thread.run_sync(lambda: fn(Caller(user), **kwargs), limiter=self._slots)
+        except UserError as err:
+            return 400, {"error": str(err)}
+
+
+async def _body(receive) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_BODY:
+            raise ValueError(f"over {MAX_BODY} bytes")
+        if not message.get("more_body"):
+            return b"".join(chunks)

@@ -1,0 +1,106 @@
+"""The statements of the annotator hot path (who is asking, claim, show, vote, progress), made once.
+
+Built with the ORM on every call, these statements cost more server CPU than the database
+spent running them: constructing the expressions, computing their cache keys and loading ORM
+objects was most of the time in a profile under load (BENCHMARKS.md, "Labeling server: profile
+and ceiling"). Here each is a `text()` made at import, its parameters and result columns typed
+with the tables' own column types (JSON, UTC datetimes, booleans), so what is read and written
+is exactly what the ORM reads and writes. The SQL runs unchanged on SQLite and PostgreSQL, except
+the claim's row lock (`FOR UPDATE ... SKIP LOCKED`), which SQLite has no need or syntax for.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+
+from labeling.models import Annotator, Assignment, Judgment, Project, Prompt, Task
+
+_AT = Assignment.__table__.c.expires_at.type  # UTCDateTime: the format the ORM stores (string on SQLite)
+_JSON = Task.__table__.c.candidate_ids.type
+
+
+def _stmt(sql: str, binds: tuple[str, ...] = (), expanding: tuple[str, ...] = (), **columns):
+    """text(sql) with datetime parameters `binds`, list parameters `expanding` and typed result `columns`."""
+    stmt = text(sql).bindparams(*[bindparam(name, type_=_AT) for name in binds],
+                                *[bindparam(name, expanding=True) for name in expanding])
+    return stmt.columns(**columns) if columns else stmt
+
+
+# A regular task (not gold): gold is SQL NULL or the JSON literal null (see assign._is_gold).
+REGULAR = "(t.gold IS NULL OR CAST(t.gold AS VARCHAR) = 'null')"
+# Slots held by answered or still-live assignments of task t (a lapsed lease counts as free).
+LIVE_SLOTS = ("(SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL "
+              "AND (s.status != 'open' OR s.expires_at >= :at))")
+
+VIEWER = _stmt("SELECT id, name, role, active FROM annotator WHERE name = :name",
+               active=Annotator.__table__.c.active.type)
+PROJECT_COLUMNS = "id, name, mode, guidelines, criteria, overlap, gold_rate, lease_seconds, is_open"
+_PROJECT_TYPES = dict(criteria=_JSON, is_open=Project.__table__.c.is_open.type)
+PROJECT_BY_NAME = _stmt(f"SELECT {PROJECT_COLUMNS} FROM project WHERE name = :key", **_PROJECT_TYPES)
+PROJECT_BY_ID = _stmt(f"SELECT {PROJECT_COLUMNS} FROM project WHERE id = :key", **_PROJECT_TYPES)
+
+EXPIRE = _stmt("UPDATE assignment SET status = 'expired', slot = NULL WHERE status = 'open' AND expires_at < :at",
+               ("at",))
+ASSIGNMENT_COLUMNS = "a.id, a.task_id, a.annotator_id, a.slot, a.display_order, a.status, a.created_at, a.expires_at"
+_ASSIGNMENT_TYPES = dict(display_order=_JSON, created_at=_AT, expires_at=_AT)
+LIVE_LEASE = _stmt(f"SELECT {ASSIGNMENT_COLUMNS} FROM assignment a JOIN task t ON t.id = a.task_id "
+                   "WHERE t.project_id = :project_id AND a.annotator_id = :annotator_id AND a.status = 'open' "
+                   "AND a.expires_at >= :at ORDER BY a.id LIMIT 1", ("at",), **_ASSIGNMENT_TYPES)
+_CLAIM = ("SELECT t.id, t.candidate_ids FROM task t WHERE t.project_id = :project_id AND " + REGULAR +
+          " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
+          " AND (SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL) < :overlap"
+          " ORDER BY t.priority DESC, t.id LIMIT :n")
+CLAIM = {"sqlite": _stmt(_CLAIM, candidate_ids=_JSON),
+         # concurrent claimers on PostgreSQL skip the rows another one is taking instead of colliding
+         "postgresql": _stmt(_CLAIM + " FOR UPDATE OF t SKIP LOCKED", candidate_ids=_JSON)}
+SLOTS = _stmt("SELECT slot FROM assignment WHERE task_id = :task_id AND slot IS NOT NULL")
+INSERT_ASSIGNMENT = Assignment.__table__.insert().returning(Assignment.__table__.c.id)
+
+TASK_VIEW = _stmt("SELECT p.name, p.mode, p.guidelines, p.criteria, pr.messages FROM task t "
+                  "JOIN project p ON p.id = t.project_id JOIN prompt pr ON pr.id = t.prompt_id WHERE t.id = :task_id",
+                  criteria=_JSON, messages=Prompt.__table__.c.messages.type)
+CANDIDATE_TEXTS = _stmt("SELECT id, text FROM candidate WHERE id IN :ids", expanding=("ids",))
+
+OWN_ASSIGNMENT = _stmt(
+    f"SELECT {ASSIGNMENT_COLUMNS}, t.candidate_ids, p.name AS project_name, p.mode, p.criteria, p.is_open "
+    "FROM assignment a JOIN task t ON t.id = a.task_id JOIN project p ON p.id = t.project_id "
+    "WHERE a.id = :assignment_id", **_ASSIGNMENT_TYPES, candidate_ids=_JSON, **_PROJECT_TYPES)
+CLOSE_LEASE = _stmt("UPDATE assignment SET status = 'done' WHERE id = :assignment_id AND status = 'open'")
+_J = Judgment.__table__.c
+JUDGMENT_BY_REQUEST = _stmt(f"SELECT {', '.join(_J.keys())} FROM judgment WHERE client_request_id = :request_id",
+                            **{c.name: c.type for c in _J if c.name in (
+                                "display_order", "ranking", "ratings", "created_at")})
+INSERT_JUDGMENT = Judgment.__table__.insert().returning(_J.id)
+
+DONE_COUNTS = _stmt("SELECT count(*), count(CASE WHEN j.created_at >= :midnight THEN 1 END) FROM judgment j "
+                    "JOIN task t ON t.id = j.task_id WHERE t.project_id = :project_id AND j.annotator_id = :annotator_id",
+                    ("midnight",))
+OPEN_TO_ANNOTATOR = _stmt(
+    "SELECT count(*) FROM task t WHERE t.project_id = :project_id AND " + REGULAR +
+    " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
+    " AND " + LIVE_SLOTS + " < :overlap", ("at",))
+OPEN_AND_THEIRS = _stmt(  # IN: start from the annotator's own rows, not from every task
+    "SELECT count(*) FROM task t WHERE t.id IN (SELECT task_id FROM assignment WHERE annotator_id = :annotator_id)"
+    " AND t.project_id = :project_id AND " + REGULAR + " AND " + LIVE_SLOTS + " < :overlap", ("at",))
+OPEN_TASKS = _stmt("SELECT count(*) FROM task t WHERE t.project_id = :project_id AND " + REGULAR +
+                   " AND " + LIVE_SLOTS + " < :overlap", ("at",))
+
+
+def one(conn: Connection, stmt, **params):
+    """The first row (attribute access by column name), or None."""
+    return conn.execute(stmt, params).first()
+
+
+def claim_statement(conn: Connection):
+    return CLAIM["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+
+
+def as_assignment(row) -> Assignment:
+    """A detached Assignment from a row of ASSIGNMENT_COLUMNS."""
+    return Assignment(**{k: getattr(row, k) for k in (
+        "id", "task_id", "annotator_id", "slot", "display_order", "status", "created_at", "expires_at")})
+
+
+def as_judgment(row) -> Judgment:
+    return Judgment(**row._mapping)

@@ -1,0 +1,74 @@
+"""The JSON API (`POST /v1/<endpoint>`, labeling.app.rest) against a real server: same login, same rules."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlmodel import Session, select
+
+from _labeling_seed import PASSWORD, seed_project, seed_users, start_server
+from labeling.client import ApiError, LabelingClient
+from labeling.db import open_store, session_scope
+from labeling.models import Judgment
+from labeling.users import set_active
+
+
+@pytest.fixture
+def served(tmp_path):
+    engine = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    seed_project(engine, "p", n_tasks=3, overlap=1, criteria=["helpfulness"])
+    seed_users(engine, ["ann", "bob"])
+    url, app = start_server(engine)
+    yield engine, url
+    app.close()
+    engine.dispose()
+
+
+def test_a_cycle_is_recorded_once_and_a_retry_returns_the_first_answer(served):
+    engine, url = served
+    with LabelingClient(url, "ann", PASSWORD) as client:
+        reply = client.next_task("p")
+        task = reply["task"]
+        assert [r["label"] for r in task["responses"]] == ["A", "B"]
+        assert "secret-model" not in str(reply)  # model names never reach an annotator
+        assert reply["progress"]["remaining"] == 2  # 3 tasks, overlap 1, one now theirs
+        assert client.next_task("p")["task"]["assignment_id"] == task["assignment_id"]  # resumed, not a second
+        first = client.submit(task["assignment_id"], task["client_request_id"], choice="b_better",
+                              ratings={"helpfulness": {"A": 2, "B": 5}}, rationale="B is right")
+        again = client.submit(task["assignment_id"], task["client_request_id"], choice="a_better")
+        assert again["judgment_id"] == first["judgment_id"]
+        assert client.progress("p")["done_total"] == 1
+    with Session(engine) as session:
+        rows = session.exec(select(Judgment)).all()
+    assert len(rows) == 1 and rows[0].choice == "b_better" and rows[0].rationale == "B is right"
+    shown_b = str(rows[0].display_order[1])
+    assert rows[0].ratings == {"helpfulness": {str(rows[0].display_order[0]): 2, shown_b: 5}}
+
+
+def test_refusals_are_one_line_errors(served):
+    engine, url = served
+    assert httpx.post(url + "v1/next_task", json={"project": "p"}).status_code == 401  # not signed in
+    with pytest.raises(ApiError, match="sign-in as 'ann' refused"):
+        LabelingClient(url, "ann", "wrong-password")
+    with LabelingClient(url, "ann", PASSWORD) as ann, LabelingClient(url, "bob", PASSWORD) as bob:
+        task = ann.next_task("p")["task"]
+        with pytest.raises(ApiError, match="choice: expected one of"):
+            ann.submit(task["assignment_id"], task["client_request_id"], choice="a_way_better")
+        with pytest.raises(ApiError, match="not one of yours"):
+            bob.submit(task["assignment_id"], "b" * 32, choice="tie")
+        with pytest.raises(ApiError, match="parameters:"):
+            ann.call("next_task", projekt="p")
+        with pytest.raises(ApiError, match="admins only"):
+            ann.call("list_projects")
+        with pytest.raises(ApiError, match="does not exist"):
+            ann.next_task("nope")
+        assert ann.http.post("v1/next_task", content=b"[1, 2").status_code == 400
+        assert ann.http.post("v1/no_such_thing", json={}).status_code == 404
+        # a Gradio file route ending like a JSON API path is still Gradio's, and still admins-only
+        assert ann.http.get("gradio_api/file/tmp/v1/export").status_code == 403
+        with session_scope(engine) as session:
+            set_active(session, "bob", False)
+        with pytest.raises(ApiError, match="not active"):  # on the next call, not the next login
+            bob.next_task("p")
+    with Session(engine) as session:
+        assert session.exec(select(Judgment)).all() == []
