@@ -40,7 +40,8 @@ fi
 [ -n "${MODEL_FILES:-}" ] && export PREFLOOP_CACHE=$WORK/cache  # the random-weight model is built there
 cd "$SRC"
 G="$PY bench/gpu_check.py"
-if [ "${TINY:-0}" = 1 ]; then S=2; TINYFLAG=--tiny; else S=10; TINYFLAG=; fi
+# S: steps of the offline trainers; P: of the on-policy ones (plus their flags)
+if [ "${TINY:-0}" = 1 ]; then S=2 P="2 --max-new-tokens 8" TINYFLAG=--tiny; else S=10 P=4 TINYFLAG=; fi
 D=$WORK/data R=$WORK/runs
 mkdir -p "$D" "$R" "$WORK/logs"
 
@@ -84,11 +85,11 @@ step dpo 90 $PY -m align.cli dpo --config dpo_quick --data "$D/pairwise.train.js
     --max-steps $S --eval-steps $S --save-steps $S --logging-steps 1
 check dpo
 step ppo 120 $PY -m align.cli ppo --config ppo_quick --reward-model "$R/reward_model" \
-    --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo" --max-steps 4 --save-steps 4 --batch-size 8 \
+    --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo" --save-steps 2 --max-steps $P --batch-size 8 \
     --mini-batch-size 4
 check ppo
 step grpo 120 $PY -m align.cli grpo --config grpo_quick --prompts "$D/gp.jsonl" --output-dir "$R/grpo" \
-    --max-steps 4 --save-steps 4
+    --save-steps 2 --max-steps $P
 check grpo
 
 # --- scale-out engines on one GPU: FSDP2 (and DeepSpeed where it imports)
@@ -120,14 +121,14 @@ step bench_reward_model 150 $PY bench/bench_reward_model.py --no-write $BRM
 
 # --- the rest of the trainers, then FSDP under an on-policy trainer, while the budget lasts
 step online-dpo 120 $PY -m align.cli online-dpo --config dpo_online_quick --reward-model "$R/reward_model" \
-    --prompts "$D/pairwise.train.jsonl" --output-dir "$R/online_dpo" --max-steps 4 --save-steps 4
+    --prompts "$D/pairwise.train.jsonl" --output-dir "$R/online_dpo" --save-steps 2 --max-steps $P
 [ -d "$R/online_dpo" ] && check online_dpo
 step rloo 120 $PY -m align.cli rloo --config rloo_quick --prompts "$D/gp.jsonl" --output-dir "$R/rloo" \
-    --max-steps 4 --save-steps 4
+    --save-steps 2 --max-steps $P
 [ -d "$R/rloo" ] && check rloo
 step fsdp-ppo 120 $PY -m accelerate.commands.launch --config_file configs/accelerate_fsdp.yaml \
     --num_processes 1 -m align.cli ppo --config ppo_quick --reward-model "$R/reward_model" \
-    --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo_fsdp" --max-steps 2 --save-steps 2
+    --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo_fsdp" --save-steps 2 --max-steps $P
 [ -d "$R/ppo_fsdp" ] && check ppo_fsdp
 
 cp "$SUMMARY" "$OUT/summary.txt"
