@@ -16,13 +16,15 @@
 # wheels installed into /tmp/gpu_check_site first: the packages the machine lacks), MODEL_FILES (a folder
 # with the embedded model's config.json and tokenizer files: a random-weight model of that shape is built
 # as the cache's smollm2-135m-instruct, for machines without the 540 MB weights; unset: the cache as is),
-# TINY=1 (a 2-layer model of that architecture and fewer steps: the CPU dry run), BUDGET (seconds, 420).
+# TINY=1 (a 2-layer model of that architecture and fewer steps: the CPU dry run), BUDGET and DEADLINE
+# (seconds: no step starts after BUDGET, each is cut at DEADLINE).
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 SRC=$(cd "${SRC:-$(dirname "$0")/..}" && pwd)
 PY=${PY:-python3}
 OUT=${OUT:?set OUT to the folder for the log and results}
-BUDGET=${BUDGET:-420}
+BUDGET=${BUDGET:-360}      # no step starts after this many seconds
+DEADLINE=${DEADLINE:-450}  # and every step ends by this one
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)
 LOG=$OUT/log
@@ -49,9 +51,12 @@ mkdir -p "$D" "$R" "$WORK/logs"
 step() {
     local name=$1 limit=$2; shift 2
     local elapsed=$((SECONDS - START))
-    if [ "$elapsed" -ge "$BUDGET" ]; then
-        printf '%-28s SKIPPED (budget %ss spent)\n' "$name" "$BUDGET" >> "$SUMMARY"; return 0
+    local left=$((DEADLINE - elapsed))
+    if [ "$elapsed" -ge "$BUDGET" ] || [ "$left" -lt 20 ]; then
+        printf '%-28s SKIPPED (t=%ss: budget %ss, deadline %ss)\n' "$name" "$elapsed" "$BUDGET" "$DEADLINE" >> "$SUMMARY"
+        return 0
     fi
+    [ "$left" -lt "$limit" ] && limit=$left  # every step ends by the deadline
     echo; echo "=== $name (t=${elapsed}s, limit ${limit}s): $*"
     local t0=$SECONDS
     timeout -k 5 "$limit" "$@" 2>&1 | tee "$WORK/logs/$name.log"
@@ -62,12 +67,14 @@ step() {
 }
 # check RUN: final/, run.json with precision bf16 (on a GPU), metrics.jsonl
 check() {
+    [ -d "$R/$1" ] || { echo "[check] FAIL $1: no run directory" | tee -a "$SUMMARY"; return 0; }
     local expect=bf16; [ "${TINY:-0}" = 1 ] && expect=
     $G check "$R/$1" ${expect:+--expect $expect} | tee -a "$SUMMARY"
 }
 
 echo "=== gpu_check: $(date -u +%FT%TZ), SRC=$SRC, WORK=$WORK"
-(cd "$SRC" && git log -1 --format='commit %H %s' 2>/dev/null) || true
+# the code that runs: a copy's COMMIT file (written where it was copied), else the checkout's HEAD
+cat "$SRC/COMMIT" 2>/dev/null || git -C "$SRC" log -1 --format='commit %H %s' 2>/dev/null || true
 nvidia-smi || echo "(no nvidia-smi)"
 step env 60 $G env
 [ -n "${MODEL_FILES:-}" ] && step model 120 $G model --files "$MODEL_FILES" $TINYFLAG
@@ -122,14 +129,14 @@ step bench_reward_model 150 $PY bench/bench_reward_model.py --no-write $BRM
 # --- the rest of the trainers, then FSDP under an on-policy trainer, while the budget lasts
 step online-dpo 120 $PY -m align.cli online-dpo --config dpo_online_quick --reward-model "$R/reward_model" \
     --prompts "$D/pairwise.train.jsonl" --output-dir "$R/online_dpo" --save-steps 2 --max-steps $P
-[ -d "$R/online_dpo" ] && check online_dpo
+check online_dpo
 step rloo 120 $PY -m align.cli rloo --config rloo_quick --prompts "$D/gp.jsonl" --output-dir "$R/rloo" \
     --save-steps 2 --max-steps $P
-[ -d "$R/rloo" ] && check rloo
+check rloo
 step fsdp-ppo 120 $PY -m accelerate.commands.launch --config_file configs/accelerate_fsdp.yaml \
     --num_processes 1 -m align.cli ppo --config ppo_quick --reward-model "$R/reward_model" \
     --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo_fsdp" --save-steps 2 --max-steps $P
-[ -d "$R/ppo_fsdp" ] && check ppo_fsdp
+check ppo_fsdp
 
 cp "$SUMMARY" "$OUT/summary.txt"
 (cd "$WORK" && tar czf "$OUT/runs.tar.gz" summary.txt logs data \
