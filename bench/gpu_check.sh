@@ -17,7 +17,8 @@
 # with the embedded model's config.json and tokenizer files: a random-weight model of that shape is built
 # as the cache's smollm2-135m-instruct, for machines without the 540 MB weights; unset: the cache as is),
 # TINY=1 (a 2-layer model of that architecture and fewer steps: the CPU dry run), BUDGET and DEADLINE
-# (seconds: no step starts after BUDGET, each is cut at DEADLINE).
+# (seconds: no step starts after BUDGET, each is cut at DEADLINE), STEPS (names of the steps to run, default
+# all), WORK (a folder to reuse: an earlier call's model, data and runs).
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 SRC=$(cd "${SRC:-$(dirname "$0")/..}" && pwd)
@@ -26,7 +27,8 @@ OUT=${OUT:?set OUT to the folder for the log and results}
 BUDGET=${BUDGET:-360}      # no step starts after this many seconds
 DEADLINE=${DEADLINE:-450}  # and every step ends by this one
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)
+WORK=${WORK:-$(mktemp -d /tmp/gpu_check.XXXXXX)}  # a WORK of an earlier call is reused (its model, data, runs)
+mkdir -p "$WORK"
 LOG=$OUT/log
 SUMMARY=$WORK/summary.txt
 START=$SECONDS
@@ -50,6 +52,7 @@ mkdir -p "$D" "$R" "$WORK/logs"
 # step NAME LIMIT_S COMMAND...: run with a time limit, log to logs/NAME.log, one summary line
 step() {
     local name=$1 limit=$2; shift 2
+    if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return 0; fi  # not selected
     local elapsed=$((SECONDS - START))
     local left=$((DEADLINE - elapsed))
     if [ "$elapsed" -ge "$BUDGET" ] || [ "$left" -lt 20 ]; then
@@ -67,6 +70,7 @@ step() {
 }
 # check RUN: final/, run.json with precision bf16 (on a GPU), metrics.jsonl
 check() {
+    [ -z "${STEPS:-}" ] || [ -d "$R/$1" ] || return 0
     [ -d "$R/$1" ] || { echo "[check] FAIL $1: no run directory" | tee -a "$SUMMARY"; return 0; }
     local expect=bf16; [ "${TINY:-0}" = 1 ] && expect=
     $G check "$R/$1" ${expect:+--expect $expect} | tee -a "$SUMMARY"
