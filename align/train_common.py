@@ -159,20 +159,36 @@ def save_final(model, tokenizer, cfg, run, results: dict) -> Path:
 
     out = run.final_dir
     distributed.check_replicas_agree(model)
+    state_dict = full_state_dict(model)  # collective under FSDP: every process takes part
     if run.main:
         tmp = out.with_name(".final.tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted save
-        if cfg.lora and cfg.merge_lora:
+        if cfg.lora and cfg.merge_lora and state_dict is None:
             model = model.merge_and_unload()
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if out.exists():  # a resumed run replaces the final model it wrote itself
             shutil.rmtree(out)
         tmp.rename(out)
         print(f"[prefloop] final model: {out}")
-    run.save(**results, status="finished", adapter=bool(cfg.lora and not cfg.merge_lora))
+    merged = bool(cfg.lora and cfg.merge_lora and state_dict is None)
+    run.save(**results, status="finished", adapter=bool(cfg.lora) and not merged)
     distributed.wait_for_everyone()  # nobody returns (and reads final/) before it is there
     return out
+
+
+def full_state_dict(model):
+    """The whole weights of an FSDP2-sharded model (its parameters are DTensors, each process holding a
+    shard), gathered to the main process's CPU; None for an ordinary model, whose save_pretrained reads
+    its own weights. save_pretrained on the sharded model fails in safetensors ("invalid python storage",
+    seen on an H200 under configs/accelerate_fsdp.yaml). A LoRA policy is then saved as its adapter."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def trainer_metrics(run):

@@ -66,11 +66,12 @@ def run_bare(pairs: int, repeats: int) -> dict:
     policy, tokenizer = load_policy(None)
     reference, _ = load_policy(None)
     reference.eval().requires_grad_(False)
-    batch = _collated(pairs, tokenizer)
+    device = policy.device  # the batch goes where the model is (a GPU when there is one)
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in _collated(pairs, tokenizer).items()}
     low = torch.bfloat16 if detect().bf16 else None
 
     def step():
-        with torch.autocast("cpu", dtype=low, enabled=low is not None):
+        with torch.autocast(device.type, dtype=low, enabled=low is not None):
             logps = _sequence_logps(policy, batch)  # (2B,)
             with torch.no_grad():
                 ref_logps = _sequence_logps(reference, batch)
@@ -83,6 +84,8 @@ def run_bare(pairs: int, repeats: int) -> dict:
     for _ in range(repeats + 1):
         start, start_cpu = time.perf_counter(), time.process_time()
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # GPU work is asynchronous: the step ends when its kernels do
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return {"times": times[1:], "cpu": cpu[1:], "tokens": int(batch["attention_mask"].sum()),
@@ -129,6 +132,7 @@ def run_ours(pairs: int, repeats: int, precompute: bool) -> dict:
 
 
 def run_trl(pairs: int, steps: int, defaults: bool) -> dict:
+    import torch
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
@@ -139,7 +143,7 @@ def run_trl(pairs: int, steps: int, defaults: bool) -> dict:
     from prefloop.hardware import trainer_precision_kwargs
 
     kwargs = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=pairs, max_steps=steps,
-                  report_to=[], save_strategy="no", logging_steps=10_000, use_cpu=True)
+                  report_to=[], save_strategy="no", logging_steps=10_000, use_cpu=not torch.cuda.is_available())
     if not defaults:  # the best settings for this machine: the precision prefloop picks, no checkpointing
         kwargs.update(trainer_precision_kwargs(gradient_checkpointing=False))
     args = TRLDPOConfig(**kwargs)

@@ -180,6 +180,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=2e-4, help="learning rate of the ceiling run")
     parser.add_argument("--quick", action="store_true", help="tiny model, few steps, nothing written")
     parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -218,7 +219,7 @@ def main() -> int:
     text = table(rows, ceiling, name, args.batch_size, info, args.repeats, flops_pair,
                  max(peak, matmul_peak_flops()))
     print("\n" + text)
-    if not args.quick:
+    if not (args.quick or args.no_write):
         write_section(SECTION, text)
         print(f"[bench] wrote the '{SECTION}' section of BENCHMARKS.md")
     return 0

@@ -79,15 +79,18 @@ def step_timer():
     return StepTimer()
 
 
-def matmul_peak_flops(dtype=None, n: int = 1024, reps: int = 5) -> float:
-    """FLOP/s of the best of `reps` n×n matmuls in `dtype` (default: the precision prefloop picks)."""
+def matmul_peak_flops(dtype=None, n: int | None = None, reps: int = 5) -> float:
+    """FLOP/s of the best of `reps` n×n matmuls in `dtype` (default: the precision prefloop picks, on any
+    device: on a GPU the rows run bf16 autocast, so an fp32 peak would overstate every roofline fraction).
+    n defaults to 1024 on a CPU and 8192 on a GPU, where a 1024 matmul is too short to fill the chip."""
     import torch
 
     from prefloop.hardware import detect
 
     hw = detect()
-    dtype = dtype or (hw.dtype if hw.device == "cpu" else torch.float32)
+    dtype = dtype or hw.dtype
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = n or (8192 if device == "cuda" else 1024)
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # the first call picks the kernel

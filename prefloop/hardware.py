@@ -142,8 +142,22 @@ def trainer_precision_kwargs(gradient_checkpointing: bool | None = None, precisi
     return {
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
-        # transformers 5 renamed it; setting the new name wins over TRL's default of the old one
-        "activation_checkpointing": checkpointing,
-        "gradient_checkpointing": checkpointing,
+        **{name: checkpointing for name in _checkpointing_fields()},
         "use_cpu": hw.device == "cpu",
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _checkpointing_fields() -> tuple[str, ...]:
+    """The TrainingArguments names of gradient checkpointing in the installed transformers.
+
+    Later transformers 5 releases renamed it activation_checkpointing (the old name a deprecated alias);
+    setting the new name there wins over TRL's default of the old one. Earlier 5.x releases (5.17, say)
+    know only gradient_checkpointing and refuse the new name, so only the names that exist are set.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return tuple(name for name in ("activation_checkpointing", "gradient_checkpointing") if name in fields)

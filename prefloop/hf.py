@@ -32,5 +32,5 @@ def hardware_training_args(gradient_checkpointing: bool | None = None, precision
     kwargs = trainer_precision_kwargs(gradient_checkpointing, precision)
     if precision is None:
         print(f"[prefloop] hardware: {detect().describe()}; gradient checkpointing "
-              f"{'on' if kwargs['gradient_checkpointing'] else 'off'}")
+              f"{'on' if gradient_checkpointing else 'off'}")
     return kwargs

@@ -93,9 +93,30 @@ def test_hardware_never_picks_bf16_on_a_cpu_without_it(monkeypatch):
         hw = hardware.detect()
         if hw.device == "cpu":
             assert hw.precision == "fp32"
-            assert hardware.trainer_precision_kwargs() == {
-                "bf16": False, "fp16": False, "activation_checkpointing": False, "gradient_checkpointing": False,
-                "use_cpu": True}
+            kwargs = hardware.trainer_precision_kwargs()
+            checkpointing = {k: v for k, v in kwargs.items() if k.endswith("_checkpointing")}
+            assert {k: v for k, v in kwargs.items() if k not in checkpointing} == {
+                "bf16": False, "fp16": False, "use_cpu": True}
+            assert checkpointing and not any(checkpointing.values())
+    finally:
+        hardware.detect.cache_clear()
+
+
+def test_trainer_precision_kwargs_are_accepted_by_this_transformers(tmp_path):
+    """Every name set exists in the installed TrainingArguments (transformers 5.17 refused
+    activation_checkpointing, which later 5.x releases introduced), and checkpointing ends up off."""
+    from transformers import TrainingArguments
+
+    from prefloop import hardware
+
+    hardware.detect.cache_clear()
+    try:
+        kwargs = hardware.trainer_precision_kwargs(gradient_checkpointing=False)
+        args = TrainingArguments(output_dir=str(tmp_path), report_to=[], **kwargs)
+        assert not getattr(args, "activation_checkpointing", False) and not args.gradient_checkpointing
+        on = TrainingArguments(output_dir=str(tmp_path), report_to=[],
+                               **hardware.trainer_precision_kwargs(gradient_checkpointing=True))
+        assert getattr(on, "activation_checkpointing", None) in (True, None) and on.gradient_checkpointing
     finally:
         hardware.detect.cache_clear()
 

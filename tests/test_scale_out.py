@@ -156,3 +156,51 @@ def test_fsdp_config_on_a_cpu_trains_data_parallel_and_says_so(accelerate_launch
     assert proc.stdout.count("FSDP needs GPUs under accelerate") == 1
     assert proc.stdout.count(AGREE) == 1
     assert _changed(tiny_model_dir, out / "final")
+
+
+FSDP_SAVE = """
+import os, sys, tempfile, torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+from torch.distributed.fsdp import fully_shard
+from transformers import AutoModelForCausalLM, LlamaConfig
+from align.train_common import full_state_dict
+cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, tie_word_embeddings=True)
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_config(cfg)
+before = {k: v.clone() for k, v in model.state_dict().items()}
+assert full_state_dict(model) is None  # an ordinary model saves itself
+for layer in model.model.layers:
+    fully_shard(layer)
+fully_shard(model)
+out = tempfile.mkdtemp()
+try:
+    model.save_pretrained(out + "/plain")
+    print("plain save worked")
+except RuntimeError as err:
+    print("plain save failed:", err)
+model.save_pretrained(out + "/gathered", state_dict=full_state_dict(model))
+back = AutoModelForCausalLM.from_pretrained(out + "/gathered").state_dict()
+print("identical" if all(torch.equal(back[k], v) for k, v in before.items()) else "different")
+dist.destroy_process_group()
+"""
+
+
+def test_final_save_gathers_fsdp2_shards(tmp_path):
+    """FSDP2 (fully_shard: DTensor parameters, one process over gloo) breaks save_pretrained, as seen on an
+    H200 under configs/accelerate_fsdp.yaml; save_final's full_state_dict gathers the weights whole."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "fsdp_save.py"
+    script.write_text(FSDP_SAVE)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=300,
+                          cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "plain save failed" in proc.stdout and "identical" in proc.stdout
