@@ -45,6 +45,9 @@ def test_a_cycle_is_recorded_once_and_a_retry_returns_the_first_answer(served):
     assert rows[0].ratings == {"helpfulness": {str(rows[0].display_order[0]): 2, shown_b: 5}}
 
 
+JSON = {"content-type": "application/json"}
+
+
 def test_refusals_are_one_line_errors(served):
     engine, url = served
     assert httpx.post(url + "v1/next_task", json={"project": "p"}).status_code == 401  # not signed in
@@ -62,7 +65,10 @@ def test_refusals_are_one_line_errors(served):
             ann.call("list_projects")
         with pytest.raises(ApiError, match="does not exist"):
             ann.next_task("nope")
-        assert ann.http.post("v1/next_task", content=b"[1, 2").status_code == 400
+        assert ann.http.post("v1/next_task", content=b"[1, 2", headers=JSON).status_code == 400
+        # what a cross-site form or no-preflight fetch can send, with the annotator's cookie: refused, no claim
+        plain = ann.http.post("v1/next_task", content=b'{"project": "p"}', headers={"content-type": "text/plain"})
+        assert plain.status_code == 415 and "application/json" in plain.json()["error"]
         assert ann.http.post("v1/no_such_thing", json={}).status_code == 404
         # a Gradio file route ending like a JSON API path is still Gradio's, and still admins-only
         assert ann.http.get("gradio_api/file/tmp/v1/export").status_code == 403

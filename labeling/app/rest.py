@@ -13,7 +13,8 @@ endpoint functions (so the same `service` code and the same rules), the session 
 Gradio's `/login` set, and the account re-read from the store on every call. The database
 work runs in worker threads, at most `concurrency` at once; SQLite orders its writers anyway.
 
-Replies: 200 with the endpoint's JSON result; 401 when not signed in; 400 with
+Replies: 200 with the endpoint's JSON result; 401 when not signed in; 415 for a body that is not
+`Content-Type: application/json` (what keeps other sites' pages from posting as you); 400 with
 {"error": "one line"} for bad input, a lease that is gone or missing rights (the message the
 Gradio endpoint would raise).
 """
@@ -53,6 +54,8 @@ class Rest:
         fn = self.endpoints.get(match.group(1))
         if fn is None or scope["method"] != "POST":
             return await send_json(send, 404 if fn is None else 405, {"error": f"no endpoint POST /v1/{match.group(1)}"})
+        if _media_type(scope) != "application/json":  # a cross-site page can send text/plain but not JSON
+            return await send_json(send, 415, {"error": "send the parameters as Content-Type: application/json"})
         user = gradio_user(scope.get("app"), HTTPConnection(scope))
         if user is None:
             return await send_json(send, 401, {"error": "sign in first (POST /login)"})
@@ -77,6 +80,13 @@ class Rest:
             return 200, await anyio.to_thread.run_sync(lambda: fn(Caller(user), **kwargs), limiter=self._slots)
         except UserError as err:
             return 400, {"error": str(err)}
+
+
+def _media_type(scope) -> str:
+    """The request's Content-Type without parameters. Requiring JSON is the CSRF guard: a browser sends
+    a JSON body to another origin only after a CORS preflight, which this route does not answer."""
+    value = dict(scope.get("headers", [])).get(b"content-type", b"")
+    return value.split(b";")[0].strip().lower().decode("latin-1")
 
 
 async def _body(receive) -> bytes:
