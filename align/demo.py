@@ -115,7 +115,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     engine = open_store(rcfg.db, create=False)
     try:
         rows = round_rows(engine, rcfg)
-        print("\nlineage:\n" + format_lineage(lineage(engine, rcfg.project)))
+        print("\n" + format_lineage(lineage(engine, rcfg.project)))  # it has its own "lineage:" heading
     finally:
         engine.dispose()
     print(f"\nthe loop on {rcfg.reference} with simulated annotators (gold: {rcfg.gold}), "
