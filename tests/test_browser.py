@@ -204,6 +204,10 @@ def test_annotator_keyboard_flow(app, page):
     page.keyboard.press("3")
     page.get_by_text("Rationale and a better response").click()
     page.locator("#pl-rationale textarea").fill("Equally good.")
+    # A rationale filled and sent within the same instant was sometimes not in the submit (seen once in
+    # ~10 runs, still with a 100 ms delay before the click): a person's typing takes longer; the race
+    # itself is an open bug (closing note), not what this test is about.
+    page.wait_for_timeout(500)
     page.locator("#pl-rationale textarea").press("Control+Enter")
     _wait_progress(page, 2)
     second = _judgments(engine, "ann")[-1]
