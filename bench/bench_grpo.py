@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, compare, machine, matmul_peak_flops, n_params, roofline, step_timer, sync, write_section
+from common import ROOT, alternate, machine, matmul_peak_flops, n_params, roofline, step_timer, write_section
 
 sys.path.insert(0, str(ROOT))
 SECTION = "## GRPO"
@@ -90,26 +90,20 @@ def bench_rollout(trainer, examples, args) -> dict:
     pair, acc, G = trainer.pair, trainer.acc, args.num_generations
     prompts = [e.prompt for e in examples[:args.prompts]]
     repeated = [p for p in prompts for _ in range(G)]
-    times, tokens = {"ours": [], "plain": []}, {}
-    for i in range(args.repeats + 1):
-        for name in ("plain", "ours"):
-            torch.manual_seed(1234 + i)
-            sync(acc.device)
-            start = time.perf_counter()
-            with torch.no_grad(), acc.autocast():
-                if name == "ours":
-                    shape = pair.sample(prompts, G, args.max_new_tokens, 1.0).response_ids.shape
-                else:
-                    ids, mask = tokenize_prompts(pair.tokenizer, repeated, None, acc.device)
-                    out = pair.policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
-                                               top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
-                                               pad_token_id=pair.tokenizer.pad_token_id)
-                    shape = out[:, ids.shape[1]:].shape
-            sync(acc.device)
-            if i:
-                times[name].append(time.perf_counter() - start)
-                tokens[name] = shape[0] * shape[1]
-    return compare(times["ours"], times["plain"], tokens["ours"], tokens["plain"])
+
+    def ours() -> int:
+        with torch.no_grad(), acc.autocast():
+            return pair.sample(prompts, G, args.max_new_tokens, 1.0).response_ids.numel()
+
+    def plain() -> int:
+        with torch.no_grad(), acc.autocast():
+            ids, mask = tokenize_prompts(pair.tokenizer, repeated, None, acc.device)
+            out = pair.policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
+                                       top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
+                                       pad_token_id=pair.tokenizer.pad_token_id)
+            return out[:, ids.shape[1]:].numel()
+
+    return alternate(ours, plain, args.repeats, acc.device, seed=1234)
 
 
 def bench_training(trainer, examples, args) -> dict:
@@ -145,17 +139,7 @@ def bench_training(trainer, examples, args) -> dict:
         trainer.update(0, rollout, None, None, advantages)
         return mb["input_ids"].numel()
 
-    times, tokens = {"ours": [], "bare": []}, {}
-    for i in range(args.repeats + 1):
-        for name, fn in (("bare", bare), ("ours", ours)):
-            sync(acc.device)
-            start = time.perf_counter()
-            n = fn()
-            sync(acc.device)
-            if i:
-                times[name].append(time.perf_counter() - start)
-                tokens[name] = n
-    return compare(times["ours"], times["bare"], tokens["ours"], tokens["bare"])
+    return alternate(ours, bare, args.repeats, acc.device)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,11 +24,10 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, compare, machine, matmul_peak_flops, n_params, roofline, sync, write_section
+from common import ROOT, alternate, machine, matmul_peak_flops, n_params, roofline, write_section
 
 sys.path.insert(0, str(ROOT))
 SECTION = "## PPO"
@@ -79,29 +78,21 @@ def bench_rollout(trainer, repeats: int, max_new_tokens: int) -> dict:
 
     policy, tokenizer, acc = trainer.unwrapped.policy, trainer.pair.tokenizer, trainer.accelerator
     prompts = trainer.schedule.batch(0)
-    times = {"ours": [], "plain": []}
-    tokens = {}
-    for i in range(repeats + 1):
-        for name in ("plain", "ours"):
-            torch.manual_seed(1234 + i)
-            sync(acc.device)
-            start = time.perf_counter()
-            with torch.no_grad(), acc.autocast():
-                if name == "ours":
-                    rollout = generate_responses(policy, tokenizer, prompts, max_new_tokens, 0.7,
-                                                 max_prompt_length=trainer.cfg.max_prompt_length)
-                    shape = rollout.response_ids.shape
-                else:
-                    ids, mask = tokenize_prompts(tokenizer, prompts, trainer.cfg.max_prompt_length, acc.device)
-                    out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7,
-                                          top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                                          pad_token_id=tokenizer.pad_token_id)
-                    shape = out[:, ids.shape[1]:].shape
-            sync(acc.device)
-            if i:
-                times[name].append(time.perf_counter() - start)
-                tokens[name] = shape[0] * shape[1]
-    return compare(times["ours"], times["plain"], tokens["ours"], tokens["plain"])
+
+    def ours() -> int:
+        with torch.no_grad(), acc.autocast():
+            return generate_responses(policy, tokenizer, prompts, max_new_tokens, 0.7,
+                                      max_prompt_length=trainer.cfg.max_prompt_length).response_ids.numel()
+
+    def plain() -> int:
+        with torch.no_grad(), acc.autocast():
+            ids, mask = tokenize_prompts(tokenizer, prompts, trainer.cfg.max_prompt_length, acc.device)
+            out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.7,
+                                  top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+                                  pad_token_id=tokenizer.pad_token_id)
+            return out[:, ids.shape[1]:].numel()
+
+    return alternate(ours, plain, repeats, acc.device, seed=1234)
 
 
 def bench_training(trainer, repeats: int) -> dict:
@@ -148,18 +139,7 @@ def bench_training(trainer, repeats: int) -> dict:
         stats = trainer.ppo_update(rollout, old_logprobs, old_values, advantages, returns)
         return int(stats["tokens_trained"])
 
-    times = {"ours": [], "bare": []}
-    tokens = {}
-    for i in range(repeats + 1):
-        for name, fn in (("bare", bare), ("ours", ours)):
-            sync(acc.device)
-            start = time.perf_counter()
-            n = fn()
-            sync(acc.device)
-            if i:
-                times[name].append(time.perf_counter() - start)
-                tokens[name] = n
-    return compare(times["ours"], times["bare"], tokens["ours"], tokens["bare"])
+    return alternate(ours, bare, repeats, acc.device)
 
 
 def render(args, where: str, results: dict, peak: float) -> str:

@@ -125,6 +125,27 @@ def compare(ours: list[float], base: list[float], ours_tokens: int, base_tokens:
             "ratio": statistics.median(pairs), "pairs": pairs, "tokens": ours_tokens}
 
 
+def alternate(ours, base, repeats: int, device, seed: int | None = None) -> dict:
+    """Time `base()` then `ours()` (each -> tokens processed) back to back, repeats + 1 times; the first
+    round is a warm-up. With `seed`, each call starts from torch.manual_seed(seed + round), so sampling
+    rows draw alike. -> compare(ours, base)."""
+    import torch
+
+    times, tokens = {"base": [], "ours": []}, {}
+    for i in range(repeats + 1):
+        for name, fn in (("base", base), ("ours", ours)):
+            if seed is not None:
+                torch.manual_seed(seed + i)
+            sync(device)
+            start = time.perf_counter()
+            n = fn()
+            sync(device)
+            if i:
+                times[name].append(time.perf_counter() - start)
+                tokens[name] = n
+    return compare(times["ours"], times["base"], tokens["ours"], tokens["base"])
+
+
 def sync(device) -> None:
     import torch
 
