@@ -110,6 +110,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-target", type=int, default=20)
     parser.add_argument("--sft-steps", type=int, default=24)
     parser.add_argument("--sft-lr", type=float, default=1.5e-4)
+    parser.add_argument("--sft-model", metavar="DIR",
+                        help="skip SFT and start RFT from this `align sft` model (an earlier run's OUT/sft/final "
+                             "with the same --seed, --n-train, --n-cards and --max-target: the same tasks)")
     parser.add_argument("--rft-steps", type=int, default=4)
     parser.add_argument("--rft-lr", type=float, default=3e-5)
     parser.add_argument("--prompts-per-step", type=int, default=2)
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
     sets = tasks(args)
     start, load = time.time(), os.getloadavg()[0]
     models = {"base": Path(resolve_model(args.model))}
-    models["SFT"] = run_sft(args, sets["train"], out)
+    models["SFT"] = Path(args.sft_model) if args.sft_model else run_sft(args, sets["train"], out)
     phases = {"SFT": time.time() - start}
     models["RFT (GRPO from SFT)"] = run_rft(args, models["SFT"], sets["train"], out)
     phases["RFT"] = time.time() - start - phases["SFT"]
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines) + (
         f"\n\n{len(sets['ID'])} ID / {len(sets['OOD'])} OOD test tasks ({args.n_cards} cards, targets <= "
         f"{args.max_target}, every deal with a face card), {len(sets['train'])} training tasks; SFT {args.sft_steps} "
-        f"steps (lr {args.sft_lr:g}), GRPO {args.rft_steps} steps x {args.prompts_per_step} prompts x "
+        f"steps (lr {args.sft_lr:g}{', trained earlier: ' + args.sft_model if args.sft_model else ''}), GRPO {args.rft_steps} steps x {args.prompts_per_step} prompts x "
         f"{args.num_generations} answers (lr {args.rft_lr:g}, beta 0, one optimizer step per rollout, at most "
         f"{args.max_new_tokens} new tokens); {minutes:.0f} min ("
         + ", ".join(f"{k} {v / 60:.0f}" for k, v in phases.items())

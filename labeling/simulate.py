@@ -101,38 +101,37 @@ def annotate(url: str, project: str, name: str, password: str, policy: Policy,
              max_tasks: int | None = None, stop: threading.Event | None = None) -> int:
     """Sign in as `name`, then take and answer tasks until none is left (or `max_tasks`). -> judgments made."""
     import httpx
-    from gradio_client import Client
 
+    from labeling.client import LabelingClient
     from prefloop.errors import InputError
 
-    # gradio_client posts with httpx's 5 s default timeout: too short for a busy server
-    try:
-        client = Client(url, auth=(name, password), verbose=False, analytics_enabled=False, download_files=False,
-                        httpx_kwargs={"timeout": REQUEST_TIMEOUT_S})
+    try:  # the JSON API (labeling.app.rest): one short request per call, ~50x less client CPU than gradio_client
+        client = LabelingClient(url, name, password, timeout=REQUEST_TIMEOUT_S)
     except (httpx.ConnectError, httpx.ConnectTimeout) as err:
         raise InputError(f"{url}: cannot reach the labeling server ({err}); is `labeling serve` running?") from None
     done = 0
-    while (max_tasks is None or done < max_tasks) and not (stop and stop.is_set()):
-        task = _call(client, project, api_name="/next_task")["task"]
-        if task is None:
-            break
-        start = time.perf_counter()
-        answer = policy(task)
-        ms = int(1000 * (time.perf_counter() - start))
-        _call(client, task["assignment_id"], task["client_request_id"], answer.get("choice"),
-              answer.get("ranking"), None, answer.get("rationale"), None, ms, api_name="/submit")
-        done += 1
+    with client:
+        while (max_tasks is None or done < max_tasks) and not (stop and stop.is_set()):
+            task = _call(client.next_task, project)["task"]
+            if task is None:
+                break
+            start = time.perf_counter()
+            answer = policy(task)
+            ms = int(1000 * (time.perf_counter() - start))
+            fields = {k: answer[k] for k in ("choice", "ranking", "rationale") if answer.get(k) is not None}
+            _call(client.submit, task["assignment_id"], task["client_request_id"], ms_spent=ms, **fields)
+            done += 1
     return done
 
 
-def _call(client, *args, api_name: str, attempts: int = 3):
-    """client.predict, retried on a timeout: both calls are safe to repeat (/next_task gives back the
+def _call(method, *args, attempts: int = 3, **kwargs):
+    """A client call, retried on a timeout: both calls are safe to repeat (/next_task gives back the
     task already held, /submit with the same client_request_id returns the first answer)."""
     import httpx
 
     for attempt in range(attempts):
         try:
-            return client.predict(*args, api_name=api_name)
+            return method(*args, **kwargs)
         except httpx.TimeoutException:
             if attempt == attempts - 1:
                 raise

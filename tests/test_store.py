@@ -120,6 +120,23 @@ def test_passwords_are_hashed_and_checked(engine):
         assert authenticate(s, "nobody", "correct horse") is None
 
 
+def test_password_check_agrees_with_argon2_cffi_on_every_kind_of_hash():
+    from argon2 import PasswordHasher, Type
+
+    from labeling.users import verify_password
+
+    # libsodium checks the Argon2id hashes argon2-cffi made (p=4, as stored); other kinds fall back.
+    for hashed in (PasswordHasher().hash("correct horse"),
+                   PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("correct horse"),
+                   PasswordHasher(time_cost=1, memory_cost=1024, type=Type.I).hash("correct horse")):
+        assert verify_password(hashed, "correct horse")
+        assert not verify_password(hashed, "correct horsE")
+        assert not verify_password(hashed, "correct horse\udcff")  # not UTF-8: no match, no crash
+    good = PasswordHasher().hash("correct horse")
+    for broken in ("", "not a hash", good[:-5], good.replace("m=65536", "m=1"), "$argon2id$v=19$garbage"):
+        assert not verify_password(broken, "correct horse")
+
+
 def test_judgment_roundtrip_and_resubmission_counted_once(engine):
     task_id, alice, _, (c1, c2) = populate(engine)
     kwargs = dict(task_id=task_id, annotator_id=alice, display_order=[c2, c1], choice="b_better",
