@@ -301,12 +301,18 @@ def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: s
     servers = serve_processes(url, processes, logdir, args.serve_args, Path(server_root))
     urls = [base for _, base in servers]
     try:
-        start_at = time.time() + 3.0
         chunks = [names[i::args.client_procs] for i in range(args.client_procs)]
         children = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(
-            {"urls": urls, "names": chunk, "seconds": args.seconds, "start_at": start_at, "mode": mode})],
+            {"urls": urls, "names": chunk, "seconds": args.seconds, "start_at": time.time(), "mode": mode})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)}) for chunk in chunks]
+        if mode != "browser":  # the burst starts once every client process has done its imports
+            for child in children:
+                assert child.stdout.readline().strip() == "LOADED"
+            start_at = time.time() + 0.5
+            for child in children:
+                child.stdin.write(f"{start_at}\n")
+                child.stdin.flush()
         for child in children:  # every annotator signed in (the burst is over)
             assert child.stdout.readline().strip() == "READY"
         go = time.time() + 0.5
@@ -463,6 +469,11 @@ def main(argv=None) -> int:
         return 0
     if args.child:
         spec = json.loads(args.child)
+        if spec["mode"] != "browser":  # imports done: the burst's moment comes from the parent, the same for all
+            from labeling.client import LabelingClient  # noqa: F401 - imported before the burst, not in it
+
+            print("LOADED", flush=True)
+            spec["start_at"] = float(sys.stdin.readline())
         if spec["mode"] == "browser":
             print(json.dumps(browse(spec["urls"], spec["names"], spec["seconds"], spec["start_at"])))
         else:

@@ -11,6 +11,9 @@ own `/login`. The endpoints and their parameters are those of the Gradio API (`l
 
 from __future__ import annotations
 
+import functools
+import threading
+
 from prefloop.errors import InputError
 
 
@@ -22,7 +25,8 @@ class LabelingClient:
     def __init__(self, url: str, name: str, password: str, timeout: float = 60.0):
         import httpx
 
-        self.http = httpx.Client(base_url=url if url.endswith("/") else url + "/", timeout=timeout)
+        self.http = httpx.Client(base_url=url if url.endswith("/") else url + "/", timeout=timeout,
+                                 verify=_tls_context())
         reply = self.http.post("login", data={"username": name, "password": password})
         if reply.status_code != 200:
             self.http.close()
@@ -56,6 +60,24 @@ class LabelingClient:
 
     def __exit__(self, *_):
         self.close()
+
+
+def _tls_context():
+    """One certificate store per process: httpx builds a new one for every client (~40 ms CPU), which in a
+    burst of sign-ins costs the client more than the server's password check. Locked, so that threads
+    signing in at the same moment do not each build it."""
+    with _TLS_LOCK:
+        return _build_tls_context()
+
+
+_TLS_LOCK = threading.Lock()
+
+
+@functools.cache
+def _build_tls_context():
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 def _reason(reply, key: str) -> str:
