@@ -162,7 +162,7 @@ class OnlineDPO:
                    "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
                    "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item()}
         onpolicy.average_gradients(acc, self.pair.policy.parameters())
-        grad_norm = acc.clip_grad_norm_(self.pair.policy.parameters(), cfg.max_grad_norm)
+        grad_norm = onpolicy.clip_gradients(acc, self.pair.policy.parameters(), cfg.max_grad_norm, {"loss": out["loss"]})
         self.optimizer.step()
         self.scheduler.step()
         return {**out, "grad_norm": float(grad_norm), "learning_rate": self.scheduler.get_last_lr()[0]}

@@ -235,7 +235,8 @@ class GroupRelative:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.acc.backward(loss)
                 onpolicy.average_gradients(self.acc, self.pair.policy.parameters())
-                grad_norm = self.acc.clip_grad_norm_(self.pair.policy.parameters(), cfg.max_grad_norm)
+                grad_norm = onpolicy.clip_gradients(self.acc, self.pair.policy.parameters(), cfg.max_grad_norm,
+                                                    {"loss": loss.detach()})
                 self.optimizer.step()
                 if old_logprobs is None:  # the sequence KL to pi_ref the step logs, from this forward
                     stats["kl_k1"] = (KL_ESTIMATORS["k1"](old, ref) * mask).sum(1).mean()

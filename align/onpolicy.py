@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 
 import torch
@@ -192,7 +193,26 @@ def score(reward_fn, spec: str, prompts: list, responses: list[str]) -> torch.Te
     if len(scores) != len(responses) or not all(isinstance(s, (int, float)) or hasattr(s, "item") for s in scores):
         raise InputError(f"reward {spec}: expected one number per response, got {scores!r} for "
                          f"{len(responses)} response{'s' if len(responses) != 1 else ''}")
-    return torch.tensor([float(s) for s in scores], dtype=torch.float32)
+    values = [float(s) for s in scores]
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    if bad is not None:  # one NaN would reach every weight through the advantages and the gradient
+        raise InputError(f"reward {spec}: response {bad + 1} scored {values[bad]}; a reward must be a finite number")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def clip_gradients(accelerator, parameters, max_norm: float, losses: dict) -> torch.Tensor:
+    """Clip to `max_norm`; a gradient that is not finite is refused before the optimizer applies it.
+
+    Applied, one NaN turns every weight into NaN and the run fails a step later somewhere unrelated
+    (sampling from NaN probabilities). `losses`: what to name in the error (this minibatch's terms).
+    """
+    params = list(parameters)
+    grad_norm = accelerator.clip_grad_norm_(params, max_norm)
+    if not torch.isfinite(torch.as_tensor(grad_norm)).all():
+        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
+        raise FloatingPointError(f"the gradient is not finite (norm {float(grad_norm)}; {shown}); "
+                                 "the update was not applied")
+    return grad_norm
 
 
 def load_prompts(cfg, held_out_file: str | None = None) -> tuple[list, list, dict]:

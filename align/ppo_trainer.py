@@ -239,7 +239,8 @@ class PPOTrainer:
                     tokens_trained += mb["input_ids"].numel()
                     for key, value in stats.items():
                         history.setdefault(key, []).append(value.detach())
-                grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                grad_norm = onpolicy.clip_gradients(acc, self.model.parameters(), cfg.max_grad_norm,
+                                                    {k: history[k][-1] for k in ("policy_loss", "value_loss")})
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 history.setdefault("grad_norm", []).append(torch.as_tensor(grad_norm, dtype=torch.float32).detach())

@@ -68,6 +68,11 @@ def wrong_count_reward(prompts, responses) -> list[float]:
     return [0.0] * (len(responses) - 1)
 
 
+def nan_reward(prompts, responses) -> list[float]:
+    """A broken reward function: NaN for the first response (a scorer that divided by zero)."""
+    return [float("nan")] + [0.0] * (len(responses) - 1)
+
+
 def next_token_distribution(model_dir, prompt: str):
     """pi(. | prompt) at temperature 1 over the whole vocabulary, tokenized as `align ppo` does."""
     import torch

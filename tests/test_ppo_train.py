@@ -151,6 +151,7 @@ def test_lora_with_a_reward_model_critic_on_a_real_reward_scorer(tiny_model_dir,
     ("bad column", ["--prompts", "{bad}"], "row 1: no 'prompt', 'messages', 'text' field"),
     ("bad reward", ["--reward-model", "ppo_helpers:no_such_function"], "reward ppo_helpers:no_such_function"),
     ("wrong count", ["--reward-model", "ppo_helpers:wrong_count_reward"], "expected one number per response"),
+    ("not finite", ["--reward-model", "ppo_helpers:nan_reward"], "response 1 scored nan"),
     ("bad batch", ["--mini-batch-size", "3"], "mini_batch_size 3 must divide batch_size 2"),
     ("bad model", ["--model", "/no/such/model"], "/no/such/model"),
     ("no reward", ["--reward-model", ""], "reward_model is required"),
@@ -207,3 +208,21 @@ def test_a_few_steps_on_the_embedded_smollm2(smollm2_dir, tmp_path):
     assert len(rows) == 1 and rows[0]["response_length"] > 0 and rows[0]["kl_k1"] == pytest.approx(0.0, abs=1e-3)
     base, tuned = _weights(smollm2_dir), _weights(out / "final")
     assert any(not torch.equal(base[k], tuned[k]) for k in base)
+
+
+def test_a_gradient_that_is_not_finite_is_refused_before_the_update():
+    from accelerate import Accelerator
+
+    from align.onpolicy import clip_gradients
+
+    layer = torch.nn.Linear(2, 1)
+    before = [p.detach().clone() for p in layer.parameters()]
+    (layer(torch.tensor([[1.0, float("inf")]])) * 0.0).sum().backward()  # d/dw of 0 * (w . x) with x = inf: NaN
+    assert not torch.isfinite(layer.weight.grad).all()
+    with pytest.raises(FloatingPointError, match=r"not finite .*policy_loss 0.5.*not applied"):
+        clip_gradients(Accelerator(), layer.parameters(), 1.0, {"policy_loss": torch.tensor(0.5)})
+    assert all(torch.equal(p, b) for p, b in zip(layer.parameters(), before))  # nothing stepped
+
+    layer.zero_grad()
+    layer(torch.ones(1, 2)).sum().backward()  # a finite gradient is clipped and returned as before
+    assert float(clip_gradients(Accelerator(), layer.parameters(), 1.0, {})) > 0
