@@ -83,7 +83,8 @@ def flops_per_pair(model: str, data: Path) -> float:
 
     tok = load_tokenizer(model)
     rows = read_records(data)
-    tokens = sum(len(tok.apply_chat_template(r["prompt"] + r[side], tokenize=True))
+    # transformers 5 returns a BatchEncoding (2 keys) from tokenize=True: count its input_ids
+    tokens = sum(len(tok.apply_chat_template(r["prompt"] + r[side], tokenize=True, return_dict=True)["input_ids"])
                  for r in rows for side in ("chosen", "rejected")) / len(rows)
     net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=torch.float32)
     n = sum(p.numel() for p in net.parameters()) - net.get_input_embeddings().weight.numel()
