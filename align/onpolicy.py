@@ -206,8 +206,7 @@ def clip_gradients(accelerator, parameters, max_norm: float, losses: dict) -> to
     Applied, one NaN turns every weight into NaN and the run fails a step later somewhere unrelated
     (sampling from NaN probabilities). `losses`: what to name in the error (this minibatch's terms).
     """
-    params = list(parameters)
-    grad_norm = accelerator.clip_grad_norm_(params, max_norm)
+    grad_norm = accelerator.clip_grad_norm_(parameters, max_norm)
     if not torch.isfinite(torch.as_tensor(grad_norm)).all():
         shown = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
         raise FloatingPointError(f"the gradient is not finite (norm {float(grad_norm)}; {shown}); "

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, alternate, machine, matmul_peak_flops, n_params, roofline, step_timer, write_section
+from common import (ROOT, alternate, bare_lm_backward, machine, matmul_peak_flops, n_params,
+                    roofline, step_timer, write_section)
 
 sys.path.insert(0, str(ROOT))
 SECTION = "## GRPO"
@@ -125,15 +126,9 @@ def bench_training(trainer, examples, args) -> dict:
     mb = micro_batch(rollout, rows)  # the very rows and columns the update's forward sees
 
     def bare() -> int:
-        with acc.autocast():
-            position_ids = (mb["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            logits = policy(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                            position_ids=position_ids, use_cache=False).logits  # (b, L, V)
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                                     mb["input_ids"][:, 1:].flatten())
-        loss.backward()
+        tokens = bare_lm_backward(policy, mb, acc)
         policy.zero_grad(set_to_none=True)
-        return mb["input_ids"].numel()
+        return tokens
 
     def ours() -> int:
         trainer.update(0, rollout, None, None, advantages)

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, alternate, machine, matmul_peak_flops, n_params, roofline, write_section
+from common import ROOT, alternate, bare_lm_backward, machine, matmul_peak_flops, n_params, roofline, write_section
 
 sys.path.insert(0, str(ROOT))
 SECTION = "## PPO"
@@ -123,15 +123,7 @@ def bench_training(trainer, repeats: int) -> dict:
         tokens = 0
         for _ in range(cfg.ppo_epochs):
             for idx in torch.arange(len(rollout)).split(trainer.micro_batch_size):
-                mb = micro_batch(rollout, idx)
-                with acc.autocast():
-                    position_ids = (mb["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-                    logits = policy(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                                    position_ids=position_ids, use_cache=False).logits  # (b, L, V)
-                    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                                             mb["input_ids"][:, 1:].flatten())
-                loss.backward()
-                tokens += mb["input_ids"].numel()
+                tokens += bare_lm_backward(policy, micro_batch(rollout, idx), acc)
         policy.zero_grad(set_to_none=True)
         return tokens
 

@@ -198,7 +198,7 @@ def _call(client, endpoint: str, *args):
     return client.call(endpoint, **dict(zip(names, args)))
 
 
-def browse(urls: list[str], names: list[str], seconds: float, start_at: float) -> dict:
+def browse(urls: list[str], names: list[str], seconds: float) -> dict:
     """The page's own path: sessions that sign in, run the page's load events, then click Submit.
 
     Each click is the UI's submit event (`annotate.on_submit`: the vote, then the next task and the
@@ -303,7 +303,7 @@ def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: s
     try:
         chunks = [names[i::args.client_procs] for i in range(args.client_procs)]
         children = [subprocess.Popen([sys.executable, __file__, "--child", json.dumps(
-            {"urls": urls, "names": chunk, "seconds": args.seconds, "start_at": time.time(), "mode": mode})],
+            {"urls": urls, "names": chunk, "seconds": args.seconds, "mode": mode})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)}) for chunk in chunks]
         if mode != "browser":  # the burst starts once every client process has done its imports
@@ -469,15 +469,14 @@ def main(argv=None) -> int:
         return 0
     if args.child:
         spec = json.loads(args.child)
-        if spec["mode"] != "browser":  # imports done: the burst's moment comes from the parent, the same for all
+        if spec["mode"] == "browser":
+            print(json.dumps(browse(spec["urls"], spec["names"], spec["seconds"])))
+        else:  # imports done: the burst's moment comes from the parent, the same for every process
             from labeling.client import LabelingClient  # noqa: F401 - imported before the burst, not in it
 
             print("LOADED", flush=True)
-            spec["start_at"] = float(sys.stdin.readline())
-        if spec["mode"] == "browser":
-            print(json.dumps(browse(spec["urls"], spec["names"], spec["seconds"], spec["start_at"])))
-        else:
-            print(json.dumps(annotate(spec["urls"], spec["names"], spec["seconds"], spec["start_at"], spec["mode"])))
+            start_at = float(sys.stdin.readline())
+            print(json.dumps(annotate(spec["urls"], spec["names"], spec["seconds"], start_at, spec["mode"])))
         return 0
     args.argv = argv
     where, rows = machine(), []

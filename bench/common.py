@@ -146,6 +146,21 @@ def alternate(ours, base, repeats: int, device, seed: int | None = None) -> dict
     return compare(times["ours"], times["base"], tokens["ours"], tokens["base"])
 
 
+def bare_lm_backward(policy, mb: dict, accelerator) -> int:
+    """The training phases' baseline: a plain causal-LM loss over a micro-batch's rows (every position
+    onto the vocabulary), forward and backward, no optimizer; -> the tokens it trained on."""
+    import torch
+
+    with accelerator.autocast():
+        position_ids = (mb["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = policy(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
+                        position_ids=position_ids, use_cache=False).logits  # (b, L, V)
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                 mb["input_ids"][:, 1:].flatten())
+    loss.backward()
+    return mb["input_ids"].numel()
+
+
 def sync(device) -> None:
     import torch
 
