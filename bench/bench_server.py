@@ -281,6 +281,39 @@ def store_cycles(url: str, names: list[str], rounds: int) -> dict:
     return {"cpu_ms": 1000 * (time.process_time() - cpu) / n, "wall_ms": 1000 * (time.perf_counter() - wall) / n}
 
 
+def store_growth(judgments: int, n_tasks: int, clients: int, block: int = 500) -> str:
+    """The claim's and the vote's cost as the queue fills: the store layer alone, one thread, a fresh SQLite store.
+
+    The claim walks the queue in priority order past every task whose slots are all taken, so its
+    cost grows with the judgments already stored; this prints that growth, block by block.
+    """
+    from labeling import assign
+    from labeling.app.auth import viewer_for
+    from labeling.db import open_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url, names = f"sqlite:///{tmp}/store.db", [f"ann{i:03d}" for i in range(clients)]
+        seed(url, n_tasks, names)
+        engine = open_store(url)
+        viewers, spent, lines = [viewer_for(engine, name) for name in names], [0.0, 0.0], []
+        for done in range(1, judgments + 1):
+            viewer = viewers[done % len(viewers)]
+            t0 = time.perf_counter()
+            lease = assign.next_assignment(engine, PROJECT, viewer.id)
+            t1 = time.perf_counter()
+            assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=viewer.id,
+                                   client_request_id=uuid.uuid4().hex, choice="a_better")
+            spent[0], spent[1] = spent[0] + t1 - t0, spent[1] + time.perf_counter() - t1
+            if done % block == 0:
+                lines.append(f"| {done} | {done // OVERLAP} | {1000 * spent[0] / block:.2f} | {1000 * spent[1] / block:.2f} |")
+                spent = [0.0, 0.0]
+        engine.dispose()
+    return "\n".join([f"Store layer alone, one thread, {n_tasks} tasks with overlap {OVERLAP}, {clients} annotators "
+                      f"in turn: wall ms per claim and per vote over each block of {block} judgments.", "",
+                      "| judgments stored | tasks full (about) | ms per claim | ms per vote |",
+                      "| ---: | ---: | ---: | ---: |", *lines, ""])
+
+
 def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
     for _ in range(attempts):
         client, _, _ = sign_in((i, name), patient=True)
@@ -332,7 +365,17 @@ def run_config(label: str, url: str, processes: int, args, logdir: Path, mode: s
     merged["seconds"], merged["server_cpu_s"], merged["client_cpu_s"] = args.seconds, cpu, client_cpu
     merged["load"] = (load_start, os.getloadavg()[0])
     merged.update(check(url, merged["acks"]))
+    if merged["errors"]:  # what the server said about them, while its log still exists
+        print(server_errors(logdir), end="", flush=True)
     return {"label": label, "processes": processes, **merged}
+
+
+def server_errors(logdir: Path, limit: int = 60) -> str:
+    """The tracebacks in the server logs (the first `limit` lines), for a run that reported errors."""
+    lines = [line for log in sorted(logdir.glob("serve-*.log"))
+             for line in log.read_text(errors="replace").splitlines(keepends=True)]
+    start = next((i for i, line in enumerate(lines) if "Traceback" in line or "ERROR" in line), len(lines))
+    return "".join(lines[start:start + limit]) or "".join(lines[-limit:])
 
 
 def check(url: str, acks: list) -> dict:
@@ -457,11 +500,16 @@ def main(argv=None) -> int:
                         "of another checkout (e.g. `git archive <rev> | tar -x -C DIR`), in the same run")
     parser.add_argument("--compare-store", metavar="DIR", help="also time the store layer alone (no HTTP), this "
                         "checkout against the one in DIR, alternating, on SQLite")
+    parser.add_argument("--store-growth", type=int, metavar="N", help="instead: time the store layer's claim and "
+                        "vote over N judgments on one thread, block by block (how the claim slows as tasks fill)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     if args.seed:
         spec = json.loads(args.seed)
         seed(spec["url"], spec["tasks"], spec["names"])
+        return 0
+    if args.store_growth:
+        print(store_growth(args.store_growth, args.tasks, args.clients))
         return 0
     if args.store_child:
         spec = json.loads(args.store_child)

@@ -2,7 +2,8 @@
 
 The rules, all enforced inside one database transaction per claim:
 
-1. Leases that ran out go back to the queue (status "expired", slot NULL).
+1. Leases that ran out go back to the queue (status "expired", slot NULL), swept at most
+   every EXPIRE_EVERY_S per process rather than in every claim.
 2. An annotator who still holds a live lease in the project gets that one back
    (a page reload or a second tab shows the same task, never a second one).
 3. With probability `project.gold_rate` a gold task (known answer) this annotator has
@@ -28,20 +29,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, TypeVar
 
 from sqlalchemy import String, cast, exists, or_, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session, select
 
 from labeling import hot_sql
-from labeling.db import session_scope
-from labeling.judgments import check_request_id, earlier_answer, store_judgment
+from labeling.db import read_connection, session_scope, write_connection
+from labeling.judgments import check_request_id, earlier_answer, insert_judgment, new_judgment
 from labeling.models import Assignment, Judgment, Project, Task, utcnow
 from prefloop.errors import InputError, NotFoundError
 
 T = TypeVar("T")
 
 CLAIM_ATTEMPTS = 20  # a claim that loses a slot race is retried this often
-CANDIDATES_PER_CLAIM = 8  # tasks examined per attempt before re-reading the queue
+EXPIRE_EVERY_S = 0.5  # lapsed leases are swept at most this often per process (see _expiry_due)
 MAX_SKIP_REASON = 512
 # SQLSTATEs worth retrying on PostgreSQL: serialization failure, deadlock.
 _RETRY_SQLSTATES = {"40001", "40P01"}
@@ -92,28 +93,30 @@ def _is_transient(err: DBAPIError) -> bool:
 
 def next_assignment(engine: Engine, project: str | int, annotator_id: int, *,
                     now: datetime | None = None, rng: random.Random | None = None) -> Assignment | None:
-    """The annotator's current lease in `project`, or a newly claimed one; None when no work is left."""
+    """The annotator's current lease in `project`, or a newly claimed one; None when no work is left.
+
+    The project's row is read before the write transaction (a project closed while a claim waits
+    for the write lock is noticed at the vote), so that inside it only the claim itself runs.
+    """
     rng = rng or random.SystemRandom()
+    with read_connection(engine) as conn:
+        proj = _project_row(conn, project)
+    if not proj.is_open:
+        raise InputError(f"project {proj.name!r} is closed")
 
     def claim() -> Assignment | None:
-        with session_scope(engine, immediate=True) as session:
+        with write_connection(engine) as conn:
             at = now or utcnow()
-            proj = _project(session, project)
-            if not proj.is_open:
-                raise InputError(f"project {proj.name!r} is closed")
-            _expire(session, at)
-            return (_live_lease(session, proj.id, annotator_id, at)
-                    or _claim_gold(session, proj, annotator_id, at, rng)
-                    or _claim_regular(session, proj, annotator_id, at, rng))
+            if now is not None or _expiry_due(engine):
+                _expire(conn, at)
+            return (_live_lease(conn, proj.id, annotator_id, at)
+                    or _claim_gold(conn, proj, annotator_id, at, rng)
+                    or _claim_regular(conn, proj, annotator_id, at, rng))
 
     return with_retry(claim)
 
 
-def _project(session: Session, project: str | int):
-    return _project_row(session.connection(), project)
-
-
-def _project_row(conn, project: str | int):
+def _project_row(conn: Connection, project: str | int):
     """The project's row (hot_sql.PROJECT_COLUMNS, attribute access), by name or id."""
     found = hot_sql.one(conn, hot_sql.PROJECT_BY_ID if isinstance(project, int) else hot_sql.PROJECT_BY_NAME,
                         key=project)
@@ -122,15 +125,29 @@ def _project_row(conn, project: str | int):
     return found
 
 
-def _expire(session: Session, at: datetime) -> int:
+def _expiry_due(engine: Engine) -> bool:
+    """At most one sweep of lapsed leases per EXPIRE_EVERY_S and process, not one per claim.
+
+    Under load the sweep was one more statement in every claim's write transaction, and it finds
+    nothing almost always. A lease that lapsed since the last sweep keeps its slot until the next
+    one (under a second); it is never served as live (LIVE_LEASE checks the time itself).
+    """
+    at = time.monotonic()
+    last = getattr(engine, "leases_swept_at", None)
+    if last is not None and at - last < EXPIRE_EVERY_S:
+        return False
+    engine.leases_swept_at = at
+    return True
+
+
+def _expire(conn: Connection, at: datetime) -> int:
     """1. Give back the slots of leases that ran out."""
-    return session.connection().execute(hot_sql.EXPIRE, {"at": at}).rowcount
+    return conn.execute(hot_sql.EXPIRE, {"at": at}).rowcount
 
 
-def _live_lease(session: Session, project_id: int, annotator_id: int, at: datetime) -> Assignment | None:
+def _live_lease(conn: Connection, project_id: int, annotator_id: int, at: datetime) -> Assignment | None:
     """2. The lease this annotator already holds in the project (resume, never a second task)."""
-    row = hot_sql.one(session.connection(), hot_sql.LIVE_LEASE, project_id=project_id, annotator_id=annotator_id,
-                      at=at)
+    row = hot_sql.one(conn, hot_sql.LIVE_LEASE, project_id=project_id, annotator_id=annotator_id, at=at)
     return None if row is None else hot_sql.as_assignment(row)
 
 
@@ -143,34 +160,28 @@ def _not_seen_by(annotator_id: int):
     return ~exists().where(Assignment.task_id == Task.id, Assignment.annotator_id == annotator_id)
 
 
-def _claim_gold(session: Session, proj: Project, annotator_id: int, at: datetime,
+def _claim_gold(conn: Connection, proj, annotator_id: int, at: datetime,
                 rng: random.Random) -> Assignment | None:
     """3. A gold task, at rate gold_rate, that this annotator has not been given yet."""
     if proj.gold_rate <= 0 or rng.random() >= proj.gold_rate:
         return None
-    gold_ids = session.exec(select(Task.id).where(Task.project_id == proj.id, _is_gold(),
-                                                  _not_seen_by(annotator_id))).all()
+    gold_ids = conn.execute(select(Task.id).where(Task.project_id == proj.id, _is_gold(),
+                                                  _not_seen_by(annotator_id))).scalars().all()
     if not gold_ids:
         return None
-    task = session.get(Task, rng.choice(list(gold_ids)))
-    return _lease(session, proj, task, annotator_id, None, at, rng)
+    task = conn.execute(select(Task.id, Task.candidate_ids).where(Task.id == rng.choice(list(gold_ids)))).one()
+    return _lease(conn, proj, task, annotator_id, None, at, rng)
 
 
-def _claim_regular(session: Session, proj, annotator_id: int, at: datetime,
+def _claim_regular(conn: Connection, proj, annotator_id: int, at: datetime,
                    rng: random.Random) -> Assignment | None:
-    """4. The highest-priority task with a free slot, at its lowest free slot."""
-    conn = session.connection()
-    for task in conn.execute(hot_sql.claim_statement(conn), {
-            "project_id": proj.id, "annotator_id": annotator_id, "overlap": proj.overlap,
-            "n": CANDIDATES_PER_CLAIM}).all():
-        taken = set(conn.execute(hot_sql.SLOTS, {"task_id": task.id}).scalars())
-        free = [slot for slot in range(proj.overlap) if slot not in taken]
-        if free:
-            return _lease(session, proj, task, annotator_id, free[0], at, rng)
-    return None
+    """4. The highest-priority task with a free slot, at its lowest free slot (one statement finds both)."""
+    task = conn.execute(hot_sql.claim_statement(conn), {
+        "project_id": proj.id, "annotator_id": annotator_id, "overlap": proj.overlap}).first()
+    return None if task is None else _lease(conn, proj, task, annotator_id, task.free_slot, at, rng)
 
 
-def _lease(session: Session, proj, task, annotator_id: int, slot: int | None,
+def _lease(conn: Connection, proj, task, annotator_id: int, slot: int | None,
            at: datetime, rng: random.Random) -> Assignment:
     # The shown order is random per assignment and stored, so position bias can be measured.
     order = rng.sample(list(task.candidate_ids), len(task.candidate_ids))
@@ -180,15 +191,15 @@ def _lease(session: Session, proj, task, annotator_id: int, slot: int | None,
     values = {k: getattr(assignment, k) for k in ("task_id", "annotator_id", "slot", "display_order", "status",
                                                   "created_at", "expires_at")}
     # A second holder of the slot or of the task fails here (IntegrityError): the claim is retried.
-    assignment.id = session.connection().execute(hot_sql.INSERT_ASSIGNMENT, values).scalar_one()
+    assignment.id = conn.execute(hot_sql.INSERT_ASSIGNMENT, values).scalar_one()
     return assignment
 
 
 def expire_leases(engine: Engine, now: datetime | None = None) -> int:
     """Return every lapsed lease's slot to the queue; the number of leases expired."""
     def run() -> int:
-        with session_scope(engine, immediate=True) as session:
-            return _expire(session, now or utcnow())
+        with write_connection(engine) as conn:
+            return _expire(conn, now or utcnow())
 
     return with_retry(run)
 
@@ -215,53 +226,52 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
 
     The shown order comes from the stored assignment, never from the client. A repeated
     `client_request_id` (double click, retried request) returns the judgment already stored.
-    The lease check is a conditional UPDATE (open -> done): the row lock orders it against a
-    concurrent expiry, skip or duplicate, and a lease past its expiry that nobody reaped yet
-    still counts (its slot was never given away). Four statements in one write transaction.
+    What the vote is checked against (the assignment, its task and project, an earlier answer to
+    this request) is read and validated before the write transaction: the assignment's fields never
+    change after the claim, and that transaction is what every writer of the process queues for.
+    Inside it, two statements: the lease check, a conditional UPDATE (open -> done) whose row lock
+    orders it against a concurrent expiry, skip or duplicate (a lease past its expiry that nobody
+    reaped yet still counts: its slot was never given away), and the INSERT.
     """
     check_request_id(client_request_id)
+    with read_connection(engine) as conn:
+        row = _own_assignment(conn, assignment_id, annotator_id)
+        prior = earlier_answer(conn, client_request_id, row.task_id, annotator_id)
+    if prior is not None:
+        return prior
+    spent = ms_spent if ms_spent is not None else \
+        int(((now or utcnow()) - _aware(row.created_at)).total_seconds() * 1000)
+    task = SimpleNamespace(id=row.task_id, candidate_ids=row.candidate_ids)
+    project = SimpleNamespace(name=row.project_name, mode=row.mode, criteria=row.criteria, is_open=row.is_open)
+    judgment = new_judgment(
+        task, project, annotator_id=annotator_id, display_order=list(row.display_order),
+        client_request_id=client_request_id, choice=choice, ranking=ranking, ratings=ratings,
+        rationale=rationale, edited_response=edited_response, ms_spent=max(0, min(spent, 86_400_000 - 1)),
+        assignment_id=assignment_id)
 
     def run() -> Judgment:
-        with session_scope(engine, immediate=True) as session:
-            row = _own_assignment(session, assignment_id, annotator_id)
-            prior = earlier_answer(session, client_request_id, row.task_id, annotator_id)
-            if prior is not None:
-                return prior
-            if session.connection().execute(hot_sql.CLOSE_LEASE, {"assignment_id": assignment_id}).rowcount != 1:
-                raise LeaseLost(f"assignment {assignment_id}: {_status(session, assignment_id)}; "
-                                "load the next task")
-            spent = ms_spent if ms_spent is not None else \
-                int(((now or utcnow()) - _aware(row.created_at)).total_seconds() * 1000)
-            task = SimpleNamespace(id=row.task_id, candidate_ids=row.candidate_ids)
-            project = SimpleNamespace(name=row.project_name, mode=row.mode, criteria=row.criteria,
-                                      is_open=row.is_open)
-            return store_judgment(
-                session, task, project, annotator_id=annotator_id, display_order=list(row.display_order),
-                client_request_id=client_request_id, choice=choice, ranking=ranking, ratings=ratings,
-                rationale=rationale, edited_response=edited_response, ms_spent=max(0, min(spent, 86_400_000 - 1)),
-                assignment_id=assignment_id)
+        with write_connection(engine) as conn:
+            if conn.execute(hot_sql.CLOSE_LEASE, {"assignment_id": assignment_id}).rowcount != 1:
+                raise LeaseLost(f"assignment {assignment_id}: {_status(conn, assignment_id)}; load the next task")
+            return insert_judgment(conn, judgment)
 
     try:
         return with_retry(run)
     except LeaseLost:
-        # PostgreSQL: a concurrent duplicate of this very request closed the lease while we waited for its row.
-        with Session(engine) as session:
-            prior = earlier_answer(session, client_request_id, _task_of(session, assignment_id), annotator_id)
+        # A duplicate of this very request (double click, retry) closed the lease first: its answer stands.
+        with read_connection(engine) as conn:
+            prior = earlier_answer(conn, client_request_id, row.task_id, annotator_id)
         if prior is not None:
             return prior
         raise
 
 
-def _own_assignment(session: Session, assignment_id: int, annotator_id: int):
+def _own_assignment(conn: Connection, assignment_id: int, annotator_id: int):
     """The assignment with its task's and project's fields in one row, only if it is this annotator's."""
-    row = hot_sql.one(session.connection(), hot_sql.OWN_ASSIGNMENT, assignment_id=assignment_id)
+    row = hot_sql.one(conn, hot_sql.OWN_ASSIGNMENT, assignment_id=assignment_id)
     if row is None or row.annotator_id != annotator_id:
         raise InputError(f"assignment {assignment_id}: not one of yours")
     return row
-
-
-def _task_of(session: Session, assignment_id: int) -> int:
-    return session.exec(select(Assignment.task_id).where(Assignment.id == assignment_id)).one()
 
 
 def _aware(at: datetime) -> datetime:
@@ -269,8 +279,8 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
-def _status(session: Session, assignment_id: int) -> str:
-    status = session.exec(select(Assignment.status).where(Assignment.id == assignment_id)).one()
+def _status(db: Session | Connection, assignment_id: int) -> str:
+    status = db.execute(select(Assignment.status).where(Assignment.id == assignment_id)).scalar_one()
     return {"expired": "the lease expired and the task went back to the queue",
             "skipped": "it was skipped", "done": "it is already answered"}.get(status, status)
 
@@ -339,7 +349,7 @@ def progress(engine: Engine, project: str | int, annotator_id: int, now: datetim
     """
     at = now or utcnow()
     midnight = at.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         proj = _project_row(conn, project)
         ids = {"project_id": proj.id, "annotator_id": annotator_id}
         done_total, done_today = conn.execute(hot_sql.DONE_COUNTS, {**ids, "midnight": midnight}).one()
@@ -353,7 +363,7 @@ def progress(engine: Engine, project: str | int, annotator_id: int, now: datetim
 
 def open_task_count(engine: Engine, project: str | int, now: datetime | None = None) -> int:
     """Tasks of the project (not gold) with a free slot, whoever may take it."""
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         proj = _project_row(conn, project)
         return conn.execute(hot_sql.OPEN_TASKS, {"project_id": proj.id, "at": now or utcnow(),
                                                  "overlap": proj.overlap}).scalar()

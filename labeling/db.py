@@ -14,7 +14,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator
 
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -77,8 +77,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def _sqlite_begin(conn) -> None:
-    immediate = conn.get_execution_options().get("sqlite_immediate")
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = conn.get_execution_options()
+    if options.get("sqlite_autocommit"):
+        return  # read_connection: each statement is its own read transaction
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
 
 
 def display_url(url: str | None) -> str:
@@ -194,6 +196,30 @@ def session_scope(engine: Engine, immediate: bool = True) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def read_connection(engine: Engine) -> Connection:
+    """A connection for the hot path's reads, without a transaction around them on SQLite.
+
+    Each statement then reads its own snapshot, with no BEGIN and ROLLBACK round trips around it:
+    fine where the reads need not agree with each other (who is asking, a task's texts, progress
+    counts); a decision that must see one state is made inside `write_connection`.
+    """
+    return engine.connect().execution_options(sqlite_autocommit=True)
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """`session_scope` without the ORM session: one write transaction on a plain Connection.
+
+    The annotator hot path (labeling.assign: claim, vote) runs typed Core statements only; a Session
+    around them cost CPU while the process's SQLite write lock was held (BENCHMARKS.md, server profile).
+    """
+    writer = getattr(engine, "write_lock", None)
+    with writer or nullcontext(), engine.connect() as conn:
+        conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            yield conn
 
 
 def get_project(session: Session, name: str) -> models.Project:

@@ -47,14 +47,20 @@ _ASSIGNMENT_TYPES = dict(display_order=_JSON, created_at=_AT, expires_at=_AT)
 LIVE_LEASE = _stmt(f"SELECT {ASSIGNMENT_COLUMNS} FROM assignment a JOIN task t ON t.id = a.task_id "
                    "WHERE t.project_id = :project_id AND a.annotator_id = :annotator_id AND a.status = 'open' "
                    "AND a.expires_at >= :at ORDER BY a.id LIMIT 1", ("at",), **_ASSIGNMENT_TYPES)
-_CLAIM = ("SELECT t.id, t.candidate_ids FROM task t WHERE t.project_id = :project_id AND " + REGULAR +
+# The lowest slot of task t that no assignment holds: 0, else the smallest s + 1 not held. With fewer than
+# `overlap` held (the claim's condition) it is below `overlap`: slots 0 .. f-1 are all held, so f <= held.
+LOWEST_FREE_SLOT = ("CASE WHEN NOT EXISTS (SELECT 1 FROM assignment z WHERE z.task_id = t.id AND z.slot = 0) THEN 0"
+                    " ELSE (SELECT min(s.slot) + 1 FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM assignment n WHERE n.task_id = t.id AND n.slot = s.slot + 1))"
+                    " END")
+_CLAIM = ("SELECT t.id, t.candidate_ids, " + LOWEST_FREE_SLOT + " AS free_slot FROM task t"
+          " WHERE t.project_id = :project_id AND " + REGULAR +
           " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
           " AND (SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL) < :overlap"
-          " ORDER BY t.priority DESC, t.id LIMIT :n")
+          " ORDER BY t.priority DESC, t.id LIMIT 1")
 CLAIM = {"sqlite": _stmt(_CLAIM, candidate_ids=_JSON),
          # concurrent claimers on PostgreSQL skip the rows another one is taking instead of colliding
          "postgresql": _stmt(_CLAIM + " FOR UPDATE OF t SKIP LOCKED", candidate_ids=_JSON)}
-SLOTS = _stmt("SELECT slot FROM assignment WHERE task_id = :task_id AND slot IS NOT NULL")
 INSERT_ASSIGNMENT = Assignment.__table__.insert().returning(Assignment.__table__.c.id)
 
 TASK_VIEW = _stmt("SELECT p.name, p.mode, p.guidelines, p.criteria, pr.messages FROM task t "

@@ -9,7 +9,7 @@ this also holds across several server processes sharing one PostgreSQL database.
 from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from labeling import hot_sql
@@ -31,7 +31,7 @@ def record_judgment(engine: Engine, *, task_id: int, annotator_id: int, display_
     check_request_id(client_request_id)
     try:
         with session_scope(engine) as session:
-            existing = _by_request(session, client_request_id)
+            existing = _by_request(session.connection(), client_request_id)
             if existing is not None:
                 return _same_request(existing, task_id, annotator_id)
             task, project = _task_and_project(session, task_id)
@@ -47,28 +47,36 @@ def record_judgment(engine: Engine, *, task_id: int, annotator_id: int, display_
     except IntegrityError:
         # A concurrent duplicate won the race; report what it stored.
         with Session(engine) as session:
-            existing = _by_request(session, client_request_id)
+            existing = _by_request(session.connection(), client_request_id)
             if existing is not None:
                 return _same_request(existing, task_id, annotator_id)
         raise InputError(f"task {task_id}: already judged by annotator {annotator_id}") from None
 
 
-def store_judgment(session: Session, task: Task, project: Project, *, annotator_id: int, display_order: list[int],
-                   client_request_id: str, choice: str | None, ranking: list[int] | None, ratings: dict | None,
-                   rationale: str | None, edited_response: str | None, ms_spent: int | None,
-                   assignment_id: int | None) -> Judgment:
+def store_judgment(session: Session, task: Task, project: Project, **fields) -> Judgment:
     """Validate and add one judgment inside the caller's transaction (one INSERT, no re-read)."""
+    return insert_judgment(session.connection(), new_judgment(task, project, **fields))
+
+
+def new_judgment(task: Task, project: Project, *, annotator_id: int, display_order: list[int],
+                 client_request_id: str, choice: str | None, ranking: list[int] | None, ratings: dict | None,
+                 rationale: str | None, edited_response: str | None, ms_spent: int | None,
+                 assignment_id: int | None) -> Judgment:
+    """The judgment to store, validated against its task and project (nothing is written)."""
     if not project.is_open:
         raise InputError(f"project {project.name!r} is closed")
     _validate(task, project, display_order, choice, ranking, ratings, rationale, edited_response, ms_spent)
-    judgment = Judgment(
+    return Judgment(
         task_id=task.id, annotator_id=annotator_id, display_order=list(display_order), choice=choice,
         ranking=list(ranking) if ranking else None, ratings=ratings, rationale=rationale or None,
         edited_response=edited_response or None, ms_spent=ms_spent, client_request_id=client_request_id,
         assignment_id=assignment_id)
+
+
+def insert_judgment(conn: Connection, judgment: Judgment) -> Judgment:
+    """One INSERT; a duplicate request id or (task, annotator) fails here (IntegrityError)."""
     values = {c.name: getattr(judgment, c.name) for c in Judgment.__table__.c if c.name != "id"}
-    # One INSERT; a duplicate request id or (task, annotator) fails here (IntegrityError).
-    judgment.id = session.connection().execute(hot_sql.INSERT_JUDGMENT, values).scalar_one()
+    judgment.id = conn.execute(hot_sql.INSERT_JUDGMENT, values).scalar_one()
     return judgment
 
 
@@ -77,14 +85,14 @@ def check_request_id(client_request_id: str) -> None:
         raise InputError("client_request_id: required, at most 64 characters")
 
 
-def earlier_answer(session: Session, client_request_id: str, task_id: int, annotator_id: int) -> Judgment | None:
+def earlier_answer(conn: Connection, client_request_id: str, task_id: int, annotator_id: int) -> Judgment | None:
     """The judgment already stored under this request id (a repeated request), if it is this one's."""
-    existing = _by_request(session, client_request_id)
+    existing = _by_request(conn, client_request_id)
     return None if existing is None else _same_request(existing, task_id, annotator_id)
 
 
-def _by_request(session: Session, client_request_id: str) -> Judgment | None:
-    row = hot_sql.one(session.connection(), hot_sql.JUDGMENT_BY_REQUEST, request_id=client_request_id)
+def _by_request(conn: Connection, client_request_id: str) -> Judgment | None:
+    row = hot_sql.one(conn, hot_sql.JUDGMENT_BY_REQUEST, request_id=client_request_id)
     return None if row is None else hot_sql.as_judgment(row)
 
 

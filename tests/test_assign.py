@@ -67,6 +67,19 @@ def test_overlap_distinct_annotators_and_never_twice(memory_engine):
     assert per_task == {t: 2 for t in tasks}
 
 
+def test_a_claim_takes_the_lowest_free_slot_also_between_taken_ones(memory_engine):
+    # Skips free slots out of order: the claim statement computes the lowest free one in SQL.
+    tasks = seed_project(memory_engine, n_tasks=1, overlap=3)
+    users = seed_users(memory_engine, ["a0", "a1", "a2", "b0", "b1"])
+    held = [assign.next_assignment(memory_engine, "p", users[name]) for name in ("a0", "a1", "a2")]
+    assert [a.slot for a in held] == [0, 1, 2]
+    assign.skip(memory_engine, held[1].id, users["a1"], "unsure")  # slots {0, 2} held
+    assert assign.next_assignment(memory_engine, "p", users["b0"]).slot == 1
+    assign.skip(memory_engine, held[0].id, users["a0"], "unsure")  # slots {1, 2} held
+    again = assign.next_assignment(memory_engine, "p", users["b1"])
+    assert (again.task_id, again.slot) == (tasks[0], 0)
+
+
 def test_open_lease_is_resumed_not_duplicated(memory_engine):
     seed_project(memory_engine, n_tasks=3)
     uid = seed_users(memory_engine, ["ann"])["ann"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from labeling import hot_sql
+from labeling.db import read_connection
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Viewer:
 def viewer_for(engine: Engine, username: str | None) -> Viewer:
     if not username:
         raise PermissionError("sign in first")
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         user = hot_sql.one(conn, hot_sql.VIEWER, name=username)
     if user is None or not user.active:
         raise PermissionError(f"account {username!r} is not active")

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from labeling import assign, hot_sql
+from labeling.db import read_connection
 from labeling.app.auth import Viewer
 from labeling.app.render import LABELS
 from labeling.choices import CHOICES
@@ -56,7 +57,7 @@ def next_task(engine: Engine, viewer: Viewer, project: str) -> TaskView | None:
 
 
 def _view(engine: Engine, assignment: Assignment) -> TaskView:
-    with engine.connect() as conn:  # two queries: the task's project and prompt, then the shown texts
+    with read_connection(engine) as conn:  # two queries: the task's project and prompt, then the shown texts
         task = conn.execute(hot_sql.TASK_VIEW, {"task_id": assignment.task_id}).one()
         texts = dict(conn.execute(hot_sql.CANDIDATE_TEXTS, {"ids": list(assignment.display_order)}).all())
     responses = [{"label": LABELS[i], "text": texts[cid]} for i, cid in enumerate(assignment.display_order)]
