@@ -42,6 +42,7 @@ from prefloop.errors import InputError, NotFoundError
 T = TypeVar("T")
 
 CLAIM_ATTEMPTS = 20  # a claim that loses a slot race is retried this often
+CANDIDATES_PER_CLAIM = 8  # PostgreSQL: tasks locked per attempt before re-reading the queue
 EXPIRE_EVERY_S = 0.5  # lapsed leases are swept at most this often per process (see _expiry_due)
 MAX_SKIP_REASON = 512
 # SQLSTATEs worth retrying on PostgreSQL: serialization failure, deadlock.
@@ -175,10 +176,26 @@ def _claim_gold(conn: Connection, proj, annotator_id: int, at: datetime,
 
 def _claim_regular(conn: Connection, proj, annotator_id: int, at: datetime,
                    rng: random.Random) -> Assignment | None:
-    """4. The highest-priority task with a free slot, at its lowest free slot (one statement finds both)."""
-    task = conn.execute(hot_sql.claim_statement(conn), {
-        "project_id": proj.id, "annotator_id": annotator_id, "overlap": proj.overlap}).first()
-    return None if task is None else _lease(conn, proj, task, annotator_id, task.free_slot, at, rng)
+    """4. The highest-priority task with a free slot, at its lowest free slot.
+
+    SQLite: the claim runs under the write lock, so the claim statement's own free slot is current
+    (one statement finds both). PostgreSQL: the row lock is taken after the statement's snapshot,
+    so a claim of the same task committed in between is seen only by a fresh read of its slots,
+    and a few candidates are locked in case the first filled up meanwhile.
+    """
+    locking = conn.dialect.name == "postgresql"
+    for task in conn.execute(hot_sql.claim_statement(conn), {
+            "project_id": proj.id, "annotator_id": annotator_id, "overlap": proj.overlap,
+            "n": CANDIDATES_PER_CLAIM if locking else 1}).all():
+        slot = _lowest_free_slot(conn, task.id, proj.overlap) if locking else task.free_slot
+        if slot is not None:
+            return _lease(conn, proj, task, annotator_id, slot, at, rng)
+    return None
+
+
+def _lowest_free_slot(conn: Connection, task_id: int, overlap: int) -> int | None:
+    taken = set(conn.execute(hot_sql.SLOTS, {"task_id": task_id}).scalars())
+    return next((slot for slot in range(overlap) if slot not in taken), None)
 
 
 def _lease(conn: Connection, proj, task, annotator_id: int, slot: int | None,

@@ -57,10 +57,11 @@ _CLAIM = ("SELECT t.id, t.candidate_ids, " + LOWEST_FREE_SLOT + " AS free_slot F
           " WHERE t.project_id = :project_id AND " + REGULAR +
           " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
           " AND (SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL) < :overlap"
-          " ORDER BY t.priority DESC, t.id LIMIT 1")
+          " ORDER BY t.priority DESC, t.id LIMIT :n")
 CLAIM = {"sqlite": _stmt(_CLAIM, candidate_ids=_JSON),
          # concurrent claimers on PostgreSQL skip the rows another one is taking instead of colliding
          "postgresql": _stmt(_CLAIM + " FOR UPDATE OF t SKIP LOCKED", candidate_ids=_JSON)}
+SLOTS = _stmt("SELECT slot FROM assignment WHERE task_id = :task_id AND slot IS NOT NULL")
 INSERT_ASSIGNMENT = Assignment.__table__.insert().returning(Assignment.__table__.c.id)
 
 TASK_VIEW = _stmt("SELECT p.name, p.mode, p.guidelines, p.criteria, pr.messages FROM task t "

@@ -240,6 +240,28 @@ def _hammer(engine, user_ids, seconds, errors):
     return submitted
 
 
+def test_concurrent_claims_never_collide_on_a_slot(store_url):
+    """A claim reads the slots of its task after it holds the task (SQLite: the write lock; PostgreSQL:
+    the row lock), so concurrent claimers never try the same slot; a stale read there made claims
+    lose that race over and over under load (and exhaust their retries)."""
+    from sqlalchemy import event
+
+    engine = open_store(store_url)
+    collisions = []
+    event.listen(engine, "handle_error", lambda ctx: collisions.append(str(ctx.original_exception))
+                 if "uq_assignment_task_slot" in str(ctx.original_exception)
+                 or "assignment.task_id, assignment.slot" in str(ctx.original_exception) else None)
+    try:
+        seed_project(engine, n_tasks=40, overlap=3)
+        users = seed_users(engine, [f"u{i}" for i in range(12)])
+        errors: list[str] = []
+        submitted = _hammer(engine, list(users.values()), seconds=2.0, errors=errors)
+        assert not errors and len(submitted) >= 12
+        assert collisions == []
+    finally:
+        engine.dispose()
+
+
 def test_concurrent_claims_respect_overlap(store_url):
     engine = open_store(store_url)
     try:
