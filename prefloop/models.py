@@ -7,6 +7,7 @@ cached as an ordinary safetensors directory, so later loads take well under a se
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -27,7 +28,8 @@ def cache_dir() -> Path:
 def resolve_model(name: str | None = None) -> str:
     """Return a path or hub id that `from_pretrained` accepts, converting the embedded GGUF once.
 
-    A training run's directory (prefloop.run) resolves to its final/ model.
+    A training run's directory (prefloop.run) resolves to its final/ model. A hub id stays a hub id
+    where the hub can be reached; elsewhere it resolves to its copy in the local Hugging Face cache.
 
     Raises ModelNotFoundError with one line naming the model when it cannot be found.
     """
@@ -44,7 +46,41 @@ def resolve_model(name: str | None = None) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"model path {name}: no such directory")
-    return name  # a hub id; from_pretrained will look in the local HF cache (no network here)
+    return name if hub_reachable() else _cached_snapshot(name)  # a hub id
+
+
+def _cached_snapshot(name: str) -> str:
+    """The local Hugging Face cache's copy of hub id `name`, for a machine that cannot reach the hub."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except (OSError, ValueError):  # not cached, or not a valid hub id
+        raise ModelNotFoundError(f"model {name}: not a local directory, not in the Hugging Face cache, and the "
+                                 "hub cannot be reached from this machine") from None
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub's host name resolves (or a proxy is set, which may reach it).
+
+    Offline, huggingface_hub retries an unknown hub id for about a minute before it gives up, so a
+    mistyped model name cost that minute before its one-line error. A host name that does not
+    resolve answers at once; then hub ids are taken from the local cache only, or refused at once.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def check_model(name: str | None = None):

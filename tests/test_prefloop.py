@@ -51,6 +51,27 @@ def test_wrong_model_path_is_a_clear_error(tmp_path):
         resolve_model(str(tmp_path))
 
 
+def test_offline_a_cached_hub_id_resolves_to_its_snapshot_and_an_uncached_one_is_refused_at_once(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from prefloop import models
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a machine without the hub, wherever the test runs
+    models.hub_reachable.cache_clear()
+    try:
+        repo = tmp_path / "models--acme--tiny"
+        (repo / "snapshots" / "abc123").mkdir(parents=True)
+        (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("abc123")
+        assert resolve_model("acme/tiny") == str(repo / "snapshots" / "abc123")
+        with pytest.raises(ModelNotFoundError, match="acme/other: not a local directory.*cannot be reached"):
+            resolve_model("acme/other")
+    finally:
+        models.hub_reachable.cache_clear()
+
+
 def test_embedded_model_is_cached_safetensors(smollm2_dir):
     from pathlib import Path
 
