@@ -36,7 +36,7 @@ from sqlmodel import Session, select
 from labeling import hot_sql
 from labeling.db import read_connection, session_scope, write_connection
 from labeling.judgments import check_request_id, earlier_answer, insert_judgment, new_judgment
-from labeling.models import Assignment, Judgment, Project, Task, utcnow
+from labeling.models import Assignment, Judgment, Task, utcnow
 from prefloop.errors import InputError, NotFoundError
 
 T = TypeVar("T")

@@ -53,14 +53,16 @@ LOWEST_FREE_SLOT = ("CASE WHEN NOT EXISTS (SELECT 1 FROM assignment z WHERE z.ta
                     " ELSE (SELECT min(s.slot) + 1 FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL"
                     " AND NOT EXISTS (SELECT 1 FROM assignment n WHERE n.task_id = t.id AND n.slot = s.slot + 1))"
                     " END")
-_CLAIM = ("SELECT t.id, t.candidate_ids, " + LOWEST_FREE_SLOT + " AS free_slot FROM task t"
+_CLAIM = ("SELECT t.id, t.candidate_ids{free} FROM task t"
           " WHERE t.project_id = :project_id AND " + REGULAR +
           " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
           " AND (SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL) < :overlap"
           " ORDER BY t.priority DESC, t.id LIMIT :n")
-CLAIM = {"sqlite": _stmt(_CLAIM, candidate_ids=_JSON),
-         # concurrent claimers on PostgreSQL skip the rows another one is taking instead of colliding
-         "postgresql": _stmt(_CLAIM + " FOR UPDATE OF t SKIP LOCKED", candidate_ids=_JSON)}
+# SQLite: the claim holds the write lock, so the statement's own free slot is current (assign._claim_regular).
+# PostgreSQL: concurrent claimers skip the rows another one is taking instead of colliding; the free slot is
+# read after the row lock, so the statement does not compute one.
+CLAIM = {"sqlite": _stmt(_CLAIM.format(free=", " + LOWEST_FREE_SLOT + " AS free_slot"), candidate_ids=_JSON),
+         "postgresql": _stmt(_CLAIM.format(free="") + " FOR UPDATE OF t SKIP LOCKED", candidate_ids=_JSON)}
 SLOTS = _stmt("SELECT slot FROM assignment WHERE task_id = :task_id AND slot IS NOT NULL")
 INSERT_ASSIGNMENT = Assignment.__table__.insert().returning(Assignment.__table__.c.id)
 
