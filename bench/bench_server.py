@@ -508,8 +508,12 @@ def main(argv=None) -> int:
         spec = json.loads(args.seed)
         seed(spec["url"], spec["tasks"], spec["names"])
         return 0
-    if args.store_growth:
-        print(store_growth(args.store_growth, args.tasks, args.clients))
+    if args.store_growth is not None:  # 0 must not fall through to the full bench (which rewrites BENCHMARKS.md)
+        most = args.tasks * min(OVERLAP, args.clients)  # each task judged by up to OVERLAP different annotators
+        if not 1 <= args.store_growth <= most:
+            parser.error(f"--store-growth: 1 to {most} judgments ({args.tasks} tasks, overlap {OVERLAP}, "
+                         f"{args.clients} annotators)")
+        print(store_growth(args.store_growth, args.tasks, args.clients, block=min(500, args.store_growth)))
         return 0
     if args.store_child:
         spec = json.loads(args.store_child)
