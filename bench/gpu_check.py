@@ -4,6 +4,7 @@
     python bench/gpu_check.py model --files DIR          # a random-weight model of DIR's config (+ its tokenizer)
     python bench/gpu_check.py data --out DIR             # tiny pairwise / sft data
     python bench/gpu_check.py check RUN_DIR --expect bf16  # final/, run.json (precision), metrics.jsonl
+    python bench/gpu_check.py probe -- ALIGN_PPO_ARGS   # align ppo with every non-finite value traced
 
 `model` exists because the embedded SmolLM2-135M weights (540 MB) cannot travel to a lent GPU machine
 with no network: its config.json and tokenizer travel, and a model of the same shape with random weights
@@ -118,6 +119,57 @@ def cmd_check(args) -> int:
     return 0 if not problems else 1
 
 
+def cmd_probe(args) -> int:
+    """`align ppo ARGS` with a watch on non-finite values: every module's forward output (first 30 reported,
+    with the phase: rollout, old/ref passes, update), every gradient by parameter name before clipping, and
+    autograd's anomaly mode (the forward op whose backward made the first NaN). Where a run fails on a GPU
+    and not on a CPU, this says where the first NaN or inf appears."""
+    import torch
+
+    from align import onpolicy
+    from align.ppo_config import PPOConfig
+    from align.ppo_trainer import PPOTrainer
+    from prefloop.config import parse_config
+
+    trainer = PPOTrainer.from_config(parse_config(PPOConfig, args.rest, prog="align ppo"))
+    phase, reported = ["setup"], []
+
+    def watch(name):
+        def hook(module, _inputs, output):
+            for t in output if isinstance(output, (tuple, list)) else (output,):
+                if torch.is_tensor(t) and t.is_floating_point() and len(reported) < 30 \
+                        and not torch.isfinite(t).all():
+                    reported.append(name)
+                    print(f"[probe] {phase[0]}: non-finite output of {name or 'model'} ({type(module).__name__}) "
+                          f"{tuple(t.shape)} {t.dtype}: nan {int(t.isnan().sum())}, inf {int(t.isinf().sum())}; "
+                          f"rows {sorted(set(torch.nonzero(~torch.isfinite(t))[:, 0].tolist()))[:8]}")
+        return hook
+
+    for name, module in trainer.unwrapped.named_modules():
+        module.register_forward_hook(watch(name))
+    phases = {"step": "rollout", "policy_pass": "old and reference passes", "ppo_update": "update"}
+    for attr, label in phases.items():  # name the phase the hooks fire in
+        original = getattr(trainer, attr)
+
+        def phased(*a, _f=original, _label=label, **kw):
+            phase[0] = _label
+            return _f(*a, **kw)
+        setattr(trainer, attr, phased)
+    clip = onpolicy.clip_gradients
+
+    def checked_clip(accelerator, parameters, max_norm, losses):
+        named = [(n, p.grad) for n, p in trainer.model.named_parameters() if p.grad is not None]
+        bad = [n for n, g in named if not torch.isfinite(g).all()]
+        print(f"[probe] update: {len(bad)} of {len(named)} gradients non-finite {bad[:6]}; "
+              + ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items()))
+        return clip(accelerator, parameters, max_norm, losses)
+    onpolicy.clip_gradients = checked_clip
+    with torch.autograd.set_detect_anomaly(True, check_nan=True):
+        trainer.train()
+    print(f"[probe] finished; non-finite outputs seen in {len(reported)} modules")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,8 +183,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("check")
     p.add_argument("run_dir")
     p.add_argument("--expect", help="the precision run.json must record")
+    p = sub.add_parser("probe")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="align ppo's arguments, after --")
     args = parser.parse_args(argv)
-    return {"env": cmd_env, "model": cmd_model, "data": cmd_data, "check": cmd_check}[args.command](args)
+    if args.command == "probe" and args.rest[:1] == ["--"]:
+        args.rest = args.rest[1:]
+    commands = {"env": cmd_env, "model": cmd_model, "data": cmd_data, "check": cmd_check, "probe": cmd_probe}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ step ppo 120 $PY -m align.cli ppo --config ppo_quick --reward-model "$R/reward_m
     --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo" --save-steps 2 --max-steps $P --batch-size 8 \
     --mini-batch-size 4
 check ppo
+# only when STEPS names it: align ppo again, every non-finite value traced (the first module, the phase, the gradient)
+[[ " ${STEPS:-} " == *" ppo-probe "* ]] && step ppo-probe 150 $G probe -- --config ppo_quick \
+    --reward-model "$R/reward_model" --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo_probe" --save-steps 2 \
+    --max-steps $P --batch-size 8 --mini-batch-size 4
 step grpo 120 $PY -m align.cli grpo --config grpo_quick --prompts "$D/gp.jsonl" --output-dir "$R/grpo" \
     --save-steps 2 --max-steps $P
 check grpo
