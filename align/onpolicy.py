@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 
 import torch
@@ -44,9 +45,10 @@ from align.rollout import Rollout, generate_responses, response_logprobs
 from prefloop.errors import InputError
 
 
-def start(cfg, command: str):
+def start(cfg, command: str, sharded_engines: tuple[str, ...] = ()):
     """(run, accelerator): the output directory checked against the resume rule, the precision decided
-    (or read back from run.json on --resume) and handed to accelerate as its autocast."""
+    (or read back from run.json on --resume) and handed to accelerate as its autocast. A launch under
+    FSDP or DeepSpeed not in `sharded_engines` is refused first (`refuse_sharded_engines`)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -54,6 +56,7 @@ def start(cfg, command: str):
     from prefloop.hardware import detect
     from prefloop.run import start_run
 
+    refuse_sharded_engines(command, sharded_engines)
     run = start_run(cfg.output_dir, command, to_dict(cfg), cfg.resume)
     # A previous Accelerator in this Python process (a test, a notebook) fixed its own precision; start
     # afresh, as transformers' TrainingArguments does. The process group (PartialState) is kept.
@@ -81,6 +84,7 @@ class PolicyPair:
 
     def __init__(self, policy, ref_model, tokenizer):
         self.policy, self.ref_model, self.tokenizer = policy, ref_model, tokenizer
+        self.root = None  # the module accelerate prepared around the policy, where it differs (PPO's ActorCritic)
 
     @contextlib.contextmanager
     def reference(self):
@@ -101,7 +105,7 @@ class PolicyPair:
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            with self.reference() if reference else contextlib.nullcontext(self.policy) as model:
+            with root_gathered(self.root), self.reference() if reference else contextlib.nullcontext(self.policy) as model:
                 return generate_responses(model, self.tokenizer, repeated, max_new_tokens, temperature,
                                           max_prompt_length=max_prompt_length)
 
@@ -110,9 +114,51 @@ class PolicyPair:
         """log pi(y_t | x, y_<t) at temperature T, (B, R), 0 on padding. pi_ref never carries gradients;
         pi_theta does when they are enabled (an update), so the caller wraps a no-grad pass itself."""
         if reference:
-            with torch.no_grad(), self.reference() as ref:
+            with torch.no_grad(), root_gathered(self.root), self.reference() as ref:
                 return response_logprobs(ref, rollout, temperature, batch_size)
         return response_logprobs(self.policy, rollout, temperature, batch_size)
+
+
+@contextlib.contextmanager
+def root_gathered(root):
+    """Under FSDP2: the root unit's own parameters (embeddings, final norm, head: what no decoder-layer unit
+    holds) gathered whole, for a pass that does not enter through the root's forward: sampling (generate)
+    and pi_ref's log-probs (the backbone, called directly). Decoder layers gather themselves in their own
+    hooks. Without it the embedding meets a sharded weight (seen on an H200: `align ppo` under
+    configs/accelerate_fsdp.yaml). Passes without gradients only. Any other module: nothing happens."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(root, FSDPModule):
+        yield
+        return
+    # FSDP2 makes the first unit whose forward runs the root. Sampling comes before any forward through
+    # the real root, so initialise it as the root first (torch has no public call for this).
+    root._get_fsdp_state()._lazy_init()
+    root.unshard()
+    try:
+        yield
+    finally:
+        root.reshard()
+
+
+def refuse_sharded_engines(command: str, supported: tuple[str, ...] = ()) -> None:
+    """One line, before anything is written, where `command` cannot run under the engine it was launched
+    with (accelerate turns FSDP and DeepSpeed on for GPUs only: CPU processes run plain data parallel).
+
+    Online DPO and GRPO/RLOO run every pass on the unwrapped policy and average its gradients themselves
+    (`average_gradients`): data parallel, each process holding the whole model; FSDP's sharded weights
+    break that (their first sample failed on an H200). PPO trains through its prepared ActorCritic and
+    runs under FSDP. Under DeepSpeed accelerate's `backward` also steps the optimizer, which no on-policy
+    loop here expects (clipping, the finite-gradient check and the step are the loop's own).
+    """
+    from prefloop.distributed import SHARDED_ENGINES
+    from prefloop.hardware import detect
+
+    for env, engine in SHARDED_ENGINES.items():
+        launched = os.environ.get(env, "false").lower() == "true" and detect().device != "cpu"
+        if launched and engine not in supported:
+            configs = " or ".join(["configs/accelerate_ddp.yaml"] + [f"accelerate_{e.lower()}.yaml" for e in supported])
+            raise InputError(f"{command} does not run under {engine}: launch it with {configs}")
 
 
 def load_policy_pair(cfg, device=None, prompts: list = (), need_reference: bool = True) -> PolicyPair:

@@ -80,7 +80,7 @@ class PPOTrainer:
 
         from prefloop.run import lineage
 
-        run, accelerator = onpolicy.start(cfg, "align ppo")
+        run, accelerator = onpolicy.start(cfg, "align ppo", sharded_engines=("FSDP",))
         # Cheap inputs first: a bad prompt file or reward spec fails before any model loads.
         prompts, _, source = onpolicy.load_prompts(cfg)
         reward_fn = onpolicy.load_reward(cfg.reward_model, prompts[0], accelerator.device)
@@ -93,6 +93,7 @@ class PPOTrainer:
         fused = torch.device(accelerator.device).type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0, fused=fused)
         model, optimizer = accelerator.prepare(model, optimizer)
+        pair.root = model  # FSDP: sampling and pi_ref's pass gather the root's own weights (onpolicy.root_gathered)
         if accelerator.is_main_process:
             run.save(**lineage(cfg.model), prompts=source, reward_model=cfg.reward_model,
                      num_processes=accelerator.num_processes)

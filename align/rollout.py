@@ -36,7 +36,7 @@ from prefloop.generation import (  # re-exported: the rollout API in one place
 )
 
 __all__ = ["Rollout", "eos_token_ids", "generate_responses", "tokenize_prompts", "causal_lm_parts",
-           "response_hidden_states", "response_logits", "token_logprobs", "response_logprobs", "micro_batch",
+           "response_hidden_states", "attention_without_cudnn", "response_logits", "token_logprobs", "response_logprobs", "micro_batch",
            "select", "concat"]
 
 
@@ -63,9 +63,23 @@ def response_hidden_states(backbone, input_ids: torch.Tensor, attention_mask: to
     them, so the recomputed log-probs match those the sampler used.
     """
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=False).last_hidden_state  # (B, P + R, H)
+    with attention_without_cudnn():
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False).last_hidden_state  # (B, P + R, H)
     return hidden[:, response_start - 1: -1]  # the state before token t predicts token t
+
+
+def attention_without_cudnn():
+    """Scaled dot-product attention by the flash, memory-efficient or math kernel: not cuDNN's.
+
+    Left padding makes each pad position a query whose keys are all masked. cuDNN's attention (torch's
+    first choice on Hopper GPUs) returns NaN gradients for such rows: on an H200 (torch 2.11) the first PPO
+    and online-DPO updates failed so (bench/gpu_check.sh, step ppo-probe). The other kernels give them zero.
+    Their outputs are never used, so nothing else changes; on a CPU, where cuDNN never runs, this is a no-op.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

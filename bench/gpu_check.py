@@ -5,6 +5,7 @@
     python bench/gpu_check.py data --out DIR             # tiny pairwise / sft data
     python bench/gpu_check.py check RUN_DIR --expect bf16  # final/, run.json (precision), metrics.jsonl
     python bench/gpu_check.py probe -- ALIGN_PPO_ARGS   # align ppo with every non-finite value traced
+    python bench/gpu_check.py attention                 # each SDPA kernel's gradient on a left-padded batch
 
 `model` exists because the embedded SmolLM2-135M weights (540 MB) cannot travel to a lent GPU machine
 with no network: its config.json and tokenizer travel, and a model of the same shape with random weights
@@ -16,6 +17,7 @@ numbers (rewards, accuracies) of such a model mean nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -170,6 +172,42 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_attention(_args) -> int:
+    """Forward and backward of the embedded model's shape on a left-padded batch (pad rows: queries with
+    every key masked) under each attention kernel alone, then through the log-prob path
+    (align.rollout.response_logits, which leaves cuDNN out): are the gradients finite?"""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from transformers import AutoModelForCausalLM
+
+    from align.rollout import response_logits, token_logprobs
+    from prefloop.models import DEFAULT_MODEL, cache_dir
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(cache_dir() / DEFAULT_MODEL, dtype=torch.float32).to(device)
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (4, 48), device=device)
+    mask = torch.ones_like(ids)
+    for row, pad in enumerate((0, 3, 7, 12)):
+        mask[row, :pad] = 0  # left padding, as the sampler builds it
+    runs = {b.name: [b] for b in (SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)}
+    runs["the log-prob path"] = None
+    for name, backends in runs.items():
+        model.zero_grad(set_to_none=True)
+        try:
+            with torch.autocast(device, dtype=torch.bfloat16), \
+                    sdpa_kernel(backends) if backends else contextlib.nullcontext():
+                logits, _ = response_logits(model, ids, mask, 32)
+                loss = token_logprobs(logits, ids[:, 32:]).sum()
+            loss.backward()
+        except RuntimeError as err:  # a kernel that does not take this input
+            print(f"[attention] {name}: {str(err).splitlines()[0][:160]}")
+            continue
+        bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        print(f"[attention] {name}: loss {float(loss):.4g}, {len(bad)} non-finite gradients {bad[:3]}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,12 +221,14 @@ def main(argv=None) -> int:
     p = sub.add_parser("check")
     p.add_argument("run_dir")
     p.add_argument("--expect", help="the precision run.json must record")
+    sub.add_parser("attention")
     p = sub.add_parser("probe")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="align ppo's arguments, after --")
     args = parser.parse_args(argv)
     if args.command == "probe" and args.rest[:1] == ["--"]:
         args.rest = args.rest[1:]
-    commands = {"env": cmd_env, "model": cmd_model, "data": cmd_data, "check": cmd_check, "probe": cmd_probe}
+    commands = {"env": cmd_env, "model": cmd_model, "data": cmd_data, "check": cmd_check, "probe": cmd_probe,
+                "attention": cmd_attention}
     return commands[args.command](args)
 
 

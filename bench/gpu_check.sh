@@ -83,6 +83,7 @@ nvidia-smi || echo "(no nvidia-smi)"
 step env 60 $G env
 [ -n "${MODEL_FILES:-}" ] && step model 120 $G model --files "$MODEL_FILES" $TINYFLAG
 step data 60 $G data --out "$D"
+step attention 60 $G attention
 step generalpoints 60 $PY -m align.cli generalpoints --n 32 --n-cards 2 --out "$D/gp.jsonl"
 
 # --- the trainers, one process each, quick presets cut to a few steps
@@ -145,6 +146,21 @@ step fsdp-ppo 120 $PY -m accelerate.commands.launch --config_file configs/accele
     --num_processes 1 -m align.cli ppo --config ppo_quick --reward-model "$R/reward_model" \
     --prompts "$D/pairwise.train.jsonl" --output-dir "$R/ppo_fsdp" --save-steps 2 --max-steps $P
 check ppo_fsdp
+
+# the on-policy trainers that run data parallel only must refuse a sharded launch in one line (on a GPU;
+# CPU processes run plain data parallel whatever the config says)
+refused() {  # refused ENGINE_CONFIG COMMAND...: PASS when the launch ends with prefloop's one-line refusal
+    local config=$1; shift
+    $PY -m accelerate.commands.launch --config_file "$config" --num_processes 1 "$@" > "$WORK/refused.log" 2>&1
+    cat "$WORK/refused.log"; grep -q "does not run under" "$WORK/refused.log"
+}
+export -f refused; export PY WORK
+step fsdp-online-dpo-refused 90 bash -c 'refused "$@"' refused configs/accelerate_fsdp.yaml -m align.cli online-dpo \
+    --config dpo_online_quick --reward-model "$R/reward_model" --prompts "$D/pairwise.train.jsonl" \
+    --output-dir "$R/online_dpo_fsdp" --max-steps $P
+$PY -c "import deepspeed" 2>/dev/null && step deepspeed-ppo-refused 90 bash -c 'refused "$@"' refused configs/accelerate_deepspeed.yaml \
+    -m align.cli ppo --config ppo_quick --reward-model "$R/reward_model" --prompts "$D/pairwise.train.jsonl" \
+    --output-dir "$R/ppo_deepspeed" --max-steps $P
 
 cp "$SUMMARY" "$OUT/summary.txt"
 (cd "$WORK" && tar czf "$OUT/runs.tar.gz" summary.txt logs data \
