@@ -35,7 +35,8 @@ class ActorCritic(nn.Module):
     def forward(self, input_ids, attention_mask, response_start: int, temperature: float):
         logits, hidden = response_logits(self.policy, input_ids, attention_mask, response_start, temperature)
         if self.critic is None:
-            values = self.value_head(hidden.float()).squeeze(-1)  # (B, R)
+            # fp32 head on fp32 states; under FSDP2 its weight is cast to the bf16 the whole model computes in
+            values = self.value_head(hidden.to(self.value_head.weight.dtype)).float().squeeze(-1)  # (B, R)
         else:
             c_hidden = response_hidden_states(self.critic.base_model, input_ids, attention_mask, response_start)
             values = self.critic.score(c_hidden).float().squeeze(-1)  # (B, R)

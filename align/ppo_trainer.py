@@ -213,7 +213,7 @@ class PPOTrainer:
             logits, values = model(mb["input_ids"], mb["attention_mask"], mb["response_start"], self.cfg.temperature)
             r = mb["response_ids"].shape[1]
             out[0][idx, :r] = token_logprobs(logits, mb["response_ids"])
-            out[1][idx, :r] = values
+            out[1][idx, :r] = values.float()  # FSDP2 casts the root's outputs to its bf16
             out[2][idx, :r] = entropy_from_logits(logits.float())
         mask = rollout.response_mask.float()
         return out[0] * mask, out[1] * mask, out[2] * mask

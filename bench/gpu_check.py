@@ -98,10 +98,11 @@ def cmd_check(args) -> int:
     """One line: PASS or FAIL with what the run directory holds."""
     run = Path(args.run_dir)
     problems = []
-    final = run / "final"
-    if not (final / "config.json").exists():
-        problems.append("no final/config.json")
     record = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+    # a LoRA policy saved from FSDP shards is kept as its adapter (run.json says so), else a whole model
+    expected = "adapter_config.json" if record.get("adapter") else "config.json"
+    if not (run / "final" / expected).exists():
+        problems.append(f"no final/{expected}")
     if not record:
         problems.append("no run.json")
     precision = record.get("precision")

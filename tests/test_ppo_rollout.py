@@ -89,3 +89,21 @@ def test_temperature_must_be_positive(letter_model):
     model, tokenizer = letter_model
     with pytest.raises(ValueError, match="temperature"):
         generate_responses(model, tokenizer, PROMPTS, max_new_tokens=2, temperature=0.0)
+
+
+def test_the_log_prob_path_runs_attention_without_cudnn(letter_model):
+    """cuDNN's attention gave NaN gradients for left padding's fully-masked query rows on an H200 (the first
+    PPO and online-DPO updates failed); the log-prob path leaves that kernel out while it runs, and only then."""
+    model, tokenizer = letter_model
+    seen = []
+    attention = model.model.layers[0].self_attn
+    handle = attention.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    try:
+        rollout = generate_responses(model, tokenizer, PROMPTS, max_new_tokens=4, temperature=1.0)
+        seen.clear()  # sampling is not backpropagated: any kernel will do
+        before = torch.backends.cuda.cudnn_sdp_enabled()
+        response_logprobs(model, rollout, temperature=1.0)
+    finally:
+        handle.remove()
+    assert before and seen == [False]  # one forward, cuDNN off inside it
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # and back on after

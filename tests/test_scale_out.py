@@ -204,3 +204,101 @@ def test_final_save_gathers_fsdp2_shards(tmp_path):
                           cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "plain save failed" in proc.stdout and "identical" in proc.stdout
+
+
+FSDP_ONPOLICY = """
+import os, sys, torch, torch.distributed as dist
+from types import SimpleNamespace
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo")
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+from align.critic import ActorCritic
+from align.onpolicy import load_policy_pair
+from align.rollout import micro_batch
+cfg = SimpleNamespace(model=sys.argv[2], lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                      lora_target_modules=["q_proj", "v_proj"], seed=0)
+pair = load_policy_pair(cfg)
+prompts = ["a b c", "tell me about rivers, please"]
+torch.manual_seed(0)
+plain = pair.sample(prompts, 1, 4, 1.0)  # the numbers before sharding
+ref_plain = pair.logprobs(plain, 1.0, reference=True)
+root = ActorCritic(pair.policy)  # what align ppo prepares: accelerate's FSDP2 shards each layer, then the root
+for layer in pair.policy.get_base_model().model.layers:
+    fully_shard(layer)
+fully_shard(root)
+try:
+    pair.sample(prompts, 1, 4, 1.0)
+    print("ungathered sample worked")
+except Exception as err:
+    print("ungathered sample failed:", str(err)[:80])
+pair.root = root
+torch.manual_seed(0)
+rollout = pair.sample(prompts, 1, 4, 1.0)
+print("tokens", "same" if torch.equal(rollout.response_ids, plain.response_ids) else "different")
+ref = pair.logprobs(rollout, 1.0, reference=True)
+print("reference", "same" if torch.allclose(ref, ref_plain, atol=1e-5) else "different")
+embed = pair.policy.get_base_model().model.embed_tokens.weight  # sharded again once the pass is over
+print("resharded" if isinstance(embed, DTensor) else "left gathered")
+mb = micro_batch(rollout, torch.arange(len(rollout)))
+logits, values = root(mb["input_ids"], mb["attention_mask"], mb["response_start"], 1.0)
+print("values", values.dtype, "finite", bool(torch.isfinite(values).all()))
+dist.destroy_process_group()
+"""
+
+
+def test_ppo_sampling_and_reference_under_fsdp2_gather_the_root(tmp_path, tiny_model_dir):
+    """Under configs/accelerate_fsdp.yaml `align ppo` failed in its first sample on an H200: generate and pi_ref's
+    pass call the policy below the FSDP2 root (PPO's ActorCritic), whose own weights (the embedding) stayed
+    sharded. onpolicy.root_gathered gathers them; the sample and pi_ref match the unsharded model's."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "fsdp_onpolicy.py"
+    script.write_text(FSDP_ONPOLICY)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script), str(port), tiny_model_dir], capture_output=True, text=True,
+                          timeout=300, cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("ungathered sample failed: aten.embedding") for line in lines), proc.stdout
+    assert {"tokens same", "reference same", "values torch.float32 finite True", "resharded"} <= set(lines), proc.stdout
+
+
+@pytest.mark.parametrize("command, preset, env, engine", [
+    ("online-dpo", "dpo_online_quick", "ACCELERATE_USE_FSDP", "FSDP"),
+    ("grpo", "grpo_quick", "ACCELERATE_USE_FSDP", "FSDP"),
+    ("rloo", "rloo_quick", "ACCELERATE_USE_DEEPSPEED", "DeepSpeed"),
+    ("ppo", "ppo_quick", "ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_on_policy_trainers_refuse_an_engine_they_cannot_run_under(monkeypatch, capfd, tmp_path, command, preset,
+                                                                   env, engine):
+    """On a GPU, accelerate turns FSDP or DeepSpeed on (a CPU runs plain DDP, so the GPU is stood in for here):
+    online DPO and GRPO/RLOO average the unwrapped policy's gradients themselves, and DeepSpeed's backward
+    also steps the optimizer; the launch is refused in one line before anything is written (their first
+    sample failed on an H200 instead)."""
+    from align.cli import main
+    from prefloop import hardware
+
+    monkeypatch.setenv(env, "true")
+    monkeypatch.setattr(hardware, "detect", lambda: hardware.Hardware("cuda", 1, True, True, 16, 140.0))
+    out = tmp_path / "run"
+    code = main([command, "--config", preset, "--output-dir", str(out)])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert f"align {command} does not run under {engine}: launch it with configs/accelerate_ddp.yaml" in err[0]
+    assert not out.exists()
+
+
+def test_ppo_is_not_refused_under_fsdp(monkeypatch):
+    from align.onpolicy import refuse_sharded_engines
+    from prefloop import hardware
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr(hardware, "detect", lambda: hardware.Hardware("cuda", 1, True, True, 16, 140.0))
+    refuse_sharded_engines("align ppo", ("FSDP",))  # no error
+    with pytest.raises(Exception, match="align grpo does not run under FSDP"):
+        refuse_sharded_engines("align grpo")
