@@ -72,10 +72,11 @@ def response_hidden_states(backbone, input_ids: torch.Tensor, attention_mask: to
 def attention_without_cudnn():
     """Scaled dot-product attention by the flash, memory-efficient or math kernel: not cuDNN's.
 
-    Left padding makes each pad position a query whose keys are all masked. cuDNN's attention (torch's
-    first choice on Hopper GPUs) returns NaN gradients for such rows: on an H200 (torch 2.11) the first PPO
-    and online-DPO updates failed so (bench/gpu_check.sh, step ppo-probe). The other kernels give them zero.
-    Their outputs are never used, so nothing else changes; on a CPU, where cuDNN never runs, this is a no-op.
+    On an H200 (torch 2.11, bf16) the first PPO and online-DPO updates got NaN gradients; for PPO autograd's
+    anomaly mode named cuDNN's attention backward (bench/gpu_check.sh, step ppo-probe). Without that kernel
+    both trained. The suspect is left padding: each pad position is a query whose keys are all masked. An
+    isolated left-padded batch (gpu_check.py attention) gave finite gradients on every kernel, so the exact
+    trigger is not pinned down. The other kernels compute the same attention; on a CPU this is a no-op.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

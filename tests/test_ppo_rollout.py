@@ -92,8 +92,8 @@ def test_temperature_must_be_positive(letter_model):
 
 
 def test_the_log_prob_path_runs_attention_without_cudnn(letter_model):
-    """cuDNN's attention gave NaN gradients for left padding's fully-masked query rows on an H200 (the first
-    PPO and online-DPO updates failed); the log-prob path leaves that kernel out while it runs, and only then."""
+    """On an H200 cuDNN's attention backward made the first PPO update's gradient NaN (align.rollout's
+    attention_without_cudnn); the log-prob path leaves that kernel out while it runs, and only then."""
     model, tokenizer = letter_model
     seen = []
     attention = model.model.layers[0].self_attn
