@@ -187,9 +187,9 @@ dist.destroy_process_group()
 """
 
 
-def test_final_save_gathers_fsdp2_shards(tmp_path):
-    """FSDP2 (fully_shard: DTensor parameters, one process over gloo) breaks save_pretrained, as seen on an
-    H200 under configs/accelerate_fsdp.yaml; save_final's full_state_dict gathers the weights whole."""
+def _run_one_process_group(tmp_path, script: str, *args) -> str:
+    """`script` as one gloo process (rank 0 of 1, a free port as argv[1], then `args`) -> its stdout."""
+    import os
     import socket
     import subprocess
     import sys
@@ -197,13 +197,20 @@ def test_final_save_gathers_fsdp2_shards(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    script = tmp_path / "fsdp_save.py"
-    script.write_text(FSDP_SAVE)
+    path = tmp_path / "one_process_group.py"
+    path.write_text(script)
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=300,
-                          cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    proc = subprocess.run([sys.executable, str(path), str(port), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "plain save failed" in proc.stdout and "identical" in proc.stdout
+    return proc.stdout
+
+
+def test_final_save_gathers_fsdp2_shards(tmp_path):
+    """FSDP2 (fully_shard: DTensor parameters, one process over gloo) breaks save_pretrained, as seen on an
+    H200 under configs/accelerate_fsdp.yaml; save_final's full_state_dict gathers the weights whole."""
+    stdout = _run_one_process_group(tmp_path, FSDP_SAVE)
+    assert "plain save failed" in stdout and "identical" in stdout
 
 
 FSDP_ONPOLICY = """
@@ -251,22 +258,10 @@ def test_ppo_sampling_and_reference_under_fsdp2_gather_the_root(tmp_path, tiny_m
     """Under configs/accelerate_fsdp.yaml `align ppo` failed in its first sample on an H200: generate and pi_ref's
     pass call the policy below the FSDP2 root (PPO's ActorCritic), whose own weights (the embedding) stayed
     sharded. onpolicy.root_gathered gathers them; the sample and pi_ref match the unsharded model's."""
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    script = tmp_path / "fsdp_onpolicy.py"
-    script.write_text(FSDP_ONPOLICY)
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(script), str(port), tiny_model_dir], capture_output=True, text=True,
-                          timeout=300, cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.splitlines()
-    assert any(line.startswith("ungathered sample failed: aten.embedding") for line in lines), proc.stdout
-    assert {"tokens same", "reference same", "values torch.float32 finite True", "resharded"} <= set(lines), proc.stdout
+    stdout = _run_one_process_group(tmp_path, FSDP_ONPOLICY, tiny_model_dir)
+    lines = stdout.splitlines()
+    assert any(line.startswith("ungathered sample failed: aten.embedding") for line in lines), stdout
+    assert {"tokens same", "reference same", "values torch.float32 finite True", "resharded"} <= set(lines), stdout
 
 
 @pytest.mark.parametrize("command, preset, env, engine", [
