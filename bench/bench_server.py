@@ -284,8 +284,9 @@ def store_cycles(url: str, names: list[str], rounds: int) -> dict:
 def store_growth(judgments: int, n_tasks: int, clients: int, block: int = 500) -> str:
     """The claim's and the vote's cost as the queue fills: the store layer alone, one thread, a fresh SQLite store.
 
-    The claim walks the queue in priority order past every task whose slots are all taken, so its
-    cost grows with the judgments already stored; this prints that growth, block by block.
+    The claim used to walk the queue in priority order past every task whose slots were all taken, so its
+    cost grew with the judgments already stored; since `task.is_full` (labeling.store_triggers) it should
+    not. This prints the cost block by block. Run it with PYTHONPATH=TREE to time another checkout.
     """
     from labeling import assign
     from labeling.app.auth import viewer_for

@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from labeling import models
+from labeling import models, store_triggers
 from labeling.models import SCHEMA_VERSION, Meta
 from prefloop.errors import NotFoundError, StoreError
 
@@ -31,8 +31,16 @@ def _add_artifact_table(session: Session) -> None:
     models.Artifact.__table__.create(session.connection(), checkfirst=True)
 
 
+def _add_task_is_full(session: Session) -> None:
+    """2 -> 3: `task.is_full` and the triggers that keep it (labeling.store_triggers); its index,
+    ix_task_open, is created with the other indexes added since (init_db)."""
+    conn = session.connection()
+    conn.exec_driver_sql("ALTER TABLE task ADD COLUMN is_full BOOLEAN NOT NULL DEFAULT false")
+    store_triggers.install(conn)
+
+
 # version N -> function upgrading a version-N database to N+1, run in one transaction.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_artifact_table}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_artifact_table, 2: _add_task_is_full}
 
 
 class SchemaError(StoreError):
@@ -102,6 +110,7 @@ def init_db(engine: Engine, create: bool = True) -> None:
     if not tables:
         SQLModel.metadata.create_all(engine)
         with Session(engine) as session:
+            store_triggers.install(session.connection())
             session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
             session.commit()
         return

@@ -53,8 +53,10 @@ LOWEST_FREE_SLOT = ("CASE WHEN NOT EXISTS (SELECT 1 FROM assignment z WHERE z.ta
                     " ELSE (SELECT min(s.slot) + 1 FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL"
                     " AND NOT EXISTS (SELECT 1 FROM assignment n WHERE n.task_id = t.id AND n.slot = s.slot + 1))"
                     " END")
+# `is_full = false`: the walk of ix_task_open starts past the full tasks (labeling.store_triggers); the
+# slot count stays the arbiter.
 _CLAIM = ("SELECT t.id, t.candidate_ids{free} FROM task t"
-          " WHERE t.project_id = :project_id AND " + REGULAR +
+          " WHERE t.project_id = :project_id AND t.is_full = false AND " + REGULAR +
           " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
           " AND (SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL) < :overlap"
           " ORDER BY t.priority DESC, t.id LIMIT :n")

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, event, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2  # 2: the `artifact` table (the loop's lineage), see labeling.db.MIGRATIONS
+SCHEMA_VERSION = 3  # 2: the `artifact` table (the loop's lineage); 3: task.is_full; see labeling.db.MIGRATIONS
 MODES = ("pairwise", "ranking")
 ROLES = ("annotator", "admin")
 
@@ -92,9 +92,11 @@ class Candidate(SQLModel, table=True):
 
 
 class Task(SQLModel, table=True):
-    # The assignment queue's order (labeling.assign): a claim walks this index and stops at the
-    # first free tasks, instead of testing every task of the project and sorting them.
-    __table_args__ = (Index("ix_task_queue", "project_id", text("priority DESC"), "id"),)
+    # The assignment queue's order (labeling.assign): a claim walks ix_task_open from the project's
+    # first task that is not full, instead of testing every task of the project and sorting them, or
+    # walking past every full one (1 us each, inside the write lock: BENCHMARKS.md, --store-growth).
+    __table_args__ = (Index("ix_task_queue", "project_id", text("priority DESC"), "id"),
+                      Index("ix_task_open", "project_id", "is_full", text("priority DESC"), "id"))
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
@@ -105,6 +107,10 @@ class Task(SQLModel, table=True):
     gold: Optional[dict] = _json()
     round: int = 0
     created_at: datetime = Field(default_factory=utcnow)
+    # All `overlap` slots held. Kept by the database's own triggers (labeling.store_triggers) on every
+    # change of an assignment's slot and of the project's overlap, whatever code path makes it; the
+    # claim still counts the slots itself, so this only lets it skip full tasks in the index.
+    is_full: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
 
 
 class Assignment(SQLModel, table=True):

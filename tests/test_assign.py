@@ -281,3 +281,45 @@ def test_concurrent_claims_respect_overlap(store_url):
         assert len(judgments) >= 10  # the threads really did work in parallel
     finally:
         engine.dispose()
+
+
+def _full_marks(engine, task_ids) -> list[bool]:
+    with Session(engine) as s:
+        return [s.get(Task, t).is_full for t in task_ids]
+
+
+def test_the_full_mark_follows_every_change_of_a_tasks_slots(store_url):
+    """task.is_full (kept by the database's triggers, labeling.store_triggers) after a claim, an answer, a skip,
+    a lapsed lease, a deleted assignment and a changed overlap: always 'all overlap slots held'."""
+    engine = open_store(store_url)
+    tasks = seed_project(engine, n_tasks=2, overlap=2, lease_seconds=60)
+    users = seed_users(engine, ["ann", "bob", "cat", "dan"])
+    now = utcnow()
+    a = assign.next_assignment(engine, "p", users["ann"], now=now)
+    assert a.task_id == tasks[0] and _full_marks(engine, tasks) == [False, False]
+    b = assign.next_assignment(engine, "p", users["bob"], now=now)
+    assert b.task_id == tasks[0] and _full_marks(engine, tasks) == [True, False]
+    _answer(engine, a, users["ann"])  # answered: the slot stays held
+    assert _full_marks(engine, tasks) == [True, False]
+    # the next claim skips the full task in the index and takes the other
+    assert assign.next_assignment(engine, "p", users["cat"], now=now).task_id == tasks[1]
+    assign.skip(engine, b.id, users["bob"], "unsure")  # the slot goes back
+    assert _full_marks(engine, tasks) == [False, False]
+    c = assign.next_assignment(engine, "p", users["cat"], now=now)  # cat's lease on tasks[1] is resumed
+    assert c.task_id == tasks[1]
+    d = assign.next_assignment(engine, "p", users["bob"], now=now)
+    assert d.task_id == tasks[1] and _full_marks(engine, tasks) == [False, True]
+    assert assign.expire_leases(engine, now=now + timedelta(seconds=61)) == 2  # both leases on tasks[1] lapse
+    assert _full_marks(engine, tasks) == [False, False]
+    with session_scope(engine) as s:  # overlap 1: tasks[0] (ann's answer) is full; back to 2: not
+        s.exec(select(Project)).one().overlap = 1
+    assert _full_marks(engine, tasks) == [True, False]
+    with session_scope(engine) as s:
+        s.exec(select(Project)).one().overlap = 2
+    assert _full_marks(engine, tasks) == [False, False]
+    e = assign.next_assignment(engine, "p", users["dan"], now=now + timedelta(seconds=62))
+    assert e.task_id == tasks[0] and _full_marks(engine, tasks) == [True, False]
+    with session_scope(engine) as s:  # an assignment removed by hand (an admin's cleanup) gives its slot back
+        s.delete(s.get(Assignment, e.id))
+    assert _full_marks(engine, tasks) == [False, False]
+    engine.dispose()

@@ -81,14 +81,15 @@ def test_version_1_store_gains_the_lineage_table(sqlite_url):
 
     engine = open_store(sqlite_url)
     task_id, *_ = populate(engine)
+    _as_schema_2(engine)
     with engine.begin() as conn:  # what a schema-1 store looks like
         conn.execute(text("DROP TABLE artifact"))
         conn.execute(text("UPDATE prefloop_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
     old = db.make_engine(sqlite_url)
     assert "artifact" not in inspect(old).get_table_names() and schema_version(old) == 1
-    db._upgrade(old)  # the migration alone, without init_db's create_all
-    assert "artifact" in inspect(old).get_table_names() and schema_version(old) == 2
+    db._upgrade(old)  # the migrations alone, without init_db's create_all
+    assert "artifact" in inspect(old).get_table_names() and schema_version(old) == SCHEMA_VERSION
     old.dispose()
     upgraded = open_store(sqlite_url)
     assert schema_version(upgraded) == SCHEMA_VERSION
@@ -200,3 +201,48 @@ def test_ranking_judgment_needs_a_full_ranking(memory_engine):
     j = record_judgment(memory_engine, task_id=task_id, annotator_id=alice, display_order=[c1, c2],
                         ranking=[c2, c1], client_request_id="r2")
     assert j.ranking == [c2, c1]
+
+
+def _as_schema_2(engine) -> None:
+    """What a schema-2 store looks like: no task.is_full, its index or its triggers."""
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        if postgres:
+            conn.exec_driver_sql("DROP TRIGGER assignment_slot ON assignment")
+            conn.exec_driver_sql("DROP TRIGGER project_overlap ON project")
+        else:
+            for name in ("assignment_slot_taken", "assignment_slot_changed", "assignment_slot_deleted",
+                         "project_overlap_changed"):
+                conn.exec_driver_sql(f"DROP TRIGGER {name}")
+        conn.exec_driver_sql("DROP INDEX ix_task_open")
+        conn.exec_driver_sql("ALTER TABLE task DROP COLUMN is_full")
+        conn.exec_driver_sql("UPDATE prefloop_meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def test_version_2_store_gains_the_full_mark_kept_by_triggers(store_url):
+    """MIGRATIONS[2]: task.is_full, marked for the tasks already full, then kept by the triggers; data kept."""
+    from sqlalchemy import inspect
+
+    from labeling import assign
+    from labeling.models import Assignment
+
+    engine = open_store(store_url)
+    task_id, a, b, ids = populate(engine)  # overlap 2
+    with session_scope(engine) as s:
+        for slot, annotator in enumerate((a, b)):
+            s.add(Assignment(task_id=task_id, annotator_id=annotator, slot=slot, display_order=ids))
+    _as_schema_2(engine)
+    engine.dispose()
+    upgraded = open_store(store_url)
+    assert schema_version(upgraded) == SCHEMA_VERSION
+    assert "ix_task_open" in {i["name"] for i in inspect(upgraded).get_indexes("task")}
+    with session_scope(upgraded) as s:
+        assert s.get(Task, task_id).is_full  # both slots were held before the upgrade
+        held = s.exec(select(Assignment).where(Assignment.annotator_id == b)).one()
+        held.status, held.slot = "skipped", None
+    with session_scope(upgraded) as s:
+        assert not s.get(Task, task_id).is_full  # the trigger saw the slot given back
+    with session_scope(upgraded) as s:
+        carol = create_user(s, "carol", "password-c").id
+    assert assign.next_assignment(upgraded, "p", carol).task_id == task_id  # the freed slot is claimed
+    upgraded.dispose()
