@@ -226,6 +226,7 @@ from align.rollout import micro_batch
 cfg = SimpleNamespace(model=sys.argv[2], lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
                       lora_target_modules=["q_proj", "v_proj"], seed=0)
 pair = load_policy_pair(cfg)
+plain_lora = {k: v.clone() for k, v in pair.policy.state_dict().items() if "lora_" in k}
 prompts = ["a b c", "tell me about rivers, please"]
 torch.manual_seed(0)
 plain = pair.sample(prompts, 1, 4, 1.0)  # the numbers before sharding
@@ -250,6 +251,17 @@ print("resharded" if isinstance(embed, DTensor) else "left gathered")
 mb = micro_batch(rollout, torch.arange(len(rollout)))
 logits, values = root(mb["input_ids"], mb["attention_mask"], mb["response_start"], 1.0)
 print("values", values.dtype, "finite", bool(torch.isfinite(values).all()))
+# the final save of a LoRA policy under FSDP (align.train_common.save_final): the adapter, gathered whole
+import tempfile
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+from align.train_common import full_state_dict
+lora = {k: v.clone() for k, v in plain_lora.items()}
+out = tempfile.mkdtemp()
+pair.policy.save_pretrained(out, state_dict=full_state_dict(pair.policy))
+back = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sys.argv[2]), out).state_dict()
+same = all(torch.equal(back[k], v) for k, v in lora.items())
+print("adapter", "same" if same and len(lora) == 8 else f"different ({len(lora)} tensors)")
 dist.destroy_process_group()
 """
 
@@ -257,11 +269,13 @@ dist.destroy_process_group()
 def test_ppo_sampling_and_reference_under_fsdp2_gather_the_root(tmp_path, tiny_model_dir):
     """Under configs/accelerate_fsdp.yaml `align ppo` failed in its first sample on an H200: generate and pi_ref's
     pass call the policy below the FSDP2 root (PPO's ActorCritic), whose own weights (the embedding) stayed
-    sharded. onpolicy.root_gathered gathers them; the sample and pi_ref match the unsharded model's."""
+    sharded. onpolicy.root_gathered gathers them; the sample and pi_ref match the unsharded model's, and the
+    final save (the LoRA adapter, gathered from the shards) loads back with the same weights."""
     stdout = _run_one_process_group(tmp_path, FSDP_ONPOLICY, tiny_model_dir)
     lines = stdout.splitlines()
     assert any(line.startswith("ungathered sample failed: aten.embedding") for line in lines), stdout
-    assert {"tokens same", "reference same", "values torch.float32 finite True", "resharded"} <= set(lines), stdout
+    assert {"tokens same", "reference same", "values torch.float32 finite True", "resharded",
+            "adapter same"} <= set(lines), stdout
 
 
 @pytest.mark.parametrize("command, preset, env, engine", [
