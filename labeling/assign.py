@@ -252,8 +252,8 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
     """
     check_request_id(client_request_id)
     with read_connection(engine) as conn:
-        row = _own_assignment(conn, assignment_id, annotator_id)
-        prior = earlier_answer(conn, client_request_id, row.task_id, annotator_id)
+        row = _own_assignment(conn, assignment_id, annotator_id, client_request_id)
+        prior = None if row.prior_id is None else earlier_answer(conn, client_request_id, row.task_id, annotator_id)
     if prior is not None:
         return prior
     spent = ms_spent if ms_spent is not None else \
@@ -283,9 +283,10 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
         raise
 
 
-def _own_assignment(conn: Connection, assignment_id: int, annotator_id: int):
-    """The assignment with its task's and project's fields in one row, only if it is this annotator's."""
-    row = hot_sql.one(conn, hot_sql.OWN_ASSIGNMENT, assignment_id=assignment_id)
+def _own_assignment(conn: Connection, assignment_id: int, annotator_id: int, client_request_id: str):
+    """The assignment with its task's and project's fields in one row, only if it is this annotator's;
+    `prior_id`: the judgment already stored under `client_request_id`, if any."""
+    row = hot_sql.one(conn, hot_sql.OWN_ASSIGNMENT, assignment_id=assignment_id, request_id=client_request_id)
     if row is None or row.annotator_id != annotator_id:
         raise InputError(f"assignment {assignment_id}: not one of yours")
     return row
@@ -366,16 +367,18 @@ def progress(engine: Engine, project: str | int, annotator_id: int, now: datetim
     """
     at = now or utcnow()
     midnight = at.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    with read_connection(engine) as conn:
-        proj = _project_row(conn, project)
-        ids = {"project_id": proj.id, "annotator_id": annotator_id}
-        done_total, done_today = conn.execute(hot_sql.DONE_COUNTS, {**ids, "midnight": midnight}).one()
+    by = "id" if isinstance(project, int) else "name"
+    with read_connection(engine) as conn:  # one statement when `open_tasks` is given (the app's hot path)
+        row = conn.execute(hot_sql.PROGRESS[by], {"key": project, "annotator_id": annotator_id,
+                                                  "midnight": midnight, "at": at}).one()
+        if row.project_id is None:
+            raise NotFoundError(f"project {project!r} does not exist")
         if open_tasks is None:
-            remaining = conn.execute(hot_sql.OPEN_TO_ANNOTATOR, {**ids, "at": at, "overlap": proj.overlap}).scalar()
+            remaining = conn.execute(hot_sql.OPEN_TO_ANNOTATOR, {"project_id": row.project_id, "at": at,
+                                     "annotator_id": annotator_id, "overlap": row.overlap}).scalar()
         else:
-            theirs = conn.execute(hot_sql.OPEN_AND_THEIRS, {**ids, "at": at, "overlap": proj.overlap}).scalar()
-            remaining = max(0, open_tasks - theirs)
-    return Progress(done_today=done_today or 0, done_total=done_total, remaining=remaining)
+            remaining = max(0, open_tasks - row.theirs)
+    return Progress(done_today=row.done_today or 0, done_total=row.done_total, remaining=remaining)
 
 
 def open_task_count(engine: Engine, project: str | int, now: datetime | None = None) -> int:

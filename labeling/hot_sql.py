@@ -68,13 +68,18 @@ CLAIM = {"sqlite": _stmt(_CLAIM.format(free=", " + LOWEST_FREE_SLOT + " AS free_
 SLOTS = _stmt("SELECT slot FROM assignment WHERE task_id = :task_id AND slot IS NOT NULL")
 INSERT_ASSIGNMENT = Assignment.__table__.insert().returning(Assignment.__table__.c.id)
 
-TASK_VIEW = _stmt("SELECT p.name, p.mode, p.guidelines, p.criteria, pr.messages FROM task t "
-                  "JOIN project p ON p.id = t.project_id JOIN prompt pr ON pr.id = t.prompt_id WHERE t.id = :task_id",
+# One row per shown candidate, each with the task's project and prompt: one statement per task view. Under
+# load each statement costs far more than its SQL (the thread waits to get the GIL back after every call
+# into SQLite: BENCHMARKS.md), so the hot path asks in as few statements as it can.
+TASK_VIEW = _stmt("SELECT p.name, p.mode, p.guidelines, p.criteria, pr.messages, c.id AS candidate_id, c.text "
+                  "FROM task t JOIN project p ON p.id = t.project_id JOIN prompt pr ON pr.id = t.prompt_id "
+                  "JOIN candidate c ON c.id IN :ids WHERE t.id = :task_id", expanding=("ids",),
                   criteria=_JSON, messages=Prompt.__table__.c.messages.type)
-CANDIDATE_TEXTS = _stmt("SELECT id, text FROM candidate WHERE id IN :ids", expanding=("ids",))
 
+# prior_id: a judgment already stored under this request id (a repeated request), read in the same statement
 OWN_ASSIGNMENT = _stmt(
-    f"SELECT {ASSIGNMENT_COLUMNS}, t.candidate_ids, p.name AS project_name, p.mode, p.criteria, p.is_open "
+    f"SELECT {ASSIGNMENT_COLUMNS}, t.candidate_ids, p.name AS project_name, p.mode, p.criteria, p.is_open, "
+    "(SELECT r.id FROM judgment r WHERE r.client_request_id = :request_id) AS prior_id "
     "FROM assignment a JOIN task t ON t.id = a.task_id JOIN project p ON p.id = t.project_id "
     "WHERE a.id = :assignment_id", **_ASSIGNMENT_TYPES, candidate_ids=_JSON, **_PROJECT_TYPES)
 CLOSE_LEASE = _stmt("UPDATE assignment SET status = 'done' WHERE id = :assignment_id AND status = 'open'")
@@ -84,16 +89,25 @@ JUDGMENT_BY_REQUEST = _stmt(f"SELECT {', '.join(_J.keys())} FROM judgment WHERE 
                                 "display_order", "ranking", "ratings", "created_at")})
 INSERT_JUDGMENT = Judgment.__table__.insert().returning(_J.id)
 
-DONE_COUNTS = _stmt("SELECT count(*), count(CASE WHEN j.created_at >= :midnight THEN 1 END) FROM judgment j "
-                    "JOIN task t ON t.id = j.task_id WHERE t.project_id = :project_id AND j.annotator_id = :annotator_id",
-                    ("midnight",))
+
+
+def _progress(key: str):
+    """The annotator's progress in one statement: the project (NULL: none by that `key`), their judgments in it
+    (all, since midnight) and the open tasks already theirs; IN starts from the annotator's own rows."""
+    project_id, overlap = (f"(SELECT {column} FROM project WHERE {key} = :key)" for column in ("id", "overlap"))
+    theirs = ("(SELECT count(*) FROM task t WHERE t.id IN (SELECT task_id FROM assignment WHERE "
+              f"annotator_id = :annotator_id) AND t.project_id = {project_id} AND {REGULAR} AND {LIVE_SLOTS} < {overlap})")
+    return _stmt(f"SELECT {project_id} AS project_id, {overlap} AS overlap, count(j.id) AS done_total, "
+                 "count(CASE WHEN j.created_at >= :midnight THEN 1 END) AS done_today, "
+                 f"{theirs} AS theirs FROM judgment j JOIN task t ON t.id = j.task_id "
+                 f"WHERE t.project_id = {project_id} AND j.annotator_id = :annotator_id", ("midnight", "at"))
+
+
+PROGRESS = {"name": _progress("name"), "id": _progress("id")}
 OPEN_TO_ANNOTATOR = _stmt(
     "SELECT count(*) FROM task t WHERE t.project_id = :project_id AND " + REGULAR +
     " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
     " AND " + LIVE_SLOTS + " < :overlap", ("at",))
-OPEN_AND_THEIRS = _stmt(  # IN: start from the annotator's own rows, not from every task
-    "SELECT count(*) FROM task t WHERE t.id IN (SELECT task_id FROM assignment WHERE annotator_id = :annotator_id)"
-    " AND t.project_id = :project_id AND " + REGULAR + " AND " + LIVE_SLOTS + " < :overlap", ("at",))
 OPEN_TASKS = _stmt("SELECT count(*) FROM task t WHERE t.project_id = :project_id AND " + REGULAR +
                    " AND " + LIVE_SLOTS + " < :overlap", ("at",))
 

@@ -22,7 +22,7 @@ from labeling.app.auth import Viewer
 from labeling.app.render import LABELS
 from labeling.choices import CHOICES
 from labeling.models import Assignment, Project
-from prefloop.errors import InputError
+from prefloop.errors import InputError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,12 @@ def next_task(engine: Engine, viewer: Viewer, project: str) -> TaskView | None:
 
 
 def _view(engine: Engine, assignment: Assignment) -> TaskView:
-    with read_connection(engine) as conn:  # two queries: the task's project and prompt, then the shown texts
-        task = conn.execute(hot_sql.TASK_VIEW, {"task_id": assignment.task_id}).one()
-        texts = dict(conn.execute(hot_sql.CANDIDATE_TEXTS, {"ids": list(assignment.display_order)}).all())
+    with read_connection(engine) as conn:  # one row per shown candidate, with the task's project and prompt
+        rows = conn.execute(hot_sql.TASK_VIEW, {"task_id": assignment.task_id,
+                                                "ids": list(assignment.display_order)}).all()
+    if not rows:
+        raise NotFoundError(f"task {assignment.task_id}: not found")
+    task, texts = rows[0], {row.candidate_id: row.text for row in rows}
     responses = [{"label": LABELS[i], "text": texts[cid]} for i, cid in enumerate(assignment.display_order)]
     return TaskView(assignment_id=assignment.id, client_request_id=uuid.uuid4().hex, project=task.name,
                     mode=task.mode, guidelines=task.guidelines or "", criteria=list(task.criteria or []),
