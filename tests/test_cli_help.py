@@ -57,3 +57,16 @@ def test_gradient_checkpointing_help_reads_as_written(capsys):
 def test_subcommand_help_from_the_console_script():
     result = subprocess.run([str(BIN / "align"), "ppo", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("usage: align ppo")
+
+
+BENCHES = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "bench").glob("*.py") if p.name != "common.py")
+
+
+@pytest.mark.parametrize("script", BENCHES)
+def test_every_bench_script_answers_help(script):
+    """The benches BENCHMARKS.md names are commands too: `python bench/X.py --help` prints usage, exit 0."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "bench" / script), "--help"], capture_output=True,
+                            text=True, timeout=120, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage:") and result.stderr == ""
