@@ -147,8 +147,9 @@ def refuse_sharded_engines(command: str, supported: tuple[str, ...] = ()) -> Non
 
     Online DPO and GRPO/RLOO run every pass on the unwrapped policy and average its gradients themselves
     (`average_gradients`): data parallel, each process holding the whole model; FSDP's sharded weights
-    break that (their first sample failed on an H200). PPO trains through its prepared ActorCritic and
-    runs under FSDP. Under DeepSpeed accelerate's `backward` also steps the optimizer, which no on-policy
+    break that (on an H200, PPO's first sample failed under FSDP until `root_gathered`; these trainers call
+    the policy below the root in their updates too). PPO trains through its prepared ActorCritic and runs
+    under FSDP. Under DeepSpeed accelerate's `backward` also steps the optimizer, which no on-policy
     loop here expects (clipping, the finite-gradient check and the step are the loop's own).
     """
     from prefloop.distributed import SHARDED_ENGINES

@@ -287,8 +287,8 @@ def test_on_policy_trainers_refuse_an_engine_they_cannot_run_under(monkeypatch, 
                                                                    env, engine):
     """On a GPU, accelerate turns FSDP or DeepSpeed on (a CPU runs plain DDP, so the GPU is stood in for here):
     online DPO and GRPO/RLOO average the unwrapped policy's gradients themselves, and DeepSpeed's backward
-    also steps the optimizer; the launch is refused in one line before anything is written (their first
-    sample failed on an H200 instead)."""
+    also steps the optimizer; the launch is refused in one line before anything is written (seen so on an
+    H200 for online DPO under FSDP and PPO under DeepSpeed)."""
     from align.cli import main
     from prefloop import hardware
 
