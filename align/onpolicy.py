@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 
 import torch
@@ -105,7 +104,8 @@ class PolicyPair:
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            with root_gathered(self.root), self.reference() if reference else contextlib.nullcontext(self.policy) as model:
+            sampler = self.reference() if reference else contextlib.nullcontext(self.policy)
+            with root_gathered(self.root), sampler as model:
                 return generate_responses(model, self.tokenizer, repeated, max_new_tokens, temperature,
                                           max_prompt_length=max_prompt_length)
 
@@ -152,14 +152,13 @@ def refuse_sharded_engines(command: str, supported: tuple[str, ...] = ()) -> Non
     under FSDP. Under DeepSpeed accelerate's `backward` also steps the optimizer, which no on-policy
     loop here expects (clipping, the finite-gradient check and the step are the loop's own).
     """
-    from prefloop.distributed import SHARDED_ENGINES
+    from prefloop.distributed import sharded_engines_requested
     from prefloop.hardware import detect
 
-    for env, engine in SHARDED_ENGINES.items():
-        launched = os.environ.get(env, "false").lower() == "true" and detect().device != "cpu"
-        if launched and engine not in supported:
-            configs = " or ".join(["configs/accelerate_ddp.yaml"] + [f"accelerate_{e.lower()}.yaml" for e in supported])
-            raise InputError(f"{command} does not run under {engine}: launch it with {configs}")
+    refused = [engine for engine in sharded_engines_requested() if engine not in supported]
+    if refused and detect().device != "cpu":
+        configs = " or ".join(["configs/accelerate_ddp.yaml"] + [f"accelerate_{e.lower()}.yaml" for e in supported])
+        raise InputError(f"{command} does not run under {refused[0]}: launch it with {configs}")
 
 
 def load_policy_pair(cfg, device=None, prompts: list = (), need_reference: bool = True) -> PolicyPair:

@@ -36,8 +36,8 @@ from prefloop.generation import (  # re-exported: the rollout API in one place
 )
 
 __all__ = ["Rollout", "eos_token_ids", "generate_responses", "tokenize_prompts", "causal_lm_parts",
-           "response_hidden_states", "attention_without_cudnn", "response_logits", "token_logprobs", "response_logprobs", "micro_batch",
-           "select", "concat"]
+           "response_hidden_states", "attention_without_cudnn", "response_logits", "token_logprobs",
+           "response_logprobs", "micro_batch", "select", "concat"]
 
 
 # ---------------------------------------------------------------------------

@@ -90,7 +90,6 @@ JUDGMENT_BY_REQUEST = _stmt(f"SELECT {', '.join(_J.keys())} FROM judgment WHERE 
 INSERT_JUDGMENT = Judgment.__table__.insert().returning(_J.id)
 
 
-
 def _progress(key: str):
     """The annotator's progress in one statement: the project (NULL: none by that `key`), their judgments in it
     (all, since midnight) and the open tasks already theirs; IN starts from the annotator's own rows."""

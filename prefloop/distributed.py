@@ -19,6 +19,12 @@ import os
 SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
 
 
+def sharded_engines_requested() -> list[str]:
+    """The engines `accelerate launch --config_file ...` asked for (its environment), whether or not
+    accelerate turns them on (it does for GPUs only)."""
+    return [engine for env, engine in SHARDED_ENGINES.items() if os.environ.get(env, "false").lower() == "true"]
+
+
 def state():
     """accelerate's PartialState: the process group, started on first call (gloo when there is no GPU)."""
     from accelerate import PartialState
@@ -39,10 +45,9 @@ def state():
 def _say_sharding_needs_gpus() -> None:
     """accelerate (1.15) turns on FSDP and DeepSpeed for GPU-like devices only: CPU processes launched with
     configs/accelerate_fsdp.yaml or accelerate_deepspeed.yaml run plain data parallel. Said once, not hidden."""
-    for env, engine in SHARDED_ENGINES.items():
-        if os.environ.get(env, "false").lower() == "true":
-            print(f"[prefloop] {engine} needs GPUs under accelerate; these CPU processes train plain data "
-                  "parallel (DDP over gloo), every process holding the whole model")
+    for engine in sharded_engines_requested():
+        print(f"[prefloop] {engine} needs GPUs under accelerate; these CPU processes train plain data "
+              "parallel (DDP over gloo), every process holding the whole model")
 
 
 def is_main_process() -> bool:
