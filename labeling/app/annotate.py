@@ -40,6 +40,7 @@ class AnnotatePage:
     choice: gr.Radio
     ranking: gr.Textbox
     ratings: gr.Dataframe
+    more: gr.Accordion  # holds rationale and edited: built open, closed by the page's load (see `build`)
     rationale: gr.Textbox
     edited: gr.Textbox
     submit: gr.Button
@@ -69,7 +70,11 @@ def build(ctx: AppContext) -> AnnotatePage:
                              elem_id="pl-ranking", max_lines=1)
         ratings = gr.Dataframe(label="Ratings 1-5 per criterion (optional; double-click a cell, type, Enter)",
                                interactive=True, visible=False, elem_id="pl-ratings", static_columns=[0])
-        with gr.Accordion("Rationale and a better response (optional)", open=False):
+        # Built open and closed by `on_load`, not built closed: Gradio builds a closed accordion's boxes only
+        # when it first opens, and a frame or two later writes their stored value ("") back into them, so
+        # text typed in that instant was lost (the browser test lost its rationale in 2 of 5 runs). The
+        # controls are hidden until that load answers, so nobody sees the accordion open.
+        with gr.Accordion("Rationale and a better response (optional)", open=True) as more:
             rationale = gr.Textbox(label="Why? (optional)", lines=2, elem_id="pl-rationale")
             edited = gr.Textbox(label="Edited ideal response (optional)", lines=6, elem_id="pl-edited")
         with gr.Row():
@@ -81,7 +86,7 @@ def build(ctx: AppContext) -> AnnotatePage:
     gr.Markdown(KEYS_HELP, elem_id="pl-keys")
     state = gr.State(None)
     return AnnotatePage(project, progress, guidelines, conversation, responses, controls, choice, ranking,
-                        ratings, rationale, edited, submit, skip_reason, skip, status, state)
+                        ratings, more, rationale, edited, submit, skip_reason, skip, status, state)
 
 
 def wire(ctx: AppContext, demo: gr.Blocks, page: AnnotatePage) -> None:
@@ -93,7 +98,7 @@ def wire(ctx: AppContext, demo: gr.Blocks, page: AnnotatePage) -> None:
         who = viewer(ctx, request)
         projects = service.open_projects(ctx.engine, who)
         project = ctx.default_project if ctx.default_project in projects else (projects[0] if projects else None)
-        return (gr.update(choices=projects, value=project), *_show(ctx, who, project, ""))
+        return (gr.update(choices=projects, value=project), gr.update(open=False), *_show(ctx, who, project, ""))
 
     @user_errors
     def on_project(project: str | None, request: gr.Request):
@@ -117,7 +122,7 @@ def wire(ctx: AppContext, demo: gr.Blocks, page: AnnotatePage) -> None:
         service.skip(ctx.engine, who, state["assignment_id"], reason)
         return _show(ctx, who, project, "Skipped.")
 
-    demo.load(on_load, None, [page.project, *outputs], **private)
+    demo.load(on_load, None, [page.project, page.more, *outputs], **private)
     page.project.input(on_project, page.project, outputs, **private)
     page.submit.click(on_submit, [page.state, page.choice, page.ranking, page.ratings, page.rationale, page.edited,
                                   page.project], outputs, **private)
