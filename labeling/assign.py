@@ -34,8 +34,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session, select
 
 from labeling import hot_sql
-from labeling.db import read_connection, session_scope, write_connection
-from labeling.judgments import check_request_id, earlier_answer, insert_judgment, new_judgment
+from labeling.db import read_connection, session_scope, write_connection, write_statement
+from labeling.judgments import check_request_id, earlier_answer, insert_judgment, judgment_values, new_judgment
 from labeling.models import Assignment, Judgment, Task, utcnow
 from prefloop.errors import InputError, NotFoundError
 
@@ -110,9 +110,12 @@ def next_assignment(engine: Engine, project: str | int, annotator_id: int, *,
             at = now or utcnow()
             if now is not None or _expiry_due(engine):
                 _expire(conn, at)
-            return (_live_lease(conn, proj.id, annotator_id, at)
-                    or _claim_gold(conn, proj, annotator_id, at, rng)
-                    or _claim_regular(conn, proj, annotator_id, at, rng))
+            if proj.gold_rate > 0 and rng.random() < proj.gold_rate:  # 3. a gold task's turn
+                return (_live_lease(conn, proj.id, annotator_id, at)
+                        or _claim_gold(conn, proj, annotator_id, at, rng)
+                        or _claim_regular(conn, proj, annotator_id, at, rng))
+            # The regular claim passes over an annotator with a live lease, which is read only then.
+            return _claim_regular(conn, proj, annotator_id, at, rng) or _live_lease(conn, proj.id, annotator_id, at)
 
     return with_retry(claim)
 
@@ -163,9 +166,7 @@ def _not_seen_by(annotator_id: int):
 
 def _claim_gold(conn: Connection, proj, annotator_id: int, at: datetime,
                 rng: random.Random) -> Assignment | None:
-    """3. A gold task, at rate gold_rate, that this annotator has not been given yet."""
-    if proj.gold_rate <= 0 or rng.random() >= proj.gold_rate:
-        return None
+    """3. A gold task (the caller rolled for it, at rate gold_rate) that this annotator has not been given yet."""
     gold_ids = conn.execute(select(Task.id).where(Task.project_id == proj.id, _is_gold(),
                                                   _not_seen_by(annotator_id))).scalars().all()
     if not gold_ids:
@@ -185,7 +186,7 @@ def _claim_regular(conn: Connection, proj, annotator_id: int, at: datetime,
     """
     locking = conn.dialect.name == "postgresql"
     for task in conn.execute(hot_sql.claim_statement(conn), {
-            "project_id": proj.id, "annotator_id": annotator_id, "overlap": proj.overlap,
+            "project_id": proj.id, "annotator_id": annotator_id, "overlap": proj.overlap, "at": at,
             "n": CANDIDATES_PER_CLAIM if locking else 1}).all():
         slot = _lowest_free_slot(conn, task.id, proj.overlap) if locking else task.free_slot
         if slot is not None:
@@ -245,10 +246,9 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
     `client_request_id` (double click, retried request) returns the judgment already stored.
     What the vote is checked against (the assignment, its task and project, an earlier answer to
     this request) is read and validated before the write transaction: the assignment's fields never
-    change after the claim, and that transaction is what every writer of the process queues for.
-    Inside it, two statements: the lease check, a conditional UPDATE (open -> done) whose row lock
-    orders it against a concurrent expiry, skip or duplicate (a lease past its expiry that nobody
-    reaped yet still counts: its slot was never given away), and the INSERT.
+    change after the claim, and the write is what every writer of the process queues for. The write
+    stores the judgment only while the lease is open, and closes it (`_vote`): a lease past its expiry
+    that nobody reaped yet still counts, since its slot was never given away.
     """
     check_request_id(client_request_id)
     with read_connection(engine) as conn:
@@ -266,14 +266,8 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
         rationale=rationale, edited_response=edited_response, ms_spent=max(0, min(spent, 86_400_000 - 1)),
         assignment_id=assignment_id)
 
-    def run() -> Judgment:
-        with write_connection(engine) as conn:
-            if conn.execute(hot_sql.CLOSE_LEASE, {"assignment_id": assignment_id}).rowcount != 1:
-                raise LeaseLost(f"assignment {assignment_id}: {_status(conn, assignment_id)}; load the next task")
-            return insert_judgment(conn, judgment)
-
     try:
-        return with_retry(run)
+        return with_retry(lambda: _vote(engine, judgment))
     except LeaseLost:
         # A duplicate of this very request (double click, retry) closed the lease first: its answer stands.
         with read_connection(engine) as conn:
@@ -281,6 +275,30 @@ def submit_judgment(engine: Engine, *, assignment_id: int, annotator_id: int, cl
         if prior is not None:
             return prior
         raise
+
+
+def _vote(engine: Engine, judgment: Judgment) -> Judgment:
+    """Close the lease and store the judgment, atomically; LeaseLost when the lease is no longer open.
+
+    SQLite: one statement (hot_sql.VOTE; its trigger closes the lease), since inside the process's
+    write lock every statement, BEGIN and COMMIT included, waits for the GIL again under load.
+    PostgreSQL: the conditional UPDATE first, whose row lock orders the vote against a concurrent
+    expiry, skip or duplicate, then the INSERT (the trigger then finds the lease closed).
+    """
+    if engine.dialect.name == "sqlite":
+        with write_statement(engine) as conn:
+            judgment.id = conn.execute(hot_sql.VOTE, judgment_values(judgment)).scalar()
+            if judgment.id is None:
+                raise _lease_lost(conn, judgment.assignment_id)
+            return judgment
+    with write_connection(engine) as conn:
+        if conn.execute(hot_sql.CLOSE_LEASE, {"assignment_id": judgment.assignment_id}).rowcount != 1:
+            raise _lease_lost(conn, judgment.assignment_id)
+        return insert_judgment(conn, judgment)
+
+
+def _lease_lost(conn: Connection, assignment_id: int) -> LeaseLost:
+    return LeaseLost(f"assignment {assignment_id}: {_status(conn, assignment_id)}; load the next task")
 
 
 def _own_assignment(conn: Connection, assignment_id: int, annotator_id: int, client_request_id: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Callable, Iterator
 
 from sqlalchemy import event, inspect
@@ -25,6 +26,7 @@ from prefloop.errors import NotFoundError, StoreError
 
 DEFAULT_DB = "sqlite:///prefloop.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE, SQLITE_POOL_OVERFLOW = 32, 64  # connections kept, and more at peaks (a file handle each)
 
 def _add_artifact_table(session: Session) -> None:
     """1 -> 2: the `artifact` table of the loop's lineage (labeling.lineage), with its index."""
@@ -36,11 +38,18 @@ def _add_task_is_full(session: Session) -> None:
     ix_task_open, is created with the other indexes added since (init_db)."""
     conn = session.connection()
     conn.exec_driver_sql("ALTER TABLE task ADD COLUMN is_full BOOLEAN NOT NULL DEFAULT false")
-    store_triggers.install(conn)
+    store_triggers.install_full_mark(conn)
+
+
+def _add_lease_close_trigger(session: Session) -> None:
+    """3 -> 4: a stored judgment closes its assignment's lease (labeling.store_triggers), which makes
+    the vote one statement on SQLite. Every lease already answered was closed by the code that answered it."""
+    store_triggers.install_lease_close(session.connection())
 
 
 # version N -> function upgrading a version-N database to N+1, run in one transaction.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_artifact_table, 2: _add_task_is_full}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_artifact_table, 2: _add_task_is_full,
+                                                    3: _add_lease_close_trigger}
 
 
 class SchemaError(StoreError):
@@ -61,6 +70,10 @@ def make_engine(url: str | None = None) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             poolclass=StaticPool if memory else None,
+            # An API call holds one connection for its reads and takes another for its write
+            # (one_read_connection): 16 calls at once need 32, past the default 5 + 10 overflow, and
+            # a call waiting on the pool for its write while holding its read one could wait on itself.
+            **({} if memory else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_OVERFLOW}),
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -207,14 +220,54 @@ def session_scope(engine: Engine, immediate: bool = True) -> Iterator[Session]:
             raise
 
 
-def read_connection(engine: Engine) -> Connection:
+def read_connection(engine: Engine):
     """A connection for the hot path's reads, without a transaction around them on SQLite.
 
     Each statement then reads its own snapshot, with no BEGIN and ROLLBACK round trips around it:
     fine where the reads need not agree with each other (who is asking, a task's texts, progress
-    counts); a decision that must see one state is made inside `write_connection`.
+    counts); a decision that must see one state is made inside `write_connection`. Inside
+    `one_read_connection` (one API call) the call's connection is lent instead of a new one.
     """
+    shared = _CALL_CONNECTION.get()
+    if shared is not None and shared[0] is engine:
+        return nullcontext(shared[1])  # lent: it stays open for the call's next read
     return engine.connect().execution_options(sqlite_autocommit=True)
+
+
+# (engine, connection) of the API call running in this thread, if it runs in `one_read_connection`
+_CALL_CONNECTION: ContextVar[tuple[Engine, Connection] | None] = ContextVar("prefloop_call_connection",
+                                                                           default=None)
+
+
+@contextmanager
+def one_read_connection(engine: Engine) -> Iterator[None]:
+    """Let every `read_connection(engine)` inside (one API call's reads) use one connection, on SQLite.
+
+    A call reads in four to six places (who is asking, the project, the task's texts, progress); a
+    connection taken from the pool and given back for each cost more CPU than most of those reads
+    (BENCHMARKS.md, labeling server). Each statement still reads its own snapshot (autocommit).
+    PostgreSQL keeps one connection per read: a shared one would hold a transaction open across them.
+    """
+    if engine.dialect.name != "sqlite" or _CALL_CONNECTION.get() is not None:
+        yield
+        return
+    with engine.connect().execution_options(sqlite_autocommit=True) as conn:
+        token = _CALL_CONNECTION.set((engine, conn))
+        try:
+            yield
+        finally:
+            _CALL_CONNECTION.reset(token)
+
+
+@contextmanager
+def write_statement(engine: Engine) -> Iterator[Connection]:
+    """A connection for one write statement that is its own transaction (with what its triggers do),
+    in the process's queue of writers: no BEGIN and COMMIT around it, which on SQLite are two more
+    waits for the GIL while the write lock is held (labeling.assign.submit_judgment)."""
+    writer = getattr(engine, "write_lock", None)
+    with writer or nullcontext(), read_connection(engine) as conn:
+        yield conn
+        conn.commit()  # PostgreSQL began a transaction anyway; on SQLite the statement committed itself
 
 
 @contextmanager

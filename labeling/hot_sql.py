@@ -11,7 +11,7 @@ the claim's row lock (`FOR UPDATE ... SKIP LOCKED`), which SQLite has no need or
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, column, exists, select, text
 from sqlalchemy.engine import Connection
 
 from labeling.models import Annotator, Assignment, Judgment, Project, Prompt, Task
@@ -20,11 +20,32 @@ _AT = Assignment.__table__.c.expires_at.type  # UTCDateTime: the format the ORM 
 _JSON = Task.__table__.c.candidate_ids.type
 
 
-def _stmt(sql: str, binds: tuple[str, ...] = (), expanding: tuple[str, ...] = (), **columns):
-    """text(sql) with datetime parameters `binds`, list parameters `expanding` and typed result `columns`."""
+def _stmt(sql: str, binds: tuple[str, ...] = (), expanding: tuple[str, ...] = (), **types):
+    """text(sql) with datetime parameters `binds`, list parameters `expanding`, and for a SELECT every
+    result column in order (typed as `types` says, by name).
+
+    In order, not by name only: SQLAlchemy then keeps the result's column map with the compiled
+    statement instead of matching cursor.description by name on every execution, which cost more
+    CPU than most of these statements (BENCHMARKS.md, labeling server; tests/test_hot_sql.py checks
+    each list against what SQLite returns)."""
     stmt = text(sql).bindparams(*[bindparam(name, type_=_AT) for name in binds],
                                 *[bindparam(name, expanding=True) for name in expanding])
-    return stmt.columns(**columns) if columns else stmt
+    if not sql.startswith("SELECT "):
+        return stmt
+    return stmt.columns(*[column(name, types.get(name)) for name in result_names(sql)])
+
+
+def result_names(sql: str) -> list[str]:
+    """The names of a SELECT's result columns: each top-level item's alias, else its column name."""
+    items, depth, start = [], 0, len("SELECT ")
+    for i, char in enumerate(sql):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and (char == "," or sql.startswith(" FROM ", i)):
+            items.append(sql[start:i].strip())
+            start = i + 1
+            if char != ",":
+                break
+    return [item.split(" AS ")[-1].split(".")[-1] for item in items]
 
 
 # A regular task (not gold): gold is SQL NULL or the JSON literal null (see assign._is_gold).
@@ -54,17 +75,22 @@ LOWEST_FREE_SLOT = ("CASE WHEN NOT EXISTS (SELECT 1 FROM assignment z WHERE z.ta
                     " AND NOT EXISTS (SELECT 1 FROM assignment n WHERE n.task_id = t.id AND n.slot = s.slot + 1))"
                     " END")
 # `is_full = false`: the walk of ix_task_open starts past the full tasks (labeling.store_triggers); the
-# slot count stays the arbiter.
+# slot count stays the arbiter. No row either when the annotator holds a live lease in the project (rule 2
+# of labeling.assign, then read by LIVE_LEASE only in that case): one statement fewer in a claim's write.
 _CLAIM = ("SELECT t.id, t.candidate_ids{free} FROM task t"
           " WHERE t.project_id = :project_id AND t.is_full = false AND " + REGULAR +
           " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
           " AND (SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL) < :overlap"
+          " AND NOT EXISTS (SELECT 1 FROM assignment l JOIN task lt ON lt.id = l.task_id"
+          " WHERE l.annotator_id = :annotator_id AND lt.project_id = :project_id AND l.status = 'open'"
+          " AND l.expires_at >= :at)"
           " ORDER BY t.priority DESC, t.id LIMIT :n")
 # SQLite: the claim holds the write lock, so the statement's own free slot is current (assign._claim_regular).
 # PostgreSQL: concurrent claimers skip the rows another one is taking instead of colliding; the free slot is
 # read after the row lock, so the statement does not compute one.
-CLAIM = {"sqlite": _stmt(_CLAIM.format(free=", " + LOWEST_FREE_SLOT + " AS free_slot"), candidate_ids=_JSON),
-         "postgresql": _stmt(_CLAIM.format(free="") + " FOR UPDATE OF t SKIP LOCKED", candidate_ids=_JSON)}
+CLAIM = {"sqlite": _stmt(_CLAIM.format(free=", " + LOWEST_FREE_SLOT + " AS free_slot"), ("at",),
+                         candidate_ids=_JSON),
+         "postgresql": _stmt(_CLAIM.format(free="") + " FOR UPDATE OF t SKIP LOCKED", ("at",), candidate_ids=_JSON)}
 SLOTS = _stmt("SELECT slot FROM assignment WHERE task_id = :task_id AND slot IS NOT NULL")
 INSERT_ASSIGNMENT = Assignment.__table__.insert().returning(Assignment.__table__.c.id)
 
@@ -88,6 +114,14 @@ JUDGMENT_BY_REQUEST = _stmt(f"SELECT {', '.join(_J.keys())} FROM judgment WHERE 
                             **{c.name: c.type for c in _J if c.name in (
                                 "display_order", "ranking", "ratings", "created_at")})
 INSERT_JUDGMENT = Judgment.__table__.insert().returning(_J.id)
+# SQLite's vote in one statement: the judgment is stored only while its lease is open, and the trigger
+# judgment_closes_lease (labeling.store_triggers) closes it in the same statement. No row: the lease is gone.
+_VALUES = [c for c in Judgment.__table__.c if c.name != "id"]
+_OPEN_LEASE = exists().where(Assignment.__table__.c.id == bindparam("assignment_id"),
+                             Assignment.__table__.c.status == "open")
+VOTE = Judgment.__table__.insert().from_select(
+    [c.name for c in _VALUES], select(*[bindparam(c.name, type_=c.type) for c in _VALUES]).where(_OPEN_LEASE)
+).returning(_J.id)
 
 
 def _progress(key: str):

@@ -75,9 +75,13 @@ def new_judgment(task: Task, project: Project, *, annotator_id: int, display_ord
 
 def insert_judgment(conn: Connection, judgment: Judgment) -> Judgment:
     """One INSERT; a duplicate request id or (task, annotator) fails here (IntegrityError)."""
-    values = {c.name: getattr(judgment, c.name) for c in Judgment.__table__.c if c.name != "id"}
-    judgment.id = conn.execute(hot_sql.INSERT_JUDGMENT, values).scalar_one()
+    judgment.id = conn.execute(hot_sql.INSERT_JUDGMENT, judgment_values(judgment)).scalar_one()
     return judgment
+
+
+def judgment_values(judgment: Judgment) -> dict:
+    """The INSERT's parameters: every column but the id."""
+    return {c.name: getattr(judgment, c.name) for c in Judgment.__table__.c if c.name != "id"}
 
 
 def check_request_id(client_request_id: str) -> None:

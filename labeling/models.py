@@ -14,7 +14,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, event, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3  # 2: the `artifact` table (the loop's lineage); 3: task.is_full; see labeling.db.MIGRATIONS
+SCHEMA_VERSION = 4  # 2: the `artifact` table (the loop's lineage); 3: task.is_full; 4: a judgment closes
+# its lease (a trigger); see labeling.db.MIGRATIONS
 MODES = ("pairwise", "ranking")
 ROLES = ("annotator", "admin")
 

@@ -10,6 +10,12 @@ The claim still counts the slots itself; `is_full` only lets it skip full tasks 
 stale `false` would cost time, never correctness. A stale `true` would hide a free slot: it cannot
 arise on SQLite (one writer at a time), and on PostgreSQL the only writer of `true` is a claim,
 which holds the task's row lock; a slot given back concurrently recounts after it, under that lock.
+
+Schema 4 adds one more: a judgment stored for an assignment closes that assignment's lease (open ->
+done). On SQLite that makes the vote one statement (labeling.assign.submit_judgment): under load every
+statement inside the process's write lock cost a wait for the GIL, and the lock was the ceiling.
+Every other path that stores a judgment for an assignment closes it itself too, so the trigger
+finds the lease already done there (and on PostgreSQL, whose vote keeps its two statements).
 """
 
 from __future__ import annotations
@@ -57,8 +63,38 @@ POSTGRESQL = [
 ]
 
 
+# schema 4: a judgment closes its assignment's lease (a lease already closed is left as it is)
+_CLOSE = "UPDATE assignment SET status = 'done' WHERE id = NEW.assignment_id AND status = 'open'"
+LEASE_SQLITE = [
+    "CREATE TRIGGER IF NOT EXISTS judgment_closes_lease AFTER INSERT ON judgment "
+    f"WHEN NEW.assignment_id IS NOT NULL BEGIN {_CLOSE}; END",
+]
+LEASE_POSTGRESQL = [
+    "CREATE OR REPLACE FUNCTION prefloop_judgment_closes_lease() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    f"BEGIN {_CLOSE}; RETURN NULL; END $$",
+    "DROP TRIGGER IF EXISTS judgment_closes_lease ON judgment",
+    "CREATE TRIGGER judgment_closes_lease AFTER INSERT ON judgment FOR EACH ROW "
+    "WHEN (NEW.assignment_id IS NOT NULL) EXECUTE FUNCTION prefloop_judgment_closes_lease()",
+]
+
+
 def install(conn: Connection) -> None:
-    """Create the triggers (a new store, or the migration to schema 3), then mark every task as it is."""
-    for statement in POSTGRESQL if conn.dialect.name == "postgresql" else SQLITE:
-        conn.exec_driver_sql(statement)
+    """Every trigger, on a new store."""
+    install_full_mark(conn)
+    install_lease_close(conn)
+
+
+def install_full_mark(conn: Connection) -> None:
+    """The is_full triggers (a new store, or the migration to schema 3), then mark every task as it is."""
+    _run(conn, POSTGRESQL if conn.dialect.name == "postgresql" else SQLITE)
     conn.exec_driver_sql(f"UPDATE task SET is_full = {_FULL.format(tid='task.id')}")
+
+
+def install_lease_close(conn: Connection) -> None:
+    """The judgment's lease-closing trigger (a new store, or the migration to schema 4)."""
+    _run(conn, LEASE_POSTGRESQL if conn.dialect.name == "postgresql" else LEASE_SQLITE)
+
+
+def _run(conn: Connection, statements: list[str]) -> None:
+    for statement in statements:
+        conn.exec_driver_sql(statement)

@@ -214,6 +214,7 @@ def _as_schema_2(engine) -> None:
             for name in ("assignment_slot_taken", "assignment_slot_changed", "assignment_slot_deleted",
                          "project_overlap_changed"):
                 conn.exec_driver_sql(f"DROP TRIGGER {name}")
+        _drop_lease_close_trigger(conn)
         conn.exec_driver_sql("DROP INDEX ix_task_open")
         conn.exec_driver_sql("ALTER TABLE task DROP COLUMN is_full")
         conn.exec_driver_sql("UPDATE prefloop_meta SET value = '2' WHERE key = 'schema_version'")
@@ -245,4 +246,58 @@ def test_version_2_store_gains_the_full_mark_kept_by_triggers(store_url):
     with session_scope(upgraded) as s:
         carol = create_user(s, "carol", "password-c").id
     assert assign.next_assignment(upgraded, "p", carol).task_id == task_id  # the freed slot is claimed
+    upgraded.dispose()
+
+
+def _drop_lease_close_trigger(conn) -> None:
+    on = " ON judgment" if conn.dialect.name == "postgresql" else ""
+    conn.exec_driver_sql(f"DROP TRIGGER judgment_closes_lease{on}")
+
+
+def _vote(engine, annotator, request_id):
+    from labeling import assign
+
+    lease = assign.next_assignment(engine, "p", annotator)
+    return lease, assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=annotator,
+                                         client_request_id=request_id, choice="a_better")
+
+
+def test_a_stored_judgment_closes_its_lease_and_a_closed_lease_takes_no_vote(store_url):
+    """The vote (one statement on SQLite) stores the judgment and closes the lease together; a lease that
+    is no longer open (skipped here) refuses the vote and stores nothing."""
+    from labeling import assign
+    from labeling.models import Assignment
+
+    engine = open_store(store_url)
+    task_id, a, b, ids = populate(engine)
+    lease, judgment = _vote(engine, a, "req-a")
+    with session_scope(engine) as s:
+        assert s.get(Assignment, lease.id).status == "done"
+        assert s.get(Judgment, judgment.id).assignment_id == lease.id
+    other = assign.next_assignment(engine, "p", b)
+    assign.skip(engine, other.id, b, "not my field")
+    with pytest.raises(assign.LeaseLost, match="skipped"):
+        assign.submit_judgment(engine, assignment_id=other.id, annotator_id=b, client_request_id="req-b",
+                               choice="tie")
+    with session_scope(engine) as s:
+        assert s.exec(select(Judgment).where(Judgment.annotator_id == b)).all() == []
+        assert s.get(Assignment, other.id).status == "skipped"
+    engine.dispose()
+
+
+def test_version_3_store_gains_the_lease_closing_trigger(store_url):
+    """MIGRATIONS[3]: the trigger that closes a judgment's lease; a vote on the upgraded store closes it."""
+    from labeling.models import Assignment
+
+    engine = open_store(store_url)
+    task_id, a, b, ids = populate(engine)
+    with engine.begin() as conn:
+        _drop_lease_close_trigger(conn)
+        conn.exec_driver_sql("UPDATE prefloop_meta SET value = '3' WHERE key = 'schema_version'")
+    engine.dispose()
+    upgraded = open_store(store_url)
+    assert schema_version(upgraded) == SCHEMA_VERSION
+    lease, _ = _vote(upgraded, a, "req-a")
+    with session_scope(upgraded) as s:
+        assert s.get(Assignment, lease.id).status == "done"
     upgraded.dispose()

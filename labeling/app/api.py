@@ -15,11 +15,14 @@ same functions the page calls.
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 
 from labeling.app import admin, service
 from labeling.app.context import AppContext
 from labeling.app.handlers import user_errors, viewer
+from labeling.db import one_read_connection
 
 
 def register(ctx: AppContext) -> None:
@@ -30,7 +33,17 @@ def register(ctx: AppContext) -> None:
 
 def endpoints(ctx: AppContext) -> dict:
     """name -> fn(request, ...): served as Gradio endpoints here and as `POST /v1/<name>` (labeling.app.rest)."""
-    return {fn.__name__: fn for fn in _annotator_endpoints(ctx) + _admin_endpoints(ctx)}
+    return {fn.__name__: _reads_on_one_connection(ctx, fn) for fn in _annotator_endpoints(ctx) + _admin_endpoints(ctx)}
+
+
+def _reads_on_one_connection(ctx: AppContext, fn):
+    """One call's reads share one connection (labeling.db.one_read_connection)."""
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with one_read_connection(ctx.engine):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def _annotator_endpoints(ctx: AppContext) -> list:
