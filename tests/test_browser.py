@@ -78,6 +78,27 @@ def _seed_lineage(engine, project="history"):
            {"summary": "gold win rate 0.713 [0.620, 0.790]"})
 
 
+# Types into each box ({selector: text}) the moment it is shown, as keystrokes do (value, then an input event);
+# window.__typed then resolves to what each box holds a few frames later.
+TYPE_WHEN_SHOWN = """typed => { window.__typed = (async () => {
+  const shown = async sel => {
+    for (const t0 = performance.now(); performance.now() - t0 < 20000; await new Promise(r => setTimeout(r, 0))) {
+      const box = document.querySelector(sel);
+      if (box && box.checkVisibility()) return box;
+    }
+    throw new Error(sel + ' was not shown');
+  };
+  await Promise.all(Object.entries(typed).map(async ([sel, text]) => {
+    const box = await shown(sel);
+    box.value = text;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+  }));
+  for (let i = 0; i < 10; i++) await new Promise(r => requestAnimationFrame(r));
+  await new Promise(r => setTimeout(r, 300));
+  return Object.fromEntries(Object.keys(typed).map(sel => [sel, document.querySelector(sel).value]));
+})(); }"""
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('browser') / 'store.db'}")
@@ -333,10 +354,18 @@ def test_admin_sees_dashboard_creates_closes_and_exports(app, page, tmp_path):
     rows = saved.read_text().splitlines()
     assert rows and '"chosen"' in rows[0] and '"prompt"' in rows[0]
 
+    # The form typed into the instant the accordion shows each box, no wait for Gradio to settle. When Gradio
+    # built the boxes on that first opening it wrote their defaults back a frame or two later: the numbers
+    # went back to 1 and 1800 (3 of 3 runs; the name kept its text). Now all are kept, and used.
+    typed = {"#pl-new-name textarea": "fresh", "#pl-new-overlap input": "3", "#pl-new-lease input": "600"}
+    page.evaluate(TYPE_WHEN_SHOWN, typed)
     page.get_by_text("New project").click()
-    page.locator("#pl-new-name textarea, #pl-new-name input").fill("fresh")
+    assert page.evaluate("window.__typed") == typed
     page.locator("#pl-new-create").click()
     page.wait_for_selector("#pl-dash-projects >> text=fresh")
+    with Session(engine) as s:
+        fresh = s.exec(select(Project).where(Project.name == "fresh")).one()
+    assert (fresh.overlap, fresh.lease_seconds) == (3, 600)
     page.locator("#pl-dash-target input").click()
     page.get_by_role("option", name="fresh", exact=True).click()
     page.locator("#pl-dash-close").click()

@@ -81,15 +81,22 @@ def build(ctx: AppContext) -> Dashboard:
             target = gr.Dropdown(label="Project", choices=[], scale=3, elem_id="pl-dash-target")
             open_btn = gr.Button("Open", scale=1, elem_id="pl-dash-open")
             close_btn = gr.Button("Close", scale=1, elem_id="pl-dash-close")
+        # Closed, and its fields made visible by the page's load (see `wire`), not left to Gradio: Gradio builds
+        # the contents of an unselected tab and of a closed accordion only when first shown, and a frame or
+        # two later writes their stored values back into them, so a number typed the moment the accordion
+        # opened went back to its default (in 10 of 10 runs of a repro typing the instant the boxes showed;
+        # the text boxes kept their text). A visibility update from the server takes a field off that list.
+        # Building the accordion open and closing it on load, as the annotator page does, is no help here:
+        # closed before the tab is first shown, it is skipped when the tab is built.
         with gr.Accordion("New project", open=False):
             new = {
                 "name": gr.Textbox(label="Name", elem_id="pl-new-name"),
                 "mode": gr.Radio(["pairwise", "ranking"], value="pairwise", label="Mode"),
                 "k": gr.Number(2, label="Responses per task (k, ranking only)", precision=0),
-                "overlap": gr.Number(1, label="Annotators per task (overlap)", precision=0),
+                "overlap": gr.Number(1, label="Annotators per task (overlap)", precision=0, elem_id="pl-new-overlap"),
                 "criteria": gr.Textbox(label="Criteria, comma separated (rated 1-5, optional)"),
                 "gold_rate": gr.Slider(0, 0.9, 0, step=0.05, label="Share of gold tasks served"),
-                "lease_seconds": gr.Number(1800, label="Lease (seconds)", precision=0),
+                "lease_seconds": gr.Number(1800, label="Lease (seconds)", precision=0, elem_id="pl-new-lease"),
                 "guidelines": gr.Textbox(label="Guidelines (markdown)", lines=4),
             }
             create = gr.Button("Create project", variant="primary", elem_id="pl-new-create")
@@ -108,15 +115,18 @@ PRIVATE = dict(api_visibility="private")  # programs use the endpoints in api.py
 
 def wire(ctx: AppContext, demo: gr.Blocks, tab: gr.Tab, dash: Dashboard) -> None:
     project_outputs = [dash.projects, dash.project, dash.target]
+    form = list(dash.new.values())
 
     @user_errors
     def on_load(request: gr.Request):
         who = viewer(ctx, request)
         if not who.is_admin:  # the tab stays hidden and empty
-            return (gr.update(visible=False), *[gr.update() for _ in project_outputs])
-        return (gr.update(visible=True), *_projects(ctx, who, None))
+            return (gr.update(visible=False), *[gr.update() for _ in project_outputs + form])
+        # visible=True for the new-project fields (already visible): so that Gradio, building them when the
+        # accordion first opens, does not write their defaults back over what was typed (see `build`)
+        return (gr.update(visible=True), *_projects(ctx, who, None), *[gr.update(visible=True) for _ in form])
 
-    load = demo.load(on_load, None, [tab, *project_outputs], **PRIVATE)
+    load = demo.load(on_load, None, [tab, *project_outputs, *form], **PRIVATE)
     _wire_project_view(ctx, load, dash, lambda who, project: _stats(admin.stats(ctx.engine, who, project)),
                        dash.stats_outputs(), ("Pick a project.", *[None] * 6))
     _wire_project_view(ctx, load, dash, lambda who, project: _loop(admin.leaderboard(ctx.engine, who, project),
