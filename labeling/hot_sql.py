@@ -32,7 +32,10 @@ def _stmt(sql: str, binds: tuple[str, ...] = (), expanding: tuple[str, ...] = ()
                                 *[bindparam(name, expanding=True) for name in expanding])
     if not sql.startswith("SELECT "):
         return stmt
-    return stmt.columns(*[column(name, types.get(name)) for name in result_names(sql)])
+    names = result_names(sql)
+    unknown = set(types) - set(names)  # a type for no column would leave the value untyped, silently
+    assert not unknown, f"typed columns {sorted(unknown)} are not among the result's {names}"
+    return stmt.columns(*[column(name, types.get(name)) for name in names])
 
 
 def result_names(sql: str) -> list[str]:
@@ -65,9 +68,11 @@ EXPIRE = _stmt("UPDATE assignment SET status = 'expired', slot = NULL WHERE stat
                ("at",))
 ASSIGNMENT_COLUMNS = "a.id, a.task_id, a.annotator_id, a.slot, a.display_order, a.status, a.created_at, a.expires_at"
 _ASSIGNMENT_TYPES = dict(display_order=_JSON, created_at=_AT, expires_at=_AT)
-LIVE_LEASE = _stmt(f"SELECT {ASSIGNMENT_COLUMNS} FROM assignment a JOIN task t ON t.id = a.task_id "
-                   "WHERE t.project_id = :project_id AND a.annotator_id = :annotator_id AND a.status = 'open' "
-                   "AND a.expires_at >= :at ORDER BY a.id LIMIT 1", ("at",), **_ASSIGNMENT_TYPES)
+# The annotator's live leases in the project (rule 2 of labeling.assign): read by LIVE_LEASE, excluded by CLAIM.
+_LIVE_LEASES = ("FROM assignment a JOIN task t ON t.id = a.task_id WHERE t.project_id = :project_id"
+                " AND a.annotator_id = :annotator_id AND a.status = 'open' AND a.expires_at >= :at")
+LIVE_LEASE = _stmt(f"SELECT {ASSIGNMENT_COLUMNS} {_LIVE_LEASES} ORDER BY a.id LIMIT 1", ("at",),
+                   **_ASSIGNMENT_TYPES)
 # The lowest slot of task t that no assignment holds: 0, else the smallest s + 1 not held. With fewer than
 # `overlap` held (the claim's condition) it is below `overlap`: slots 0 .. f-1 are all held, so f <= held.
 LOWEST_FREE_SLOT = ("CASE WHEN NOT EXISTS (SELECT 1 FROM assignment z WHERE z.task_id = t.id AND z.slot = 0) THEN 0"
@@ -81,9 +86,7 @@ _CLAIM = ("SELECT t.id, t.candidate_ids{free} FROM task t"
           " WHERE t.project_id = :project_id AND t.is_full = false AND " + REGULAR +
           " AND NOT EXISTS (SELECT 1 FROM assignment m WHERE m.task_id = t.id AND m.annotator_id = :annotator_id)"
           " AND (SELECT count(*) FROM assignment s WHERE s.task_id = t.id AND s.slot IS NOT NULL) < :overlap"
-          " AND NOT EXISTS (SELECT 1 FROM assignment l JOIN task lt ON lt.id = l.task_id"
-          " WHERE l.annotator_id = :annotator_id AND lt.project_id = :project_id AND l.status = 'open'"
-          " AND l.expires_at >= :at)"
+          " AND NOT EXISTS (SELECT 1 " + _LIVE_LEASES + ")"
           " ORDER BY t.priority DESC, t.id LIMIT :n")
 # SQLite: the claim holds the write lock, so the statement's own free slot is current (assign._claim_regular).
 # PostgreSQL: concurrent claimers skip the rows another one is taking instead of colliding; the free slot is
@@ -116,11 +119,12 @@ JUDGMENT_BY_REQUEST = _stmt(f"SELECT {', '.join(_J.keys())} FROM judgment WHERE 
 INSERT_JUDGMENT = Judgment.__table__.insert().returning(_J.id)
 # SQLite's vote in one statement: the judgment is stored only while its lease is open, and the trigger
 # judgment_closes_lease (labeling.store_triggers) closes it in the same statement. No row: the lease is gone.
-_VALUES = [c for c in Judgment.__table__.c if c.name != "id"]
+JUDGMENT_VALUES = [c for c in Judgment.__table__.c if c.name != "id"]  # what an INSERT of a judgment gives
 _OPEN_LEASE = exists().where(Assignment.__table__.c.id == bindparam("assignment_id"),
                              Assignment.__table__.c.status == "open")
 VOTE = Judgment.__table__.insert().from_select(
-    [c.name for c in _VALUES], select(*[bindparam(c.name, type_=c.type) for c in _VALUES]).where(_OPEN_LEASE)
+    [c.name for c in JUDGMENT_VALUES],
+    select(*[bindparam(c.name, type_=c.type) for c in JUDGMENT_VALUES]).where(_OPEN_LEASE)
 ).returning(_J.id)
 
 

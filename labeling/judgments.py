@@ -81,7 +81,7 @@ def insert_judgment(conn: Connection, judgment: Judgment) -> Judgment:
 
 def judgment_values(judgment: Judgment) -> dict:
     """The INSERT's parameters: every column but the id."""
-    return {c.name: getattr(judgment, c.name) for c in Judgment.__table__.c if c.name != "id"}
+    return {c.name: getattr(judgment, c.name) for c in hot_sql.JUDGMENT_VALUES}
 
 
 def check_request_id(client_request_id: str) -> None:
