@@ -207,9 +207,10 @@ def session_scope(engine: Engine, immediate: bool = True) -> Iterator[Session]:
     lock upgrade), while BEGIN IMMEDIATE simply waits its turn. Pure readers may pass
     `immediate=False`; under WAL they never block. PostgreSQL ignores the option.
     """
+    if immediate and _ON_EVENT_LOOP.get():
+        raise WouldWait("an ORM write transaction is not run on the event loop")
     # expire_on_commit=False: rows returned from the scope stay readable after it closes.
-    writer = getattr(engine, "write_lock", None) if immediate else None
-    with writer or nullcontext(), Session(engine, expire_on_commit=False) as session:
+    with _write_turn(engine) if immediate else nullcontext(), Session(engine, expire_on_commit=False) as session:
         if immediate:
             session.connection(execution_options={"sqlite_immediate": True})
         try:
@@ -264,8 +265,7 @@ def write_statement(engine: Engine) -> Iterator[Connection]:
     """A connection for one write statement that is its own transaction (with what its triggers do),
     in the process's queue of writers: no BEGIN and COMMIT around it, which on SQLite are two more
     waits for the GIL while the write lock is held (labeling.assign.submit_judgment)."""
-    writer = getattr(engine, "write_lock", None)
-    with writer or nullcontext(), read_connection(engine) as conn:
+    with _write_turn(engine), read_connection(engine) as conn, _no_busy_wait_on_event_loop(conn):
         yield conn
         conn.commit()  # PostgreSQL began a transaction anyway; on SQLite the statement committed itself
 
@@ -277,11 +277,72 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
     The annotator hot path (labeling.assign: claim, vote) runs typed Core statements only; a Session
     around them cost CPU while the process's SQLite write lock was held (BENCHMARKS.md, server profile).
     """
-    writer = getattr(engine, "write_lock", None)
-    with writer or nullcontext(), engine.connect() as conn:
+    with _write_turn(engine), engine.connect() as conn, _no_busy_wait_on_event_loop(conn):
         conn.execution_options(sqlite_immediate=True)
         with conn.begin():
             yield conn
+
+
+# ---------------------------------------------------------------------------------------------
+# SQLite calls run on the server's event loop (labeling.app.rest)
+#
+# On SQLite every call of a process is serialized anyway, by the GIL and by the write lock; handing each
+# to a worker thread cost more CPU than the call (a GIL handoff around every statement, since sqlite3
+# releases the GIL in each: BENCHMARKS.md, labeling server). So the JSON API runs short SQLite calls on
+# the event loop itself. There nothing may wait: a write that finds the process's write lock taken (a
+# page event's write, in a worker thread) or SQLite's lock held by another process raises WouldWait
+# before it has written anything, and the caller runs the whole call again in a worker thread, where
+# the write waits its turn. Such a call must therefore make at most one write transaction.
+
+_ON_EVENT_LOOP: ContextVar[bool] = ContextVar("prefloop_on_event_loop", default=False)
+
+
+class WouldWait(Exception):
+    """A write on the event loop would have to wait for a lock: run the call in a worker thread instead."""
+
+
+@contextmanager
+def on_event_loop() -> Iterator[None]:
+    """Mark the code inside as running on the event loop: its writes raise WouldWait instead of waiting."""
+    token = _ON_EVENT_LOOP.set(True)
+    try:
+        yield
+    finally:
+        _ON_EVENT_LOOP.reset(token)
+
+
+def running_on_event_loop() -> bool:
+    return _ON_EVENT_LOOP.get()
+
+
+@contextmanager
+def _write_turn(engine: Engine) -> Iterator[None]:
+    """The process's queue of SQLite writers (engine.write_lock; nothing on other databases)."""
+    lock = getattr(engine, "write_lock", None)
+    if lock is None:
+        yield
+        return
+    if not lock.acquire(blocking=not _ON_EVENT_LOOP.get()):
+        raise WouldWait("the process's write lock is taken")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def _no_busy_wait_on_event_loop(conn: Connection) -> Iterator[None]:
+    """On the event loop SQLite's busy handler must not sleep (up to SQLITE_BUSY_TIMEOUT_MS while another
+    process writes): "database is locked" comes at once instead (labeling.assign.with_retry: WouldWait)."""
+    if not _ON_EVENT_LOOP.get() or conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    raw.execute("PRAGMA busy_timeout = 0")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def get_project(session: Session, name: str) -> models.Project:

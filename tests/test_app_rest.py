@@ -78,3 +78,69 @@ def test_refusals_are_one_line_errors(served):
             bob.next_task("p")
     with Session(engine) as session:
         assert session.exec(select(Judgment)).all() == []
+
+
+def _in_thread(fn):
+    """Run fn() in a thread: (thread, {"result" or "error": ...}) once it ends."""
+    import threading
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["result"] = fn()
+        except Exception as err:  # noqa: BLE001 - handed to the test's assertions
+            out["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_calls_on_the_event_loop_wait_for_a_taken_write_lock_in_a_worker_thread(served):
+    """On SQLite the annotator's calls run on the event loop (labeling.app.rest). While another thread of the
+    process holds the write lock (a page event's write), a claim and a vote must wait in a worker thread, and
+    the loop must keep answering others; once the lock is free both complete, each stored once."""
+    engine, url = served
+    # A 10 s timeout: a loop that waited for the lock (or for SQLite's 30 s busy timeout) fails the probes.
+    with LabelingClient(url, "ann", PASSWORD, timeout=10) as ann, \
+            LabelingClient(url, "bob", PASSWORD, timeout=10) as bob:
+        task = ann.next_task("p")["task"]
+        with engine.write_lock:
+            vote, voted = _in_thread(lambda: ann.submit(task["assignment_id"], task["client_request_id"],
+                                                        choice="tie"))
+            claim, claimed = _in_thread(lambda: bob.next_task("p"))
+            # The loop answers while both writes wait (a loop waiting for the lock would hang these calls).
+            assert ann.progress("p")["done_total"] == 0 and bob.call("whoami")["name"] == "bob"
+            assert vote.is_alive() and claim.is_alive()
+        vote.join(30)
+        claim.join(30)
+    assert voted["result"]["recorded"] and claimed["result"]["task"]["assignment_id"] != task["assignment_id"]
+    with Session(engine) as session:
+        assert [j.choice for j in session.exec(select(Judgment)).all()] == ["tie"]
+
+
+def test_calls_on_the_event_loop_wait_for_another_process_writing_the_store_in_a_worker_thread(served, tmp_path):
+    """Another process (here a plain sqlite3 connection) holds SQLite's write lock: a call on the loop must not
+    sleep in SQLite's busy handler, which would stall every other request for up to its 30 s timeout."""
+    import sqlite3
+
+    engine, url = served
+    with LabelingClient(url, "ann", PASSWORD, timeout=10) as ann, \
+            LabelingClient(url, "bob", PASSWORD, timeout=10) as bob:
+        task = ann.next_task("p")["task"]
+        other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            vote, voted = _in_thread(lambda: ann.submit(task["assignment_id"], task["client_request_id"],
+                                                        choice="a_better"))
+            claim, claimed = _in_thread(lambda: bob.next_task("p"))
+            assert bob.call("whoami")["name"] == "bob" and ann.progress("p")["done_total"] == 0
+            assert vote.is_alive() and claim.is_alive()
+        finally:
+            other.rollback()
+            other.close()
+        vote.join(30)
+        claim.join(30)
+        assert voted["result"]["recorded"] and claimed["result"]["task"] is not None
+        assert ann.progress("p")["done_total"] == 1

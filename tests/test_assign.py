@@ -323,3 +323,39 @@ def test_the_full_mark_follows_every_change_of_a_tasks_slots(store_url):
         s.delete(s.get(Assignment, e.id))
     assert _full_marks(engine, tasks) == [False, False]
     engine.dispose()
+
+
+def test_a_write_on_the_event_loop_never_waits_and_leaves_no_trace(tmp_path):
+    """labeling.db.on_event_loop: a claim that would wait for SQLite's lock (held by another process) raises
+    WouldWait at once, writes nothing, and leaves every pooled connection with its busy timeout for the
+    worker threads' writes; an ORM write transaction is refused there outright."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from labeling.db import SQLITE_BUSY_TIMEOUT_MS, WouldWait, on_event_loop
+
+    path = tmp_path / "store.db"
+    engine = open_store(f"sqlite:///{path}")
+    seed_project(engine, n_tasks=2)
+    ann = seed_users(engine, ["ann"])["ann"]
+    returned = []
+    event.listen(engine, "checkin", lambda dbapi_conn, _record: returned.append(dbapi_conn))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with on_event_loop():
+            with pytest.raises(WouldWait):  # within SQLite's 30 s busy timeout: the test would hang for it
+                assign.next_assignment(engine, "p", ann)
+            with pytest.raises(WouldWait):
+                with session_scope(engine):
+                    pass
+    finally:
+        other.rollback()
+        other.close()
+    assert returned and {c.execute("PRAGMA busy_timeout").fetchone()[0] for c in returned} == {SQLITE_BUSY_TIMEOUT_MS}
+    with Session(engine) as session:
+        assert session.exec(select(Assignment)).all() == []
+    with on_event_loop():  # nothing in the way: the claim runs there
+        assert assign.next_assignment(engine, "p", ann) is not None
+    engine.dispose()

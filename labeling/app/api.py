@@ -36,6 +36,17 @@ def endpoints(ctx: AppContext) -> dict:
     return {fn.__name__: _reads_on_one_connection(ctx, fn) for fn in _annotator_endpoints(ctx) + _admin_endpoints(ctx)}
 
 
+# The annotator's calls: a few short statements each, and at most one write transaction (what running
+# on the event loop requires: labeling.db.WouldWait). The admin's may read a whole project: worker threads.
+SHORT_CALLS = frozenset({"whoami", "projects", "next_task", "submit", "progress"})
+
+
+def on_loop_endpoints(ctx: AppContext) -> frozenset:
+    """The endpoints the JSON API runs on the event loop: the short calls on SQLite, none on other databases
+    (their every statement is a network round trip, which must not hold up the loop)."""
+    return SHORT_CALLS if ctx.engine.dialect.name == "sqlite" else frozenset()
+
+
 def _reads_on_one_connection(ctx: AppContext, fn):
     """One call's reads share one connection (labeling.db.one_read_connection)."""
     @functools.wraps(fn)

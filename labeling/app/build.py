@@ -51,7 +51,8 @@ def launch_kwargs(ctx: AppContext, concurrency: int = 16) -> dict:
         auth=LoginChecker(ctx.engine, ctx.login_policy).check,  # a coroutine: Argon2 runs off the event loop
         # The guard first (it records the caller's address), then the JSON API (labeling.app.rest).
         app_kwargs={"middleware": [Middleware(Guard, engine=ctx.engine),
-                                   Middleware(Rest, endpoints=api.endpoints(ctx), concurrency=concurrency)]},
+                                   Middleware(Rest, endpoints=api.endpoints(ctx), concurrency=concurrency,
+                                              on_loop=api.on_loop_endpoints(ctx))]},
         auth_message="prefloop labeling: sign in with the account your admin created.",
         # System fonts: no request to a font CDN, so annotators' browsers contact nobody else.
         theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],

@@ -11,7 +11,9 @@ load that bookkeeping cost more server CPU than the judgment itself. Here one re
 short exchange: this ASGI middleware answers `/v1/...` before any of that runs, with the same
 endpoint functions (so the same `service` code and the same rules), the session cookie that
 Gradio's `/login` set, and the account re-read from the store on every call. The database
-work runs in worker threads, at most `concurrency` at once; SQLite orders its writers anyway.
+work runs in worker threads, at most `concurrency` at once, except the annotator's short calls
+on SQLite, which run on the event loop (`Rest`; labeling.db, "SQLite calls run on the server's
+event loop").
 
 Replies: 200 with the endpoint's JSON result; 401 when not signed in; 415 for a body that is not
 `Content-Type: application/json` (what keeps other sites' pages from posting as you); 400 with
@@ -27,6 +29,7 @@ import json
 from starlette.requests import HTTPConnection
 
 from labeling.app.guard import JSON_API, gradio_user, send_json
+from labeling.db import WouldWait, on_event_loop
 from prefloop.errors import UserError
 
 ROUTE = JSON_API  # the guard leaves exactly these paths to this middleware, which answers them all
@@ -41,10 +44,16 @@ class Caller:
 
 
 class Rest:
-    """ASGI middleware: `Middleware(Rest, endpoints={name: fn(request, **kwargs)}, concurrency=16)`."""
+    """ASGI middleware: `Middleware(Rest, endpoints={name: fn(request, **kwargs)}, concurrency=16, on_loop={...})`.
 
-    def __init__(self, app, endpoints: dict, concurrency: int = 16):
+    `on_loop`: names of the endpoints run on the event loop itself (the app passes the annotator's short
+    calls on SQLite: labeling.app.api.on_loop_endpoints). A write there that would wait for a lock raises
+    labeling.db.WouldWait before writing anything, and the call runs again in a worker thread.
+    """
+
+    def __init__(self, app, endpoints: dict, concurrency: int = 16, on_loop: frozenset = frozenset()):
         self.app, self.endpoints, self.concurrency = app, endpoints, concurrency
+        self.on_loop = {endpoints[name] for name in on_loop}
         self.signatures = {fn: inspect.signature(fn) for fn in endpoints.values()}  # read once, not per call
         self._slots = None  # anyio.CapacityLimiter, made inside the server's event loop
 
@@ -78,6 +87,12 @@ class Rest:
         if self._slots is None:
             self._slots = anyio.CapacityLimiter(self.concurrency)
         try:
+            if fn in self.on_loop:
+                try:
+                    with on_event_loop():
+                        return 200, fn(Caller(user), **kwargs)
+                except WouldWait:
+                    pass  # nothing was written: the call waits for its turn in a worker thread
             return 200, await anyio.to_thread.run_sync(lambda: fn(Caller(user), **kwargs), limiter=self._slots)
         except UserError as err:
             return 400, {"error": str(err)}
