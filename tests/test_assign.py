@@ -359,3 +359,30 @@ def test_a_write_on_the_event_loop_never_waits_and_leaves_no_trace(tmp_path):
     with on_event_loop():  # nothing in the way: the claim runs there
         assert assign.next_assignment(engine, "p", ann) is not None
     engine.dispose()
+
+
+def test_the_count_of_open_tasks_is_kept_and_recounted_in_the_background(memory_engine):
+    """The progress line's project-wide count (labeling.app.service.OpenTasks) scans every task of the
+    project. The first count is made by its caller (on the event loop: WouldWait, so that a worker thread
+    makes it); once one is kept, a due recount runs in a background thread and callers get the kept one."""
+    from labeling.app.service import OpenTasks
+    from labeling.db import WouldWait, on_event_loop
+
+    tasks = seed_project(memory_engine, n_tasks=3)
+    ann = seed_users(memory_engine, ["ann"])["ann"]
+    open_tasks = OpenTasks(ttl=60)
+    assert open_tasks.kept(memory_engine, "p") is None
+    with on_event_loop(), pytest.raises(WouldWait):
+        open_tasks.count(memory_engine, "p")
+    assert open_tasks.count(memory_engine, "p") == 3  # off the loop it counts, and keeps the count
+    assert assign.next_assignment(memory_engine, "p", ann).task_id in tasks  # overlap 1: 2 tasks still open
+    with on_event_loop():
+        assert open_tasks.count(memory_engine, "p") == open_tasks.kept(memory_engine, "p") == 3  # kept, fresh
+    open_tasks.ttl = 0.0  # due: this call still gets the kept count, and a recount starts
+    with on_event_loop():
+        assert open_tasks.kept(memory_engine, "p") == 3
+    open_tasks.ttl = 60
+    deadline = time.monotonic() + 30
+    while open_tasks.kept(memory_engine, "p") != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert open_tasks.kept(memory_engine, "p") == 2

@@ -72,9 +72,11 @@ def _annotator_endpoints(ctx: AppContext) -> list:
     def next_task(request: gr.Request, project: str) -> dict:
         """Your current task in the project (resumed or newly assigned): {"task": ... or None, "progress": ...}."""
         who = viewer(ctx, request)
+        kept = ctx.open_tasks.kept(engine, project)  # first: on the event loop its WouldWait precedes the claim
         view = service.next_task(engine, who, project)
+        open_tasks = ctx.open_tasks.count(engine, project) if kept is None else kept  # recounted after the claim
         return {"task": view.public() if view else None,
-                "progress": service.progress(engine, who, project, ctx.open_tasks)}
+                "progress": service.progress(engine, who, project, open_tasks)}
 
     def submit(request: gr.Request, assignment_id: int, client_request_id: str, choice: str | None = None,
                ranking: list[str] | None = None, ratings: dict | None = None, rationale: str | None = None,
@@ -93,7 +95,7 @@ def _annotator_endpoints(ctx: AppContext) -> list:
 
     def progress(request: gr.Request, project: str) -> dict:
         """Your judgments today and in total, and the tasks still open to you."""
-        return service.progress(engine, viewer(ctx, request), project, ctx.open_tasks)
+        return service.progress(engine, viewer(ctx, request), project, ctx.open_tasks.count(engine, project))
 
     return [whoami, projects, next_task, submit, skip, progress]
 

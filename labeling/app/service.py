@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from labeling import assign, hot_sql
-from labeling.db import read_connection
+from labeling.db import WouldWait, read_connection, running_on_event_loop
 from labeling.app.auth import Viewer
 from labeling.app.render import LABELS
 from labeling.choices import CHOICES
@@ -130,9 +130,9 @@ def skip(engine: Engine, viewer: Viewer, assignment_id: int, reason: str) -> dic
     return {"assignment_id": skipped.id, "skipped": True}
 
 
-def progress(engine: Engine, viewer: Viewer, project: str, open_tasks: OpenTasks | None = None) -> dict:
-    count = open_tasks.count(engine, project) if open_tasks else None
-    return asdict(assign.progress(engine, project, viewer.id, open_tasks=count))
+def progress(engine: Engine, viewer: Viewer, project: str, open_tasks: int | None = None) -> dict:
+    """`open_tasks`: the project's recent count of open tasks (OpenTasks.count); None: counted here."""
+    return asdict(assign.progress(engine, project, viewer.id, open_tasks=open_tasks))
 
 
 class OpenTasks:
@@ -141,20 +141,48 @@ class OpenTasks:
     Every page update and every API `next_task` shows the annotator's progress. Its "remaining"
     figure needs the project-wide count of open tasks, which tests every task of the project;
     one count shared by all annotators for a couple of seconds makes progress cost only the
-    annotator's own rows (the figure may lag others' claims by up to `ttl`).
+    annotator's own rows (the figure may lag others' claims by up to `ttl` and one recount).
+    A recount takes tens of ms for a project of 50,000 tasks, so once a count is kept, a due
+    recount runs in a background thread while callers go on with the kept count: no caller waits
+    for it, and none runs it on the server's event loop (labeling.db, WouldWait).
     """
 
     def __init__(self, ttl: float = 2.0):
         self.ttl = ttl
         self._counts: dict[str, tuple[float, int]] = {}
+        self._recounting: set[str] = set()
         self._lock = threading.Lock()
 
     def count(self, engine: Engine, project: str) -> int:
+        """The kept count (see `kept`), else a count made now."""
+        kept = self.kept(engine, project)
+        return kept if kept is not None else self._recount(engine, project)
+
+    def kept(self, engine: Engine, project: str) -> int | None:
+        """The kept count, a recount started in the background if it is due; None when none is kept
+        yet (on the event loop: WouldWait, so that a worker thread counts)."""
         with self._lock:
-            at, count = self._counts.get(project, (-self.ttl, 0))
-        if time.monotonic() - at < self.ttl:
-            return count
+            at, count = self._counts.get(project, (None, 0))
+            due = at is not None and time.monotonic() - at >= self.ttl and project not in self._recounting
+            if due:
+                self._recounting.add(project)
+        if due:
+            threading.Thread(target=self._recount_in_background, args=(engine, project), daemon=True).start()
+        if at is None and running_on_event_loop():
+            raise WouldWait(f"no count of project {project!r}'s open tasks is kept yet")
+        return None if at is None else count
+
+    def _recount(self, engine: Engine, project: str) -> int:
         count = assign.open_task_count(engine, project)
         with self._lock:
             self._counts[project] = (time.monotonic(), count)
         return count
+
+    def _recount_in_background(self, engine: Engine, project: str) -> None:
+        try:
+            self._recount(engine, project)
+        except Exception:  # noqa: BLE001 - the kept count stays; the next due call tries again, and any
+            pass  # fault of the store itself reaches the callers through their own statements
+        finally:
+            with self._lock:
+                self._recounting.discard(project)
