@@ -30,7 +30,8 @@ class ServeConfig:
     port: int = field(default=7860, metadata={"help": "TCP port"})
     project: str | None = field(default=None, metadata={"help": "project preselected for annotators"})
     concurrency: int = field(default=16, metadata={
-        "help": "requests handled at once per page event, and JSON API calls at once (database locks order them)"})
+        "help": "requests handled at once per page event, and JSON API calls at once in worker threads (database "
+                "locks order them; on SQLite the annotator's short JSON API calls run on the event loop, one at a time)"})
     max_threads: int = field(default=40, metadata={"help": "worker threads of the web server"})
     root_path: str = field(default="", metadata={"help": "URL prefix when served behind a reverse proxy, e.g. /labeling"})
     export_dir: str | None = field(default=None, metadata={"help": "directory for dashboard exports; unset: a temporary directory"})
