@@ -391,7 +391,7 @@ def progress(engine: Engine, project: str | int, annotator_id: int, now: datetim
     by = "id" if isinstance(project, int) else "name"
     with read_connection(engine) as conn:  # one statement when `open_tasks` is given (the app's hot path)
         row = conn.execute(hot_sql.PROGRESS[by], {"key": project, "annotator_id": annotator_id,
-                                                  "midnight": midnight, "at": at}).one()
+                                                  "midnight": midnight}).one()
         if row.project_id is None:
             raise NotFoundError(f"project {project!r} does not exist")
         if open_tasks is None:

@@ -202,6 +202,23 @@ def test_progress_counts_today_total_and_remaining(memory_engine):
     assert open_lease.status == "open"
 
 
+def test_remaining_from_the_kept_project_count_matches_the_exact_one(engine):
+    """The app's progress subtracts the annotator's own open tasks from the project's kept count (`theirs`,
+    read from `task.is_full`); it must agree with counting the tasks open to them directly, on both stores."""
+    seed_project(engine, n_tasks=6, overlap=2)
+    users = seed_users(engine, ["a1", "a2", "a3"])
+    for name, n in (("a1", 4), ("a2", 2)):
+        for _ in range(n):
+            _answer(engine, assign.next_assignment(engine, "p", users[name]), users[name])
+    assign.next_assignment(engine, "p", users["a3"])  # a live lease holds a slot too
+    open_tasks = assign.open_task_count(engine, "p")
+    assert open_tasks == 3  # a1 took tasks 1-4, a2 tasks 1-2, a3 task 3: tasks 4, 5 and 6 have a free slot
+    for name, uid in users.items():
+        exact = assign.progress(engine, "p", uid)
+        assert assign.progress(engine, "p", uid, open_tasks=open_tasks) == exact, name
+    assert [assign.progress(engine, "p", users[n]).remaining for n in ("a1", "a2", "a3")] == [2, 3, 3]
+
+
 def test_closed_project_serves_nothing(memory_engine):
     seed_project(memory_engine, n_tasks=1)
     uid = seed_users(memory_engine, ["ann"])["ann"]
