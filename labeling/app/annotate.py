@@ -166,8 +166,8 @@ def _blank(value) -> bool:
 def _show(ctx: AppContext, who, project: str | None, message: str) -> tuple:
     """Updates for `AnnotatePage.task_outputs()`: the viewer's next task in `project`, or none."""
     view = service.next_task(ctx.engine, who, project) if project else None
-    progress = _progress_line(service.progress(ctx.engine, who, project, ctx.open_tasks.count(ctx.engine, project)),
-                              project) if project else "No open project."
+    progress = _progress_line(service.progress(ctx.engine, who, project, ctx.open_tasks), project) if project else \
+        "No open project."
     if view is None:
         return (None, progress, "", NO_TASK if project else "", "", gr.update(visible=False),
                 None, "", None, "", "", render.text_html(message))

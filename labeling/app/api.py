@@ -72,11 +72,12 @@ def _annotator_endpoints(ctx: AppContext) -> list:
     def next_task(request: gr.Request, project: str) -> dict:
         """Your current task in the project (resumed or newly assigned): {"task": ... or None, "progress": ...}."""
         who = viewer(ctx, request)
-        kept = ctx.open_tasks.kept(engine, project)  # first: on the event loop its WouldWait precedes the claim
+        # Before the claim: on the event loop, with no count kept yet, its WouldWait must precede the write
+        # (once kept, a count is never dropped, so progress below finds one there).
+        ctx.open_tasks.kept(engine, project)
         view = service.next_task(engine, who, project)
-        open_tasks = ctx.open_tasks.count(engine, project) if kept is None else kept  # recounted after the claim
         return {"task": view.public() if view else None,
-                "progress": service.progress(engine, who, project, open_tasks)}
+                "progress": service.progress(engine, who, project, ctx.open_tasks)}
 
     def submit(request: gr.Request, assignment_id: int, client_request_id: str, choice: str | None = None,
                ranking: list[str] | None = None, ratings: dict | None = None, rationale: str | None = None,
@@ -95,7 +96,7 @@ def _annotator_endpoints(ctx: AppContext) -> list:
 
     def progress(request: gr.Request, project: str) -> dict:
         """Your judgments today and in total, and the tasks still open to you."""
-        return service.progress(engine, viewer(ctx, request), project, ctx.open_tasks.count(engine, project))
+        return service.progress(engine, viewer(ctx, request), project, ctx.open_tasks)
 
     return [whoami, projects, next_task, submit, skip, progress]
 

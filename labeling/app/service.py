@@ -130,9 +130,9 @@ def skip(engine: Engine, viewer: Viewer, assignment_id: int, reason: str) -> dic
     return {"assignment_id": skipped.id, "skipped": True}
 
 
-def progress(engine: Engine, viewer: Viewer, project: str, open_tasks: int | None = None) -> dict:
-    """`open_tasks`: the project's recent count of open tasks (OpenTasks.count); None: counted here."""
-    return asdict(assign.progress(engine, project, viewer.id, open_tasks=open_tasks))
+def progress(engine: Engine, viewer: Viewer, project: str, open_tasks: OpenTasks | None = None) -> dict:
+    count = open_tasks.count(engine, project) if open_tasks else None
+    return asdict(assign.progress(engine, project, viewer.id, open_tasks=count))
 
 
 class OpenTasks:
