@@ -282,11 +282,14 @@ def store_cycles(url: str, names: list[str], rounds: int) -> dict:
 
 
 def store_growth(judgments: int, n_tasks: int, clients: int, block: int = 500) -> str:
-    """The claim's and the vote's cost as the queue fills: the store layer alone, one thread, a fresh SQLite store.
+    """The claim's, the vote's and progress's cost as the queue fills: the store layer alone, one thread, a
+    fresh SQLite store.
 
     The claim used to walk the queue in priority order past every task whose slots were all taken, so its
     cost grew with the judgments already stored; since `task.is_full` (labeling.store_triggers) it should
-    not. This prints the cost block by block. Run it with PYTHONPATH=TREE to time another checkout.
+    not. Progress (the app's, with the project's kept count of open tasks) grows with the annotator's own
+    history: with `clients` 1 one annotator makes every judgment. This prints the cost block by block.
+    Run it with PYTHONPATH=TREE to time another checkout.
     """
     from labeling import assign
     from labeling.app.auth import viewer_for
@@ -296,7 +299,7 @@ def store_growth(judgments: int, n_tasks: int, clients: int, block: int = 500) -
         url, names = f"sqlite:///{tmp}/store.db", [f"ann{i:03d}" for i in range(clients)]
         seed(url, n_tasks, names)
         engine = open_store(url)
-        viewers, spent, lines = [viewer_for(engine, name) for name in names], [0.0, 0.0], []
+        viewers, spent, lines = [viewer_for(engine, name) for name in names], [0.0, 0.0, 0.0], []
         for done in range(1, judgments + 1):
             viewer = viewers[done % len(viewers)]
             t0 = time.perf_counter()
@@ -304,15 +307,17 @@ def store_growth(judgments: int, n_tasks: int, clients: int, block: int = 500) -
             t1 = time.perf_counter()
             assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=viewer.id,
                                    client_request_id=uuid.uuid4().hex, choice="a_better")
-            spent[0], spent[1] = spent[0] + t1 - t0, spent[1] + time.perf_counter() - t1
+            t2 = time.perf_counter()
+            assign.progress(engine, PROJECT, viewer.id, open_tasks=n_tasks)  # the app passes its kept count
+            spent = [spent[0] + t1 - t0, spent[1] + t2 - t1, spent[2] + time.perf_counter() - t2]
             if done % block == 0:
-                lines.append(f"| {done} | {done // OVERLAP} | {1000 * spent[0] / block:.2f} | {1000 * spent[1] / block:.2f} |")
-                spent = [0.0, 0.0]
+                lines.append(f"| {done} | {done // OVERLAP if clients >= OVERLAP else 0} | " + " | ".join(f"{1000 * s / block:.2f}" for s in spent) + " |")
+                spent = [0.0, 0.0, 0.0]
         engine.dispose()
     return "\n".join([f"Store layer alone, one thread, {n_tasks} tasks with overlap {OVERLAP}, {clients} annotators "
-                      f"in turn: wall ms per claim and per vote over each block of {block} judgments.", "",
-                      "| judgments stored | tasks full (about) | ms per claim | ms per vote |",
-                      "| ---: | ---: | ---: | ---: |", *lines, ""])
+                      f"in turn: wall ms per claim, per vote and per progress over each block of {block} judgments.", "",
+                      "| judgments stored | tasks full (about) | ms per claim | ms per vote | ms per progress |",
+                      "| ---: | ---: | ---: | ---: | ---: |", *lines, ""])
 
 
 def _retry_sign_in(sign_in, i: int, name: str, attempts: int = 5):
@@ -501,8 +506,9 @@ def main(argv=None) -> int:
                         "of another checkout (e.g. `git archive <rev> | tar -x -C DIR`), in the same run")
     parser.add_argument("--compare-store", metavar="DIR", help="also time the store layer alone (no HTTP), this "
                         "checkout against the one in DIR, alternating, on SQLite")
-    parser.add_argument("--store-growth", type=int, metavar="N", help="instead: time the store layer's claim and "
-                        "vote over N judgments on one thread, block by block (how the claim slows as tasks fill)")
+    parser.add_argument("--store-growth", type=int, metavar="N", help="instead: time the store layer's claim, vote "
+                        "and progress over N judgments on one thread, block by block (how they slow as tasks fill; "
+                        "with --clients 1, as one annotator's history grows)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     if args.seed:
