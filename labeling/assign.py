@@ -34,8 +34,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session, select
 
 from labeling import hot_sql
-from labeling.db import (WouldWait, read_connection, running_on_event_loop, session_scope, write_connection,
-                         write_statement)
+from labeling.connections import read_connection, write_connection, write_statement
+from labeling.db import session_scope
+from labeling.event_loop import WouldWait, wait_point
 from labeling.judgments import check_request_id, earlier_answer, insert_judgment, judgment_values, new_judgment
 from labeling.models import Assignment, Judgment, Task, utcnow
 from prefloop.errors import InputError, NotFoundError
@@ -78,7 +79,7 @@ def with_retry(fn: Callable[[], T], attempts: int = CLAIM_ATTEMPTS) -> T:
         except (IntegrityError, OperationalError, DBAPIError) as err:
             if attempt == attempts - 1 or not _is_transient(err):
                 raise
-            if running_on_event_loop():  # no sleeping there: the call runs again in a worker thread
+            if wait_point("a write that lost a race"):  # no sleeping there: the call reruns in a worker thread
                 raise WouldWait(f"a write lost a race ({err.orig})") from err
             time.sleep(random.uniform(0.001, 0.01) * (attempt + 1))  # de-synchronise the racers
     raise AssertionError("unreachable")

@@ -34,7 +34,8 @@ class InitConfig:
 
 
 def init_main(argv: list[str]) -> int:
-    from labeling.db import db_url, open_store, session_scope, schema_version
+    from labeling.db import db_url, open_store, session_scope
+    from labeling.migrations import schema_version
     from labeling.projects import create_project
     from prefloop.data import read_text
 

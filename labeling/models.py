@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, event, text
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 4  # 2: the `artifact` table (the loop's lineage); 3: task.is_full; 4: a judgment closes
-# its lease (a trigger); see labeling.db.MIGRATIONS
+# its lease (a trigger); see labeling.migrations.MIGRATIONS
 MODES = ("pairwise", "ranking")
 ROLES = ("annotator", "admin")
 

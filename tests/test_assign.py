@@ -343,14 +343,14 @@ def test_the_full_mark_follows_every_change_of_a_tasks_slots(store_url):
 
 
 def test_a_write_on_the_event_loop_never_waits_and_leaves_no_trace(tmp_path):
-    """labeling.db.on_event_loop: a claim that would wait for SQLite's lock (held by another process) raises
+    """labeling.event_loop.on_event_loop: a claim that would wait for SQLite's lock (held by another process) raises
     WouldWait at once, writes nothing, and leaves every pooled connection with its busy timeout for the
     worker threads' writes; an ORM write transaction is refused there outright."""
     import sqlite3
 
     from sqlalchemy import event
 
-    from labeling.db import SQLITE_BUSY_TIMEOUT_MS, WouldWait, on_event_loop
+    from labeling.event_loop import SQLITE_BUSY_TIMEOUT_MS, WouldWait, on_event_loop
 
     path = tmp_path / "store.db"
     engine = open_store(f"sqlite:///{path}")
@@ -383,7 +383,7 @@ def test_the_count_of_open_tasks_is_kept_and_recounted_in_the_background(memory_
     project. The first count is made by its caller (on the event loop: WouldWait, so that a worker thread
     makes it); once one is kept, a due recount runs in a background thread and callers get the kept one."""
     from labeling.app.service import OpenTasks
-    from labeling.db import WouldWait, on_event_loop
+    from labeling.event_loop import WouldWait, on_event_loop
 
     tasks = seed_project(memory_engine, n_tasks=3)
     ann = seed_users(memory_engine, ["ann"])["ann"]
@@ -403,3 +403,29 @@ def test_the_count_of_open_tasks_is_kept_and_recounted_in_the_background(memory_
     while open_tasks.kept(memory_engine, "p") != 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert open_tasks.kept(memory_engine, "p") == 2
+
+
+def test_event_loop_rule_is_code(memory_engine):
+    """labeling.event_loop: a second write in one call on the loop, or a wait point reached after the call's
+    write, raises LoopRuleBroken (a rerun of that call in a worker thread could store its write twice);
+    off the loop both are allowed."""
+    from labeling.app.service import OpenTasks
+    from labeling.connections import write_connection
+    from labeling.event_loop import LoopRuleBroken, WouldWait, on_event_loop
+
+    def write():
+        with write_connection(memory_engine) as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    with on_event_loop():
+        write()
+        with pytest.raises(LoopRuleBroken, match="second write"):
+            write()
+    with on_event_loop():
+        write()  # then a count that would raise WouldWait: too late, the call has written
+        with pytest.raises(LoopRuleBroken, match="already written"):
+            OpenTasks().count(memory_engine, "p")
+    with on_event_loop():
+        with pytest.raises(WouldWait):  # the same point before any write: WouldWait, and the call reruns
+            OpenTasks().count(memory_engine, "p")
+    write(), write()  # a worker thread may write as often as it needs

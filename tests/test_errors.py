@@ -38,6 +38,6 @@ def test_a_bug_keeps_its_traceback(bug):
 
 
 def test_the_store_errors_are_user_errors():
-    from labeling.db import SchemaError
+    from labeling.migrations import SchemaError
 
     assert issubclass(SchemaError, BadInput) and issubclass(NotFoundError, LookupError)

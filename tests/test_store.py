@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from labeling.db import SchemaError, open_store, schema_version, session_scope
+from labeling.db import open_store, session_scope
+from labeling.migrations import SchemaError, schema_version
 from labeling.judgments import record_judgment
 from labeling.models import SCHEMA_VERSION, Candidate, Judgment, Meta, Prompt, Task
 from labeling.projects import create_project
@@ -56,18 +57,18 @@ def test_foreign_database_is_refused(sqlite_url):
 
 
 def test_older_schema_is_upgraded_by_migrations(sqlite_url, monkeypatch):
-    from labeling import db
+    from labeling import migrations
 
     engine = open_store(sqlite_url)
     with session_scope(engine) as s:
         s.get(Meta, "schema_version").value = str(SCHEMA_VERSION - 1)
     ran = []
-    monkeypatch.setitem(db.MIGRATIONS, SCHEMA_VERSION - 1, lambda session: ran.append(True))
+    monkeypatch.setitem(migrations.MIGRATIONS, SCHEMA_VERSION - 1, lambda session: ran.append(True))
     assert schema_version(open_store(sqlite_url)) == SCHEMA_VERSION and ran == [True]
     # and a version with no migration path is refused, not misread
     with session_scope(engine) as s:
         s.get(Meta, "schema_version").value = str(SCHEMA_VERSION - 1)
-    monkeypatch.delitem(db.MIGRATIONS, SCHEMA_VERSION - 1)
+    monkeypatch.delitem(migrations.MIGRATIONS, SCHEMA_VERSION - 1)
     with pytest.raises(SchemaError, match="cannot be upgraded"):
         open_store(sqlite_url)
 
@@ -76,7 +77,7 @@ def test_version_1_store_gains_the_lineage_table(sqlite_url):
     """A store written before the `artifact` table (schema 1) is upgraded by MIGRATIONS[1], its data kept."""
     from sqlalchemy import inspect
 
-    from labeling import db
+    from labeling import db, migrations
     from labeling.lineage import lineage, record
 
     engine = open_store(sqlite_url)
@@ -88,7 +89,7 @@ def test_version_1_store_gains_the_lineage_table(sqlite_url):
     engine.dispose()
     old = db.make_engine(sqlite_url)
     assert "artifact" not in inspect(old).get_table_names() and schema_version(old) == 1
-    db._upgrade(old)  # the migrations alone, without init_db's create_all
+    migrations._upgrade(old)  # the migrations alone, without init_db's create_all
     assert "artifact" in inspect(old).get_table_names() and schema_version(old) == SCHEMA_VERSION
     old.dispose()
     upgraded = open_store(sqlite_url)

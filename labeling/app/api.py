@@ -22,7 +22,7 @@ import gradio as gr
 from labeling.app import admin, service
 from labeling.app.context import AppContext
 from labeling.app.handlers import user_errors, viewer
-from labeling.db import one_read_connection
+from labeling.connections import one_read_connection
 
 
 def register(ctx: AppContext) -> None:
@@ -37,7 +37,7 @@ def endpoints(ctx: AppContext) -> dict:
 
 
 # The annotator's calls: a few short statements each, and at most one write transaction (what running
-# on the event loop requires: labeling.db.WouldWait). The admin's may read a whole project: worker threads.
+# on the event loop requires: labeling.event_loop). The admin's may read a whole project: worker threads.
 SHORT_CALLS = frozenset({"whoami", "projects", "next_task", "submit", "progress"})
 
 
@@ -48,7 +48,7 @@ def on_loop_endpoints(ctx: AppContext) -> frozenset:
 
 
 def _reads_on_one_connection(ctx: AppContext, fn):
-    """One call's reads share one connection (labeling.db.one_read_connection)."""
+    """One call's reads share one connection (labeling.connections.one_read_connection)."""
     @functools.wraps(fn)
     def call(*args, **kwargs):
         with one_read_connection(ctx.engine):
@@ -72,9 +72,7 @@ def _annotator_endpoints(ctx: AppContext) -> list:
     def next_task(request: gr.Request, project: str) -> dict:
         """Your current task in the project (resumed or newly assigned): {"task": ... or None, "progress": ...}."""
         who = viewer(ctx, request)
-        # Before the claim: on the event loop, with no count kept yet, its WouldWait must precede the write
-        # (once kept, a count is never dropped, so progress below finds one there).
-        ctx.open_tasks.kept(engine, project)
+        ctx.open_tasks.ensure(engine, project)  # progress's count, before the claim's write (a wait point)
         view = service.next_task(engine, who, project)
         return {"task": view.public() if view else None,
                 "progress": service.progress(engine, who, project, ctx.open_tasks)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from labeling import hot_sql
-from labeling.db import read_connection
+from labeling.connections import read_connection
 
 
 @dataclass(frozen=True)

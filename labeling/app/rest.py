@@ -29,7 +29,7 @@ import json
 from starlette.requests import HTTPConnection
 
 from labeling.app.guard import JSON_API, gradio_user, send_json
-from labeling.db import WouldWait, on_event_loop
+from labeling.event_loop import WouldWait, on_event_loop
 from prefloop.errors import UserError
 
 ROUTE = JSON_API  # the guard leaves exactly these paths to this middleware, which answers them all
@@ -48,7 +48,7 @@ class Rest:
 
     `on_loop`: names of the endpoints run on the event loop itself (the app passes the annotator's short
     calls on SQLite: labeling.app.api.on_loop_endpoints). A write there that would wait for a lock raises
-    labeling.db.WouldWait before writing anything, and the call runs again in a worker thread.
+    labeling.event_loop.WouldWait before writing anything, and the call runs again in a worker thread.
     """
 
     def __init__(self, app, endpoints: dict, concurrency: int = 16, on_loop: frozenset = frozenset()):

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from labeling import assign, hot_sql
-from labeling.db import WouldWait, read_connection, running_on_event_loop
+from labeling.connections import read_connection
+from labeling.event_loop import WouldWait, wait_point
 from labeling.app.auth import Viewer
 from labeling.app.render import LABELS
 from labeling.choices import CHOICES
@@ -144,7 +145,7 @@ class OpenTasks:
     annotator's own rows (the figure may lag others' claims by up to `ttl` and one recount).
     A recount takes tens of ms for a project of 50,000 tasks, so once a count is kept, a due
     recount runs in a background thread while callers go on with the kept count: no caller waits
-    for it, and none runs it on the server's event loop (labeling.db, WouldWait).
+    for it, and none runs it on the server's event loop (labeling.event_loop, WouldWait).
     """
 
     def __init__(self, ttl: float = 2.0):
@@ -154,13 +155,25 @@ class OpenTasks:
         self._lock = threading.Lock()
 
     def count(self, engine: Engine, project: str) -> int:
-        """The kept count (see `kept`), else a count made now."""
+        """The kept count (see `kept`), else a count made now: on the event loop, WouldWait instead, so
+        that a worker thread counts (a wait point: see `ensure`)."""
         kept = self.kept(engine, project)
-        return kept if kept is not None else self._recount(engine, project)
+        if kept is not None:
+            return kept
+        self.ensure(engine, project)
+        return self._recount(engine, project)
+
+    def ensure(self, engine: Engine, project: str) -> None:
+        """On the event loop with no count kept yet, WouldWait (a worker thread then counts; once kept, a
+        count is never dropped). A call on the loop that writes and then shows progress calls this before
+        its write, so that its one WouldWait comes first (labeling.event_loop: a wait point reached after
+        the write raises LoopRuleBroken). Off the loop nothing is counted here: the count comes after the
+        write, so that it includes it."""
+        if self.kept(engine, project) is None and wait_point(f"counting project {project!r}'s open tasks"):
+            raise WouldWait(f"no count of project {project!r}'s open tasks is kept yet")
 
     def kept(self, engine: Engine, project: str) -> int | None:
-        """The kept count, a recount started in the background if it is due; None when none is kept
-        yet (on the event loop: WouldWait, so that a worker thread counts)."""
+        """The kept count, a recount started in the background if it is due; None when none is kept yet."""
         with self._lock:
             at, count = self._counts.get(project, (None, 0))
             due = at is not None and time.monotonic() - at >= self.ttl and project not in self._recounting
@@ -168,8 +181,6 @@ class OpenTasks:
                 self._recounting.add(project)
         if due:
             threading.Thread(target=self._recount_in_background, args=(engine, project), daemon=True).start()
-        if at is None and running_on_event_loop():
-            raise WouldWait(f"no count of project {project!r}'s open tasks is kept yet")
         return None if at is None else count
 
     def _recount(self, engine: Engine, project: str) -> int:
