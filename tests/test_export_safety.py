@@ -10,7 +10,7 @@ import json
 
 import pytest
 from state_helpers import tree_digest
-from test_export import build_pairwise_store
+from export_store import build_pairwise_store
 
 from labeling.cli import main as labeling
 from labeling.db import open_store

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from labeling.leaderboard import Games, bradley_terry, elo, games_leaderboard, leaderboard, main
-from test_export import add_store_rows, add_task, build_pairwise_store, judge
+from export_store import add_store_rows, add_task, build_pairwise_store, judge
 
 
 def newton_log_strengths(wins: np.ndarray, prior: float = 0.0, iters: int = 100) -> np.ndarray:
