@@ -25,6 +25,14 @@ def cache_dir() -> Path:
     return Path(root) / "models"
 
 
+def final_model_dir(path: str | Path) -> Path:
+    """The model of a run directory (its final/), or `path` itself when it is already a model."""
+    path = Path(path)
+    if (path / "final" / "config.json").exists() or (path / "final" / "adapter_config.json").exists():
+        return path / "final"
+    return path
+
+
 def resolve_model(name: str | None = None) -> str:
     """Return a path or hub id that `from_pretrained` accepts, converting the embedded GGUF once.
 
@@ -38,8 +46,6 @@ def resolve_model(name: str | None = None) -> str:
         return str(_materialise_embedded(name))
     path = Path(name).expanduser()
     if path.exists():
-        from prefloop.run import final_model_dir
-
         path = final_model_dir(path)  # a training run's directory stands for its final/ model
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"model path {path}: no config.json in that directory")

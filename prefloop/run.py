@@ -16,7 +16,7 @@ was written yet), with the precision recorded in run.json.
 Several processes (`accelerate launch`, see prefloop.distributed): every process checks OUT before any
 writes, the precision is the main process's, and only the main process writes run.json and the metrics.
 
-Loaders take either the run directory or its final/ (`final_model_dir`), so `--model runs/rm` works.
+Loaders take either the run directory or its final/ (prefloop.models.final_model_dir), so `--model runs/rm` works.
 """
 
 from __future__ import annotations
@@ -146,14 +146,6 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
 
 def checkpoint_step(path: Path) -> int:
     return int(CHECKPOINT_PATTERN.match(Path(path).name).group(1))
-
-
-def final_model_dir(path: str | Path) -> Path:
-    """The model of a run directory (its final/), or `path` itself when it is already a model."""
-    path = Path(path)
-    if (path / "final" / "config.json").exists() or (path / "final" / "adapter_config.json").exists():
-        return path / "final"
-    return path
 
 
 def run_dir_of(model_path: str | Path) -> Path | None:

@@ -11,7 +11,8 @@ from align.cli import main as align_main
 from ppo_helpers import build_letter_model
 from prefloop.errors import InputError
 from prefloop.metrics import MetricsLogger, read_metrics
-from prefloop.run import final_model_dir, start_run
+from prefloop.models import final_model_dir
+from prefloop.run import start_run
 
 pytestmark = pytest.mark.usefixtures("tiny_cpu")  # fp32, one thread (conftest)
 
