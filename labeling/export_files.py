@@ -231,9 +231,9 @@ class ExportConfig:
     exclude_annotators: list[str] = field(default_factory=list, metadata={"help": "annotator names to leave out"})
     test_fraction: float = field(default=0.0, metadata={"help": "share of prompts held out as a test split"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt-hash split"})
-    rounds: list[int] = field(default_factory=list, metadata={"help": "only tasks of these rounds (default all)"})
+    rounds: list[int] = field(default_factory=list, metadata={"help": "only tasks of these rounds (default all)", "range": ">= 0"})
     until_judgment_id: int | None = field(default=None, metadata={
-        "help": "reproduce an earlier snapshot: ignore judgments with a larger id"})
+        "help": "reproduce an earlier snapshot: ignore judgments with a larger id", "range": ">= 0"})
     salt: str | None = field(default=None, metadata={
         "help": "raw format: secret salt of annotator pseudonyms (default random: unlinkable across exports)"})
     sft_min_agreement: float = field(default=1.0, metadata={
@@ -242,8 +242,11 @@ class ExportConfig:
         "help": "pairwise: write the margin m = judged strength (RM loss -log sigma(r_c - r_r - m), Llama 2 eq. 2)"})
 
     def __post_init__(self):
+        from prefloop.config import check_ranges
+
         if not self.project:
             raise ValueError("project: a project name is required")
+        check_ranges(self)
         ExportOptions(**self.options())  # same validation as the Python API
 
     def options(self) -> dict:

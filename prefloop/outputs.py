@@ -44,16 +44,17 @@ def check_output_file(path: str | Path, flag: str, *, replace: bool = False, ove
     return out
 
 
-def check_output_dir(path: str | Path, flag: str, *, ours: bool = False, what: str = "this command",
+def check_output_dir(path: str | Path, flag: str, *, ours: bool = False, what: str | None = None,
                      make_dirs: bool = True) -> Path:
     """`path` as a Path when a directory may be made there (or, `ours`, an earlier output of the command
-    refreshed in it); else one-line InputError."""
+    `what` refreshed in it); else one-line InputError."""
     out = Path(path)
     if os.path.lexists(out) and not out.is_dir():
         raise InputError(f"{flag} {out}: already exists and is not a directory; choose another {flag}")
     if out.exists() and not ours:
-        raise InputError(f"{out}: already exists and is not the directory of an earlier {what}; "
-                         f"choose another {flag} ({what} never replaces what it did not write)")
+        by = f" and is not the directory of an earlier {what}" if what else ""
+        raise InputError(f"{flag} {out}: already exists{by}; choose another {flag} (a command never writes "
+                         "into a directory it did not make)")
     check_output_parent(out, flag, make_dirs)
     return out
 
