@@ -27,9 +27,11 @@ class DPOConfig(TrainConfig):
     beta: float = field(default=0.1, metadata={"help": "KL strength β of max E[r] − β·KL(π_θ‖π_ref) "
                                                        "(τ for IPO)", "range": "> 0"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label-flip rate ε for the robust and "
-                                                                  "conservative losses, in [0, 0.5)", "range": "[0, 0.5)"})
+                                                                  "conservative losses, in [0, 0.5)",
+                                                                  "range": "[0, 0.5)"})
     margin_scale: float = field(default=1.0, metadata={"help": "ODPO offset Δ = margin_scale·margin from judged "
-                                                               "strength (losses that support it); 0 = plain DPO", "range": ">= 0"})
+                                                               "strength (losses that support it); 0 = plain DPO",
+                                                               "range": ">= 0"})
     precompute_ref_log_probs: bool = field(default=False, metadata={
         "help": "full fine-tuning: compute log π_ref once before training so no reference model stays in memory "
                 "(no KL diagnostic then); LoRA always uses the base with the adapter disabled"})

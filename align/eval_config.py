@@ -23,7 +23,8 @@ class EvalConfig:
         "help": "reward model r_φ judging the win rate: a `reward-model train` dir or module:function"})
     gold: str | None = field(default=None, metadata={
         "help": "gold reward r* when one exists: a rule (prefloop.gold.RULES) or module:function"})
-    samples_per_prompt: int = field(default=1, metadata={"help": "responses sampled per prompt and policy", "range": ">= 1"})
+    samples_per_prompt: int = field(default=1, metadata={"help": "responses sampled per prompt and policy",
+                                                         "range": ">= 1"})
     max_new_tokens: int = field(default=64, metadata={"help": "response length cap in tokens", "range": ">= 1"})
     temperature: float = field(default=1.0, metadata={
         "help": "sampling temperature T; KL is measured between the policies at this temperature", "range": "> 0"})
@@ -31,7 +32,8 @@ class EvalConfig:
         "help": "N for the best-of-N baseline from π_ref, picked by r_φ (KL = log N − (N−1)/N); "
                 "skipped without --reward-model", "range": ">= 1"})
     batch_size: int = field(default=16, metadata={"help": "sequences per generation / scoring batch", "range": ">= 1"})
-    confidence: float = field(default=0.95, metadata={"help": "coverage of the win-rate intervals (Wilson)", "range": "(0, 1)"})
+    confidence: float = field(default=0.95, metadata={"help": "coverage of the win-rate intervals (Wilson)",
+                                                      "range": "(0, 1)"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling (the same for every policy)", "range": "seed"})
     output_dir: str = field(default="runs/eval", metadata={"help": "eval.json and reward_vs_kl.png go here"})
 

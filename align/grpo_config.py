@@ -33,7 +33,8 @@ class GRPOConfig(OnPolicyConfig):
                                    "{graders: [{name, weight, ...}]} (align/graders/mix.py)")
     reward_model: str = _f("", "optional: a reward model (or 'module:function') added to every row's graders "
                                "as sigmoid(r), weight reward_model_weight")
-    reward_model_weight: float = _f(0.5, "weight of reward_model in the mix (the graders' weights are relative)", range=">= 0")
+    reward_model_weight: float = _f(0.5, "weight of reward_model in the mix (the graders' weights are relative)",
+                                    range=">= 0")
     prompt_field: str | None = _f(None, "read the prompt from this column (e.g. 'question')")
     reference_field: str | None = _f(None, "read the reference from this column (e.g. 'answer')")
     max_steps: int = _f(100, "iterations: each samples num_generations answers to batch_size prompts", range=">= 1")
@@ -48,7 +49,8 @@ class GRPOConfig(OnPolicyConfig):
     loss_type: str = _f("sequence", "how token losses are averaged: sequence (GRPO: per answer, then mean), "
                                     "token (DAPO), dr_grpo (sum / constant), sum (REINFORCE)",
                         choices=list(LOSS_TYPES))
-    length_penalty: float = _f(0.0, "lambda in r - lambda * |y| / max_new_tokens (against verbose reward hacking)", range=">= 0")
+    length_penalty: float = _f(0.0, "lambda in r - lambda * |y| / max_new_tokens (against verbose reward hacking)",
+                               range=">= 0")
     num_iterations: int = _f(1, "policy updates mu on each batch [GRPO Alg. 1]; 1 is on-policy: the clip never "
                                 "binds", range=">= 1")
     mini_batch_size: int = _f(8, "answers per optimizer step; divides batch_size * num_generations", range=">= 1")

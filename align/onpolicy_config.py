@@ -56,7 +56,8 @@ class OnPolicyConfig:
                            "with the adapter disabled (no second copy)")
     lora_r: int = _f(16, "LoRA rank r", range=">= 1")
     lora_alpha: int = _f(32, "LoRA scaling alpha (update scaled by alpha / r)", range=">= 1")
-    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps log pi deterministic between rollout and update)", range="[0, 1)")
+    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps log pi deterministic between rollout and update)",
+                             range="[0, 1)")
     lora_target_modules: list[str] = _f(["all-linear"], "modules that get LoRA adapters ('all-linear': every "
                                                         "linear layer but the LM head)")
     merge_lora: bool = _f(True, "save the final policy with LoRA merged into the weights (else the adapter alone)")

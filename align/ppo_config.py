@@ -29,12 +29,14 @@ class PPOConfig(OnPolicyConfig):
 
     output_dir: str = _f("runs/ppo", "the run: final/ (the policy), critic/, checkpoints/, metrics.jsonl, "
                                      "tensorboard/, samples.jsonl, plots, run.json")
-    batch_size: int = _f(8, "episodes (prompt, response) sampled per step per process (N in [PPO] Alg. 1)", range=">= 1")
+    batch_size: int = _f(8, "episodes (prompt, response) sampled per step per process (N in [PPO] Alg. 1)",
+                         range=">= 1")
     missing_eos_penalty: float | None = _f(None, "subtracted from r(x, y) when the response never emits EOS "
                                                  "[N-details: 'penalise non-terminated responses']", range=">= 0")
 
     # --- reward shaping [Ziegler eq. 2] ---------------------------------------------------
-    beta: float = _f(0.05, "KL coefficient beta in R = r - beta * log(pi / pi_ref); the initial beta if adaptive", range=">= 0")
+    beta: float = _f(0.05, "KL coefficient beta in R = r - beta * log(pi / pi_ref); the initial beta if adaptive",
+                     range=">= 0")
     adaptive_kl: bool = _f(False, "adapt beta with Ziegler's proportional controller towards target_kl")
     target_kl: float = _f(6.0, "KL_target of the adaptive controller, nats per response [Ziegler §2.2]", range="> 0")
     kl_horizon: int = _f(10000, "horizon H (episodes) of the adaptive controller: K_beta = episodes / H", range=">= 1")
@@ -51,7 +53,8 @@ class PPOConfig(OnPolicyConfig):
     cliprange: float = _f(0.2, "policy clip range epsilon in clip(ratio, 1 - eps, 1 + eps) [PPO eq. 7]", range="> 0")
     cliprange_value: float = _f(0.2, "value clip range eps_v: V may move at most eps_v from V_old", range="> 0")
     vf_coef: float = _f(0.1, "value-loss coefficient c_1 in L = L_clip + c_1 L_V [PPO eq. 9]", range=">= 0")
-    ent_coef: float = _f(0.0, "entropy bonus coefficient c_2 [PPO eq. 9] (RLHF usually relies on the KL instead)", range=">= 0")
+    ent_coef: float = _f(0.0, "entropy bonus coefficient c_2 [PPO eq. 9] (RLHF usually relies on the KL instead)",
+                         range=">= 0")
 
     # --- optimisation ------------------------------------------------------------------------
     ppo_epochs: int = _f(4, "epochs K over each batch of episodes [PPO Alg. 1]", range=">= 1")

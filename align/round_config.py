@@ -51,10 +51,12 @@ class RoundConfig:
         "help": "a running `labeling serve` to label through (default: one started in this process)"})
     simulate: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `labeling simulate` (annotators, kind, temperature, reliability, ...)"})
-    poll_seconds: float = field(default=30.0, metadata={"help": "people: seconds between progress checks", "range": "> 0"})
+    poll_seconds: float = field(default=30.0, metadata={"help": "people: seconds between progress checks",
+                                                        "range": "> 0"})
     # 3. training
     test_fraction: float = field(default=0.2, metadata={
-        "help": "share of prompts the export holds out (pairs.test.jsonl): the trainers' evaluation data", "range": "[0, 1)"})
+        "help": "share of prompts the export holds out (pairs.test.jsonl): the trainers' evaluation data",
+        "range": "[0, 1)"})
     reward_model: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `reward-model train` (data and output_dir are set by the round)"})
     algorithm: str = field(default="dpo", metadata={"help": "how the policy is aligned", "choices": list(ALGORITHMS)})
@@ -64,7 +66,8 @@ class RoundConfig:
     # 4. evaluation
     evaluate: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `align eval` (policies, reference, prompts, reward_model, gold are set)"})
-    seed: int = field(default=0, metadata={"help": "seed of generation and task building (plus the round number)", "range": "seed"})
+    seed: int = field(default=0, metadata={"help": "seed of generation and task building (plus the round number)",
+                                           "range": "seed"})
 
     def __post_init__(self):
         from prefloop.config import check_ranges

@@ -25,7 +25,8 @@ class TrainConfig:
                                                                      "metrics.jsonl, tensorboard/, run.json"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (Hu et al. 2021) instead of all weights"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank r", "range": ">= 1"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α/r)", "range": ">= 1"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α/r)",
+                                                  "range": ">= 1"})
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input", "range": "[0, 1)"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"],
                                            metadata={"help": "modules that get an adapter ('all-linear' = every "
@@ -41,21 +42,26 @@ class TrainConfig:
                                                                   "beside --data X.train.jsonl (never a second split)"})
     test_fraction: float = field(default=0.0, metadata={"help": "--store only: share of prompts held out, the same "
                                                                 "split as `labeling export --test-fraction`"})
-    split_seed: int = field(default=0, metadata={"help": "--store only: the split's seed (`labeling export --seed`)", "range": "seed"})
-    max_length: int = field(default=512, metadata={"help": "tokens kept per prompt+response (truncated at the end)", "range": ">= 1"})
+    split_seed: int = field(default=0, metadata={"help": "--store only: the split's seed (`labeling export --seed`)",
+                                                 "range": "seed"})
+    max_length: int = field(default=512, metadata={"help": "tokens kept per prompt+response (truncated at the end)",
+                                                   "range": ">= 1"})
     # optimisation
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW step size η", "range": "> 0"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the training data", "range": "> 0"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; unset: num_train_epochs "
                                                                   "passes", "range": ">= 1"})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch", "range": ">= 1"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step", "range": ">= 1"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch",
+                                                                  "range": ">= 1"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step",
+                                                                  "range": ">= 1"})
     warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps", "range": ">= 0"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm", "range": "> 0"})
     seed: int = field(default=0, metadata={"help": "random seed (data order, LoRA init, split)", "range": "seed"})
     # bookkeeping
     logging_steps: int = field(default=10, metadata={"help": "optimizer steps between metric logs", "range": ">= 1"})
-    eval_steps: int = field(default=0, metadata={"help": "steps between evaluations; 0 = at start and end only", "range": ">= 0"})
+    eval_steps: int = field(default=0, metadata={"help": "steps between evaluations; 0 = at start and end only",
+                                                 "range": ">= 0"})
     save_steps: int = field(default=100, metadata={"help": "steps between checkpoints", "range": ">= 1"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk", "range": ">= 1"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})

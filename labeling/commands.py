@@ -29,8 +29,10 @@ class InitConfig:
     overlap: int = field(default=1, metadata={"help": "distinct annotators per task", "range": ">= 1"})
     criteria: list[str] = field(default_factory=list, metadata={"help": "criteria rated 1..5, e.g. helpfulness harmlessness honesty"})
     guidelines: str | None = field(default=None, metadata={"help": "markdown file with the annotation guidelines"})
-    gold_rate: float = field(default=0.0, metadata={"help": "share of served tasks that are gold tasks", "range": "[0, 1]"})
-    lease_seconds: int = field(default=1800, metadata={"help": "an unanswered assignment returns to the queue after this", "range": ">= 1"})
+    gold_rate: float = field(default=0.0, metadata={"help": "share of served tasks that are gold tasks",
+                                                    "range": "[0, 1]"})
+    lease_seconds: int = field(default=1800, metadata={"help": "an unanswered assignment returns to the queue after this",
+                                                       "range": ">= 1"})
 
     def __post_init__(self):
         check_ranges(self)

@@ -231,7 +231,8 @@ class ExportConfig:
     exclude_annotators: list[str] = field(default_factory=list, metadata={"help": "annotator names to leave out"})
     test_fraction: float = field(default=0.0, metadata={"help": "share of prompts held out as a test split"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt-hash split"})
-    rounds: list[int] = field(default_factory=list, metadata={"help": "only tasks of these rounds (default all)", "range": ">= 0"})
+    rounds: list[int] = field(default_factory=list, metadata={"help": "only tasks of these rounds (default all)",
+                                                              "range": ">= 0"})
     until_judgment_id: int | None = field(default=None, metadata={
         "help": "reproduce an earlier snapshot: ignore judgments with a larger id", "range": ">= 0"})
     salt: str | None = field(default=None, metadata={

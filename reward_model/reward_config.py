@@ -33,13 +33,15 @@ class RewardModelConfig:
     lora_r: int = _f(16, "LoRA rank r", range=">= 1")
     lora_alpha: int = _f(32, "LoRA scaling α", range=">= 1")
     lora_dropout: float = _f(0.0, "LoRA dropout", range="[0, 1)")
-    max_length: int = _f(1024, "max tokens of prompt + response; longer inputs keep their first token and end", range=">= 8")
+    max_length: int = _f(1024, "max tokens of prompt + response; longer inputs keep their first token and end",
+                         range=">= 8")
     # Loss
     ranking_loss: str = _f("plackett_luce", "loss for K>=3 rankings (pairs always use Bradley-Terry)",
                            choices=["plackett_luce", "all_pairs"])
     use_margin: bool = _f(True, "subtract the judged-strength margin m in −log σ(r_c − r_r − m) (Llama 2 Eq. 2)")
     margin_scale: float = _f(1.0, "multiplier on the export's margin m", range=">= 0")
-    center_rewards_coefficient: float = _f(0.0, "reward-centering λ·(r_c + r_r)² (Eisenstein et al. 2023 Eq. 2)", range=">= 0")
+    center_rewards_coefficient: float = _f(0.0, "reward-centering λ·(r_c + r_r)² (Eisenstein et al. 2023 Eq. 2)",
+                                           range=">= 0")
     # Optimisation
     learning_rate: float = _f(2e-5, "AdamW learning rate η", range="> 0")
     weight_decay: float = _f(0.0, "AdamW weight decay", range=">= 0")
@@ -47,12 +49,14 @@ class RewardModelConfig:
     per_device_train_batch_size: int = _f(8, "comparisons per device per step", range=">= 1")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimiser step", range=">= 1")
     num_train_epochs: float = _f(1.0, "passes over the training comparisons", range="> 0")
-    max_steps: int | None = _f(None, "stop after this many optimiser steps (unset: num_train_epochs passes)", range=">= 1")
+    max_steps: int | None = _f(None, "stop after this many optimiser steps (unset: num_train_epochs passes)",
+                               range=">= 1")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, ~30% slower")
     group_by_length: bool = _f(True, "batch comparisons of similar length together (less padding)")
     seed: int = _f(42, "seed for head initialisation, data order, split and bootstrap", range="seed")
     # Normalisation, logging, checkpoints
-    normalize_samples: int = _f(512, "responses in the reference sample that fixes offset/scale (mean 0, std 1)", range=">= 2")
+    normalize_samples: int = _f(512, "responses in the reference sample that fixes offset/scale (mean 0, std 1)",
+                                range=">= 2")
     logging_steps: int = _f(10, "log metrics every N steps", range=">= 1")
     eval_steps: int = _f(50, "held-out evaluation every N steps (accuracy vs training pairs)", range=">= 1")
     save_steps: int = _f(100, "checkpoint every N steps", range=">= 1")

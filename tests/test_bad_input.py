@@ -172,15 +172,15 @@ CASES["reward-model eval --bins 0"] = case("reward-model", "eval --model {rm} --
 CASES["reward-model prioritize --batch-size 0"] = case(
     "reward-model", "prioritize --db store.db --model {rm} --project chat --batch-size 0", "batch_size")
 
+EVAL = f"eval --policies {{lm}} --reference {{lm}} --prompts prompts.jsonl {EVAL_QUICK}"
 RANGES = {  # (command, flag) -> (tool, args, values out of range): each field's declared range (prefloop.config)
-    ("align eval", "--limit"): ("align", f"eval --policies {{lm}} --reference {{lm}} --prompts prompts.jsonl {EVAL_QUICK}",
-                                ["0", "-1"]),
-    ("align eval", "--batch-size"): ("align", f"eval --policies {{lm}} --reference {{lm}} --prompts prompts.jsonl "
-                                              f"{EVAL_QUICK}", ["0"]),
-    ("align eval", "--best-of"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl --gold concise",
-                                  ["0"]),
+    ("align eval", "--limit"): ("align", EVAL, ["0", "-1"]),
+    ("align eval", "--batch-size"): ("align", EVAL, ["0"]),
+    ("align eval", "--best-of"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+                                           "--gold concise", ["0"]),
     ("align dpo", "--beta"): ("align", "dpo --model {lm} --data pairs.jsonl", ["0", "-0.1"]),
-    ("align dpo", "--label-smoothing"): ("align", "dpo --model {lm} --data pairs.jsonl --loss-type robust", ["0.5", "-1"]),
+    ("align dpo", "--label-smoothing"): ("align", "dpo --model {lm} --data pairs.jsonl --loss-type robust",
+                                         ["0.5", "-1"]),
     ("align sft", "--num-train-epochs"): ("align", "sft --model {lm} --data sft.jsonl", ["0"]),
     ("align sft", "--seed"): ("align", "sft --model {lm} --data sft.jsonl", ["-1"]),
     ("align sft", "--warmup-steps"): ("align", "sft --model {lm} --data sft.jsonl", ["-1"]),
@@ -252,6 +252,10 @@ OUTPUTS = {  # nothing a command did not create is overwritten (prefloop.outputs
     "align eval --reference config not JSON": ("align", f"eval --policies {{lm}} --reference notjson "
                                                         f"--prompts prompts.jsonl {EVAL_QUICK}", "notjson"),
     "align demo --output-dir existing file": ("align", "demo --output-dir png.md", "png.md"),
+    "align eval --output-dir existing file": ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+                                                       "--gold concise --output-dir png.md", "png.md"),
+    "reward-model eval --output-dir existing file": ("reward-model", "eval --model {rm} --data pairs.jsonl "
+                                                                     "--output-dir png.md", "png.md"),
     "align demo --output-dir user dir": ("align", "demo --output-dir mydir", "mydir"),
     "align demo --preset nope": ("align", "demo --output-dir demo --preset nope", "nope"),
     "align demo --preset bad gold": ("align", "demo --output-dir demo --preset presets/demo_badgold.yaml",
