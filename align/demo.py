@@ -71,26 +71,14 @@ def prepare(cfg: DemoConfig) -> dict:
     return state
 
 
-def _bundled(path: str | None) -> str | None:
-    """A preset's prompt file as given when it exists, else the file of that name shipped with prefloop
-    (`labeling/loop_prompts.jsonl` names the package's file from any directory)."""
-    import labeling
-
-    if path is None or Path(path).is_file():
-        return path
-    shipped = Path(labeling.__file__).parent.parent / path
-    return str(shipped) if shipped.is_file() else path
-
-
 def round_config(cfg: DemoConfig, state: dict):
+    """The preset as `align round` reads it (its prompt files relative to it; a shipped preset's
+    `labeling/loop_prompts.jsonl` is the package's file, from any directory), in the demo's store."""
     from align.round_config import RoundConfig
-    from prefloop.config import parse_config, resolve_config, load_yaml
+    from prefloop.config import parse_config
 
-    preset = load_yaml(resolve_config(cfg.preset), RoundConfig)
-    files = {"--prompts": _bundled(preset.get("prompts")), "--eval-prompts": _bundled(preset.get("eval_prompts"))}
     return parse_config(RoundConfig, ["--config", cfg.preset, "--db", state["db"], "--output-dir", cfg.output_dir,
-                                      "--project", "loop-demo",
-                                      *(a for flag, f in files.items() if f for a in (flag, f))], prog="align demo")
+                                      "--project", "loop-demo"], prog="align demo")
 
 
 def run_demo(cfg: DemoConfig) -> list[dict]:
@@ -98,10 +86,12 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     from tqdm.auto import tqdm
 
     from align.round import run_round
+    from align.round_inputs import check_demo_inputs
     from align.round_report import format_round_table, round_rows
     from labeling.db import open_store
     from labeling.lineage import format_lineage, lineage
 
+    check_demo_inputs(cfg)  # every input, before the demo writes anything (align.round_inputs)
     state = prepare(cfg)
     rcfg = round_config(cfg, state)
     env = rcfg.simulate.get("password_env", "PREFLOOP_SIM_PASSWORD")

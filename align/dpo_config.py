@@ -9,11 +9,7 @@ from align.train_common import TrainConfig
 
 
 def check_objective(loss_type: str, beta: float, label_smoothing: float) -> None:
-    """The preference objective's fields, offline and online alike."""
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    """The preference objective's fields, offline and online alike (their ranges: prefloop.config.check_ranges)."""
     if label_smoothing and not LOSSES[loss_type].uses_label_smoothing:
         raise ValueError(f"label_smoothing is only used by the robust and conservative losses, not {loss_type!r}")
 
@@ -29,11 +25,13 @@ class DPOConfig(TrainConfig):
                                                                 "ipo, hinge = SLiC, robust = rDPO, conservative = cDPO",
                                                         "choices": list(LOSSES)})
     beta: float = field(default=0.1, metadata={"help": "KL strength β of max E[r] − β·KL(π_θ‖π_ref) "
-                                                       "(τ for IPO)"})
+                                                       "(τ for IPO)", "range": "> 0"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label-flip rate ε for the robust and "
-                                                                  "conservative losses, in [0, 0.5)"})
+                                                                  "conservative losses, in [0, 0.5)",
+                                                                  "range": "[0, 0.5)"})
     margin_scale: float = field(default=1.0, metadata={"help": "ODPO offset Δ = margin_scale·margin from judged "
-                                                               "strength (losses that support it); 0 = plain DPO"})
+                                                               "strength (losses that support it); 0 = plain DPO",
+                                                               "range": ">= 0"})
     precompute_ref_log_probs: bool = field(default=False, metadata={
         "help": "full fine-tuning: compute log π_ref once before training so no reference model stays in memory "
                 "(no KL diagnostic then); LoRA always uses the base with the adapter disabled"})
@@ -43,7 +41,5 @@ class DPOConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_objective(self.loss_type, self.beta, self.label_smoothing)
-        if self.margin_scale < 0:
-            raise ValueError(f"margin_scale must be >= 0, got {self.margin_scale}")
         if self.online:
             raise ValueError("online DPO has its own config (align.online_dpo_config.OnlineDPOConfig)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prefloop.config import check_ranges
+
 
 @dataclass
 class EvalConfig:
@@ -16,21 +18,23 @@ class EvalConfig:
     prompts: str | None = field(default=None, metadata={"help": "held-out prompt file (.jsonl/.csv/.parquet)"})
     store: str | None = field(default=None, metadata={"help": "or: a preference store URL to take prompts from"})
     project: str | None = field(default=None, metadata={"help": "project in the store"})
-    limit: int | None = field(default=None, metadata={"help": "evaluate on the first N prompts only"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate on the first N prompts only", "range": ">= 1"})
     reward_model: str | None = field(default=None, metadata={
         "help": "reward model r_φ judging the win rate: a `reward-model train` dir or module:function"})
     gold: str | None = field(default=None, metadata={
         "help": "gold reward r* when one exists: a rule (prefloop.gold.RULES) or module:function"})
-    samples_per_prompt: int = field(default=1, metadata={"help": "responses sampled per prompt and policy"})
-    max_new_tokens: int = field(default=64, metadata={"help": "response length cap in tokens"})
+    samples_per_prompt: int = field(default=1, metadata={"help": "responses sampled per prompt and policy",
+                                                         "range": ">= 1"})
+    max_new_tokens: int = field(default=64, metadata={"help": "response length cap in tokens", "range": ">= 1"})
     temperature: float = field(default=1.0, metadata={
-        "help": "sampling temperature T; KL is measured between the policies at this temperature"})
+        "help": "sampling temperature T; KL is measured between the policies at this temperature", "range": "> 0"})
     best_of: list[int] = field(default_factory=lambda: [1, 2, 4, 8], metadata={
         "help": "N for the best-of-N baseline from π_ref, picked by r_φ (KL = log N − (N−1)/N); "
-                "skipped without --reward-model"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per generation / scoring batch"})
-    confidence: float = field(default=0.95, metadata={"help": "coverage of the win-rate intervals (Wilson)"})
-    seed: int = field(default=0, metadata={"help": "seed of the sampling (the same for every policy)"})
+                "skipped without --reward-model", "range": ">= 1"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per generation / scoring batch", "range": ">= 1"})
+    confidence: float = field(default=0.95, metadata={"help": "coverage of the win-rate intervals (Wilson)",
+                                                      "range": "(0, 1)"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling (the same for every policy)", "range": "seed"})
     output_dir: str = field(default="runs/eval", metadata={"help": "eval.json and reward_vs_kl.png go here"})
 
     def __post_init__(self):
@@ -40,9 +44,4 @@ class EvalConfig:
             raise ValueError("prompts: give a prompt file, or --store and --project")
         if self.reward_model is None and self.gold is None:
             raise ValueError("nothing to judge with: give --reward-model, --gold, or both")
-        if any(n < 1 for n in self.best_of):
-            raise ValueError(f"best_of={self.best_of}: every N must be >= 1")
-        if self.samples_per_prompt < 1 or self.max_new_tokens < 1 or self.temperature <= 0:
-            raise ValueError("samples_per_prompt and max_new_tokens must be >= 1 and temperature > 0")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence={self.confidence}: must be in (0, 1)")
+        check_ranges(self)

@@ -287,7 +287,10 @@ def plot_reward_vs_kl(report: dict, path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
+    from prefloop.outputs import check_output_dir
+
     cfg = parse_config(EvalConfig, argv, prog="align eval")
+    check_output_dir(cfg.output_dir, "--output-dir", ours=True)  # a file there: one line now, not after sampling
     report = evaluate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from prefloop.config import check_ranges
 from prefloop.config import config_field as _f
 from prefloop.data import check_test_fraction
 from prefloop.models import DEFAULT_MODEL
@@ -32,37 +33,38 @@ class OnPolicyConfig:
                                  "instead of --prompts")
     project: str | None = _f(None, "project in --store whose prompts to use")
     test_fraction: float = _f(0.0, "--store only: share of prompts held out, the same split by prompt as "
-                                   "`labeling export --test-fraction` (test prompts never train)")
-    split_seed: int = _f(0, "--store only: the split's seed (`labeling export --seed`)")
-    max_prompts: int | None = _f(None, "use at most this many prompts (None: all)")
-    max_prompt_length: int = _f(256, "prompt tokens kept (the beginning of longer prompts is cut)")
+                                   "`labeling export --test-fraction` (test prompts never train)", range="[0, 1)")
+    split_seed: int = _f(0, "--store only: the split's seed (`labeling export --seed`)", range="seed")
+    max_prompts: int | None = _f(None, "use at most this many prompts (None: all)", range=">= 1")
+    max_prompt_length: int = _f(256, "prompt tokens kept (the beginning of longer prompts is cut)", range=">= 1")
     output_dir: str = _f("runs/onpolicy", "the run: final/ (the policy), checkpoints/, metrics.jsonl, "
                                           "tensorboard/, run.json")
-    seed: int = _f(0, "random seed (each process adds its rank)")
+    seed: int = _f(0, "random seed (each process adds its rank)", range="seed")
 
     # --- sampling ------------------------------------------------------------------------
-    max_steps: int = _f(100, "training steps: each samples from pi_theta, scores and updates")
-    batch_size: int = _f(8, "prompts x sampled per step per process")
-    max_new_tokens: int = _f(64, "response length limit in tokens")
-    temperature: float = _f(0.7, "sampling temperature T: y ~ softmax(z / T); log-probs use the same T")
+    max_steps: int = _f(100, "training steps: each samples from pi_theta, scores and updates", range=">= 1")
+    batch_size: int = _f(8, "prompts x sampled per step per process", range=">= 1")
+    max_new_tokens: int = _f(64, "response length limit in tokens", range=">= 1")
+    temperature: float = _f(0.7, "sampling temperature T: y ~ softmax(z / T); log-probs use the same T", range="> 0")
 
     # --- optimisation ----------------------------------------------------------------------
-    learning_rate: float = _f(1e-5, "AdamW learning rate eta")
-    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this")
+    learning_rate: float = _f(1e-5, "AdamW learning rate eta", range="> 0")
+    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this", range="> 0")
 
     # --- LoRA (Hu et al. 2021) ------------------------------------------------------------------
     lora: bool = _f(False, "train LoRA adapters instead of all weights; pi_ref is then the same weights "
                            "with the adapter disabled (no second copy)")
-    lora_r: int = _f(16, "LoRA rank r")
-    lora_alpha: int = _f(32, "LoRA scaling alpha (update scaled by alpha / r)")
-    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps log pi deterministic between rollout and update)")
+    lora_r: int = _f(16, "LoRA rank r", range=">= 1")
+    lora_alpha: int = _f(32, "LoRA scaling alpha (update scaled by alpha / r)", range=">= 1")
+    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps log pi deterministic between rollout and update)",
+                             range="[0, 1)")
     lora_target_modules: list[str] = _f(["all-linear"], "modules that get LoRA adapters ('all-linear': every "
                                                         "linear layer but the LM head)")
     merge_lora: bool = _f(True, "save the final policy with LoRA merged into the weights (else the adapter alone)")
 
     # --- checkpoints ----------------------------------------------------------------------------
-    save_steps: int = _f(25, "write a checkpoint every N steps (and at the end)")
-    save_total_limit: int = _f(2, "checkpoints kept in output_dir/checkpoints")
+    save_steps: int = _f(25, "write a checkpoint every N steps (and at the end)", range=">= 1")
+    save_total_limit: int = _f(2, "checkpoints kept in output_dir/checkpoints", range=">= 1")
     resume: bool = _f(False, "continue the run in output_dir from its last checkpoint (without it, an "
                              "output_dir holding a run is refused)")
 
@@ -76,14 +78,8 @@ class OnPolicyConfig:
             raise ValueError("give exactly one prompt source: --prompts FILE, or --store URL with --project")
         if self.store is not None and not self.project:
             raise ValueError("--store needs --project")
-        for name in ("max_steps", "batch_size", "max_new_tokens", "max_prompt_length", "lora_r", "save_steps",
-                     "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_ranges(self)  # every field's declared range, the subclasses' fields too
         check_test_fraction(self.test_fraction, self.store)
-        for name in ("temperature", "learning_rate", "max_grad_norm"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def is_callable_spec(spec: str) -> bool:

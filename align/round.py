@@ -23,12 +23,10 @@ points at that run.json (`details["run"]`), with a one-line summary for display.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from align.round_config import RoundConfig
-from prefloop.errors import InputError
 
 
 def current_policy(engine, cfg: RoundConfig) -> dict:
@@ -60,30 +58,6 @@ def generate_and_build(engine, cfg: RoundConfig, policy: dict, r: int) -> int:
     return record(engine, cfg.project, r, "candidates", f"round {r} candidates", [policy["id"]],
                   {"models": models, "candidates": added, "tasks": tasks,
                    "summary": f"{added} candidates from {len(models)} model(s), {tasks} tasks"})
-
-
-def check_inputs(engine, cfg: RoundConfig) -> str | None:
-    """Refuse with one line what would fail later (after candidates were generated): an unknown project,
-    bad prompt files, an unknown reference, simulated annotators without their password. -> that password."""
-    from align.prompts import load_prompts
-    from labeling.db import get_project, session_scope
-    from prefloop.models import check_model
-
-    with session_scope(engine, immediate=False) as session:
-        get_project(session, cfg.project)
-    load_prompts(cfg.eval_prompts)  # the file's errors (missing, not JSONL, no prompt column) in one line
-    if cfg.prompts and not Path(cfg.prompts).is_file():
-        raise InputError(f"prompts: {cfg.prompts}: no such file")
-    if cfg.reference:
-        check_model(cfg.reference)
-    if cfg.judges != "simulated":
-        return None
-    from labeling.simulate import SimulateConfig
-
-    env = cfg.simulate.get("password_env") or SimulateConfig.__dataclass_fields__["password_env"].default
-    if not os.environ.get(env):
-        raise InputError(f"${env} is not set: it holds the simulated annotators' password")
-    return os.environ[env]
 
 
 def collect_judgments(engine, cfg: RoundConfig, r: int, password: str | None) -> None:
@@ -227,13 +201,14 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
     """Steps 1-8; -> {"round", "policy", "reward_model", "export", "evaluation"}. `on_step(name)` is called
     as each of STEPS ends (a progress bar's hook)."""
     on_step = on_step or (lambda name: None)
+    from align.round_inputs import check_inputs
     from labeling.db import open_store
     from labeling.importer import import_file
     from labeling.lineage import record
 
     engine = open_store(cfg.db, create=False)
     try:
-        password = check_inputs(engine, cfg)  # before anything is written
+        password = check_inputs(engine, cfg)  # every input, before anything is written (align.round_inputs)
         if cfg.prompts:
             import_file(engine, cfg.project, cfg.prompts)
         policy = current_policy(engine, cfg)

@@ -32,15 +32,17 @@ class RoundConfig:
     reference: str | None = field(default=None, metadata={
         "help": "reference policy π_ref: round 1's policy and every evaluation's baseline (default: embedded)"})
     prompts: str | None = field(default=None, metadata={
-        "help": "prompt file imported into the project first (re-importing adds nothing twice)"})
-    eval_prompts: str | None = field(default=None, metadata={"help": "held-out prompt file for the evaluation"})
+        "help": "prompt file imported into the project first (re-importing adds nothing twice); in a YAML, "
+                "relative to the YAML file", "path": True})
+    eval_prompts: str | None = field(default=None, metadata={
+        "help": "held-out prompt file for the evaluation (in a YAML: relative to it)", "path": True})
     gold: str | None = field(default=None, metadata={
         "help": "gold reward r* (rule or module:function): the simulated annotators' and the evaluation's"})
     # 1. generation and tasks
-    n: int = field(default=2, metadata={"help": "candidates per prompt from each model"})
-    max_new_tokens: int = field(default=64, metadata={"help": "candidate length cap"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the candidates"})
-    pairs_per_prompt: int = field(default=1, metadata={"help": "comparison tasks per prompt"})
+    n: int = field(default=2, metadata={"help": "candidates per prompt from each model", "range": ">= 1"})
+    max_new_tokens: int = field(default=64, metadata={"help": "candidate length cap", "range": ">= 1"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the candidates", "range": "> 0"})
+    pairs_per_prompt: int = field(default=1, metadata={"help": "comparison tasks per prompt", "range": ">= 1"})
     # 2. judgments
     judges: str = field(default="simulated", metadata={
         "help": "simulated: annotators of `simulate` act over HTTP; people: wait until the round's tasks are done",
@@ -49,10 +51,12 @@ class RoundConfig:
         "help": "a running `labeling serve` to label through (default: one started in this process)"})
     simulate: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `labeling simulate` (annotators, kind, temperature, reliability, ...)"})
-    poll_seconds: float = field(default=30.0, metadata={"help": "people: seconds between progress checks"})
+    poll_seconds: float = field(default=30.0, metadata={"help": "people: seconds between progress checks",
+                                                        "range": "> 0"})
     # 3. training
     test_fraction: float = field(default=0.2, metadata={
-        "help": "share of prompts the export holds out (pairs.test.jsonl): the trainers' evaluation data"})
+        "help": "share of prompts the export holds out (pairs.test.jsonl): the trainers' evaluation data",
+        "range": "[0, 1)"})
     reward_model: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `reward-model train` (data and output_dir are set by the round)"})
     algorithm: str = field(default="dpo", metadata={"help": "how the policy is aligned", "choices": list(ALGORITHMS)})
@@ -62,9 +66,12 @@ class RoundConfig:
     # 4. evaluation
     evaluate: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `align eval` (policies, reference, prompts, reward_model, gold are set)"})
-    seed: int = field(default=0, metadata={"help": "seed of generation and task building (plus the round number)"})
+    seed: int = field(default=0, metadata={"help": "seed of generation and task building (plus the round number)",
+                                           "range": "seed"})
 
     def __post_init__(self):
+        from prefloop.config import check_ranges
+
         if self.judges == "simulated" and not self.simulate.get("annotators"):
             raise ValueError("simulate.annotators: name the simulated annotators' accounts")
         if self.judges == "simulated" and self.simulate.get("kind", "gold") == "gold" and not (
@@ -72,13 +79,10 @@ class RoundConfig:
             raise ValueError("gold: simulated gold annotators need a gold reward")
         if self.eval_prompts is None:
             raise ValueError("eval_prompts: the evaluation needs held-out prompts")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction={self.test_fraction}: expected a share in [0, 1)")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
         for section, target in {**SECTIONS, "align": ALIGN_CONFIGS[self.algorithm]}.items():
             unknown = sorted(set(getattr(self, section)) - _field_names(target))
             if unknown:  # found now, not after an hour of generation and judging
                 raise ValueError(f"{section}: unknown field(s) {', '.join(unknown)} for {target.split(':')[1]}")
-        if self.n < 1 or self.pairs_per_prompt < 1 or self.max_new_tokens < 1:
-            raise ValueError("n, pairs_per_prompt and max_new_tokens must be >= 1")
+        check_ranges(self)

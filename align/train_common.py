@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefloop.config import check_max_steps
+from prefloop.config import check_ranges
 from prefloop.data import check_test_fraction
 
 
@@ -24,9 +24,10 @@ class TrainConfig:
     output_dir: str = field(default="runs/align", metadata={"help": "the run: final/ (the model), checkpoints/, "
                                                                      "metrics.jsonl, tensorboard/, run.json"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (Hu et al. 2021) instead of all weights"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α/r)"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r", "range": ">= 1"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α/r)",
+                                                  "range": ">= 1"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input", "range": "[0, 1)"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"],
                                            metadata={"help": "modules that get an adapter ('all-linear' = every "
                                                              "linear layer except the LM head)"})
@@ -41,22 +42,28 @@ class TrainConfig:
                                                                   "beside --data X.train.jsonl (never a second split)"})
     test_fraction: float = field(default=0.0, metadata={"help": "--store only: share of prompts held out, the same "
                                                                 "split as `labeling export --test-fraction`"})
-    split_seed: int = field(default=0, metadata={"help": "--store only: the split's seed (`labeling export --seed`)"})
-    max_length: int = field(default=512, metadata={"help": "tokens kept per prompt+response (truncated at the end)"})
+    split_seed: int = field(default=0, metadata={"help": "--store only: the split's seed (`labeling export --seed`)",
+                                                 "range": "seed"})
+    max_length: int = field(default=512, metadata={"help": "tokens kept per prompt+response (truncated at the end)",
+                                                   "range": ">= 1"})
     # optimisation
-    learning_rate: float = field(default=1e-6, metadata={"help": "AdamW step size η"})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
-    max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides num_train_epochs when > 0"})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    seed: int = field(default=0, metadata={"help": "random seed (data order, LoRA init, split)"})
+    learning_rate: float = field(default=1e-6, metadata={"help": "AdamW step size η", "range": "> 0"})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the training data", "range": "> 0"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; unset: num_train_epochs "
+                                                                  "passes", "range": ">= 1"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "examples per device per micro-batch",
+                                                                  "range": ">= 1"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step",
+                                                                  "range": ">= 1"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps", "range": ">= 0"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm", "range": "> 0"})
+    seed: int = field(default=0, metadata={"help": "random seed (data order, LoRA init, split)", "range": "seed"})
     # bookkeeping
-    logging_steps: int = field(default=10, metadata={"help": "optimizer steps between metric logs"})
-    eval_steps: int = field(default=0, metadata={"help": "steps between evaluations; 0 = at start and end only"})
-    save_steps: int = field(default=100, metadata={"help": "steps between checkpoints"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
+    logging_steps: int = field(default=10, metadata={"help": "optimizer steps between metric logs", "range": ">= 1"})
+    eval_steps: int = field(default=0, metadata={"help": "steps between evaluations; 0 = at start and end only",
+                                                 "range": ">= 0"})
+    save_steps: int = field(default=100, metadata={"help": "steps between checkpoints", "range": ">= 1"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk", "range": ">= 1"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
 
     def __post_init__(self):
@@ -65,13 +72,7 @@ class TrainConfig:
         if self.store and not self.project:
             raise ValueError("store needs project")
         check_test_fraction(self.test_fraction, self.store)
-        for name in ("lora_r", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps",
-                     "save_steps", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        check_max_steps(self.max_steps)
+        check_ranges(self)
 
 
 def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
@@ -87,7 +88,7 @@ def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
         output_dir=str(run.checkpoints_dir),
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
+        max_steps=-1 if cfg.max_steps is None else cfg.max_steps,  # transformers' -1: the epochs
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,

@@ -10,7 +10,7 @@ import getpass
 import sys
 from dataclasses import dataclass, field
 
-from prefloop.config import parse_config
+from prefloop.config import check_ranges, parse_config
 from prefloop.errors import InputError
 
 
@@ -25,12 +25,17 @@ class InitConfig:
     db: str | None = _db_field()
     project: str | None = field(default=None, metadata={"help": "project to create"})
     mode: str = field(default="pairwise", metadata={"help": "pairwise A/B or K-way ranking", "choices": ["pairwise", "ranking"]})
-    k: int = field(default=2, metadata={"help": "candidates per ranking task"})
-    overlap: int = field(default=1, metadata={"help": "distinct annotators per task"})
+    k: int = field(default=2, metadata={"help": "candidates per ranking task", "range": "[2, 9]"})
+    overlap: int = field(default=1, metadata={"help": "distinct annotators per task", "range": ">= 1"})
     criteria: list[str] = field(default_factory=list, metadata={"help": "criteria rated 1..5, e.g. helpfulness harmlessness honesty"})
     guidelines: str | None = field(default=None, metadata={"help": "markdown file with the annotation guidelines"})
-    gold_rate: float = field(default=0.0, metadata={"help": "share of served tasks that are gold tasks"})
-    lease_seconds: int = field(default=1800, metadata={"help": "an unanswered assignment returns to the queue after this"})
+    gold_rate: float = field(default=0.0, metadata={"help": "share of served tasks that are gold tasks",
+                                                    "range": "[0, 1]"})
+    lease_seconds: int = field(default=1800, metadata={"help": "an unanswered assignment returns to the queue after this",
+                                                       "range": ">= 1"})
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 def init_main(argv: list[str]) -> int:
@@ -135,30 +140,21 @@ class GenerateConfig:
     project: str = field(default="", metadata={"help": "project whose prompts get candidates"})
     models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"],
                               metadata={"help": "HF ids, local dirs or the embedded default"})
-    n: int = field(default=2, metadata={"help": "candidates per prompt and model"})
-    round: int = field(default=0, metadata={"help": "data round these candidates belong to"})
-    max_new_tokens: int = field(default=128, metadata={"help": "response length limit"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature T > 0"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold"})
-    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    n: int = field(default=2, metadata={"help": "candidates per prompt and model", "range": ">= 1"})
+    round: int = field(default=0, metadata={"help": "data round these candidates belong to", "range": ">= 0"})
+    max_new_tokens: int = field(default=128, metadata={"help": "response length limit", "range": ">= 1"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature T > 0", "range": "> 0"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling threshold", "range": "(0, 1]"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call", "range": ">= 1"})
+    seed: int = field(default=0, metadata={"help": "sampling seed", "range": "seed"})
     split: str | None = field(default=None, metadata={"help": "only prompts of this split"})
-    limit: int | None = field(default=None, metadata={"help": "at most this many prompts"})
+    limit: int | None = field(default=None, metadata={"help": "at most this many prompts", "range": ">= 1"})
     db: str | None = _db_field()
 
     def __post_init__(self):
         if not self.project:
             raise ValueError("--project is required")
-        if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("n, batch_size and max_new_tokens must be >= 1")
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0: N candidates per prompt are sampled")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.round < 0:
-            raise ValueError(f"round must be >= 0, got {self.round}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        check_ranges(self)  # temperature > 0: N candidates per prompt are sampled
 
 
 def generate_main(argv: list[str]) -> int:
@@ -192,10 +188,11 @@ class TasksConfig:
     project: str = field(default="", metadata={"help": "project to build tasks for"})
     strategy: str = field(default="random_pairs", metadata={"help": "how candidates are grouped",
                                                              "choices": ["all_pairs", "random_pairs", "ranking"]})
-    pairs_per_prompt: int = field(default=1, metadata={"help": "random_pairs: pairs per prompt"})
-    k: int | None = field(default=None, metadata={"help": "ranking: candidates per task (default: the project's K)"})
+    pairs_per_prompt: int = field(default=1, metadata={"help": "random_pairs: pairs per prompt", "range": ">= 1"})
+    k: int | None = field(default=None, metadata={"help": "ranking: candidates per task (default: the project's K)",
+                                                  "range": "[2, 9]"})
     models: list[str] = field(default_factory=list, metadata={"help": "only candidates from these models"})
-    round: int | None = field(default=None, metadata={"help": "only candidates from this round"})
+    round: int | None = field(default=None, metadata={"help": "only candidates from this round", "range": ">= 0"})
     same_model_pairs: bool = field(default=False, metadata={"help": "also pair two responses of one model"})
     priority: float = field(default=0.0, metadata={"help": "priority of the new tasks (higher first)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -204,12 +201,7 @@ class TasksConfig:
     def __post_init__(self):
         if not self.project:
             raise ValueError("--project is required")
-        if self.pairs_per_prompt < 1:
-            raise ValueError(f"pairs_per_prompt must be >= 1, got {self.pairs_per_prompt}")
-        if self.k is not None and not 2 <= self.k <= 9:
-            raise ValueError(f"k must be in 2..9, got {self.k}")
-        if self.round is not None and self.round < 0:
-            raise ValueError(f"round must be >= 0, got {self.round}")
+        check_ranges(self)
 
 
 def tasks_main(argv: list[str]) -> int:

@@ -3,10 +3,11 @@
 The rows themselves come from `labeling.export`; this module only puts them on disk,
 through a staging directory so that a failure leaves nothing half-written.
 
-An export never removes or overwrites what it did not write: an existing output path is
-replaced only when the dataset card of an earlier export names it (the card beside
-`x.jsonl`, or README.md inside a datasets directory); anything else is refused with one
-line before any work starts.
+An export never removes or overwrites what it did not write (prefloop.outputs, the rule every
+command follows): an existing output path is replaced only when the dataset card of an earlier
+export names it (the card beside `x.jsonl`, or README.md inside a datasets directory, which lists
+the directory's files: a re-export replaces those and leaves the files a user added); anything
+else is refused with one line before any work starts.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def write_export(records: list[dict] | dict[str, list[dict]], out_path: str | Pa
     """Write rows (or {split: rows}) as JSONL / Parquet / a datasets directory, with a card beside them.
 
     Files: `x.jsonl` (or `x.train.jsonl` + `x.test.jsonl`) and `x.card.md`. A datasets directory
-    holds the card as README.md; with several splits it is a DatasetDict (`load_from_disk`).
-    Everything is written to a staging directory first, so a failure leaves no partial output.
+    holds the card as README.md, which lists the directory's files (`contents`); with several splits
+    it is a DatasetDict (`load_from_disk`). Everything is written to a staging directory first, so a
+    failure leaves no partial output.
     """
     from prefloop.data import write_records
 
@@ -45,12 +47,17 @@ def write_export(records: list[dict] | dict[str, list[dict]], out_path: str | Pa
         moves = _stage(splits, out, fmt, staging, write_records)
         card_path = out / "README.md" if fmt == "datasets" else out.with_name(out.stem + ".card.md")
         files = [final for _, final in moves]
-        staged_card = (staging / out.name / "README.md") if fmt == "datasets" else staging / card_path.name
-        staged_card.write_text(render_card({**(card or {}), "files": [str(p) for p in files]}, splits), "utf-8")
-        if fmt != "datasets":
-            moves.append((staged_card, card_path))
-        for staged, final in moves:
-            _replace(staged, final, staging)
+        facts = {**(card or {}), "files": [str(p) for p in files]}
+        if fmt == "datasets":
+            root = staging / out.name
+            contents = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) + ["README.md"]
+            (root / "README.md").write_text(render_card({**facts, "contents": contents}, splits), "utf-8")
+            _refresh_dir(root, out, contents, staging)
+        else:
+            staged_card = staging / card_path.name
+            staged_card.write_text(render_card(facts, splits), "utf-8")
+            for staged, final in [*moves, (staged_card, card_path)]:
+                os.replace(staged, final)  # check_output made sure an earlier export of ours wrote `final`
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return files + [card_path]
@@ -73,11 +80,28 @@ def _stage(splits, out: Path, fmt: str, staging: Path, write_records) -> list[tu
             for name, rows in splits.items()]
 
 
-def _replace(staged: Path, final: Path, staging: Path) -> None:
-    """Rename into place; a datasets directory of an earlier export moves into `staging` (removed after)."""
-    if final.is_dir():  # check_output made sure an earlier export of ours wrote it
-        os.replace(final, staging / f"{final.name}.replaced")
-    os.replace(staged, final)
+def _refresh_dir(root: Path, out: Path, contents: list[str], staging: Path) -> None:
+    """Put the staged datasets directory `root` at `out`. Over an earlier export, only the files its card
+    lists are replaced (moved into `staging`, removed after): files the user added inside stay."""
+    if not out.exists():
+        os.replace(root, out)
+        return
+    ours = _card_files(out / "README.md") or set()
+    taken = [name for name in contents if os.path.lexists(out / name) and name not in ours]
+    if taken:  # a file of the user's where this export writes one of its own: nothing is moved
+        raise InputError(f"{out / taken[0]}: already exists and was not written by labeling export; "
+                         "choose another --out (an export never replaces what it did not write)")
+    old = staging / f"{out.name}.replaced"
+    for name in sorted(ours):
+        if (out / name).is_file():
+            (old / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / name, old / name)
+    for name in sorted({str(Path(n).parent) for n in ours} - {"."}, key=len, reverse=True):
+        if (out / name).is_dir() and not any((out / name).iterdir()):
+            (out / name).rmdir()  # a split directory the earlier export made, now empty
+    for name in contents:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root / name, out / name)
 
 
 # --- 2. what an export may replace ---------------------------------------------------
@@ -100,29 +124,50 @@ def output_paths(out: Path, fmt: str, split_names: list[str]) -> tuple[list[Path
 
 
 def check_output(out: Path, fmt: str, split_names: list[str]) -> None:
-    """Refuse (InputError) unless every path the export would write is new or written by an earlier export."""
+    """Refuse (InputError) unless every path the export would write is new or written by an earlier export
+    (the rule of prefloop.outputs)."""
+    from prefloop.outputs import check_output_dir, check_output_file
+
     data, card = output_paths(out, fmt, split_names)
-    hint = "choose another --out (an export never replaces what it did not write)"
-    if fmt == "datasets":
-        if out.exists() and (not out.is_dir() or _card_files(card) is None):
-            raise InputError(f"{out}: already exists and is not the directory of an earlier export; {hint}")
-        return
     ours = _card_files(card)
+    if fmt == "datasets":
+        check_output_dir(out, "--out", ours=ours is not None, what="export")
+        taken = [p for p in _datasets_layout(out, split_names) if os.path.lexists(p)
+                 and str(p.relative_to(out)) not in (ours or set()) and not (p.is_dir() and p.name in split_names)]
+        if taken:
+            raise InputError(f"{taken[0]}: already exists and was not written by labeling export; choose another "
+                             "--out (an export never replaces what it did not write)")
+        return
     if card.exists() and ours is None:
-        raise InputError(f"{card}: already exists and is not the card of an earlier export; {hint}")
+        raise InputError(f"{card}: already exists and is not the card of an earlier export; choose another "
+                         "--out (an export never replaces what it did not write)")
     for path in data:
-        if path.is_dir():
-            raise InputError(f"{path}: is a directory; give a file name such as {path / ('prefs' + path.suffix)}")
-        if path.exists() and path.name not in (ours or set()):
-            raise InputError(f"{path}: already exists and was not written by labeling export; {hint}")
+        check_output_file(path, "--out", replace=path.name in (ours or set()), what="labeling export")
+
+
+def _datasets_layout(out: Path, split_names: list[str]) -> list[Path]:
+    """The paths inside `out` that a datasets export with these splits may write (Dataset.save_to_disk's
+    layout, one per split directory for a DatasetDict)."""
+    import glob
+
+    roots = [out] if len(split_names) == 1 else [out / name for name in split_names]
+    paths = [out / "README.md"] + ([out / "dataset_dict.json", *roots] if len(split_names) > 1 else [])
+    for root in roots:
+        paths += [root / "state.json", root / "dataset_info.json"]
+        paths += [Path(p) for p in glob.glob(glob.escape(str(root)) + "/data-*.arrow")]
+    return paths
 
 
 def _card_files(card: Path) -> set[str] | None:
-    """Names of the files an earlier export's card lists, or None when `card` is no card of ours."""
+    """What an earlier export's card lists as its own, or None when `card` is no card of ours: the names
+    of its data files beside it, or (README.md of a datasets directory) the directory's files."""
     if not card.is_file():
         return None
     try:
-        return {Path(name).name for name in read_card(card)["files"]}
+        facts = read_card(card)
+        if card.name == "README.md":
+            return {str(Path(name)) for name in facts.get("contents", ["README.md"])}
+        return {Path(name).name for name in facts["files"]}
     except Exception:  # noqa: BLE001 - any file that does not parse as our card is simply not ours
         return None
 
@@ -186,9 +231,10 @@ class ExportConfig:
     exclude_annotators: list[str] = field(default_factory=list, metadata={"help": "annotator names to leave out"})
     test_fraction: float = field(default=0.0, metadata={"help": "share of prompts held out as a test split"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt-hash split"})
-    rounds: list[int] = field(default_factory=list, metadata={"help": "only tasks of these rounds (default all)"})
+    rounds: list[int] = field(default_factory=list, metadata={"help": "only tasks of these rounds (default all)",
+                                                              "range": ">= 0"})
     until_judgment_id: int | None = field(default=None, metadata={
-        "help": "reproduce an earlier snapshot: ignore judgments with a larger id"})
+        "help": "reproduce an earlier snapshot: ignore judgments with a larger id", "range": ">= 0"})
     salt: str | None = field(default=None, metadata={
         "help": "raw format: secret salt of annotator pseudonyms (default random: unlinkable across exports)"})
     sft_min_agreement: float = field(default=1.0, metadata={
@@ -197,8 +243,11 @@ class ExportConfig:
         "help": "pairwise: write the margin m = judged strength (RM loss -log sigma(r_c - r_r - m), Llama 2 eq. 2)"})
 
     def __post_init__(self):
+        from prefloop.config import check_ranges
+
         if not self.project:
             raise ValueError("project: a project name is required")
+        check_ranges(self)
         ExportOptions(**self.options())  # same validation as the Python API
 
     def options(self) -> dict:

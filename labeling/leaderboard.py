@@ -238,6 +238,20 @@ def leaderboard_figure(board: list[dict], title: str = "Bradley-Terry strength (
     return fig
 
 
+PLOT_TYPES = (".png", ".svg", ".pdf")
+
+
+def check_plot(path: str, overwrite: bool) -> None:
+    """--plot names a new file of a type matplotlib writes in an existing directory (prefloop.outputs' rule),
+    checked before the store is read: no `DIR/.png`, no file replaced without --overwrite."""
+    from prefloop.errors import InputError
+    from prefloop.outputs import check_output_file
+
+    out = check_output_file(path, "--plot", replace=overwrite, overwrite_flag="--overwrite", make_dirs=False)
+    if out.suffix.lower() not in PLOT_TYPES:
+        raise InputError(f"--plot {path}: expected a file name ending in {', '.join(PLOT_TYPES)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
@@ -246,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
     cfg = parse_config(LeaderboardConfig, argv, prog="labeling leaderboard")
+    if cfg.plot:
+        check_plot(cfg.plot, cfg.overwrite)
     engine = open_store(cfg.db, create=False)  # a reader: a mistyped --db creates nothing
     try:
         board = leaderboard(engine, cfg.project, cfg.prior, cfg.bootstrap, cfg.confidence, cfg.seed)

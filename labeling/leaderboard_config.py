@@ -14,17 +14,17 @@ class LeaderboardConfig:
         "help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
     prior: float = field(default=0.5, metadata={
         "help": "Bradley-Terry prior: virtual wins and losses of each model p_i against a reference p = 1 "
-                "(MM iteration, Hunter 2004); 0 = plain maximum likelihood"})
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap replicates R (resampled games); 0 = none"})
-    confidence: float = field(default=0.95, metadata={"help": "coverage of the percentile intervals"})
-    seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling"})
-    plot: str | None = field(default=None, metadata={"help": "write the chart to this PNG file"})
+                "(MM iteration, Hunter 2004); 0 = plain maximum likelihood", "range": ">= 0"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap replicates R (resampled games); 0 = none",
+                                                   "range": ">= 0"})
+    confidence: float = field(default=0.95, metadata={"help": "coverage of the percentile intervals",
+                                                      "range": "(0, 1)"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap resampling", "range": "seed"})
+    plot: str | None = field(default=None, metadata={"help": "write the chart to this new PNG file (or .svg, .pdf)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --plot file"})
     json: bool = field(default=False, metadata={"help": "print JSON instead of a table"})
 
     def __post_init__(self):
-        if self.prior < 0:
-            raise ValueError(f"prior={self.prior}: must be >= 0")
-        if self.bootstrap < 0:
-            raise ValueError(f"bootstrap={self.bootstrap}: must be >= 0")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence={self.confidence}: must be in (0, 1)")
+        from prefloop.config import check_ranges
+
+        check_ranges(self)

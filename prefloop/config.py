@@ -8,6 +8,10 @@ dataclass's own `__post_init__`, which runs once the file and the flags are merg
 before it, every value is checked against the field's type and floats must be finite
 (a nan compares false with every bound, so it would pass any range check).
 
+A number's range is declared on its field, `config_field(8, "batch size", range=">= 1")` (or
+`"> 0"`, `"[0, 1]"`, `"[0, 0.5)"`), shown in `--help`, and checked by `check_ranges(self)`,
+which each config's `__post_init__` calls: one mechanism, not an `if` per field per command.
+
 `--config` takes a YAML path or the name of a config shipped in `prefloop/configs/`
 (`--config dpo`), so the presets work from any directory.
 """
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
+import operator
 import types
 import typing
 from pathlib import Path
@@ -39,7 +45,8 @@ def parse_config(cls: type[T], argv: list[str] | None = None, prog: str | None =
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
-        values.update(load_yaml(resolve_config(args.config), cls))
+        path = resolve_config(args.config)
+        values.update(rebase_paths(cls, load_yaml(path, cls), path))
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     _check_values(cls, values)
     try:
@@ -95,7 +102,9 @@ def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help
         default = _default_of(f)
-        help_text = f"{help_text} (default: {default})" if default is not dataclasses.MISSING else help_text
+        notes = ([f"default: {default}"] if default is not dataclasses.MISSING else []) + (
+            [describe_range(f.metadata["range"])] if "range" in f.metadata else [])
+        help_text = f"{help_text} ({'; '.join(notes)})" if notes else help_text
         if kind is bool:
             parser.add_argument(*flags, dest=f.name, type=_parse_bool, nargs="?", const=True, help=help_text)
             parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const=False,
@@ -106,6 +115,23 @@ def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
             choices = f.metadata.get("choices")
             parser.add_argument(*flags, dest=f.name, type=kind, choices=choices, help=help_text)
     return parser
+
+
+def rebase_paths(cls, values: dict[str, Any], yaml_path: Path) -> dict[str, Any]:
+    """Input files a YAML names (fields with metadata `path=True`) are relative to the YAML file, not to
+    the directory the command runs in; a shipped preset's are relative to the installed package root
+    where that file exists (`labeling/loop_prompts.jsonl`), else left as written (a file of the user's)."""
+    shipped = yaml_path.resolve().parent == SHIPPED_CONFIGS.resolve()
+    base = SHIPPED_CONFIGS.parent.parent if shipped else yaml_path.parent
+    out = dict(values)
+    for f in dataclasses.fields(cls):
+        value = values.get(f.name)
+        if not (f.metadata.get("path") and isinstance(value, str) and value) or value.startswith("~") \
+                or ":" in value or Path(value).is_absolute():
+            continue  # an absolute path, ~, a hub id (hf:NAME) or URL: as written
+        if not shipped or (base / value).exists():
+            out[f.name] = str(base / value)
+    return out
 
 
 def load_yaml(path: str | Path, cls=None) -> dict[str, Any]:
@@ -149,10 +175,49 @@ def _check_values(cls, values: dict[str, Any]) -> None:
             raise ConfigError(f"{name}: expected a list, got {value!r}")
 
 
-def check_max_steps(value: int) -> None:
-    """transformers' max_steps: -1 means "train num_train_epochs"; 0 would silently mean the same."""
-    if value != -1 and value < 1:
-        raise ValueError(f"max_steps must be >= 1 (or -1: use num_train_epochs), got {value}")
+# --- ranges: declared on the field, checked by one function -------------------------------------
+
+SEED_RANGE = "[0, 4294967295]"  # range "seed": what numpy's and torch's generators take
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+@functools.cache
+def parse_range(spec: str) -> tuple[tuple[str, float], ...]:
+    """A field's range as (operator, bound) pairs: ">= 1", "> 0", "[0, 1]", "(0, 1)", "[0, 0.5)".
+
+    A malformed spec is a bug in our code (TypeError), found by the test that parses every config's ranges.
+    """
+    text = SEED_RANGE if spec == "seed" else spec.replace(" ", "")
+    for op in (">=", ">", "<=", "<"):
+        if text.startswith(op):
+            return ((op, float(text[len(op):])),)
+    if len(text) > 4 and text[0] in "[(" and text[-1] in "])" and text.count(",") == 1:
+        lo, hi = text[1:-1].split(",")
+        return ((">=" if text[0] == "[" else ">", float(lo)), ("<=" if text[-1] == "]" else "<", float(hi)))
+    raise TypeError(f"range {spec!r}: expected '>= N', '> N', '<= N', '< N' or an interval like '[0, 1)'")
+
+
+def describe_range(spec: str) -> str:
+    spec = SEED_RANGE if spec == "seed" else spec
+    return f"in {spec}" if spec.lstrip()[0] in "[(" else spec
+
+
+def check_ranges(cfg) -> None:
+    """Every field of the dataclass `cfg` whose metadata declares a `range` holds a value in it (each item
+    of a list; None, an unset optional, passes): ValueError naming the field, the range and the value.
+    Called by each command config's __post_init__, so a config built in code (`align round` builds the
+    trainers' configs from its YAML sections) is checked as the command line's is."""
+    for f in dataclasses.fields(cfg):
+        spec = f.metadata.get("range")
+        if spec is None:
+            continue
+        value = getattr(cfg, f.name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is None:
+                continue
+            if not (isinstance(item, (int, float)) and not isinstance(item, bool)) or not all(
+                    _OPS[op](item, bound) for op, bound in parse_range(spec)) or item != item:  # nan: never
+                raise ValueError(f"{f.name} must be {describe_range(spec)}, got {item!r}")
 
 
 def to_dict(cfg) -> dict[str, Any]:

@@ -49,10 +49,33 @@ def resolve_model(name: str | None = None) -> str:
         path = final_model_dir(path)  # a training run's directory stands for its final/ model
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"model path {path}: no config.json in that directory")
+        _check_model_type(path)
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"model path {name}: no such directory")
     return name if hub_reachable() else _cached_snapshot(name)  # a hub id
+
+
+def _check_model_type(path: Path) -> None:
+    """config.json is a JSON object whose model_type transformers knows: otherwise every loader (AutoConfig,
+    AutoModel*, AutoTokenizer) fails with a long ValueError, in the middle of whatever command asked."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelNotFoundError(f"model path {path}: config.json is not a JSON file ({err})") from None
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(f"model path {path}: config.json is not a JSON object")
+    model_type = config.get("model_type")
+    if model_type is None:
+        return  # AutoConfig may still recognise it by the path's name
+    from transformers import __version__
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise ModelNotFoundError(f"model path {path}: config.json names model_type {model_type!r}, which "
+                                 f"transformers {__version__} does not know")
 
 
 def _cached_snapshot(name: str) -> str:

@@ -233,6 +233,10 @@ def format_report(result: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from prefloop.outputs import check_output_dir
+
     cfg = parse_config(RewardEvalConfig, argv, prog="reward-model eval")
+    if cfg.output_dir:
+        check_output_dir(cfg.output_dir, "--output-dir", ours=True)  # a file there: one line, before scoring
     print(format_report(evaluate(cfg)))
     return 0

@@ -220,7 +220,8 @@ def training_arguments(cfg: RewardModelConfig, run, has_eval: bool) -> RewardCon
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, seed=cfg.seed,
+        num_train_epochs=cfg.num_train_epochs, seed=cfg.seed,
+        max_steps=-1 if cfg.max_steps is None else cfg.max_steps,  # transformers' -1: num_train_epochs
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",

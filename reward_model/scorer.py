@@ -13,6 +13,7 @@ whichever reward model is plugged in.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -154,4 +155,10 @@ def load_reward(spec, device=None, batch_size: int = 16) -> RewardFn:
     fn = import_object(spec, "reward")
     if not callable(fn):
         raise InputError(f"reward {spec}: not callable")
+    try:  # `os:getcwd` imports, but is no reward: say so now, not with a TypeError in the first batch
+        inspect.signature(fn).bind([], [])
+    except TypeError as err:
+        raise InputError(f"reward {spec}: not a reward function (prompts, responses) -> scores ({err})") from None
+    except ValueError:  # a builtin without a signature: the first call will tell
+        pass
     return fn

@@ -144,7 +144,7 @@ NUMBER_FLAGS = {  # (command, flag) -> (tool, args); every value in NUMBERS is o
     ("labeling leaderboard", "--confidence"): ("labeling", "leaderboard --db store.db --project chat"),
 }
 for (command, flag), (tool, args) in NUMBER_FLAGS.items():
-    for value in (["0", "-2", "nan", "inf"] if flag == "--max-steps" else NUMBERS):  # -1: "use the epochs"
+    for value in NUMBERS:  # --max-steps -1 too: unset means "train num_train_epochs", -1 means nothing
         CASES[f"{command} {flag} {value}"] = case(tool, f"{args} {flag} {value}", flag.lstrip("-").replace("-", "_"))
 for value in ["-1", "nan", "inf"]:  # 0 is a valid round and priority
     CASES[f"labeling tasks --round {value}"] = case("labeling", f"tasks build --db store.db --project chat "
@@ -171,6 +171,112 @@ CASES["labeling serve --port in use"] = case("labeling", "serve --db store.db --
 CASES["reward-model eval --bins 0"] = case("reward-model", "eval --model {rm} --data pairs.jsonl --bins 0", "bins")
 CASES["reward-model prioritize --batch-size 0"] = case(
     "reward-model", "prioritize --db store.db --model {rm} --project chat --batch-size 0", "batch_size")
+
+EVAL = f"eval --policies {{lm}} --reference {{lm}} --prompts prompts.jsonl {EVAL_QUICK}"
+RANGES = {  # (command, flag) -> (tool, args, values out of range): each field's declared range (prefloop.config)
+    ("align eval", "--limit"): ("align", EVAL, ["0", "-1"]),
+    ("align eval", "--batch-size"): ("align", EVAL, ["0"]),
+    ("align eval", "--best-of"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+                                           "--gold concise", ["0"]),
+    ("align dpo", "--beta"): ("align", "dpo --model {lm} --data pairs.jsonl", ["0", "-0.1"]),
+    ("align dpo", "--label-smoothing"): ("align", "dpo --model {lm} --data pairs.jsonl --loss-type robust",
+                                         ["0.5", "-1"]),
+    ("align sft", "--num-train-epochs"): ("align", "sft --model {lm} --data sft.jsonl", ["0"]),
+    ("align sft", "--seed"): ("align", "sft --model {lm} --data sft.jsonl", ["-1"]),
+    ("align sft", "--warmup-steps"): ("align", "sft --model {lm} --data sft.jsonl", ["-1"]),
+    ("align grpo", "--num-generations"): ("align", "grpo --model {lm} --prompts rft.jsonl", ["1"]),
+    ("align grpo", "--max-steps"): ("align", "grpo --model {lm} --prompts rft.jsonl", ["0", "-1"]),
+    ("align rloo", "--beta"): ("align", "rloo --model {lm} --prompts rft.jsonl", ["-1"]),
+    ("align ppo", "--gamma"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl", ["1.5"]),
+    ("align ppo", "--lora-dropout"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl", ["1"]),
+    ("align ppo", "--max-prompts"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl", ["0"]),
+    ("align online-dpo", "--num-generations"): ("align", "online-dpo --model {lm} --reward-model {rm} "
+                                                         "--prompts prompts.jsonl", ["1"]),
+    ("align round", "--temperature"): ("align", "round --db store.db --project chat --judges people "
+                                                "--eval-prompts prompts.jsonl", ["0"]),
+    ("align round", "--poll-seconds"): ("align", "round --db store.db --project chat --judges people "
+                                                 "--eval-prompts prompts.jsonl", ["0", "-1"]),
+    ("reward-model train", "--learning-rate"): ("reward-model", "train --model {lm} --data pairs.jsonl", ["0"]),
+    ("reward-model train", "--normalize-samples"): ("reward-model", "train --model {lm} --data pairs.jsonl", ["1"]),
+    ("reward-model score", "--batch-size"): ("reward-model", "score --model {rm} --input score.jsonl "
+                                                             "--output scored.jsonl", ["0"]),
+    ("labeling generate", "--top-p"): ("labeling", "generate --db store.db --project chat --models {lm}", ["0", "1.5"]),
+    ("labeling leaderboard", "--seed"): ("labeling", "leaderboard --db store.db --project chat", ["-1"]),
+    ("labeling export", "--until-judgment-id"): ("labeling", "export --db store.db --project chat --out out.jsonl",
+                                                 ["-1"]),
+}
+for (command, flag), (tool, args, values) in RANGES.items():
+    for value in values:
+        CASES[f"{command} {flag} {value}"] = case(tool, f"{args} {flag} {value}", flag.lstrip("-").replace("-", "_"))
+
+ROUND = "round --db store.db --project chat --judges people --eval-prompts prompts.jsonl"
+OUTPUTS = {  # nothing a command did not create is overwritten (prefloop.outputs); inputs checked before any work
+    "reward-model score --output existing file": ("reward-model", "score --model {rm} --input score.jsonl "
+                                                                  "--output pairs.jsonl", "--overwrite"),
+    "reward-model score --output is the input": ("reward-model", "score --model {rm} --input score.jsonl "
+                                                                 "--output score.jsonl", "input"),
+    "reward-model score --output is the input --overwrite": ("reward-model", "score --model {rm} --input score.jsonl "
+                                                                             "--output ./score.jsonl --overwrite",
+                                                             "input"),
+    "reward-model score --output existing dir": ("reward-model", "score --model {rm} --input score.jsonl "
+                                                                 "--output mydir", "mydir"),
+    "reward-model score --output dir/": ("reward-model", "score --model {rm} --input score.jsonl --output mydir/",
+                                         "mydir"),
+    "reward-model score --output unknown type": ("reward-model", "score --model {rm} --input score.jsonl "
+                                                                 "--output scored.txt", "scored.txt"),
+    "reward-model score --output under a file": ("reward-model", "score --model {rm} --input score.jsonl "
+                                                                 "--output pairs.jsonl/x.jsonl", "pairs.jsonl"),
+    "reward-model score --model os:getcwd": ("reward-model", "score --model os:getcwd --input score.jsonl "
+                                                             "--output scored.jsonl", "os:getcwd"),
+    "reward-model score --model builtins:max": ("reward-model", "score --model builtins:max --input score.jsonl "
+                                                                "--output scored.jsonl", "builtins:max"),
+    "align ppo --reward-model os:getcwd": ("align", "ppo --model {lm} --reward-model os:getcwd --prompts prompts.jsonl "
+                                                    "--max-steps 1", "os:getcwd"),
+    "labeling leaderboard --plot existing file": ("labeling", "leaderboard --db store.db --project chat "
+                                                              "--plot chart.png", "--overwrite"),
+    "labeling leaderboard --plot dir/": ("labeling", "leaderboard --db store.db --project chat --plot mydir/",
+                                         "mydir"),
+    "labeling leaderboard --plot dir": ("labeling", "leaderboard --db store.db --project chat --plot mydir", "mydir"),
+    "labeling leaderboard --plot /nodir/x.png": ("labeling", "leaderboard --db store.db --project chat "
+                                                             "--plot /nosuchdir-prefloop/x.png", "nosuchdir"),
+    "labeling leaderboard --plot not an image": ("labeling", "leaderboard --db store.db --project chat "
+                                                             "--plot chart.txt", "chart.txt"),
+    "align grpo --model unknown model_type": ("align", "grpo --model badtype --prompts rft.jsonl --max-steps 1",
+                                              "nosuchtype"),
+    "align sft --model unknown model_type": ("align", "sft --model badtype --data sft.jsonl --max-steps 1",
+                                             "nosuchtype"),
+    "reward-model train --model unknown model_type": ("reward-model", "train --model badtype --data pairs.jsonl "
+                                                                      "--max-steps 1", "nosuchtype"),
+    "labeling generate --models unknown model_type": ("labeling", "generate --db store.db --project chat "
+                                                                  "--models badtype", "nosuchtype"),
+    "align eval --reference config not JSON": ("align", f"eval --policies {{lm}} --reference notjson "
+                                                        f"--prompts prompts.jsonl {EVAL_QUICK}", "notjson"),
+    "align demo --output-dir existing file": ("align", "demo --output-dir png.md", "png.md"),
+    "align eval --output-dir existing file": ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+                                                       "--gold concise --output-dir png.md", "png.md"),
+    "reward-model eval --output-dir existing file": ("reward-model", "eval --model {rm} --data pairs.jsonl "
+                                                                     "--output-dir png.md", "png.md"),
+    "align demo --output-dir user dir": ("align", "demo --output-dir mydir", "mydir"),
+    "align demo --preset nope": ("align", "demo --output-dir demo --preset nope", "nope"),
+    "align demo --preset bad gold": ("align", "demo --output-dir demo --preset presets/demo_badgold.yaml",
+                                     "nosuchrule"),
+    "align demo --preset bad section": ("align", "demo --output-dir demo --preset presets/demo_badrm.yaml",
+                                        "max_steps"),
+    "align demo --preset files beside it": ("align", "demo --output-dir demo --preset presets/demo_files.yaml",
+                                            "presets/heldout.jsonl"),
+    "align round --gold unknown": ("align", f"{ROUND} --gold nosuchrule", "nosuchrule"),
+    "align round simulate.gold unknown": ("align", "round --config round_simgold.yaml", "nosuchrule"),
+    "align round --url unreachable": ("align", f"{ROUND} --url http://127.0.0.1:1/", "127.0.0.1"),
+    "align round --url not http": ("align", f"{ROUND} --url ftp://example.org/", "ftp://"),
+    "align round --output-dir existing file": ("align", f"{ROUND} --output-dir png.md", "png.md"),
+    "align round reward_model section out of range": ("align", "round --config round_badrm.yaml", "max_steps"),
+    "align round align section out of range": ("align", "round --config round_badalign.yaml", "beta"),
+    "align round evaluate section wrong type": ("align", "round --config round_badeval.yaml", "samples_per_prompt"),
+    "align round preset's files beside it": ("align", "round --config presets/round_files.yaml",
+                                             "presets/heldout.jsonl"),
+}
+for name, (tool, args, expect) in OUTPUTS.items():
+    CASES[name] = case(tool, args, expect)
 
 NAMES = {  # unknown models and projects
     "labeling import --project nosuch": ("labeling", "import --db store.db --project nosuch --file prompts.jsonl",
@@ -269,11 +375,15 @@ def template(tmp_path_factory, tiny_model_dir):
     """The workspace every case starts from (copied per case), and the tiny models (read-only)."""
     import json
 
+    import yaml
+
+    import labeling
     from labeling.db import open_store, session_scope
     from labeling.importer import import_file
     from labeling.projects import create_project
     from labeling.tasks import build_tasks
     from labeling.users import create_user
+    from prefloop.config import resolve_config
     from reward_model.testing import build_tiny_reward_model
 
     root = tmp_path_factory.mktemp("bad-input")
@@ -307,6 +417,27 @@ def template(tmp_path_factory, tiny_model_dir):
     jsonl("round_sim.yaml", [{**round_cfg, "simulate": {"annotators": ["sim-a"],
                                                          "password_env": "NO_SUCH_PASSWORD_ENV"}}])  # JSON is YAML
     jsonl("round_typo.yaml", [{**round_cfg, "judges": "people", "align": {"eval_fraction": 0.1}}])
+    people = {**round_cfg, "judges": "people"}
+    jsonl("round_badrm.yaml", [{**people, "reward_model": {"max_steps": 0}}])
+    jsonl("round_badalign.yaml", [{**people, "align": {"beta": -1}}])
+    jsonl("round_badeval.yaml", [{**people, "evaluate": {"samples_per_prompt": "two"}}])
+    jsonl("round_simgold.yaml", [{**round_cfg, "simulate": {"annotators": ["sim-a"], "gold": "nosuchrule"}}])
+    jsonl("rft.jsonl", [{"prompt": f"What is {i} + 1?", "reference": str(i + 1), "grader": {"name": "math"}}
+                        for i in range(4)])
+    (work / "chart.png").write_bytes(PNG)
+    (work / "mydir").mkdir()
+    (work / "mydir" / "keep.txt").write_text("mine\n")
+    (work / "badtype").mkdir()
+    (work / "badtype" / "config.json").write_text('{"model_type": "nosuchtype"}')
+    (work / "notjson").mkdir()
+    (work / "notjson" / "config.json").write_text('{"model_type": ')
+    (work / "presets").mkdir()  # a preset's files are relative to the preset: presets/heldout.jsonl is missing
+    jsonl("presets/round_files.yaml", [{**people, "eval_prompts": "heldout.jsonl"}])
+    demo = yaml.safe_load(resolve_config("round_demo").read_text())
+    demo.update({key: str(Path(labeling.__file__).parent.parent / demo[key]) for key in ("prompts", "eval_prompts")})
+    for name, change in (("badgold", {"gold": "nosuchrule"}), ("files", {"eval_prompts": "heldout.jsonl"}),
+                         ("badrm", {"reward_model": {**demo["reward_model"], "max_steps": -1}})):
+        (work / "presets" / f"demo_{name}.yaml").write_text(yaml.safe_dump({**demo, **change}))
 
     engine = open_store(f"sqlite:///{work / 'store.db'}")
     with session_scope(engine) as session:
@@ -419,4 +550,4 @@ def _words(text: str) -> str:
 
 def test_case_count():
     """The suite's size, so that a refactoring that drops cases shows."""
-    assert len(CASES) >= 150, len(CASES)
+    assert len(CASES) >= 320, len(CASES)

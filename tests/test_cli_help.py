@@ -72,3 +72,19 @@ def test_every_bench_script_answers_help(script):
                             text=True, timeout=120, cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage:") and result.stderr == ""
+
+
+@pytest.mark.parametrize("tool,words,flag", [
+    ("reward-model", ["score"], "--overwrite"), ("labeling", ["leaderboard"], "--overwrite"),
+], ids=["reward-model score --overwrite", "labeling leaderboard --overwrite"])
+def test_new_flags_are_in_the_help(tool, words, flag, capsys):
+    _, out = _help(tool, [*words, "--help"], capsys)
+    assert f"\n  {flag} " in out
+
+
+def test_declared_ranges_are_in_the_help(capsys):
+    """A field's range (prefloop.config.check_ranges) is shown beside its default."""
+    _, out = _help("align", ["dpo", "--help"], capsys)
+    assert "(default: None; >= 1)" in " ".join(out.split())  # --max-steps: unset means the epochs
+    _, out = _help("labeling", ["leaderboard", "--help"], capsys)
+    assert "(default: 0.95; in (0, 1))" in " ".join(out.split())

@@ -86,3 +86,28 @@ def test_re_export_replaces_its_own_datasets_directory(workdir):
     assert read_card(workdir / "ds" / "README.md")["options"]["test_fraction"] == 0.5
     assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".")) == []  # no staging left behind
     assert (workdir / "notes.txt").read_text() == "my notes\n"
+
+
+def test_re_export_into_a_datasets_directory_keeps_the_files_a_user_added(workdir, capfd):
+    from datasets import load_from_disk
+
+    assert labeling(export("--out", "ds", "--test-fraction", "0.5")) == 0  # a DatasetDict: train/, test/
+    (workdir / "ds" / "notes.md").write_text("mine\n")
+    (workdir / "ds" / "train" / "mine.txt").write_text("also mine\n")
+    assert labeling(export("--out", "ds", "--min-agreement", "1.0")) == 0  # one split now
+    assert (workdir / "ds" / "notes.md").read_text() == "mine\n"
+    assert (workdir / "ds" / "train" / "mine.txt").read_text() == "also mine\n"
+    assert not (workdir / "ds" / "test").exists() and not (workdir / "ds" / "dataset_dict.json").exists()
+    rows = load_from_disk(str(workdir / "ds"))
+    assert len(rows) and all(row["agreement"] == 1.0 for row in rows)
+    contents = read_card(workdir / "ds" / "README.md")["contents"]
+    assert "README.md" in contents and "notes.md" not in contents and "train/mine.txt" not in contents
+
+    # a user's file where the export would write one of its own: refused, nothing moved
+    (workdir / "ds" / "train" / "mine.txt").unlink()
+    (workdir / "ds" / "train" / "state.json").write_text("{}")
+    before, _ = tree_digest(workdir), capfd.readouterr()
+    assert labeling(export("--out", "ds", "--test-fraction", "0.5")) != 0
+    err = capfd.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train/state.json: already exists and was not written" in err
+    assert tree_digest(workdir) == before

@@ -153,3 +153,105 @@ def test_split_by_key_holds_out_whole_groups():
     assert split_by_key(two, lambda r: r["p"], 0.2, seed=0)[1] == []
     assert len(split_by_key(two, lambda r: r["p"], 0.2, seed=0, at_least_one=True)[1]) == 3
     assert split_by_key(two, lambda r: r["p"], 0.9, seed=0)[1] == []  # all held out would leave no training data
+
+
+# --- declared ranges (prefloop.config.check_ranges) ---------------------------------------------
+
+@dataclass
+class RangedConfig:
+    steps: int | None = field(default=None, metadata={"help": "h", "range": ">= 1"})
+    rate: float = field(default=0.5, metadata={"help": "h", "range": "[0, 1)"})
+    beta: float = field(default=0.1, metadata={"help": "h", "range": "> 0"})
+    sizes: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "h", "range": ">= 1"})
+    seed: int = field(default=0, metadata={"help": "h", "range": "seed"})
+
+    def __post_init__(self):
+        from prefloop.config import check_ranges
+
+        check_ranges(self)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"steps": 0}, "steps must be >= 1, got 0"), ({"steps": -1}, "steps must be >= 1, got -1"),
+    ({"rate": 1.0}, r"rate must be in \[0, 1\), got 1.0"), ({"rate": -0.1}, r"rate must be in \[0, 1\)"),
+    ({"rate": float("nan")}, "rate must be"), ({"beta": 0.0}, "beta must be > 0"),
+    ({"sizes": [1, 0]}, "sizes must be >= 1, got 0"), ({"seed": -1}, r"seed must be in \[0, 4294967295\]"),
+    ({"steps": "3"}, "steps must be >= 1, got '3'"), ({"steps": True}, "steps must be >= 1, got True"),
+])
+def test_check_ranges_refuses_out_of_range_values_naming_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RangedConfig(**kwargs)
+
+
+def test_check_ranges_accepts_the_bounds_and_an_unset_optional():
+    RangedConfig(steps=None, rate=0.0, beta=1e-9, sizes=[], seed=2**32 - 1)
+    RangedConfig(steps=1, rate=0.999)
+
+
+def test_every_declared_range_of_every_command_parses():
+    """A malformed range would only fail when a value reaches it: parse every one of every command."""
+    import dataclasses
+    import importlib
+
+    from prefloop.config import parse_range
+
+    found = 0
+    for tool in ("labeling.cli", "reward_model.cli", "align.cli"):
+        for entry in importlib.import_module(tool).COMMANDS.values():
+            module, name = (entry[2] if len(entry) > 2 else entry[0]).split(":")
+            for cls in vars(importlib.import_module(module)).values():
+                if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+                    for f in dataclasses.fields(cls):
+                        if "range" in f.metadata:
+                            assert parse_range(f.metadata["range"]), (cls, f.name)
+                            found += 1
+    assert found > 100
+
+
+def test_a_yaml_names_its_input_files_relative_to_itself(tmp_path, monkeypatch):
+    from align.round_config import RoundConfig
+
+    (tmp_path / "exp").mkdir()
+    preset = tmp_path / "exp" / "round.yaml"
+    preset.write_text("project: p\njudges: people\neval_prompts: held.jsonl\nprompts: /abs/p.jsonl\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config(RoundConfig, ["--config", "exp/round.yaml"])
+    assert cfg.eval_prompts == "exp/held.jsonl"  # beside the YAML, not in the directory the command runs in
+    assert cfg.prompts == "/abs/p.jsonl"  # absolute: as written
+    cfg = parse_config(RoundConfig, ["--config", "exp/round.yaml", "--eval-prompts", "mine.jsonl"])
+    assert cfg.eval_prompts == "mine.jsonl"  # a flag is relative to where the command runs
+    shipped = parse_config(RoundConfig, ["--config", "round_demo"])  # the package's own prompt files
+    assert shipped.prompts.endswith("labeling/loop_prompts.jsonl") and open(shipped.prompts).readline()
+
+
+# --- what a command may write (prefloop.outputs) -------------------------------------------------
+
+def test_check_output_file_replaces_nothing_it_may_not(tmp_path):
+    from prefloop.errors import InputError
+    from prefloop.outputs import check_output_file
+
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("x")
+    new = tmp_path / "sub" / "new.jsonl"
+    assert check_output_file(new, "--out") == new and not new.parent.exists()  # checks, creates nothing
+    for path, message in [(tmp_path / "in.jsonl", "already exists; choose another --out, or add --overwrite"),
+                          (tmp_path / "d", "is a directory"), (f"{tmp_path}/x/", "is a directory"),
+                          (tmp_path / "f" / "x.jsonl", "is not a directory")]:
+        with pytest.raises(InputError, match=message):
+            check_output_file(path, "--out", overwrite_flag="--overwrite")
+    assert check_output_file(tmp_path / "in.jsonl", "--out", replace=True)  # --overwrite given
+    with pytest.raises(InputError, match="is also the input"):
+        check_output_file(tmp_path / "d" / ".." / "in.jsonl", "--out", replace=True,
+                          inputs={"--input": tmp_path / "in.jsonl"})
+    with pytest.raises(InputError, match="no such directory"):
+        check_output_file(new, "--plot", make_dirs=False)
+
+
+def test_a_model_directory_with_an_unknown_model_type_is_refused_in_one_line(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "nosuchtype"}')
+    with pytest.raises(ModelNotFoundError, match="model_type 'nosuchtype'"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": ')
+    with pytest.raises(ModelNotFoundError, match="config.json is not a JSON file"):
+        resolve_model(str(tmp_path))
