@@ -54,8 +54,20 @@ class GRPOConfig(OnPolicyConfig):
     mini_batch_size: int = _f(8, "answers per optimizer step; divides batch_size * num_generations")
     sample_every: int = _f(10, "print and save a table of samples with their graders' reasons every N steps "
                                "(0: never)")
+    # the graders' budget and what rows may open: the operator's alone (align/graders/budget.py, align/rft_data.py)
+    grade_time_limit: float = _f(5.0, "wall-clock seconds per answer's grade; over it the answer scores 0 "
+                                      "('timed out') and the run goes on (rows' time_limit is capped by it)")
+    grade_memory_mb: int = _f(1024, "address-space limit (MiB) of the process that runs python and sql graders; "
+                                    "over it the answer scores 0 ('over memory')")
+    sql_dir: str | None = _f(None, "folder that rows' SQL databases (grader option db, a relative path) lie in; "
+                                   "none: rows may not name a database")
 
     algorithm = "grpo"  # not a field: which advantage and loss of align.grpo_core
+
+    def grade_budget(self):
+        from align.graders.budget import Budget
+
+        return Budget(self.grade_time_limit, self.grade_memory_mb)
 
     REWARD_MODEL_REQUIRED = False  # the graders are the reward; a reward model only joins their mix
 
@@ -73,6 +85,9 @@ class GRPOConfig(OnPolicyConfig):
             raise ValueError("beta, length_penalty, reward_model_weight and sample_every must be >= 0")
         if self.cliprange <= 0:
             raise ValueError(f"cliprange must be > 0, got {self.cliprange}")
+        if not 0 < self.grade_time_limit < float("inf") or self.grade_memory_mb < 64:
+            raise ValueError(f"grade_time_limit must be > 0 seconds and grade_memory_mb >= 64, got "
+                             f"{self.grade_time_limit} and {self.grade_memory_mb}")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type {self.loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
 
