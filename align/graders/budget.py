@@ -122,13 +122,65 @@ def _signal(pid: int, sig: int) -> None:
 # the worker, from the parent's side
 # ---------------------------------------------------------------------------------------------------
 
+class _Process:
+    """One worker process and the two ends of its pipes; `pending` replies not yet read (ready, loaded)."""
+
+    def __init__(self, memory_mb: int, functions: set[str]):
+        to_child, from_parent = os.pipe()[::-1]
+        from_child, to_parent = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "align.graders.worker", str(from_parent), str(to_parent), str(memory_mb)],
+            pass_fds=(from_parent, to_parent), start_new_session=True, stdin=subprocess.DEVNULL, env=env)
+        os.close(from_parent)
+        os.close(to_parent)
+        self.out, self.inp = Connection(to_child, readable=False), Connection(from_child, writable=False)
+        self.pending = 1  # ("ready",)
+        if functions:
+            self.load(functions)
+
+    def load(self, functions) -> None:
+        self.out.send(("load", sorted(functions)))
+        self.pending += 1
+
+    def reply(self, timeout: float):
+        """The next message; ("timeout",) past `timeout`, ("eof",) when the process died."""
+        try:
+            return self.inp.recv() if self.inp.poll(timeout) else ("timeout",)
+        except (EOFError, OSError):
+            return ("eof",)
+
+    def settle(self) -> tuple | None:
+        """Read the pending replies (the process started, the functions imported); the first failure, if any."""
+        failure = None
+        while self.pending:
+            reply = self.reply(START_TIMEOUT)
+            self.pending -= 1
+            if reply[0] in ("timeout", "eof", "spec"):
+                failure = failure or reply
+                if reply[0] != "spec":
+                    break
+        return failure
+
+    def kill(self) -> None:
+        kill_tree(self.popen.pid)
+        self.popen.wait()
+        self.out.close()
+        self.inp.close()
+
+
 class GradeWorker:
-    """One child process that runs ISOLATED graders, each answer under `budget`."""
+    """A child process that runs ISOLATED graders, each answer under `budget`, with a spare started beside it.
+
+    The spare (started, the operator's python graders imported) takes over the moment an answer is killed,
+    so a kill costs the rest of the batch nothing but the hand-over.
+    """
 
     def __init__(self, budget: Budget):
         self.budget = budget
-        self.proc: subprocess.Popen | None = None
-        self.loaded: set[str] = set()
+        self.current: _Process | None = None
+        self.spare: _Process | None = None
+        self.functions: set[str] = set()  # the python graders every worker imports before grading
 
     def grade_many(self, tasks: list[tuple]) -> list[Grade]:
         """Grades of (name, prompt, response, reference, options) tasks; GraderSpecError for a wrong spec."""
@@ -137,11 +189,11 @@ class GradeWorker:
         out: list[Grade] = []
         spec_error = None
         while len(out) < len(tasks):
-            self._start()
-            self._send(("batch", tasks[len(out):]))
+            worker = self._worker()
+            worker.out.send(("batch", tasks[len(out):]))
             for _ in range(len(tasks) - len(out)):
-                reply = self._reply(self.budget.time_limit)
-                if reply[0] in ("timeout", "eof"):  # this answer scores 0; a new worker takes the rest
+                reply = worker.reply(self.budget.time_limit)
+                if reply[0] in ("timeout", "eof"):  # this answer scores 0; the spare takes the rest
                     out.append(self._lost(reply[0]))
                     break
                 if reply[0] == "spec":
@@ -154,78 +206,60 @@ class GradeWorker:
         return out
 
     def close(self) -> None:
-        if self.proc is not None:
-            kill_tree(self.proc.pid)
-            self.proc.wait()
-            self._conns_close()
-            self.proc = None
-            self.loaded = set()
+        for proc in (self.current, self.spare):
+            if proc is not None:
+                proc.kill()
+        self.current = self.spare = None
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        self.close()
-        to_child, from_parent = os.pipe()[::-1]
-        from_child, to_parent = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "align.graders.worker", str(from_parent), str(to_parent), str(self.budget.memory_mb)],
-            pass_fds=(from_parent, to_parent), start_new_session=True, stdin=subprocess.DEVNULL, env=env)
-        os.close(from_parent)
-        os.close(to_parent)
-        self.out, self.inp = Connection(to_child, readable=False), Connection(from_child, writable=False)
-        reply = self._reply(START_TIMEOUT)
-        if reply[0] != "ready":
+    def _worker(self) -> _Process:
+        """The current worker, ready; the spare promoted (and a new spare started) when there is none."""
+        if self.current is not None and self.current.popen.poll() is None:
+            return self.current
+        if self.current is not None:
+            self.current.kill()
+        self.current, self.spare = self.spare or _Process(self.budget.memory_mb, self.functions), None
+        failure = self.current.settle()
+        if failure is not None and failure[0] != "spec":
             self.close()
-            raise GraderSpecError("the grader worker process did not start (python -m align.graders.worker)")
+            raise GraderSpecError(f"the grader worker (python -m align.graders.worker) did not start within "
+                                  f"{START_TIMEOUT:g} s or importing {', '.join(sorted(self.functions))} failed")
+        self.spare = _Process(self.budget.memory_mb, self.functions)
+        return self.current
 
     def _load(self, functions: set[str]) -> None:
-        """Import the operator's python graders once per worker, outside any answer's deadline."""
-        missing = sorted(functions - self.loaded)
-        if not missing:
+        """Import the operator's python graders in the worker (and its spare), outside any answer's deadline."""
+        new = functions - self.functions
+        if not new:
             return
-        self._start()
-        self._send(("load", missing))
-        reply = self._reply(START_TIMEOUT)
-        if reply[0] in ("timeout", "eof"):
+        worker = self._worker()
+        worker.load(new)
+        failure = worker.settle()
+        if failure is not None:
+            if failure[0] == "spec":
+                raise GraderSpecError(failure[1])
             self.close()
-            raise GraderSpecError(f"python: importing {', '.join(missing)} took over {START_TIMEOUT:g} s")
-        if reply[0] == "spec":
-            raise GraderSpecError(reply[1])
-        self.loaded |= set(missing)
-
-    def _send(self, message) -> None:
-        self.out.send(message)
-
-    def _reply(self, timeout: float):
-        """The worker's next message; ("timeout",) past `timeout`, ("eof",) when it died."""
-        try:
-            return self.inp.recv() if self.inp.poll(timeout) else ("timeout",)
-        except (EOFError, OSError):
-            return ("eof",)
+            raise GraderSpecError(f"python: importing {', '.join(sorted(new))} took over {START_TIMEOUT:g} s")
+        self.functions |= new
+        if self.spare is not None:
+            self.spare.load(new)
 
     def _lost(self, how: str) -> Grade:
         """The answer in hand scores 0: timed out (the tree is killed), or the worker died (over memory?)."""
         code = None
         if how == "eof":
             try:
-                code = self.proc.wait(timeout=5)
+                code = self.current.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        self.close()
+        self.current.kill()
+        self.current = None
         if code is None:
             return timed_out(self.budget.time_limit)
         if code == -signal.SIGKILL:
             return Grade(0.0, f"over memory (the worker was killed; limit {self.budget.memory_mb} MiB)")
         return Grade(0.0, f"the grader's process died (exit code {code})")
-
-    def _conns_close(self) -> None:
-        for conn in (getattr(self, "out", None), getattr(self, "inp", None)):
-            if conn is not None:
-                conn.close()
-        self.out = self.inp = None
 
 
 _WORKERS: dict[Budget, GradeWorker] = {}  # one worker per budget, closed at exit
