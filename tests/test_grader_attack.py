@@ -143,5 +143,7 @@ def test_in_process_graders_stay_fast_on_hostile_text(name):
     for text in HOSTILE_TEXT:
         start = time.perf_counter()
         g = grade(name, "q", text, reference, budget=BUDGET, **options)
-        assert time.perf_counter() - start < 0.5 and 0.0 <= g <= 1.0, (name, text[:20])
+        # in process nothing can stop a grade: it must end within the budget by construction (this hostile text
+        # takes at most 0.3 s, NFKC's 18-fold expansion of U+FDFA the worst, on a 2-core CPU at load 15)
+        assert time.perf_counter() - start < BUDGET.time_limit and 0.0 <= g <= 1.0, (name, text[:20])
         assert "timed out" not in g.why

@@ -81,44 +81,52 @@ def chain_value(text: str, last: bool = False) -> float | None:
     None when `text` holds no number; NotANumber when the chain ends in an expression or a number out of range.
     """
     text = _clean(text)
-    tokens = list(_ANY_NUMBER.finditer(text))
-    if not tokens:
+    chain = _last_chain(list(_ANY_NUMBER.finditer(text)), text) if last else _first_chain(text)
+    if not chain:
         return None
-    chain = _chain(tokens, text, last)
     # the group after the chain's last "=" must be one number
     after_eq = [i for i in range(1, len(chain)) if chain[i][0] == "="]
     group = chain[after_eq[-1]:] if after_eq else chain
     if len(group) > 1:
         raise NotANumber(f"the final answer is an expression ({_span(group)[:40]!r}), not a number")
     try:
-        value = _value(group[0][1].group(0))
+        return _value(group[0][1].group(0))
     except ZeroDivisionError:
         raise NotANumber("the final answer divides by zero") from None
     except OverflowError:
         raise NotANumber("the final number is out of range") from None
-    return value
 
 
-def _chain(tokens: list, text: str, last: bool) -> list[tuple[str, re.Match]]:
-    """[(the join before it, number match), ...]: the first (or last) run of numbers joined by operators."""
-    def join(a: re.Match, b: re.Match) -> str | None:
-        gap = text[a.end():b.start()].strip()
-        if gap in _JOINS:
-            return gap
-        return "-" if not gap and b.group(0)[:1] in "-+−" else None
+def _join(text: str, a: re.Match, b: re.Match) -> str | None:
+    """The operator (or "=") between two numbers, or None when they are not one chain."""
+    gap = text[a.end():b.start()].strip()
+    if gap in _JOINS:
+        return gap
+    return "-" if not gap and b.group(0)[:1] in "-+−" else None
 
-    order = range(len(tokens) - 1, 0, -1) if last else range(1, len(tokens))
-    chain = [("", tokens[-1 if last else 0])]
-    for i in order:
-        a, b = tokens[i - 1], tokens[i]
-        how = join(a, b)
+
+def _first_chain(text: str) -> list[tuple[str, re.Match]]:
+    """[(the join before it, number match), ...] of the first run of joined numbers; reads no further."""
+    chain: list[tuple[str, re.Match]] = []
+    for b in _ANY_NUMBER.finditer(text):
+        how = _join(text, chain[-1][1], b) if chain else ""
         if how is None:
             break
-        if last:
-            chain[0] = (how, chain[0][1])
-            chain.insert(0, ("", a))
-        else:
-            chain.append((how, b))
+        chain.append((how, b))
+    return chain
+
+
+def _last_chain(tokens: list, text: str) -> list[tuple[str, re.Match]]:
+    """The same for the run that ends at the last number."""
+    if not tokens:
+        return []
+    chain = [("", tokens[-1])]
+    for a in reversed(tokens[:-1]):
+        how = _join(text, a, chain[0][1])
+        if how is None:
+            break
+        chain[0] = (how, chain[0][1])
+        chain.insert(0, ("", a))
     return chain
 
 
@@ -158,7 +166,7 @@ def final_answer(text: str) -> tuple[str | None, str]:
         return text[markers[-1].end():], "marker"
     numbers = list(_ANY_NUMBER.finditer(text))
     if numbers:
-        return _span(_chain(numbers, text, last=True)), "last number"  # "3 + 4 = 7", whole: the chain decides
+        return _span(_last_chain(numbers, text)), "last number"  # "3 + 4 = 7", whole: the chain decides
     return None, "none"
 
 

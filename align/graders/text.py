@@ -36,7 +36,7 @@ def string_check(prompt, response, reference, mode: str = "exact", case_sensitiv
     fold = (lambda s: " ".join(s.split())) if case_sensitive else normalise
     for ref in map(str, references):
         if mode == "regex":
-            hit = compiled_regex(ref, case_sensitive).search(text) is not None
+            hit = regex_search(compiled_regex(ref, case_sensitive), text)
         elif mode == "contains":
             hit = fold(ref) in fold(text)
         else:
@@ -50,12 +50,19 @@ def string_check(prompt, response, reference, mode: str = "exact", case_sensitiv
 def compiled_regex(pattern: str, case_sensitive: bool = False):
     """`pattern` compiled by RE2 (GraderSpecError when it is not an RE2 regex: no backreferences or lookaround)."""
     options = re2.Options()
-    options.case_sensitive, options.log_errors = case_sensitive, False
+    options.case_sensitive, options.log_errors, options.never_capture = case_sensitive, False, True
     try:
-        return re2.compile(pattern, options)
+        return re2.compile(pattern, options)._regexp
     except re2.error as err:
         message = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else str(err)
         raise GraderSpecError(f"string_check: reference {pattern[:80]!r} is not an RE2 regex ({message})") from None
+
+
+def regex_search(regexp, text: str) -> bool:
+    """Whether RE2 finds the pattern in `text`. The compiled RE2 object directly: re2's Python `search` maps
+    byte offsets back to characters (20 us a call); a yes/no needs none of that (2 us; `re` takes 0.6)."""
+    data = text.encode("utf-8")
+    return regexp.Match(re2._re2.RE2.Anchor.UNANCHORED, data, 0, len(data))[0] != (-1, -1)
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
