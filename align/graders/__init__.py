@@ -26,7 +26,7 @@ import math
 import time
 
 from align.graders.base import Grade, GraderSpecError
-from align.graders.budget import ISOLATED, Budget, elapsed_check, worker_for
+from align.graders.budget import DEFAULT_BUDGET, ISOLATED, Budget, elapsed_check, worker_for
 from align.graders.cards import generalpoints
 from align.graders.form import length, repetition, sections
 from align.graders.judge import model_judge
@@ -57,7 +57,7 @@ def grade(name: str, prompt, response, reference, *, budget: Budget | None = Non
     """GRADERS[name](...) under `budget` (the defaults when None), made total: see run_grader."""
     if name not in GRADERS:
         raise GraderSpecError(f"unknown grader {name!r}; known: {', '.join(GRADERS)}")
-    budget = budget or Budget()
+    budget = budget or DEFAULT_BUDGET
     if name in ISOLATED:
         return worker_for(budget).grade_many([(name, prompt, response, reference, options)])[0]
     start = time.perf_counter()

@@ -24,6 +24,7 @@ clamped to the operator's time limit.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import signal
 import subprocess
@@ -52,17 +53,24 @@ class Budget:
                                   f"seconds and memory {self.memory_mb} MiB at least 64")
 
 
+DEFAULT_BUDGET = Budget()
+
+
 def clamp_options(name: str, options: dict, budget: Budget) -> dict:
     """`options` with the grader's own time limit no longer than the budget's (a row may only tighten it)."""
+    key = LIMIT_OPTIONS.get(name)
+    if key is None:
+        return options
+    return {**options, key: min(float(options.get(key, _default(name, key))), budget.time_limit)}
+
+
+@functools.lru_cache(maxsize=None)
+def _default(name: str, option: str):
     import inspect
 
     from align.graders import GRADERS
 
-    key = LIMIT_OPTIONS.get(name)
-    if key is None:
-        return options
-    default = inspect.signature(GRADERS[name]).parameters[key].default
-    return {**options, key: min(float(options.get(key, default)), budget.time_limit)}
+    return inspect.signature(GRADERS[name]).parameters[option].default
 
 
 def timed_out(limit: float) -> Grade:

@@ -21,6 +21,7 @@ so a near miss earns something and the reward is not a cliff.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -176,6 +177,15 @@ def final_number(text: str) -> tuple[float | None, str]:
     return (chain_value(answer, last=where == "last number") if answer is not None else None), where
 
 
+@functools.lru_cache(maxsize=4096)
+def reference_number(reference: str) -> float | None:
+    """A worked reference's final number, read once: each of its G answers is graded against it."""
+    try:
+        return final_number(reference)[0]
+    except NotANumber:
+        return None
+
+
 def math_answer(prompt, response, reference, tolerance: float = 1e-6, abs_tolerance: float = 1e-9,
                 partial_tolerance: float = 0.0) -> Grade:
     """1 when the final number equals the reference within `tolerance`; see the module head."""
@@ -183,10 +193,7 @@ def math_answer(prompt, response, reference, tolerance: float = 1e-6, abs_tolera
     if bad is not None:
         return bad
     # a worked reference ("... #### 72", "... \\boxed{72}") holds its answer where a response would
-    try:
-        expected = reference if isinstance(reference, (int, float)) else final_number(str(reference))[0]
-    except NotANumber:
-        expected = None
+    expected = reference if isinstance(reference, (int, float)) else reference_number(str(reference))
     if expected is None:
         return Grade(0.0, f"reference {str(reference)[:40]!r} holds no number")
     try:
