@@ -113,3 +113,10 @@ def _env() -> dict:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # --code decides which align is imported
     return env
+
+
+if __name__ == "__main__":  # the same as `bench_grpo.py --grading ...`
+    sys.path.insert(0, str(HERE))
+    from bench_grpo import main
+
+    sys.exit(main(["--grading", *sys.argv[1:]]))
