@@ -1,6 +1,6 @@
 """Every grade has a budget: a wall-clock limit (and, in the worker process, a memory limit) that holds.
 
-Two ways a grade is bounded, chosen by measurement (BENCHMARKS.md, "Grading"):
+Two ways a grade is bounded, chosen by measurement (`bench/bench_grpo.py --grading`, BENCHMARKS.md):
 
   in process   the rule graders (string_check, token_f1, math, json_fields, sections, length,
                repetition, generalpoints) are bounded by construction: the answer is cut at
