@@ -56,8 +56,21 @@ class GRPOConfig(OnPolicyConfig):
     mini_batch_size: int = _f(8, "answers per optimizer step; divides batch_size * num_generations", range=">= 1")
     sample_every: int = _f(10, "print and save a table of samples with their graders' reasons every N steps "
                                "(0: never)", range=">= 0")
+    # the graders' budget and what rows may open: the operator's alone (align/graders/budget.py, align/rft_data.py)
+    grade_time_limit: float = _f(5.0, "wall-clock seconds per answer's grade; over it the answer scores 0 "
+                                      "('timed out') and the run goes on (rows' time_limit is capped by it)",
+                                 range="> 0")
+    grade_memory_mb: int = _f(1024, "address-space limit (MiB) of the process that runs python and sql graders; "
+                                    "over it the answer scores 0 ('over memory')", range=">= 64")
+    sql_dir: str | None = _f(None, "folder that rows' SQL databases (grader option db, a relative path) lie in; "
+                                   "none: rows may not name a database")
 
     algorithm = "grpo"  # not a field: which advantage and loss of align.grpo_core
+
+    def grade_budget(self):
+        from align.graders.budget import Budget
+
+        return Budget(self.grade_time_limit, self.grade_memory_mb)
 
     REWARD_MODEL_REQUIRED = False  # the graders are the reward; a reward model only joins their mix
 

@@ -61,9 +61,10 @@ def train_group_relative(cfg) -> Path:
     from align.train_common import save_final
     from prefloop.run import lineage
 
-    # 0. run directory and precision; data and graders checked (one probe) before any model loads
-    run, acc = onpolicy.start(cfg, f"align {cfg.algorithm}")
+    # 0. data and graders checked (rows refused before anything is written), run directory and precision;
+    # one probe of the graders before any model loads
     examples, eval_examples, source = load_examples(cfg)
+    run, acc = onpolicy.start(cfg, f"align {cfg.algorithm}")
     trainer = GroupRelative(cfg, acc, examples + eval_examples)
     trainer.probe(examples[0])
     start = onpolicy.load_checkpoint(acc, run)
@@ -110,7 +111,7 @@ def load_examples(cfg) -> tuple[list[RFTExample], list[RFTExample], dict]:
     if cfg.graders:
         is_file = cfg.graders.endswith((".yaml", ".yml")) or Path(cfg.graders).is_file()
         default = load_grader_spec(cfg.graders) if is_file else parse_grader_spec(cfg.graders, "--graders")
-    fields = dict(prompt_field=cfg.prompt_field, reference_field=cfg.reference_field)
+    fields = dict(prompt_field=cfg.prompt_field, reference_field=cfg.reference_field, sql_dir=cfg.sql_dir)
     examples = load_rft_dataset(cfg.prompts, default, store=cfg.store, project=cfg.project, limit=cfg.max_prompts,
                                 **fields)
     eval_examples = load_rft_dataset(cfg.eval_prompts, default, **fields) if cfg.eval_prompts else []
@@ -138,7 +139,7 @@ class GroupRelative:
         # several processes onpolicy.average_gradients averages its gradients.
         pair.policy = accelerator.unwrap_model(pair.policy)
         self.pair = pair
-        self.mix = GraderMix(device=accelerator.device)
+        self.mix = GraderMix(device=accelerator.device, budget=cfg.grade_budget())
 
     def probe(self, example: RFTExample) -> None:
         """Score an empty answer once: a reference query that fails or an unloadable reward model stops here."""

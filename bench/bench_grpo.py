@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_grpo.py                      # table printed and written to BENCHMARKS.md
     .venv/bin/python bench/bench_grpo.py --repeats 1 --trl-default-steps 1 --no-write
+    .venv/bin/python bench/bench_grpo.py --grading --baseline /path/to/other/checkout   # grading throughput only
 
 All in one process and one run, on the same model (SmolLM2-135M-Instruct, the embedded default, full
 fine-tuning), the same GeneralPoints prompts and grader (align/generalpoints.py), group size G, prompts
@@ -20,6 +21,8 @@ per step, and completion length; every row in the precision and torch thread cou
   roofline    achieved FLOP/s (2·N per sampled token, 6·N per trained token) over a same-precision matmul
               peak measured in this run (bench/common.py).
 Comparison ratios are medians of back-to-back pairs after one warm-up.
+`--grading` measures only the grading: answers/s per grader, this checkout against `--baseline`'s code
+(bench/grading_throughput.py).
 """
 
 from __future__ import annotations
@@ -238,9 +241,29 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 steadies timings on a shared, busy CPU; 0: torch's default)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--grading", action="store_true", help="measure grading throughput only (answers/s per "
+                                                               "grader), against --baseline's code side by side")
+    parser.add_argument("--baseline", help="with --grading: another checkout whose align package is the baseline")
+    parser.add_argument("--batch", type=int, default=16, help="with --grading: answers per GraderMix call")
+    parser.add_argument("--answers", type=int, default=2048, help="with --grading: answers per grader and run")
+    parser.add_argument("--grading-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--code", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.command = "python bench/bench_grpo.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
                                                    if (argv if argv is not None else sys.argv[1:]) else "")
+    if args.grading_child:
+        from grading_throughput import child
+
+        print(json.dumps(child(args.code, args.batch, args.answers)))
+        return 0
+    if args.grading:
+        from grading_throughput import SECTION as GRADING, side_by_side
+
+        table = side_by_side(args, ROOT)
+        print(table)
+        if not args.no_write:
+            write_section(GRADING, table)
+        return 0
     if args.threads:
         import torch
 

@@ -62,8 +62,10 @@ def test_string_check(mode, response, reference, expected):
 
 def test_string_check_case_sensitive_and_bad_regex():
     assert grade("string_check", "q", "paris", "Paris", case_sensitive=True) == 0.0
-    with pytest.raises(GraderSpecError, match="not a regex"):
+    with pytest.raises(GraderSpecError, match="not an RE2 regex"):
         grade("string_check", "q", "x", "(unclosed", mode="regex")
+    with pytest.raises(GraderSpecError, match="not an RE2 regex"):  # RE2 has no backreferences
+        grade("string_check", "q", "aa", r"(a)\1", mode="regex")
 
 
 def test_token_f1_partial_credit_by_hand():
@@ -90,7 +92,7 @@ def test_final_answer_prefers_boxed_then_marker_then_last_number():
     assert final_answer("try 3, then \\boxed{\\frac{1}{2}} but 9")[1] == "boxed"
     assert final_answer("so 3 + 4 = 7. The answer is 7 apples.") == (" 7 apples.", "marker")
     assert final_answer("#### 42") == (" 42", "marker")
-    assert final_answer("3 + 4 = 7") == ("7", "last number")
+    assert final_answer("3 + 4 = 7") == ("3 + 4 = 7", "last number")  # the chain: its value after "=" is 7
     assert final_answer("\\boxed{unbalanced") == (None, "none")
 
 
@@ -107,6 +109,25 @@ def test_math_grader_full_partial_and_zero():
     assert grade("math", "q", "I don't know", "12").why == "no final number found"
     assert grade("math", "q", "1e999", "12") == 0.0  # inf is no answer
 
+
+@pytest.mark.parametrize("answer, reference, expected", [
+    ("The answer is 2 + 3 = 5", 5, 1.0),  # the final number, after the last "="
+    ("The answer is 2 + 3 = 5", 2, 0.0),
+    ("x = 5 - 3 = 2", 2, 1.0),
+    ("The answer is 12 (3 * 4).", 12, 1.0),  # a chain stops at anything but an operator
+    ("10**10**10", 10, 0.0),  # an unevaluated expression is no final number
+    ("\\boxed{2+3}", 5, 0.0),
+    ("3-4", 4, 0.0),
+    ("The answer is -5", -5, 1.0),
+    ("values 5, 6, 7", 7, 1.0),
+])
+def test_math_grader_takes_the_final_number(answer, reference, expected):
+    assert grade("math", "q", answer, reference) == expected
+
+
+def test_a_worked_reference_is_read_as_an_answer_is():
+    assert grade("math", "q", "so 7", "3 + 4 = 7") == 1.0
+    assert grade("math", "q", "so 7", "2 + 2 = 4\n#### 7") == 1.0
 
 # --- structured extraction ---------------------------------------------------------------------
 
@@ -132,6 +153,12 @@ def test_json_fields_comparisons_weights_nesting_and_fences():
     assert grade("json_fields", "q", answer, ref, fields={"size": "numeric"}) == 1.0
     assert grade("json_fields", "q", answer, ref, fields={"born": "exact", "size": "numeric"}) == pytest.approx(2 / 3)
     assert grade("json_fields", "q", answer, ref, weights={"born": 2.0}) == pytest.approx(3 / 4)
+    # exact: JSON has one number type, so 31.0 is 31 (also inside lists and objects); "31" and true are not
+    exact = {"n": "exact"}
+    assert grade("json_fields", "q", '{"n": 31.0}', {"n": 31}, fields=exact) == 1.0
+    assert grade("json_fields", "q", '{"n": [1.0, {"m": 2.0}]}', {"n": [1, {"m": 2}]}, fields=exact) == 1.0
+    assert grade("json_fields", "q", '{"n": "31"}', {"n": 31}, fields=exact) == 0.0
+    assert grade("json_fields", "q", '{"n": true}', {"n": 1}, fields=exact) == 0.0
     with pytest.raises(GraderSpecError, match="comparison 'fuzzy'"):
         grade("json_fields", "q", answer, ref, fields={"born": "fuzzy"})
 

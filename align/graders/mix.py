@@ -23,7 +23,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align.graders import GRADERS, Grade, GraderSpecError, grade
+from align.graders import GRADERS, Budget, Grade, GraderSpecError, grade
+from align.graders.budget import ISOLATED, LIMIT_OPTIONS, worker_for
 
 REWARD_MODEL = "reward_model"
 _REWARD_MODEL_OPTIONS = {"path", "temperature"}
@@ -73,6 +74,10 @@ def _one(entry, where: str) -> GraderSpec:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise GraderSpecError(f"{where}: {name} has no option(s) {', '.join(unknown)}; it takes {sorted(allowed)}")
+    limit = options.get(LIMIT_OPTIONS.get(name, ""), 1.0)  # a time limit: a number > 0 (the budget caps it)
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
+        raise GraderSpecError(f"{where}: {name} option {LIMIT_OPTIONS[name]} must be a number of seconds > 0, "
+                              f"got {limit!r}")
     return GraderSpec(name, float(weight), options)
 
 
@@ -94,9 +99,9 @@ class MixScores:
 class GraderMix:
     """Scores a batch of answers, each with its reference and its own spec (or the default one)."""
 
-    def __init__(self, default=None, device=None):
+    def __init__(self, default=None, device=None, budget: Budget | None = None):
         self.default = parse_grader_spec(default, "default grader") if default is not None else None
-        self.device = device
+        self.device, self.budget = device, budget or Budget()
         self._reward_fns: dict[str, object] = {}
 
     def __call__(self, prompts: list, responses: list[str], references: list,
@@ -106,13 +111,14 @@ class GraderMix:
             raise GraderSpecError("a row has no grader spec and the mix has no default")
         names = [_component_names(s) for s in specs]
         columns: dict[str, list[float | None]] = {n: [None] * len(responses) for ns in names for n in ns}
-        rm_scores = self._reward_model_scores(prompts, responses, specs)
+        done = {**self._reward_model_scores(prompts, responses, specs),
+                **self._isolated_scores(prompts, responses, references, specs)}
         scores, reasons = [], []
         for i, (row_specs, row_names) in enumerate(zip(specs, names)):
             total, why = 0.0, []
             for j, (spec, name) in enumerate(zip(row_specs, row_names)):
-                g = rm_scores[(i, j)] if spec.name == REWARD_MODEL else grade(
-                    spec.name, prompts[i], responses[i], references[i], **spec.options)
+                g = done[(i, j)] if (i, j) in done else grade(
+                    spec.name, prompts[i], responses[i], references[i], budget=self.budget, **spec.options)
                 columns[name][i] = float(g)
                 total += spec.weight * float(g)
                 if g.why:
@@ -120,6 +126,14 @@ class GraderMix:
             scores.append(total / sum(s.weight for s in row_specs))
             reasons.append("; ".join(why))
         return MixScores(scores, columns, reasons)
+
+    def _isolated_scores(self, prompts, responses, references, specs) -> dict[tuple[int, int], Grade]:
+        """The worker process's graders (python, sql) for the whole batch in one round trip, each under the budget."""
+        slots = [(i, j) for i, row_specs in enumerate(specs) for j, spec in enumerate(row_specs) if spec.name in ISOLATED]
+        if not slots:
+            return {}
+        tasks = [(specs[i][j].name, prompts[i], responses[i], references[i], specs[i][j].options) for i, j in slots]
+        return dict(zip(slots, worker_for(self.budget).grade_many(tasks)))
 
     def _reward_model_scores(self, prompts, responses, specs) -> dict[tuple[int, int], Grade]:
         """One batched RewardScorer call per reward model, for every row that uses it."""

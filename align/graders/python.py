@@ -2,8 +2,10 @@
 
 The function takes `(prompt, response, reference, **options)` and returns a number (or a
 `Grade`); the result is clamped to [0, 1]. It is the user's own code, trusted like a config
-file: it runs in this process, unsandboxed. What it raises is caught and scores 0, so a bug
-on one odd answer does not stop a run; the reason names the exception.
+file, so only the operator names it (flags, config), never a dataset row (align/rft_data.py).
+It runs in the grader worker process under the budget (align/graders/budget.py): past the time
+limit or the memory limit it scores 0, and whatever it forks is killed when the grade ends.
+What it raises is caught and scores 0, so a bug on one odd answer does not stop a run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def python_function(prompt, response, reference, function: str = "", options: di
     try:
         value = fn(prompt, response, reference, **(options or {}))
         score = float(value)
+    except MemoryError:
+        raise  # grade() says "over memory"
     except Exception as err:  # noqa: BLE001 - the user's code may raise anything; the run goes on
         return Grade(0.0, f"{function} raised {type(err).__name__}: {str(err)[:120]}")
     if not math.isfinite(score):

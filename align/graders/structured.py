@@ -4,10 +4,11 @@ The reference is the expected object `{field: value}`. The score is the (weighte
 field scores, so an extraction with three of four fields right earns 0.75. How a field is
 compared is set per field in `fields` (default `normalised`):
 
-  exact       value == expected (JSON types included: "3" is not 3)
+  exact       value == expected with JSON's types: "3" is not 3, but 31.0 is 31 (JSON has one number type)
   normalised  strings compared case- and whitespace-insensitively; numbers numerically;
               lists/objects compared element by element after the same normalisation
-  numeric     both parsed as numbers (units stripped, as the maths grader does) within `tolerance`
+  numeric     both parsed as numbers (units stripped, as the maths grader does, with its bounds: an
+              expression such as "1e999999999/1" is refused, not computed) within `tolerance`
 
 The JSON may stand alone or in a ```json block. A missing field scores 0 for that field.
 Nested fields are addressed with dots ("address.city").
@@ -19,7 +20,7 @@ import json
 import math
 
 from align.graders.base import Grade, GraderSpecError, checked, fenced_block, normalise
-from align.graders.maths import parse_number
+from align.graders.maths import NotANumber, chain_value, parse_number
 
 COMPARISONS = ("exact", "normalised", "numeric")
 
@@ -88,19 +89,41 @@ def flatten(obj: dict, prefix: str = "") -> dict:
 
 def field_matches(got, expected, how: str, tolerance: float) -> bool:
     if how == "exact":
-        return got == expected and type(got) is type(expected)
+        return same_json(got, expected)
     if how == "numeric":
         a, b = _number(got), _number(expected)
         return a is not None and b is not None and math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
     return _normalised(got) == _normalised(expected)
 
 
+def same_json(a, b) -> bool:
+    """Equal as JSON values: numbers by value whatever Python type the parser chose, the rest by type and value."""
+    if _is_number(a) and _is_number(b):
+        return a == b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _number(value) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
-    return parse_number(value) if isinstance(value, str) else None
+        return _float(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        return chain_value(value)
+    except (NotANumber, OverflowError):
+        return None
 
 
 def _normalised(value):
@@ -110,9 +133,17 @@ def _normalised(value):
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, (int, float)):
-        return float(value)
+        return _float(value)
     if isinstance(value, list):
         return [_normalised(v) for v in value]
     if isinstance(value, dict):
         return {normalise(str(k)): _normalised(v) for k, v in value.items()}
     return value
+
+
+def _float(value: int | float) -> float:
+    """float(value); an integer beyond float's range (JSON allows 4,000 digits) is infinite, not an error."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf

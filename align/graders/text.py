@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections import Counter
+
+import re2
 
 from align.graders.base import Grade, GraderSpecError, checked, normalise
 
@@ -20,7 +23,9 @@ def string_check(prompt, response, reference, mode: str = "exact", case_sensitiv
     """1 if the response matches the reference under `mode`, else 0.
 
     A list of references means "any of these". `regex` takes the reference as the pattern
-    (searched, not anchored; add ^...$ to anchor) and matches the un-normalised response.
+    (searched, not anchored; add ^...$ to anchor) and matches the un-normalised response with
+    RE2, in time linear in the answer (Python's `re` backtracks: `^(a+)+$` on 'a' * 40 + '!' runs
+    for minutes); RE2 has no backreferences or lookaround.
     """
     if mode not in MODES:
         raise GraderSpecError(f"string_check: mode {mode!r} is not one of {', '.join(MODES)}")
@@ -31,10 +36,7 @@ def string_check(prompt, response, reference, mode: str = "exact", case_sensitiv
     fold = (lambda s: " ".join(s.split())) if case_sensitive else normalise
     for ref in map(str, references):
         if mode == "regex":
-            try:
-                hit = re.search(ref, text, flags=0 if case_sensitive else re.IGNORECASE) is not None
-            except re.error as err:
-                raise GraderSpecError(f"string_check: reference {ref!r} is not a regex ({err})") from None
+            hit = regex_search(compiled_regex(ref, case_sensitive), text)
         elif mode == "contains":
             hit = fold(ref) in fold(text)
         else:
@@ -42,6 +44,25 @@ def string_check(prompt, response, reference, mode: str = "exact", case_sensitiv
         if hit:
             return Grade(1.0)
     return Grade(0.0, f"no {mode} match")
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled_regex(pattern: str, case_sensitive: bool = False):
+    """`pattern` compiled by RE2 (GraderSpecError when it is not an RE2 regex: no backreferences or lookaround)."""
+    options = re2.Options()
+    options.case_sensitive, options.log_errors, options.never_capture = case_sensitive, False, True
+    try:
+        return re2.compile(pattern, options)._regexp
+    except re2.error as err:
+        message = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else str(err)
+        raise GraderSpecError(f"string_check: reference {pattern[:80]!r} is not an RE2 regex ({message})") from None
+
+
+def regex_search(regexp, text: str) -> bool:
+    """Whether RE2 finds the pattern in `text`. The compiled RE2 object directly: re2's Python `search` maps
+    byte offsets back to characters (20 us a call); a yes/no needs none of that (2 us; `re` takes 0.6)."""
+    data = text.encode("utf-8")
+    return regexp.Match(re2._re2.RE2.Anchor.UNANCHORED, data, 0, len(data))[0] != (-1, -1)
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
