@@ -20,14 +20,17 @@ from align.graders.base import Grade, GraderSpecError
 def load_function(spec: str):
     """The callable named by "module:function" (GraderSpecError, one line, when it is not one)."""
     from prefloop.errors import InputError
-    from reward_model.scorer import load_reward
+    from prefloop.gold import import_object
 
     if ":" not in spec:
         raise GraderSpecError(f"python: function {spec!r} must be written module:function")
     try:
-        return load_reward(spec)  # the one "module:function" importer
+        fn = import_object(spec, "grader")  # the one "module:function" importer
     except InputError as err:
         raise GraderSpecError(f"python: {err}") from None
+    if not callable(fn):
+        raise GraderSpecError(f"python: grader {spec}: not callable")
+    return fn
 
 
 def python_function(prompt, response, reference, function: str = "", options: dict | None = None) -> Grade:
