@@ -154,6 +154,9 @@ MALFORMED = [  # (endpoint, raw body, what the one-line error says): each kind o
     ("next_task", b"[" * 100_000 + b"]" * 100_000, "body: brackets nested over 16 deep"),
     ("next_task", b'{"project": ' * 50_000 + b'"p"' + b"}" * 50_000, "body: brackets nested over 16 deep"),
     ("next_task", b"[" * 100_000, "body: brackets nested over 16 deep, or unbalanced"),
+    # the limit is exact, over brackets of both kinds: 16 levels are parsed (and then refused by type), 17 are not
+    ("next_task", b'{"project": ' + b'[{"a": ' * 7 + b"[1]" + b"}]" * 7 + b"}", "project: expected a string"),
+    ("next_task", b'{"project": ' + b'[{"a": ' * 8 + b"1" + b"}]" * 8 + b"}", "body: brackets nested over 16"),
     ("next_task", b'{"project": "' + b"[" * 100 + b'"}', "project '[[[[[[[[["),  # brackets in a string are text
     ("next_task", b'{"project": 7}', "project: expected a string, got 7"),
     ("next_task", b'{"project": ["p"]}', "project: expected a string, got a list"),

@@ -30,6 +30,7 @@ MAX_DEPTH = 16  # the deepest parameter (ratings) nests 3 levels with the body's
 # quote, possessively, so the scan is linear in the body's length even for a body of quotes and backslashes.
 _STRING = re.compile(rb'(?s)"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)')
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")  # depth is all that matters here; json.loads refuses "[}"
 Check = Callable[[str, Any], None]  # (where, value) -> None, or InputError naming `where`
 
 
@@ -46,16 +47,15 @@ def parse_body(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
 def _check_depth(body: bytes, max_depth: int) -> None:
     """Refuse a body whose brackets (outside strings) nest deeper than `max_depth`, in C-speed passes.
 
-    Each pass deletes the innermost pairs "[]" and "{}": at least one level of every group and at most
-    two. After `max_depth` passes a body nested up to `max_depth` is gone, and whatever is left was nested
-    deeper or is unbalanced; nothing nested over 2 * max_depth ever reaches json.loads. A pass that
-    deletes nothing ends the scan at once (1 MB of "[" costs one pass).
+    With strings and all but the brackets deleted, and "{}" written as "[]", each pass deletes the
+    innermost pairs: exactly one level of every group (bytes.replace does not rescan what it joins).
+    Whatever is left after `max_depth` passes was nested deeper, or is unbalanced. A pass that deletes
+    nothing ends the scan at once (1 MB of "[" costs one pass).
     """
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    brackets = _STRING.sub(b"", body).translate(_ONE_KIND, _NOT_BRACKET)
     for _ in range(max_depth):
-        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
-        if not shorter or shorter == brackets:
-            brackets = shorter
+        shorter = brackets.replace(b"[]", b"")
+        if shorter == brackets:
             break
         brackets = shorter
     if brackets:
