@@ -24,7 +24,7 @@ import pytest
 
 from _labeling_seed import (PASSWORD, api_client, free_port, run_event, seed_project, seed_users, serve_process,
                             start_server)
-from labeling.app.login import ThrottlePolicy
+from labeling.app.login import LoginThrottle, ThrottlePolicy
 from labeling.db import open_store, session_scope
 from labeling.users import set_active
 
@@ -184,6 +184,27 @@ def test_api_schema_and_docs_need_a_login(server):
         assert http.post("login", data={"username": "ann", "password": PASSWORD}).status_code == 200
         assert http.get("openapi.json").status_code == 200 and "paths" in http.get("openapi.json").json()
         assert http.get("gradio_api/openapi.json").status_code == 200
+
+
+def test_the_delays_grow_per_count_and_end_with_the_observation_window():
+    """The throttle alone, on a hand-driven clock: which count delays whom, and for how long."""
+    now = [0.0]
+    throttle = LoginThrottle(ThrottlePolicy(free_failures=2, address_free_failures=4, account_free_failures=5,
+                                            base_lock_s=10.0, max_lock_s=35.0, forget_after_s=100.0),
+                             clock=lambda: now[0])
+    locks = [{key[0]: lock for key, lock in throttle.failed("ann", "a1")} for _ in range(5)]
+    assert locks == [{}, {"pair": 10.0}, {"pair": 20.0}, {"pair": 35.0, "address": 10.0},  # doubling, capped
+                     {"pair": 35.0, "address": 20.0, "account": 10.0}]
+    assert throttle.locked_for("ann", "a1") == (35.0, "pair")
+    assert throttle.locked_for("ann", "a2") == (0.0, "")  # another address has not failed: free
+    assert throttle.locked_for("bob", "a1") == (20.0, "address")  # a1 tried 5 times, 4 are free
+    throttle.failed("ann", "a2")  # the account's 6th failure: over its 5 free ones ...
+    assert throttle.locked_for("ann", "a2")[1] == "account"  # ... delays a2, which failed on it ...
+    assert throttle.locked_for("ann", "a3") == (0.0, "")  # ... and no address that did not
+    throttle.succeeded("ann", "a2")  # a success clears its own (account, address) count only
+    assert throttle.locked_for("ann", "a2") == (0.0, "") and throttle.locked_for("ann", "a1")[0] > 0
+    now[0] = 100.5  # past the observation window: every count starts over
+    assert throttle.locked_for("ann", "a1") == (0.0, "") and throttle.failed("ann", "a1") == []
 
 
 def test_a_disabled_account_loses_gradio_routes_at_once(server, store):
