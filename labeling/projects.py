@@ -8,6 +8,9 @@ from labeling.models import MODES, Project
 from prefloop.errors import InputError
 
 
+MAX_LEASE_SECONDS = 30 * 86_400
+
+
 def create_project(session: Session, name: str, *, guidelines: str = "", mode: str = "pairwise", k: int = 2,
                    overlap: int = 1, criteria: list[str] | None = None, gold_rate: float = 0.0,
                    lease_seconds: int = 1800) -> Project:
@@ -22,8 +25,8 @@ def create_project(session: Session, name: str, *, guidelines: str = "", mode: s
         raise InputError(f"overlap={overlap}: at least one annotator per task")
     if not 0.0 <= gold_rate < 1.0:
         raise InputError(f"gold_rate={gold_rate}: expected a share in [0, 1)")
-    if lease_seconds < 10:
-        raise InputError(f"lease_seconds={lease_seconds}: at least 10 seconds")
+    if not 10 <= lease_seconds <= MAX_LEASE_SECONDS:  # a lease past the year 9999 is an OverflowError at every claim
+        raise InputError(f"lease_seconds={lease_seconds}: 10 seconds to {MAX_LEASE_SECONDS} (30 days)")
     if session.exec(select(Project).where(Project.name == name)).first():
         raise InputError(f"project {name!r} already exists")
     project = Project(name=name, guidelines=guidelines, mode=mode, k=k, overlap=overlap,

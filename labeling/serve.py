@@ -35,20 +35,46 @@ class ServeConfig:
     max_threads: int = field(default=40, metadata={"help": "worker threads of the web server"})
     root_path: str = field(default="", metadata={"help": "URL prefix when served behind a reverse proxy, e.g. /labeling"})
     export_dir: str | None = field(default=None, metadata={"help": "directory for dashboard exports; unset: a temporary directory"})
+    forwarded_allow_ips: str | None = field(default=None, metadata={
+        "help": "reverse proxies (IP[,IP...], networks as 10.0.0.0/8, * for any) whose X-Forwarded-For names the "
+                "client, as uvicorn's flag; unset: the socket's address counts (sign-in throttle) and the header "
+                "is ignored"})
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port}: expected 0..65535")
         if self.concurrency < 1 or self.max_threads < 1:
             raise ValueError("concurrency and max_threads: at least 1")
+        self.forwarded_allow_ips = trusted_proxies(self.forwarded_allow_ips)
+
+
+def trusted_proxies(text: str | None) -> str:
+    """`--forwarded-allow-ips` checked and normalised ("10.0.0.1, ::1" -> "10.0.0.1,::1"; "" trusts no proxy).
+
+    uvicorn takes any other word as a literal host name that no peer address ever equals: a typo
+    would silently trust nobody, so it is refused here in one line instead.
+    """
+    import ipaddress
+
+    items = [item.strip() for item in (text or "").split(",") if item.strip()]
+    if items == ["*"]:
+        return "*"
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False) if "/" in item else ipaddress.ip_address(item)
+        except ValueError:
+            raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address or network "
+                             "(e.g. 127.0.0.1,10.0.0.0/8, or * alone for any peer)") from None
+    return ",".join(items)
 
 
 def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None = None, *, block: bool = True,
           concurrency: int = 16, max_threads: int = 40, root_path: str = "", export_dir: str | Path | None = None,
-          quiet: bool = False, login_policy=None):
+          quiet: bool = False, login_policy=None, forwarded_allow_ips: str = ""):
     """Start the app on host:port over `engine`; returns the running Blocks (`.close()` stops it).
 
     block=False returns at once with the server running in a background thread (tests, demos).
+    forwarded_allow_ips: ServeConfig's field of that name ("" trusts no proxy).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a labeling server
     from labeling.app.build import build_app, launch_kwargs
@@ -56,15 +82,45 @@ def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None
 
     ctx = AppContext(engine=engine, default_project=project, export_dir=Path(export_dir) if export_dir else None,
                      **({"login_policy": login_policy} if login_policy else {}))
+    proxies = trusted_proxies(forwarded_allow_ips)
     demo = build_app(ctx, concurrency=concurrency)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, max_threads=max_threads,
-                root_path=root_path, quiet=quiet, share=False, **launch_kwargs(ctx, concurrency))
+    _launch(demo, proxies, server_name=host, server_port=port, prevent_thread_lock=True, max_threads=max_threads,
+            root_path=root_path, quiet=quiet, share=False,
+            **launch_kwargs(ctx, concurrency, proxies_trusted=bool(proxies)))
     # Open event streams (a browser tab, an API client) would otherwise hold a shutdown forever.
     demo.server.config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S
     if block:
         _wait_for_stop_signal()
         demo.close(verbose=not quiet)
     return demo
+
+
+_LAUNCHING = threading.Lock()  # one launch at a time reads the environment variable set for it
+
+
+def _launch(demo, proxies: str, **launch_args) -> None:
+    """`demo.launch(**launch_args)` with uvicorn honouring X-Forwarded-For from `proxies` only.
+
+    Gradio builds its uvicorn.Config inside launch() without a `forwarded_allow_ips` argument, so
+    uvicorn takes $FORWARDED_ALLOW_IPS, else "127.0.0.1,::1": any local process (or a proxy on this
+    host that nobody named) could then set the address the sign-in throttle counts. The variable is
+    set for the launch only (an empty list trusts no peer), and the running server is checked.
+    """
+    with _LAUNCHING:
+        before = os.environ.get("FORWARDED_ALLOW_IPS")
+        os.environ["FORWARDED_ALLOW_IPS"] = proxies
+        try:
+            demo.launch(**launch_args)
+        finally:
+            if before is None:
+                os.environ.pop("FORWARDED_ALLOW_IPS", None)
+            else:
+                os.environ["FORWARDED_ALLOW_IPS"] = before
+    config = getattr(demo.server, "config", None)
+    if getattr(config, "forwarded_allow_ips", None) != proxies:  # a Gradio that passes its own: refuse to serve
+        demo.close()
+        raise RuntimeError(f"the web server trusts X-Forwarded-For from {getattr(config, 'forwarded_allow_ips', '?')!r}"
+                           f", not the {proxies!r} asked for")
 
 
 def _wait_for_stop_signal() -> None:
@@ -95,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_port_free(cfg.host, cfg.port)
     _warn_if_no_admin(engine)
     serve(engine, cfg.host, cfg.port, cfg.project, concurrency=cfg.concurrency, max_threads=cfg.max_threads,
-          root_path=cfg.root_path, export_dir=cfg.export_dir)
+          root_path=cfg.root_path, export_dir=cfg.export_dir, forwarded_allow_ips=cfg.forwarded_allow_ips)
     engine.dispose()
     return 0
 

@@ -144,3 +144,68 @@ def test_calls_on_the_event_loop_wait_for_another_process_writing_the_store_in_a
         claim.join(30)
         assert voted["result"]["recorded"] and claimed["result"]["task"] is not None
         assert ann.progress("p")["done_total"] == 1
+
+
+MALFORMED = [  # (endpoint, raw body, what the one-line error says): each kind of bad body issue 20 lists
+    ("submit", b'{"assignment_id": 1000000000000000000000000000000, "client_request_id": "x", "choice": "tie"}',
+     "assignment_id: 1000000000000000000000000000000 is out of range"),
+    ("submit", b'{"assignment_id": -9223372036854775809, "client_request_id": "x"}', "out of range"),
+    ("submit", b'{"assignment_id": 1' + b"0" * 5000 + b', "client_request_id": "x"}', "body: not JSON"),
+    ("next_task", b"[" * 100_000 + b"]" * 100_000, "body: brackets nested over 16 deep"),
+    ("next_task", b'{"project": ' * 50_000 + b'"p"' + b"}" * 50_000, "body: brackets nested over 16 deep"),
+    ("next_task", b"[" * 100_000, "body: brackets nested over 16 deep, or unbalanced"),
+    # the limit is exact, over brackets of both kinds: 16 levels are parsed (and then refused by type), 17 are not
+    ("next_task", b'{"project": ' + b'[{"a": ' * 7 + b"[1]" + b"}]" * 7 + b"}", "project: expected a string"),
+    ("next_task", b'{"project": ' + b'[{"a": ' * 8 + b"1" + b"}]" * 8 + b"}", "body: brackets nested over 16"),
+    ("next_task", b'{"project": "' + b"[" * 100 + b'"}', "project '[[[[[[[[["),  # brackets in a string are text
+    ("next_task", b'{"project": 7}', "project: expected a string, got 7"),
+    ("next_task", b'{"project": ["p"]}', "project: expected a string, got a list"),
+    ("next_task", b'{"project": null}', "project: expected a string, got None"),
+    ("next_task", b'{"project": "p\\u0000"}', "project: a NUL character is not allowed"),
+    ("next_task", b'{"project": "\\ud800"}', "project: not valid Unicode"),
+    # a surrogate as raw bytes (not UTF-8, but json.loads decodes with surrogatepass)
+    ("next_task", b'{"project": "\xed\xa0\x80"}', "project: not valid Unicode"),
+    ("next_task", b'{"project": "p", "admin": true}', "parameters: unknown 'admin'; next_task takes project"),
+    ("next_task", b'{}', "parameters: next_task needs project"),
+    ("next_task", b'"p"', "body: expected a JSON object of next_task's parameters, got a string"),
+    ("next_task", b"{'project': 'p'}", "body: not JSON"),
+    ("submit", b'{"assignment_id": 1.5, "client_request_id": "x"}', "assignment_id: expected an integer, got 1.5"),
+    ("submit", b'{"assignment_id": true, "client_request_id": "x"}', "assignment_id: expected an integer, got True"),
+    ("submit", b'{"assignment_id": 1, "client_request_id": "x", "ms_spent": NaN}', "NaN is not a JSON number"),
+    ("submit", b'{"assignment_id": 1, "client_request_id": "x", "ms_spent": 1e999}',
+     "ms_spent: expected an integer, got inf"),
+    ("submit", b'{"assignment_id": 1, "client_request_id": "x", "ranking": "AB"}', "ranking: expected a list"),
+    ("submit", b'{"assignment_id": 1, "client_request_id": "x", "ratings": {"helpfulness": [5]}}',
+     "ratings['helpfulness']: expected an object, got a list"),
+    ("submit", b'{"assignment_id": 1, "client_request_id": "x", "ratings": {"helpfulness": {"A": "x"}}}',
+     "ratings['helpfulness']['A']: expected an integer, got 'x'"),
+    ("skip", b'{"assignment_id": 1, "reason": {"why": 1}}', "reason: expected a string, got an object"),
+    ("next_task", b'{"project": "' + b"a" * (1 << 20) + b'"}', "body: Content-Length"),
+]
+
+
+def test_every_malformed_body_is_a_one_line_400(served):
+    engine, url = served
+    with LabelingClient(url, "ann", PASSWORD) as ann:
+        for endpoint, body, expected in MALFORMED:
+            reply = ann.http.post(f"v1/{endpoint}", content=body, headers=JSON)
+            error = reply.json()["error"]
+            assert reply.status_code == 400 and expected in error and "\n" not in error, (body[:80], error)
+        assert ann.next_task("p")["task"] is not None  # and the server goes on serving
+    with Session(engine) as session:
+        assert session.exec(select(Judgment)).all() == []
+
+
+def test_a_project_lease_beyond_the_calendar_is_refused(tmp_path):
+    """A lease of 10**12 s was stored, and then every claim in the project raised OverflowError (a 500)."""
+    engine = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    seed_users(engine, ["root"], role="admin")
+    url, app = start_server(engine)
+    try:
+        with LabelingClient(url, "root", PASSWORD) as root:
+            with pytest.raises(ApiError, match=r"lease_seconds=1000000000000: 10 seconds to 2592000"):
+                root.call("create_project", name="q", lease_seconds=10**12)
+            assert root.call("list_projects") == []
+    finally:
+        app.close()
+        engine.dispose()

@@ -78,8 +78,8 @@ def _annotator_endpoints(ctx: AppContext) -> list:
                 "progress": service.progress(engine, who, project, ctx.open_tasks)}
 
     def submit(request: gr.Request, assignment_id: int, client_request_id: str, choice: str | None = None,
-               ranking: list[str] | None = None, ratings: dict | None = None, rationale: str | None = None,
-               edited_response: str | None = None, ms_spent: int | None = None) -> dict:
+               ranking: list[str] | None = None, ratings: dict[str, dict[str, int | None]] | None = None,
+               rationale: str | None = None, edited_response: str | None = None, ms_spent: int | None = None) -> dict:
         """Answer an assignment. choice: a_much_better|a_better|tie|b_better|b_much_better|both_bad;
         ranking: labels best first; ratings: {criterion: {label: 1..5}}. A repeated client_request_id
         returns the first answer instead of recording a second one."""

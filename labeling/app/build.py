@@ -42,15 +42,18 @@ def build_app(ctx: AppContext, concurrency: int = 16) -> gr.Blocks:
     return demo
 
 
-def launch_kwargs(ctx: AppContext, concurrency: int = 16) -> dict:
-    """Login for every route, the JSON API, our stylesheet and keyboard shortcuts, nothing kept in the browser."""
+def launch_kwargs(ctx: AppContext, concurrency: int = 16, proxies_trusted: bool = False) -> dict:
+    """Login for every route, the JSON API, our stylesheet and keyboard shortcuts, nothing kept in the browser.
+
+    proxies_trusted: whether `labeling serve --forwarded-allow-ips` names a proxy (the guard says so once
+    when it sees X-Forwarded-For that no named proxy sent)."""
     from starlette.middleware import Middleware
 
     assets = resources.files("labeling.app")  # app.css and keys.js ship as package data
     return dict(
         auth=LoginChecker(ctx.engine, ctx.login_policy).check,  # a coroutine: Argon2 runs off the event loop
         # The guard first (it records the caller's address), then the JSON API (labeling.app.rest).
-        app_kwargs={"middleware": [Middleware(Guard, engine=ctx.engine),
+        app_kwargs={"middleware": [Middleware(Guard, engine=ctx.engine, proxies_trusted=proxies_trusted),
                                    Middleware(Rest, endpoints=api.endpoints(ctx), concurrency=concurrency,
                                               on_loop=api.on_loop_endpoints(ctx))]},
         auth_message="prefloop labeling: sign in with the account your admin created.",

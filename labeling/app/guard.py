@@ -10,13 +10,18 @@ Gradio's login check only asks "does this cookie name a session?". Behind it:
 - the upload route accepted files of any size, though the app has no upload component: refused.
 - a file route (`/gradio_api/file=...`) served an admin's dashboard export to any signed-in
   annotator who had its URL. The app serves no file to annotators, so file routes are for admins.
+- FastAPI's own `/openapi.json` (and `/docs`, `/redoc`, should they be switched on) answered
+  without a login: here they need one, like everything else.
 
-It also records the caller's address for the login throttle (`login.CLIENT_ADDRESS`).
+It also records the caller's address for the login throttle (`login.CLIENT_ADDRESS`): the socket's
+peer, or the client a proxy named by `--forwarded-allow-ips` gave in X-Forwarded-For (uvicorn has
+rewritten the connection's client by then, labeling.serve); from any other peer the header is ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 from sqlalchemy.engine import Engine
@@ -26,25 +31,38 @@ from starlette.requests import HTTPConnection
 from labeling.app.login import CLIENT_ADDRESS
 from labeling.models import Annotator
 
+log = logging.getLogger("labeling.login")
+
 UPLOAD = re.compile(r"/gradio_api/(upload|upload_progress|process_recording)/?$")
 FILES = re.compile(r"/gradio_api/(file=|file/|proxy=)")
 LEFT_TO_HANDLERS = re.compile(r"/gradio_api/(queue/join|queue/data|heartbeat/)")
 # labeling.app.rest's routes, the whole path (after an optional root path of plain segments), so that
 # no Gradio route (e.g. /gradio_api/file/.../v1/x) is ever taken for one and let through unchecked.
 JSON_API = re.compile(r"^(?!.*/gradio_api/)(?:/[\w-]+)*/v1/([a-z_]+)/?$")
+# FastAPI's schema and API pages (Gradio's own /gradio_api/openapi.json checks the login itself).
+API_DOCS = re.compile(r"^(?!.*/gradio_api/)(?:/[\w-]+)*/(?:openapi\.json|docs|docs/oauth2-redirect|redoc)/?$")
+LOGIN = re.compile(r"/login/?$")
 
 
 class Guard:
-    """ASGI middleware: `Starlette(middleware=[Middleware(Guard, engine=engine)])`."""
+    """ASGI middleware: `Starlette(middleware=[Middleware(Guard, engine=engine, proxies_trusted=False)])`.
 
-    def __init__(self, app, engine: Engine):
+    proxies_trusted: whether `--forwarded-allow-ips` names any proxy; when none is named, the first
+    sign-in that carries X-Forwarded-For is logged once (a proxy in front that nobody named makes
+    every client one address to the throttle).
+    """
+
+    def __init__(self, app, engine: Engine, proxies_trusted: bool = False):
         self.app, self.engine = app, engine
+        self.warn_forwarded = not proxies_trusted
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         client = scope.get("client")
         token = CLIENT_ADDRESS.set(client[0] if client else "unknown")
+        if self.warn_forwarded and LOGIN.search(scope["path"]):
+            self._warn_if_forwarded(scope)
         try:
             refusal = await self._refusal(scope)
             if refusal is None:
@@ -53,10 +71,19 @@ class Guard:
         finally:
             CLIENT_ADDRESS.reset(token)
 
+    def _warn_if_forwarded(self, scope) -> None:
+        if any(name == b"x-forwarded-for" for name, _ in scope.get("headers", [])):
+            self.warn_forwarded = False
+            log.warning("a sign-in from %s carried X-Forwarded-For, ignored: the sign-in throttle counts the "
+                        "socket's address; behind a proxy, name it with labeling serve --forwarded-allow-ips",
+                        scope["client"][0] if scope.get("client") else "unknown")
+
     async def _refusal(self, scope) -> tuple[int, str] | None:
         path = scope["path"]
         if UPLOAD.search(path):
             return 403, "this app accepts no uploads"
+        if API_DOCS.search(path) and gradio_user(scope.get("app"), HTTPConnection(scope)) is None:
+            return 401, "sign in first (POST /login)"
         if LEFT_TO_HANDLERS.search(path) or JSON_API.search(path):
             return None
         gradio_app = scope.get("app")
