@@ -70,3 +70,13 @@ def test_a_child_that_ends_by_itself_gives_its_status_and_a_signal_death_reads_1
                              "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], capture_output=True,
                             timeout=60)
     assert killed.returncode == 128 + signal.SIGKILL
+
+
+def test_labeling_demo_prints_the_hardware_and_precision_line(tiny_model_dir, tmp_path):
+    """README: every command prints the hardware and the precision it picked; `python3 dev.py demo` runs this."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([str(Path(sys.executable).parent / "labeling"), "demo", "--dir", str(tmp_path / "demo"),
+                           "--model", tiny_model_dir, "--n", "1", "--max-new-tokens", "4", "--serve", "false"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hardware: cpu" in done.stdout and " -> precision " in done.stdout, done.stdout
