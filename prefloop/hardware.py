@@ -161,3 +161,17 @@ def _checkpointing_fields() -> tuple[str, ...]:
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     return tuple(name for name in ("activation_checkpointing", "gradient_checkpointing") if name in fields)
+
+
+def hide_checkpointing_alias_warning() -> None:
+    """Hide transformers' FutureWarning "`is_gradient_checkpointing` is deprecated", and only it.
+
+    transformers 5 renamed the property is_activation_checkpointing; prefloop reads neither, but peft 0.21
+    (PeftModel.__init__, so every LoRA model) and TRL 1.16 (disable_gradient_checkpointing in DPO,
+    unwrap_model_for_generation) still read the old name, so every trainer printed a warning about a call
+    that is not ours and that we cannot change. Called where every trainer starts (prefloop.run.start_run).
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
