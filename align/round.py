@@ -22,7 +22,6 @@ points at that run.json (`details["run"]`), with a one-line summary for display.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -147,6 +146,7 @@ def train_reward_model(engine, cfg: RoundConfig, data: Path, out: Path, parent: 
                                        "store": None, "project": None}))
     accuracy = read_run(run_dir).get("metrics", {}).get("eval_accuracy")
     summary = f"held-out accuracy {accuracy:.3f}" if accuracy is not None else "no held-out pairs"
+    print(f"[prefloop] round {r}: reward model {run_dir}: {summary}")
     return str(run_dir), record(engine, cfg.project, r, "reward_model", str(run_dir), [parent],
                                 _run_record(final, summary))
 
@@ -173,17 +173,14 @@ def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, o
 
 
 def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path) -> dict:
-    """Step 7: `align eval` of the new policy against the reference; writes eval.json and the plot."""
+    """Step 7: `align eval` of the new policy against the reference; writes eval.json, samples.jsonl and the plot."""
     from align.eval_config import EvalConfig
-    from align.evaluate import evaluate, format_report, plot_reward_vs_kl
+    from align.evaluate import evaluate_to_dir, format_report
 
     eval_cfg = EvalConfig(**{**cfg.evaluate, "policies": [policy], "reference": cfg.reference,
                              "prompts": cfg.eval_prompts, "reward_model": reward_model, "gold": cfg.gold,
                              "output_dir": str(out / "eval")})
-    report = evaluate(eval_cfg, progress=False)
-    Path(eval_cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(eval_cfg.output_dir) / "eval.json").write_text(json.dumps(report, indent=2, default=str))
-    plot_reward_vs_kl(report, Path(eval_cfg.output_dir) / "reward_vs_kl.png")
+    report = evaluate_to_dir(eval_cfg, progress=False)
     print(format_report(report))
     return report
 

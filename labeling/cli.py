@@ -15,6 +15,8 @@ COMMANDS = {
                     "labeling.leaderboard_config:LeaderboardConfig"),
     "simulate": ("labeling.simulate:main", "label a project over HTTP with simulated or AI annotators",
                  "labeling.simulate:SimulateConfig"),
+    "backup": ("labeling.backup:main", "a consistent copy of a store while the app writes (SQLite; pg_dump for PostgreSQL)",
+               "labeling.backup:BackupConfig"),
     "demo": ("labeling.demo:main", "a demo project on the embedded model, then the labeling app"),
 }
 

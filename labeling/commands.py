@@ -64,7 +64,8 @@ class UserConfig:
     action: str = field(default="list", metadata={"help": "what to do", "choices": ["add", "list", "disable", "enable"]})
     name: str | None = field(default=None, metadata={"help": "user name"})
     role: str = field(default="annotator", metadata={"help": "annotator or admin", "choices": ["annotator", "admin"]})
-    password: str | None = field(default=None, metadata={"help": "password (else read from stdin or asked)"})
+    password: str | None = field(default=None, metadata={
+        "help": "password (else asked on a terminal; when stdin is not a terminal, its first line is the password)"})
     db: str | None = _db_field()
 
 
@@ -102,7 +103,8 @@ def _positionals(argv: list[str], flags: list[str]) -> list[str]:
 
 
 def _read_password() -> str:
-    if not sys.stdin.isatty():
+    if not sys.stdin.isatty():  # a pipe or a file: said, so that a command waiting on it is not a mystery
+        print("password: reading the first line of standard input (not a terminal)", file=sys.stderr, flush=True)
         return sys.stdin.readline().rstrip("\n")
     return getpass.getpass("password: ")
 

@@ -79,6 +79,9 @@ def setup_project(engine, cfg: DemoConfig) -> None:
     prompts = resources.files("labeling") / "demo_prompts.jsonl"
     with resources.as_file(prompts) as path:
         print(f"import: {import_file(engine, 'demo', path)}")
+    from prefloop.hardware import detect
+
+    print(f"hardware: {detect().describe()}")  # as `labeling generate` prints it
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.8, top_p=0.95, seed=0)
     print(generate_candidates(engine, "demo", cfg.model, n=cfg.n, sampling=sampling, batch_size=8))
     print(f"tasks: {build_tasks(engine, 'demo', 'all_pairs')} added")

@@ -50,6 +50,8 @@ def bradley_terry(wins: np.ndarray, prior: float = 0.5, iters: int = 10_000, tol
             pair = p[..., :, None] + p[..., None, :]  # (..., M, M)
             denominator = np.where(games > 0, games / pair, 0.0).sum(axis=-1)
             new = (won + prior) / (denominator + (2 * prior / (p + 1) if prior else 0.0))
+            # never won is the limit p = 0, also where every opponent never lost (denominator 0: 0 / 0)
+            new = np.where((won + prior == 0) & (won + lost > 0), 0.0, new)
             if prior == 0:
                 new = new / _geometric_mean(new)[..., None]  # the scale is free: fix it
             change = np.abs(new - p) / np.where(np.isfinite(p) & (p > 0), p, 1.0)
@@ -143,11 +145,29 @@ def bootstrap_ratings(games: Games, prior: float, rounds: int, seed: int = 0) ->
     return elo(bradley_terry(games.wins(counts), prior))
 
 
-def _interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    # inverted_cdf: order statistics, no interpolation (a replicate may hold -inf: a model that never won).
+def _intervals(samples: np.ndarray, confidence: float) -> list[dict]:
+    """Per model: percentile intervals of Elo and rank over the replicates in which it has a strength.
+
+    samples (R, M) Elo per replicate. A NaN there (the resample drew none of the model's games) says
+    nothing about that model, so that replicate is dropped for it alone: its neighbours keep all R, and
+    `replicates` says how many each interval rests on. ±inf (never lost, never won in the resample) are
+    limits the fit reaches and stay in, as order statistics (inverted_cdf: no interpolation).
+    """
     tail = (1 - confidence) / 2
-    return (np.quantile(samples, tail, axis=0, method="inverted_cdf"),
-            np.quantile(samples, 1 - tail, axis=0, method="inverted_cdf"))
+    rank_samples = ranks(samples)  # (R, M); a NaN model is outranked by all, so the others' ranks hold
+    out = []
+    for m in range(samples.shape[1]):
+        kept = ~np.isnan(samples[:, m])  # (R,)
+        if not kept.any():  # no games in any replicate: no Elo, and the rank below every model with games
+            rank_lo, rank_hi = np.quantile(rank_samples[:, m], [tail, 1 - tail], method="inverted_cdf")
+            out.append({"elo_lo": None, "elo_hi": None, "rank_lo": int(rank_lo), "rank_hi": int(rank_hi),
+                        "replicates": 0})
+            continue
+        elo_lo, elo_hi = np.quantile(samples[kept, m], [tail, 1 - tail], method="inverted_cdf")
+        rank_lo, rank_hi = np.quantile(rank_samples[kept, m], [tail, 1 - tail], method="inverted_cdf")
+        out.append({"elo_lo": _finite(elo_lo), "elo_hi": _finite(elo_hi), "rank_lo": int(rank_lo),
+                    "rank_hi": int(rank_hi), "replicates": int(kept.sum())})
+    return out
 
 
 def _finite(x) -> float | None:
@@ -158,9 +178,9 @@ def leaderboard(engine: Engine, project_name: str, prior: float = 0.5, rounds: i
                 confidence: float = 0.95, seed: int = 0) -> list[dict]:
     """Per model: games, wins, losses, ties, win rate (ties half) and Bradley-Terry / Elo strength.
 
-    With `rounds` > 0 also `elo_lo`, `elo_hi` (percentile interval) and `rank`, `rank_lo`,
-    `rank_hi` over bootstrap replicates. Values that do not exist (no games, never won
-    under prior 0) are None.
+    With `rounds` > 0 also `elo_lo`, `elo_hi` (percentile interval), `rank_lo`, `rank_hi` over
+    bootstrap replicates, and `replicates`: how many of them the model had games in (its intervals
+    rest on those). Values that do not exist (no games, never won under prior 0) are None.
     """
     return games_leaderboard(project_games(engine, project_name), prior, rounds, confidence, seed)
 
@@ -187,11 +207,8 @@ def games_leaderboard(games: Games, prior: float = 0.5, rounds: int = 0, confide
                      "elo": _finite(ratings[i]), "rank": int(point_rank[i])})
     if rounds > 0 and len(games.score):
         samples = bootstrap_ratings(games, prior, rounds, seed)  # (R, M)
-        elo_lo, elo_hi = _interval(samples, confidence)
-        rank_lo, rank_hi = _interval(ranks(samples), confidence)
-        for i, row in enumerate(rows):
-            row.update(elo_lo=_finite(elo_lo[i]), elo_hi=_finite(elo_hi[i]),
-                       rank_lo=int(rank_lo[i]), rank_hi=int(rank_hi[i]))
+        for row, interval in zip(rows, _intervals(samples, confidence)):
+            row.update(interval)
     return sorted(rows, key=lambda row: (row["rank"], row["model"]))
 
 
@@ -204,13 +221,14 @@ def _num(value, spec: str) -> str:
 def format_leaderboard(board: list[dict]) -> str:
     with_ci = any("elo_lo" in r for r in board)
     head = "  rank  model                          elo"
-    head += "       interval  rank range" if with_ci else ""
+    head += "       interval  rank range  reps" if with_ci else ""
     lines = [head + "  win rate  games  W-L-T"]
     for r in board:
         line = f"  {r['rank']:>4}  {r['model'][:30]:<30} {_num(r['elo'], '>6.0f'):>6}"
         if with_ci:
             span = f"{_num(r.get('elo_lo'), '.0f')} .. {_num(r.get('elo_hi'), '.0f')}"
-            line += f"  {span:>13}  {r.get('rank_lo', '?')}-{r.get('rank_hi', '?'):<8}"
+            ranks_span = f"{r.get('rank_lo', '?')}-{r.get('rank_hi', '?')}"
+            line += f"  {span:>13}  {ranks_span:<10}  {r.get('replicates', 0):>4}"
         lines.append(line + f"  {_num(r['win_rate'], '.3f'):>8}  {r['games']:>5}  {r['wins']}-{r['losses']}-{r['ties']}")
     return "\n".join(lines)
 

@@ -15,6 +15,9 @@ def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | 
     With the config class named, `COMMAND --help` is answered from it without
     importing the command's module (trainers import torch and TRL: seconds).
     """
+    from prefloop.hardware import passive_openmp_waits
+
+    passive_openmp_waits()  # before any command imports torch: OpenMP reads it once, as it loads
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {prog} COMMAND [--config FILE.yaml] [flags]\n\ncommands:")

@@ -46,7 +46,7 @@ class Hardware:
 def detect() -> Hardware:
     import torch
 
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads()  # an accelerator's host keeps torch's default
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return Hardware("cuda", torch.cuda.device_count(), torch.cuda.is_bf16_supported(), True,
@@ -54,7 +54,41 @@ def detect() -> Hardware:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return Hardware("mps", 1, False, True, threads, _system_memory_gib())
     # CPUs: only trust bf16 where the CPU has native bf16 units (AMX / AVX512-BF16).
-    return Hardware("cpu", 1, _cpu_has_bf16(), False, threads, _system_memory_gib())
+    bf16 = _cpu_has_bf16()  # timed before the thread count changes, as every caller before saw it
+    return Hardware("cpu", 1, bf16, False, set_cpu_threads(), _system_memory_gib())
+
+
+def set_cpu_threads() -> int:
+    """The threads torch computes with on a CPU; -> their number. $PREFLOOP_CPU_THREADS=N sets N
+    (1 leaves the other cores to other jobs); else torch's default, one per core, stays.
+
+    Their waits are the problem on a busy machine, not their number: see `passive_openmp_waits`.
+    """
+    import torch
+
+    wanted = os.environ.get("PREFLOOP_CPU_THREADS")
+    if wanted is None:
+        return torch.get_num_threads()
+    if not wanted.isdigit() or int(wanted) < 1:
+        from prefloop.errors import ConfigError
+
+        raise ConfigError(f"PREFLOOP_CPU_THREADS={wanted!r}: expected a whole number >= 1")
+    torch.set_num_threads(int(wanted))
+    return int(wanted)
+
+
+def passive_openmp_waits() -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless the user set it: an OpenMP thread waiting at a barrier sleeps
+    instead of spinning. OpenMP reads it once, as torch loads it, so the console scripts call this first.
+
+    Measured (bench/bench_threads.py, BENCHMARKS.md "CPU threads on a busy machine"; 2-core EPYC shared
+    with other jobs, load 13-19): sampling from the embedded model with torch's default 2 threads ran at
+    0.1-0.4 tokens/s: each thread spins for a partner the scheduler is not running. One thread ran 12-16x
+    faster, the default 2 threads with passive waits 28x (medians of ratios, in alternation). Not measured:
+    its cost on an idle machine (a sleeping thread wakes in microseconds); OMP_WAIT_POLICY=ACTIVE restores
+    spinning.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _cpu_has_bf16() -> bool:
@@ -161,3 +195,17 @@ def _checkpointing_fields() -> tuple[str, ...]:
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     return tuple(name for name in ("activation_checkpointing", "gradient_checkpointing") if name in fields)
+
+
+def hide_checkpointing_alias_warning() -> None:
+    """Hide transformers' FutureWarning "`is_gradient_checkpointing` is deprecated", and only it.
+
+    transformers 5 renamed the property is_activation_checkpointing; prefloop reads neither, but peft 0.21
+    (PeftModel.__init__, so every LoRA model) and TRL 1.16 (disable_gradient_checkpointing in DPO,
+    unwrap_model_for_generation) still read the old name, so every trainer printed a warning about a call
+    that is not ours and that we cannot change. Called where every trainer starts (prefloop.run.start_run).
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+

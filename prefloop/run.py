@@ -94,8 +94,9 @@ def start_run(output_dir: str | Path, command: str, config: dict, resume: bool) 
     Under several processes each checks OUT, then all wait, so none reads what the main one writes next."""
     from prefloop import distributed
     from prefloop.errors import InputError
-    from prefloop.hardware import detect, run_precision
+    from prefloop.hardware import detect, hide_checkpointing_alias_warning, run_precision
 
+    hide_checkpointing_alias_warning()  # peft's and TRL's, read on every LoRA model
     out = Path(output_dir)
     record = read_run(out)
     if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -58,3 +58,11 @@ def test_bad_input_is_one_line_and_exit_code_1(tmp_path):
     model = labeling("generate", "--db", db, "--project", "demo", "--models", tmp_path / "no-model", check=False)
     assert model.returncode == 1 and "no-model: no such directory" in model.stderr
     assert model.stderr.strip().count("\n") == 0
+
+
+def test_users_add_says_when_it_reads_the_password_from_standard_input(tmp_path):
+    db = tmp_path / "s.db"
+    labeling("init", "--db", db)
+    added = labeling("users", "add", "ann", "--db", db, stdin="a-long-password\n")
+    assert "reading the first line of standard input" in added.stderr and "ann" in added.stdout
+    assert "stdin is not a terminal" in " ".join(labeling("users", "--help").stdout.split())

@@ -69,6 +69,7 @@ def test_demo_runs_a_round_prints_the_table_and_continues_the_loop(tiny_preset, 
     rows = run_demo(DemoConfig(output_dir=str(out), preset=tiny_preset))
     text = capsys.readouterr().out
     assert "RM accuracy (ceiling)" in text and "gold win % vs reference" in text and "lineage:" in text
+    assert "round 1: reward model" in text and "held-out accuracy" in text  # once that step ends, not only in run.json
     [row] = rows
     assert row["round"] == 1 and row["judgments"] > 0
     assert 0.5 <= row["ceiling"] <= 1 and 0 <= row["rm_accuracy"] <= 1

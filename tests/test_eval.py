@@ -112,6 +112,83 @@ def test_a_policy_that_always_gives_the_gold_answer_wins_about_always(tiny_model
     assert bon[1]["kl_per_sequence"] == 0.0 and bon[4]["kl_per_sequence"] == pytest.approx(math.log(4) - 0.75)
     assert bon[4]["mean_reward"] >= bon[1]["mean_reward"]  # picking by the reward model cannot lower it
     assert (out / "reward_vs_kl.png").read_bytes()[:4] == b"\x89PNG"
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 24 * (1 + 2 + 4)  # the reference, two policies, 4 best-of-N draws per sample
+    assert_report_recomputes(report, samples)
+    first = next(s for s in samples if s["kind"] == "policy" and s["policy"] == "gold-policy")
+    assert first["response"] == GOLD_ANSWER and first["prompt"] == prompts[0]
+    assert first["reference_response"] == samples[0]["response"] and samples[0]["kind"] == "reference"
+
+
+def _counted_win_rate(values: list, baseline: list, confidence: float) -> dict:
+    wins = sum(v > b for v, b in zip(values, baseline))
+    ties = sum(v == b for v, b in zip(values, baseline))
+    lo, hi = wilson_interval(wins + ties / 2, len(values), confidence)  # checked against the textbook above
+    return {"rate": (wins + ties / 2) / len(values), "lo": lo, "hi": hi, "n": len(values), "wins": wins, "ties": ties}
+
+
+def _judged(rows: list, baseline: list, confidence: float) -> dict:
+    """Win rates against the reference rows and mean scores, per judge that scored them."""
+    out = {}
+    for judge in ("reward", "gold"):
+        if rows[0][judge] is not None:
+            values = [r[judge] for r in rows]
+            out[f"win_rate_{judge}"] = _counted_win_rate(values, [b[judge] for b in baseline], confidence)
+            out[f"mean_{judge}"] = sum(values) / len(values)
+    return out
+
+
+def assert_report_recomputes(report: dict, samples: list[dict]) -> None:
+    """Rebuild eval.json from samples.jsonl alone (settings echoed from the report) and compare every field:
+    a number added to eval.json without its sample records fails here."""
+    ref = [s for s in samples if s["kind"] == "reference"]
+    assert [s["sample"] for s in ref] == list(range(len(ref)))
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    rebuilt = {k: report[k] for k in ("reference", "prompts", "temperature", "max_new_tokens", "confidence")}
+    rebuilt["samples"] = len(ref)
+    rebuilt["reference_stats"] = {**{f"mean_{j}": mean([s[j] for s in ref]) for j in ("reward", "gold")
+                                     if ref[0][j] is not None}, "length": mean([s["tokens"] for s in ref])}
+    rebuilt["policies"] = []
+    for row in report["policies"]:  # in the report's order; the label, path and step identify the rows
+        rows = sorted((s for s in samples if s["kind"] == "policy" and s["policy"] == row["policy"]),
+                      key=lambda s: s["sample"])
+        assert [s["sample"] for s in rows] == list(range(len(ref)))
+        assert [s["reference_response"] for s in rows] == [s["response"] for s in ref]
+        kl = [s["logprob"] - s["reference_logprob"] for s in rows]  # k1, summed over the sequence
+        rebuilt["policies"].append({"policy": row["policy"], "path": row["path"], "step": rows[0]["step"],
+                                    **_judged(rows, ref, report["confidence"]), "kl_per_sequence": mean(kl),
+                                    "kl_per_token": sum(kl) / sum(s["tokens"] for s in rows),
+                                    "length": mean([s["tokens"] for s in rows]), "example": rows[0]["response"]})
+    draws = [s for s in samples if s["kind"] == "best_of_n"]
+    rebuilt["best_of_n"] = []
+    for row in report["best_of_n"]:
+        n = row["n"]
+        picked = []
+        for i in range(len(ref)):
+            first_n = sorted((s for s in draws if s["sample"] == i and s["draw"] < n), key=lambda s: s["draw"])
+            assert len(first_n) == n
+            picked.append(max(first_n, key=lambda s: s["reward"]))  # max keeps the first of equal rewards
+        length = mean([s["tokens"] for s in picked])
+        rebuilt["best_of_n"].append({"n": n, "kl_per_sequence": math.log(n) - (n - 1) / n,
+                                     "kl_per_token": (math.log(n) - (n - 1) / n) / length,
+                                     **_judged(picked, ref, report["confidence"]), "length": length})
+    _assert_same(rebuilt, report)
+
+
+def _assert_same(rebuilt, report, where: str = "eval.json") -> None:
+    """Equal structure, keys and values; floats to rounding (the sums may run in another order)."""
+    if isinstance(report, dict):
+        assert isinstance(rebuilt, dict) and rebuilt.keys() == report.keys(), (where, rebuilt.keys() ^ report.keys())
+        for key in report:
+            _assert_same(rebuilt[key], report[key], f"{where}.{key}")
+    elif isinstance(report, list):
+        assert isinstance(rebuilt, list) and len(rebuilt) == len(report), where
+        for i, (a, b) in enumerate(zip(rebuilt, report)):
+            _assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(report, float):
+        assert rebuilt == pytest.approx(report, rel=1e-9, abs=1e-9), where
+    else:
+        assert rebuilt == report, where
 
 
 def test_config_refuses_an_evaluation_without_a_judge_in_one_line():

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from labeling.leaderboard import Games, bradley_terry, elo, games_leaderboard, leaderboard, main
+from labeling.leaderboard import (Games, bootstrap_ratings, bradley_terry, elo, format_leaderboard,
+                                  games_leaderboard, leaderboard, main)
 from export_store import add_store_rows, add_task, build_pairwise_store, judge
 
 
@@ -82,6 +83,37 @@ def test_prior_zero_never_won_and_never_lost_are_the_limits_not_nan():
     assert p[2] == 0 and p[0] / p[1] == pytest.approx(2.0)  # the 0-2 model drops out of 0 vs 1's odds
     p = bradley_terry(wins.T, prior=0.0)  # now model 2 never lost
     assert np.isinf(p[2]) and np.all(np.isfinite(p[:2]))
+
+
+def test_prior_zero_a_model_that_only_lost_to_an_unbeaten_one_gets_the_limit_not_nan():
+    """B's only games are losses to A, who never lost (p = inf): B's MM update is 0 / 0, its MLE p = 0."""
+    wins = np.array([[0, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 4], [0, 0, 2, 0]], dtype=float)
+    p = bradley_terry(wins, prior=0.0)
+    assert np.isinf(p[0]) and p[1] == 0 and p[2] / p[3] == pytest.approx(2.0)
+
+
+def test_a_replicate_without_a_models_games_is_dropped_for_that_model_only():
+    """With --prior 0: A and B played 30 games, C only tied A twice. About one replicate in eight
+    resamples neither of C's games, so C has no strength there (NaN); that used to make C's whole
+    interval n/a .. n/a although C's Elo is finite. Now C's interval rests on the other replicates,
+    and A's and B's on all of them."""
+    a = np.array([0] * 30 + [2, 2])
+    b = np.array([1] * 30 + [0, 0])
+    score = np.array([1.0] * 18 + [0.0] * 12 + [0.5, 0.5])  # A beat B 18 times, lost 12; C tied A twice
+    games, rounds = Games(["A", "B", "C"], a, b, score), 400
+    board = {r["model"]: r for r in games_leaderboard(games, prior=0.0, rounds=rounds, confidence=0.9, seed=0)}
+    samples = bootstrap_ratings(games, 0.0, rounds, seed=0)  # (R, M): the replicates the board was built from
+    without_c = np.isnan(samples[:, 2])
+    assert 20 < without_c.sum() < 100 and not np.isnan(samples[:, :2]).any()
+    assert board["C"]["replicates"] == rounds - without_c.sum()
+    assert board["A"]["replicates"] == board["B"]["replicates"] == rounds
+    c = board["C"]
+    assert c["elo"] is not None and c["elo_lo"] is not None and c["elo_lo"] <= c["elo"] <= c["elo_hi"]
+    kept = np.sort(samples[~without_c, 2])  # the 5 % and 95 % order statistics of C's replicates
+    n = len(kept)
+    assert (c["elo_lo"], c["elo_hi"]) == (kept[int(np.ceil(0.05 * n)) - 1], kept[int(np.ceil(0.95 * n)) - 1])
+    table = format_leaderboard(list(board.values()))
+    assert "reps" in table.splitlines()[0] and f" {rounds - without_c.sum()} " in table and "n/a" not in table
 
 
 def test_store_with_a_model_that_only_got_both_bad_and_prior_zero(memory_engine):

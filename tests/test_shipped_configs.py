@@ -71,3 +71,17 @@ def test_yaml_values_are_type_checked(tmp_path, text, message):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         parse_config(DPOConfig, ["--config", str(tmp_path / "c.yaml")])
+
+
+def test_the_presets_comments_name_presets_by_name_not_by_a_path():
+    """A preset's head tells the user how to run it: `--config NAME`, the spelling that works from any
+    directory (`configs/NAME.yaml` is no file in a checkout or an install)."""
+    import re
+
+    from prefloop.config import SHIPPED_CONFIGS
+
+    for path in SHIPPED_CONFIGS.glob("*.yaml"):
+        comments = "\n".join(line.partition("#")[2] for line in path.read_text().splitlines())
+        assert "configs/" not in comments, path.name
+        for name in re.findall(r"--config (\w[\w./-]*)", comments):
+            assert name in shipped_configs(), (path.name, name)
