@@ -20,7 +20,7 @@ import json
 import math
 
 from align.graders.base import Grade, GraderSpecError, checked, fenced_block, normalise
-from align.graders.maths import NotANumber, chain_value, parse_number
+from align.graders.maths import NotANumber, chain_value
 
 COMPARISONS = ("exact", "normalised", "numeric")
 
