@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prefloop.metrics import report_to_field
+
 
 @dataclass
 class EvalConfig:
@@ -32,6 +34,7 @@ class EvalConfig:
     confidence: float = field(default=0.95, metadata={"help": "coverage of the win-rate intervals (Wilson)"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling (the same for every policy)"})
     output_dir: str = field(default="runs/eval", metadata={"help": "eval.json and reward_vs_kl.png go here"})
+    report_to: list[str] = report_to_field()
 
     def __post_init__(self):
         if not self.policies:

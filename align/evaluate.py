@@ -21,7 +21,8 @@ Gao et al. 2022 eq. 1). The plot puts mean reward against √KL as Gao et al. 20
 ("Scaling Laws for Reward Model Overoptimization") do: the proxy r_φ keeps rising with KL while
 the gold r* turns over once the policy over-optimises the proxy.
 
-Output: a table on stdout, `eval.json` and `reward_vs_kl.png` in the output directory.
+Output: a table on stdout, `eval.json` and `reward_vs_kl.png` in the output directory, and its numbers
+in `metrics.jsonl` and the `--report-to` trackers (align/eval_metrics.py).
 """
 
 from __future__ import annotations
@@ -285,13 +286,17 @@ def plot_reward_vs_kl(report: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prefloop.config import parse_config
+    from align.eval_metrics import log_report
+    from prefloop.config import parse_config, to_dict
+    from prefloop.metrics import check_report_to
 
     cfg = parse_config(EvalConfig, argv, prog="align eval")
+    check_report_to(cfg.report_to)  # a tracker that is not installed: one line before any sampling
     report = evaluate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2, default=str))
+    log_report(report, out, cfg.report_to, to_dict(cfg))  # metrics.jsonl and the --report-to trackers
     plot_reward_vs_kl(report, out / "reward_vs_kl.png")
     print(format_report(report))
     print(f"[prefloop] {out / 'eval.json'}, {out / 'reward_vs_kl.png'}")
