@@ -206,6 +206,7 @@ def build_app(batcher, token: str | None, cfg: RMServeConfig):
     """The Starlette app over a running Batcher."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
@@ -233,6 +234,8 @@ def build_app(batcher, token: str | None, cfg: RMServeConfig):
             parsed = parse(await read_json(request, max_bytes), cfg.max_pairs_per_request)
         except BadRequest as err:
             return fail(str(err), err.status)
+        except ClientDisconnect:  # gone before its body arrived: nobody reads an answer
+            return fail("the client disconnected", 400)
         job = job_of(parsed)
         if batcher.busy(len(job)):
             return fail("the server's queue is full; retry later", 503)
