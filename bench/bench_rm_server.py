@@ -194,6 +194,11 @@ def report(rows: list[dict], shape: str, args, threads: int) -> str:
                      f"{r['same_wall']:.2f} | {r['best_wall']:.2f} | {r['server_wall'] / r['same_wall']:.2f}x | "
                      f"{r['server_wall'] / r['best_wall']:.2f}x ({each}) | {r['server_cpu']:.2f} | "
                      f"{r['best_cpu']:.2f} |")
+    lines += ["", "Reading it: one client gets batches of one pair, so it runs at in-process batch-1 speed less the "
+              "HTTP round trip; with many clients the worker takes whatever queued while the previous forward ran "
+              "(the pairs-per-forward column), so at saturation the clients split into groups that alternate, and "
+              "the forward pass, not HTTP, JSON or the queue, sets the rate. The server's own cost per request "
+              "(uvicorn, JSON, tokenizing) shows in `--quick`'s tiny model, where the forward is almost free."]
     return "\n".join(lines) + "\n"
 
 
