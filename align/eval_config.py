@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefloop.config import check_ranges
+from prefloop.metrics import report_to_field
 
 
 @dataclass
@@ -36,6 +37,7 @@ class EvalConfig:
                                                       "range": "(0, 1)"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling (the same for every policy)", "range": "seed"})
     output_dir: str = field(default="runs/eval", metadata={"help": "eval.json and reward_vs_kl.png go here"})
+    report_to: list[str] = report_to_field()
 
     def __post_init__(self):
         if not self.policies:

@@ -32,6 +32,7 @@ Output: a table on stdout, `eval.json`, `samples.jsonl` and `reward_vs_kl.png` i
 (`reward` / `gold` are null without that judge.) Sample i's policy answer is compared with reference
 sample i; the k1 KL of a sequence is logprob − reference_logprob; best-of-N picks, for each sample i,
 the first of draws 0..N−1 with the highest reward.
+The numbers also go to `metrics.jsonl` and the `--report-to` trackers (align/eval_metrics.py).
 """
 
 from __future__ import annotations
@@ -337,14 +338,18 @@ def plot_reward_vs_kl(report: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prefloop.config import parse_config
+    from align.eval_metrics import log_report
+    from prefloop.config import parse_config, to_dict
+    from prefloop.metrics import check_report_to
 
     from prefloop.outputs import check_output_dir
 
     cfg = parse_config(EvalConfig, argv, prog="align eval")
     check_output_dir(cfg.output_dir, "--output-dir", ours=True)  # a file there: one line now, not after sampling
+    check_report_to(cfg.report_to)  # a tracker that is not installed: one line before any sampling
     report = evaluate_to_dir(cfg)
     out = Path(cfg.output_dir)
+    log_report(report, out, cfg.report_to, to_dict(cfg))  # metrics.jsonl and the --report-to trackers
     print(format_report(report))
     print(f"[prefloop] {out / 'eval.json'}, {out / 'samples.jsonl'} (what it is computed from), "
           f"{out / 'reward_vs_kl.png'}")

@@ -15,6 +15,7 @@ from typing import ClassVar
 from prefloop.config import check_ranges
 from prefloop.config import config_field as _f
 from prefloop.data import check_test_fraction
+from prefloop.metrics import report_to_field
 from prefloop.models import DEFAULT_MODEL
 
 
@@ -67,6 +68,7 @@ class OnPolicyConfig:
     save_total_limit: int = _f(2, "checkpoints kept in output_dir/checkpoints", range=">= 1")
     resume: bool = _f(False, "continue the run in output_dir from its last checkpoint (without it, an "
                              "output_dir holding a run is refused)")
+    report_to: list[str] = report_to_field()
 
     # the reward r(x, y) is the reward model here; GRPO/RLOO score with graders and make it optional
     REWARD_MODEL_REQUIRED: ClassVar[bool] = True

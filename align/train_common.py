@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prefloop.config import check_ranges
 from prefloop.data import check_test_fraction
+from prefloop.metrics import report_to_field
 
 
 @dataclass
@@ -65,6 +66,7 @@ class TrainConfig:
     save_steps: int = field(default=100, metadata={"help": "steps between checkpoints", "range": ">= 1"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk", "range": ">= 1"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
+    report_to: list[str] = report_to_field()
 
     def __post_init__(self):
         if self.data and self.store:

@@ -1,11 +1,79 @@
-"""Metrics logging: every long job writes JSONL (schema: step, time, metrics) and TensorBoard."""
+"""Metrics logging: every long job writes JSONL (schema: step, time, metrics) and, by `--report-to`, TensorBoard,
+Weights & Biases and MLflow.
+
+    logger = MetricsLogger(run_dir, report_to=["tensorboard", "wandb"], config=run_config, run_name="ppo-1")
+
+`report_to` is every command's field (`report_to_field`, checked at start by `check_report_to`):
+tensorboard (the default: OUT/tensorboard/), wandb and mlflow (through accelerate's trackers, which
+also take the run config), or none. Every tracker gets the same names and values as metrics.jsonl.
+W&B reads its usual variables (WANDB_MODE, WANDB_PROJECT; WANDB_DIR, else OUT/wandb/), MLflow its own
+(MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME; the experiment is "prefloop" otherwise).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 import time
 from pathlib import Path
+
+from prefloop.errors import ConfigError
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+EXTRA_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}  # tracker -> module; `pip install prefloop[NAME]`
+
+
+def report_to_field():
+    """The `report_to` field every command's config declares (one help, one default)."""
+    from prefloop.config import config_field
+
+    return config_field(["tensorboard"], "experiment trackers that get metrics.jsonl's metrics and the run config: "
+                                         "tensorboard, wandb, mlflow (pip install prefloop[wandb] / prefloop[mlflow]),"
+                                         " several at once, or none")
+
+
+def check_report_to(report_to) -> tuple[str, ...]:
+    """The trackers named, checked: an unknown name or a tracker whose package is missing is one line."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    names = [n.strip().lower() for item in names for n in str(item).split(",") if n.strip()]
+    if names == ["none"] or not names:
+        return ()
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"report_to: unknown tracker {unknown[0]!r}; choose from {', '.join(TRACKERS)} or none")
+    for name in names:
+        module = EXTRA_PACKAGES.get(name)
+        if module and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"report_to: {name} is not installed; pip install 'prefloop[{name}]'")
+    return tuple(dict.fromkeys(names))
+
+
+def start_tracker(name: str, log_dir: Path, run_name: str, config: dict):
+    """An accelerate tracker (wandb or mlflow), started, the run config stored; one line if it cannot start."""
+    from accelerate import PartialState
+    from accelerate.tracking import MLflowTracker, WandBTracker
+
+    PartialState()  # accelerate's trackers log through its logger, which needs the (here: one-process) state
+    try:
+        if name == "wandb":
+            # dir given each time: W&B reads $WANDB_DIR once per process, so a second run would reuse the first's
+            tracker = WandBTracker(os.environ.get("WANDB_PROJECT", "prefloop"), name=run_name,
+                                   dir=os.environ.get("WANDB_DIR") or str(log_dir))
+        else:
+            tracker = MLflowTracker(experiment_name="prefloop", run_name=run_name)
+        tracker.start()
+        tracker.store_init_configuration({k: _param(v) for k, v in config.items()})
+    except Exception as err:  # noqa: BLE001 - a login, a URI, a server: whatever it is, one line now
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"report_to {name}: cannot start the tracker ({detail[:300]})") from err
+    return tracker
+
+
+def _param(value):
+    """A config value as a tracker parameter: scalars as they are, anything else as its JSON text."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value, default=str)
 
 
 class MetricsLogger:
@@ -18,7 +86,10 @@ class MetricsLogger:
     the rows it will compute again, so the file is the job's whole history with no step twice.
     """
 
-    def __init__(self, log_dir: str | Path, tensorboard: bool = True, keep_through: int | None = None):
+    def __init__(self, log_dir: str | Path, tensorboard: bool = True, keep_through: int | None = None,
+                 report_to=None, config: dict | None = None, run_name: str | None = None):
+        """`report_to` (see check_report_to) picks the trackers; without it, `tensorboard` says whether
+        TensorBoard gets the scalars. `config` is stored with the wandb/mlflow run named `run_name`."""
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / "metrics.jsonl"
@@ -28,7 +99,10 @@ class MetricsLogger:
         self._pending: dict | None = None  # the row of the step being logged
         self._last: tuple[int, dict] | None = None  # (file offset, row) of the last row written
         self._tb = None
-        if tensorboard:
+        names = check_report_to(report_to) if report_to is not None else (("tensorboard",) if tensorboard else ())
+        self._trackers = [start_tracker(name, self.log_dir, run_name or self.log_dir.name, config or {})
+                          for name in names if name != "tensorboard"]
+        if "tensorboard" in names:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -47,10 +121,13 @@ class MetricsLogger:
         if self._pending is None:
             self._pending = {"step": step, "time": round(time.time(), 3)}
         self._pending.update(clean)
+        finite = {k: v for k, v in clean.items() if v is not None and math.isfinite(v)}
         if self._tb is not None:
-            for key, value in clean.items():
-                if value is not None and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+            for key, value in finite.items():
+                self._tb.add_scalar(key, value, step)
+        for tracker in self._trackers:
+            if finite:
+                tracker.log(finite, step=step)
         return clean
 
     def flush(self) -> None:
@@ -75,6 +152,9 @@ class MetricsLogger:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+        for tracker in self._trackers:
+            tracker.finish()
+        self._trackers = []
 
     def __enter__(self):
         return self

@@ -4,7 +4,7 @@
       run.json                    what ran: command, config, precision, data (source and split), lineage,
                                   and, once finished, the results; one file, written atomically
       metrics.jsonl               one row per step: steps unique, continuing across --resume
-      tensorboard/                the same scalars
+      tensorboard/                the same scalars (by the config's report_to, which may also name wandb, mlflow)
       checkpoints/checkpoint-N/   the state --resume continues from (the highest complete N)
       final/                      the model: a plain transformers directory with its tokenizer
 
@@ -85,7 +85,10 @@ class Run:
 
         if not self.main:
             return DiscardMetrics()
-        return MetricsLogger(self.dir, keep_through=self.resume_step() if self.resume else None)
+        config = self.record.get("config") or {}
+        return MetricsLogger(self.dir, keep_through=self.resume_step() if self.resume else None,
+                             report_to=config.get("report_to", ["tensorboard"]),
+                             config={"command": self.command, **config}, run_name=self.dir.resolve().name)
 
 
 def start_run(output_dir: str | Path, command: str, config: dict, resume: bool) -> Run:
@@ -95,8 +98,10 @@ def start_run(output_dir: str | Path, command: str, config: dict, resume: bool) 
     from prefloop import distributed
     from prefloop.errors import InputError
     from prefloop.hardware import detect, hide_checkpointing_alias_warning, run_precision
+    from prefloop.metrics import check_report_to
 
     hide_checkpointing_alias_warning()  # peft's and TRL's, read on every LoRA model
+    check_report_to(config.get("report_to"))  # a tracker that is not installed: one line before any work
     out = Path(output_dir)
     record = read_run(out)
     if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):

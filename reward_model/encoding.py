@@ -32,12 +32,27 @@ def encode(tokenizer, prompt, response, max_length: int | None = None) -> list[i
     messages = as_conversation(prompt) + as_messages(response)
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-    else:  # base models and encoders: plain text, ended by EOS where the model has one
-        text = "\n\n".join(m["content"] for m in messages)
-        ids = tokenizer(text)["input_ids"]
-        if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
-            ids = ids + [tokenizer.eos_token_id]
-    ids = list(ids)
+        return _truncate(list(ids), max_length)
+    # base models and encoders: plain text, ended by EOS where the model has one
+    return encode_text(tokenizer, "\n\n".join(m["content"] for m in messages), max_length)
+
+
+def encode_text(tokenizer, text: str, max_length: int | None = None) -> list[int]:
+    """Token ids of an already rendered prompt + response (what OpenRLHF sends a remote reward model).
+
+    Rendered with this tokenizer's chat template (`apply_chat_template(..., tokenize=False)`), the
+    text gives exactly `encode`'s ids: the template holds the special tokens, so none is added. Without
+    a template the text is tokenized as `encode` does it: the tokenizer's own BOS, EOS appended.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return _truncate(list(tokenizer(text, add_special_tokens=False)["input_ids"]), max_length)
+    ids = list(tokenizer(text)["input_ids"])
+    if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+        ids = ids + [tokenizer.eos_token_id]
+    return _truncate(ids, max_length)
+
+
+def _truncate(ids: list[int], max_length: int | None) -> list[int]:
     if max_length is not None and len(ids) > max_length:
         ids = ids[:1] + ids[len(ids) - (max_length - 1):]
     return ids

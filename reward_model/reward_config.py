@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from prefloop.config import check_ranges
 from prefloop.config import config_field as _f
 from prefloop.data import check_test_fraction
+from prefloop.metrics import report_to_field
 from prefloop.models import DEFAULT_MODEL
 
 
@@ -64,6 +65,7 @@ class RewardModelConfig:
     resume: bool = _f(False, "continue the run in output_dir from its last checkpoint (without it, an "
                              "output_dir holding a run is refused)")
     scoring_batch_size: int = _f(16, "batch size for normalisation and scoring", range=">= 1")
+    report_to: list[str] = report_to_field()
 
     def __post_init__(self):
         if (self.data is None) == (self.store is None):

@@ -5,6 +5,7 @@
     scorer.score(prompts, responses)                         # -> list[float], normalised
     means, stds = scorer.score_with_std(prompts, responses)  # ensembles: spread across heads
     reward = load_reward("runs/rm")                          # or load_reward("my.module:my_reward")
+    reward = load_reward("http://rmhost:5000")               # a `reward-model serve` server (reward_model.remote)
 
 Scores are normalised, r = (raw - offset) / scale with offset/scale fitted on a reference
 sample after training (mean 0, std 1 there), so a KL coefficient means the same thing
@@ -17,7 +18,7 @@ import inspect
 from pathlib import Path
 from typing import Callable, Sequence
 
-from reward_model.encoding import encode, pad_right
+from reward_model.encoding import encode, encode_text, pad_right
 
 RewardFn = Callable[[Sequence, Sequence[str]], list]
 
@@ -74,13 +75,23 @@ class RewardScorer:
 
     def raw_scores(self, prompts: Sequence, responses: Sequence):
         """Unnormalised head outputs, a float32 CPU tensor (N, H), in input order."""
-        import torch
-
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        if len(prompts) == 0:
+        return self.raw_scores_of_ids(self.encode_pairs(prompts, responses))
+
+    def encode_pairs(self, prompts: Sequence, responses: Sequence) -> list[list[int]]:
+        return [encode(self.tokenizer, p, r, self.max_length) for p, r in zip(prompts, responses)]
+
+    def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Rendered prompt + response texts (see encoding.encode_text), as OpenRLHF sends them."""
+        return [encode_text(self.tokenizer, t, self.max_length) for t in texts]
+
+    def raw_scores_of_ids(self, ids: list[list[int]]):
+        """The batched forward: (N, H) float32 on the CPU, in input order, from token ids."""
+        import torch
+
+        if len(ids) == 0:
             return torch.zeros((0, self.n_heads))
-        ids = [encode(self.tokenizer, p, r, self.max_length) for p, r in zip(prompts, responses)]
         # Longest first: similar lengths share a batch (little padding) and an OOM shows up at once.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = torch.empty((len(ids), self.n_heads), dtype=torch.float32)  # (N, H)
@@ -98,9 +109,13 @@ class RewardScorer:
             self.model.train(was_training)
         return out
 
+    def normalise(self, raw):
+        """(raw - offset) / scale per head, (N, H)."""
+        return (raw - self.offset) / self.scale
+
     def head_scores(self, prompts: Sequence, responses: Sequence):
         """Normalised reward of every head, (N, H)."""
-        return (self.raw_scores(prompts, responses) - self.offset) / self.scale
+        return self.normalise(self.raw_scores(prompts, responses))
 
     def score(self, prompts: Sequence, responses: Sequence) -> list[float]:
         """Normalised reward per (prompt, response); the ensemble mean when there are several heads."""
@@ -108,9 +123,7 @@ class RewardScorer:
 
     def score_with_std(self, prompts: Sequence, responses: Sequence) -> tuple[list[float], list[float]]:
         """(mean, std) across heads of the normalised rewards; std is 0 for a single head."""
-        heads = self.head_scores(prompts, responses)  # (N, H)
-        std = heads.std(dim=1, unbiased=False) if heads.shape[1] > 1 else heads.new_zeros(heads.shape[0])
-        return heads.mean(dim=1).tolist(), std.tolist()
+        return ensemble(self.head_scores(prompts, responses))
 
     __call__ = score
 
@@ -122,6 +135,12 @@ class RewardScorer:
         self.offset = raw.mean(dim=0)
         self.scale = raw.std(dim=0, unbiased=False).clamp_min(1e-6)  # a constant head stays finite
         return self.offset.tolist(), self.scale.tolist()
+
+
+def ensemble(heads) -> tuple[list[float], list[float]]:
+    """(mean, std) across the heads of normalised rewards (N, H); std is 0 for a single head."""
+    std = heads.std(dim=1, unbiased=False) if heads.shape[1] > 1 else heads.new_zeros(heads.shape[0])
+    return heads.mean(dim=1).tolist(), std.tolist()
 
 
 def check_reward_model(path) -> str:
@@ -142,12 +161,17 @@ def check_reward_model(path) -> str:
 
 
 def load_reward(spec, device=None, batch_size: int = 16) -> RewardFn:
-    """A reward callable `(prompts, responses) -> list[float]` from a model directory or "module:function"."""
+    """A reward callable `(prompts, responses) -> list[float]` from a model directory, "module:function"
+    or the URL of a `reward-model serve` server (its token from $PREFLOOP_RM_TOKEN)."""
     from prefloop.errors import InputError
 
     if callable(spec):
         return spec
     spec = str(spec)
+    if spec.startswith(("http://", "https://")):  # a `reward-model serve` server
+        from reward_model.remote import RemoteRewardScorer
+
+        return RemoteRewardScorer.connect(spec)
     if Path(spec).expanduser().exists() or ":" not in spec:
         return RewardScorer.from_pretrained(spec, device=device, batch_size=batch_size)
     from prefloop.gold import import_object

@@ -88,3 +88,23 @@ def test_declared_ranges_are_in_the_help(capsys):
     assert "(default: None; >= 1)" in " ".join(out.split())  # --max-steps: unset means the epochs
     _, out = _help("labeling", ["leaderboard", "--help"], capsys)
     assert "(default: 0.95; in (0, 1))" in " ".join(out.split())
+
+
+def test_reward_model_serve_help_names_its_limits_and_token(capsys):
+    rc, out = _help("reward-model", ["serve", "--help"], capsys)
+    text = " ".join(out.split())
+    assert rc == 0 and "OpenRLHF's remote reward-model protocol" in text
+    for flag in ("--model", "--host", "--port", "--token-file", "--no-auth", "--max-batch", "--batch-wait-ms",
+                 "--max-pairs-per-request", "--max-body-mb", "--max-pending", "--dtype", "--device"):
+        assert flag in text
+    assert "$PREFLOOP_RM_TOKEN" in text and "only on a loopback --host" in text
+
+
+@pytest.mark.parametrize("tool,name", [("reward-model", "train"), ("align", "sft"), ("align", "dpo"),
+                                       ("align", "ppo"), ("align", "online-dpo"), ("align", "grpo"),
+                                       ("align", "rloo"), ("align", "eval")])
+def test_every_trainer_and_eval_take_report_to(tool, name, capsys):
+    _, out = _help(tool, [name, "--help"], capsys)
+    text = " ".join(out.split())
+    assert "--report-to REPORT_TO [REPORT_TO ...]" in text
+    assert "tensorboard, wandb, mlflow" in text and "(default: ['tensorboard'])" in text
