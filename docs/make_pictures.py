@@ -43,7 +43,8 @@ GUIDELINES = ("Prefer the response that answers the question **correctly** and *
 
 
 def sh(*argv, **kwargs) -> subprocess.CompletedProcess:
-    print("+", " ".join(map(str, argv)), flush=True)
+    shown = ["***" if i and str(argv[i - 1]) == "--password" else str(a) for i, a in enumerate(argv)]
+    print("+", " ".join(shown), flush=True)
     return subprocess.run([str(a) for a in argv], check=True, **kwargs)
 
 
@@ -164,7 +165,7 @@ def take_screenshots(loop: Path, out: Path, project: str) -> None:
                 page.locator("#pl-project input").click()
                 page.get_by_role("option", name="tour", exact=True).click()
                 page.wait_for_function("() => document.querySelector('#pl-progress').innerText.includes('tour')")
-                page.keyboard.press("2")  # "A better": the page as an annotator sees it mid-judgment
+                page.get_by_text("A is better (2)").click()  # the page as an annotator sees it mid-judgment
                 page.wait_for_timeout(1000)
                 page.screenshot(path=str(out / "annotator.png"), full_page=True)
                 page.context.close()
@@ -175,7 +176,7 @@ def take_screenshots(loop: Path, out: Path, project: str) -> None:
                 page.get_by_role("tab", name="Dashboard").click()
                 page.locator("#pl-dash-project input").click()
                 page.get_by_role("option", name=project, exact=True).click()
-                page.wait_for_selector('#pl-dash-lineage:has-text("evaluation")')
+                page.wait_for_selector('#pl-dash-lineage:has-text("export")')
                 page.wait_for_selector("#pl-dash-board-plot img")
                 page.wait_for_timeout(2000)  # let the charts finish drawing
                 bottom = page.locator("#pl-dash-lineage").bounding_box()
