@@ -216,6 +216,8 @@ def monitors(run: Path, out: Path) -> None:
     panels = [("reward of the mix", ["reward"]), ("each grader's mean", graders),
               ("share of full marks", ["full_marks"]), ("answer length (tokens)", ["response_length"]),
               ("KL(π‖π_ref) per answer", ["kl_k1"]), ("groups that all scored alike", ["zero_std_groups"])]
+    if not any(r.get("kl_k1") for r in rows):  # beta 0: no reference model, so no KL to show
+        panels[4] = ("answers that ended before the length cap", ["terminated"])
     fig, axes = plt.subplots(2, 3, figsize=(11, 5.2), sharex=True)
     steps = [r["step"] for r in rows]
     for ax, (title, keys) in zip(axes.flat, panels):
@@ -227,7 +229,7 @@ def monitors(run: Path, out: Path) -> None:
             ax.legend(fontsize=7)
     for ax in axes[1]:
         ax.set_xlabel("step")
-    fig.suptitle(f"align grpo: the monitors of {run.name} (metrics.jsonl)", fontsize=11)
+    fig.suptitle(f"align grpo on SmolLM2: the reward-hacking monitors of {run.name}/metrics.jsonl", fontsize=11)
     fig.tight_layout()
     fig.savefig(out / "monitors.png", dpi=100)
     plt.close(fig)
