@@ -4,6 +4,7 @@
     python3 dev.py demo    # install everything, run the demo project on the embedded model
     python3 dev.py test    # install everything (+ Chromium, PostgreSQL), run the test suite
     python3 dev.py loop    # install everything, run the whole loop headless (`align demo`), print the round table
+    python3 dev.py docs    # install everything, build the documentation site into ./site (mkdocs build --strict)
 
 Everything goes into ./.venv. On a machine without an NVIDIA GPU the CPU build of
 torch is installed (torch==2.13.0); with a GPU, the registry's default CUDA build.
@@ -134,7 +135,7 @@ def start_postgres() -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "loop", "install"):
+    if not argv or argv[0] not in ("demo", "test", "loop", "install", "docs"):
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
@@ -145,6 +146,9 @@ def main(argv: list[str]) -> int:
         return call([str(VENV / "bin" / "labeling"), "demo", *rest])
     if command == "loop":
         return call([str(VENV / "bin" / "align"), "demo", *rest])
+    if command == "docs":  # offline; --strict: a broken link, anchor or include fails the build
+        env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+        return call([str(VENV / "bin" / "mkdocs"), "build", "--strict", *rest], cwd=ROOT, env=env)
     system_packages()
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")  # tests never download: fail fast instead of waiting on a network
