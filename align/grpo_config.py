@@ -54,6 +54,7 @@ class GRPOConfig(OnPolicyConfig):
     mini_batch_size: int = _f(8, "answers per optimizer step; divides batch_size * num_generations")
     sample_every: int = _f(10, "print and save a table of samples with their graders' reasons every N steps "
                                "(0: never)")
+    num_samples: int = _f(8, "rows in the sample table")
 
     algorithm = "grpo"  # not a field: which advantage and loss of align.grpo_core
 
@@ -71,6 +72,8 @@ class GRPOConfig(OnPolicyConfig):
                              f"= {self.batch_size * self.num_generations}")
         if self.beta < 0 or self.length_penalty < 0 or self.reward_model_weight < 0 or self.sample_every < 0:
             raise ValueError("beta, length_penalty, reward_model_weight and sample_every must be >= 0")
+        if self.mini_batch_size % self.sampling_shards:
+            raise ValueError(f"sampling_shards {self.sampling_shards} must divide mini_batch_size {self.mini_batch_size}")
         if self.cliprange <= 0:
             raise ValueError(f"cliprange must be > 0, got {self.cliprange}")
         if self.loss_type not in LOSS_TYPES:

@@ -19,8 +19,6 @@ class OnlineDPOConfig(OnPolicyConfig):
                             "trainer; always true here")
     output_dir: str = _f("runs/dpo_online", "the run: final/ (the policy), checkpoints/, metrics.jsonl, "
                                             "tensorboard/, run.json")
-    eval_prompts: str | None = _f(None, "held-out prompts file; default: the export's X.test.jsonl beside "
-                                        "--prompts X.train.jsonl (none: no held-out evaluation)")
     max_steps: int = _f(20, "sample-score-update steps")
     temperature: float = _f(1.0, "sampling temperature T of the N responses")
     learning_rate: float = _f(5e-6, "AdamW learning rate eta")
@@ -28,8 +26,7 @@ class OnlineDPOConfig(OnPolicyConfig):
     min_reward_gap: float = _f(0.1, "skip a prompt when r(y_w) - r(y_l) is below this (near-tie, no reliable "
                                     "preference)")
     updates_per_step: int = _f(1, "passes over each step's fresh pairs")
-    warmup_steps: int = _f(0, "linear learning-rate warmup over the first updates")
-    eval_steps: int = _f(0, "steps between held-out evaluations; 0 = at start and end only")
+    weight_decay: float = _f(0.01, "AdamW weight decay (torch's default)")
     # the objective: the same loss functions as offline DPO (align/losses.py)
     loss_type: str = _f("sigmoid", "preference loss (align/losses.py): sigmoid = DPO, ipo, hinge = SLiC, "
                                    "robust = rDPO, conservative = cDPO", choices=list(LOSSES))
@@ -44,6 +41,4 @@ class OnlineDPOConfig(OnPolicyConfig):
             raise ValueError(f"num_generations must be >= 2 to form a pair, got {self.num_generations}")
         if self.updates_per_step < 1:
             raise ValueError(f"updates_per_step must be >= 1, got {self.updates_per_step}")
-        if self.warmup_steps < 0 or self.eval_steps < 0:
-            raise ValueError("warmup_steps and eval_steps must be >= 0")
         check_objective(self.loss_type, self.beta, self.label_smoothing)

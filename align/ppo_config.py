@@ -55,10 +55,8 @@ class PPOConfig(OnPolicyConfig):
 
     # --- optimisation ------------------------------------------------------------------------
     ppo_epochs: int = _f(4, "epochs K over each batch of episodes [PPO Alg. 1]")
-    mini_batch_size: int = _f(4, "episodes per optimizer step (M in [PPO] Alg. 1); divides batch_size")
+    mini_batch_size: int = _f(4, "episodes per optimizer step per process (M in [PPO] Alg. 1); divides batch_size")
     gradient_accumulation_steps: int = _f(1, "micro-batches per minibatch (memory only; same update)")
-    lr_schedule: str = _f("constant", "learning-rate schedule over the PPO steps: constant, or linear "
-                                      "decay to 0 (CleanRL's anneal_lr)", choices=["constant", "linear"])
     adam_eps: float = _f(1e-5, "Adam epsilon (1e-5 as in the PPO reference code, not PyTorch's 1e-8)")
 
     # --- LoRA and the critic ---------------------------------------------------------------------
@@ -72,10 +70,6 @@ class PPOConfig(OnPolicyConfig):
     critic_model: str | None = _f(None, "sequence-classification model to initialise the separate critic "
                                         "from (default: the reward-model directory)")
 
-    # --- logging ----------------------------------------------------------------------------------
-    sample_every: int = _f(10, "print and log a table of sample generations every N steps (0: never)")
-    num_samples: int = _f(4, "rows in the sample table")
-
     def __post_init__(self):
         super().__post_init__()
         for name in ("ppo_epochs", "mini_batch_size", "gradient_accumulation_steps", "kl_horizon"):
@@ -83,6 +77,8 @@ class PPOConfig(OnPolicyConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.mini_batch_size:
             raise ValueError(f"mini_batch_size {self.mini_batch_size} must divide batch_size {self.batch_size}")
+        if self.mini_batch_size % self.sampling_shards:
+            raise ValueError(f"sampling_shards {self.sampling_shards} must divide mini_batch_size {self.mini_batch_size}")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(f"gradient_accumulation_steps {self.gradient_accumulation_steps} must divide "
                              f"mini_batch_size {self.mini_batch_size}")
@@ -95,8 +91,6 @@ class PPOConfig(OnPolicyConfig):
             raise ValueError("gamma and lam must lie in [0, 1]")
         if self.kl_estimator not in KL_ESTIMATOR_NAMES:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATOR_NAMES)}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError("lr_schedule must be constant or linear")
         if self.critic not in CRITICS:
             raise ValueError(f"critic must be one of {', '.join(CRITICS)}")
         if self.critic == "reward_model" and self.critic_model is None:
