@@ -47,12 +47,36 @@ class Engine:
             ds_config["gradient_accumulation_steps"] = 1  # the loop marks its own accumulation boundaries
             ds_config["gradient_clipping"] = cfg.max_grad_norm
         self.model, self.optimizer = accelerator.prepare(module, optimizer)
+        if accelerator.is_main_process:
+            print(f"[prefloop] engine {self.describe()}")
+
+    def describe(self) -> str:
+        """The engine in words: its distributed type, the prepared module's class, the shard of the weights here."""
+        from torch.distributed.tensor import DTensor
+
+        name = str(self.acc.distributed_type).split(".")[-1]
+        if self.deepspeed:
+            name += f" ZeRO-{self.acc.state.deepspeed_plugin.zero_stage}"
+        params = list(self.model.parameters())
+        local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params)
+        if self.deepspeed and self.acc.state.deepspeed_plugin.zero_stage == 3:
+            local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+        return f"{name}: {type(self.model).__name__}, {local:,} parameter values held by this process"
 
     @property
     def deepspeed(self) -> bool:
         from accelerate.utils import DistributedType
 
         return self.acc.distributed_type == DistributedType.DEEPSPEED
+
+    def gathered(self):
+        """Whole weights on every process for as long as the context lasts: ZeRO-3 partitions them (the final
+        save reads them whole); FSDP2's are gathered by save_final itself, every other engine's are whole."""
+        if self.deepspeed and self.acc.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.unwrapped.parameters()))
+        return contextlib.nullcontext()
 
     @property
     def unwrapped(self) -> torch.nn.Module:

@@ -245,10 +245,11 @@ class OnPolicyTrainer:
         from align.train_common import save_final
 
         self.acc.wait_for_everyone()
-        if self.run.main:
-            self.algo.save(self.run)
-        out = save_final(self.engine.unwrapped.policy, self.pair.tokenizer, self.cfg, self.run,
-                         {**results, **self.algo.results()})
+        with self.engine.gathered():
+            if self.run.main:
+                self.algo.save(self.run)
+            out = save_final(self.engine.unwrapped.policy, self.pair.tokenizer, self.cfg, self.run,
+                             {**results, **self.algo.results()})
         if self.run.main:
             save_plots(self.run.metrics_path, self.run.dir, self.algo.plots)
         self.acc.wait_for_everyone()
