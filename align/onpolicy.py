@@ -27,7 +27,7 @@ import shutil
 
 import torch
 
-from align.rollout import PolicyModule, Rollout, generate_responses, response_logprobs
+from align.rollout import Rollout, generate_responses, response_logprobs
 from prefloop.errors import InputError
 
 
@@ -109,8 +109,8 @@ class PolicyPair:
         if reference:
             with torch.no_grad(), root_gathered(self.root), self.reference() as ref:
                 return response_logprobs(ref, rollout, temperature, batch_size, entropy=entropy)
-        return response_logprobs(self.root if self.root is not None else PolicyModule(self.policy), rollout,
-                                 temperature, batch_size, entropy=entropy)
+        return response_logprobs(self.root if self.root is not None else self.policy, rollout, temperature,
+                                 batch_size, entropy=entropy)
 
 
 def weights_sharded(root) -> bool:

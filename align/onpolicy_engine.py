@@ -69,6 +69,23 @@ class Engine:
 
         return self.acc.distributed_type == DistributedType.DEEPSPEED
 
+    def prepare_reference(self, ref_model):
+        """pi_ref's frozen copy, ready for passes without gradients. Under ZeRO-3 transformers loaded it
+        partitioned (as the policy), and no engine would gather it: it gets a DeepSpeed engine of its own
+        without an optimizer, whose hooks gather each layer for its forward (TRL's prepare_deepspeed)."""
+        if ref_model is None or not (self.deepspeed and self.acc.state.deepspeed_plugin.zero_stage == 3):
+            return ref_model
+        import copy
+
+        import deepspeed
+
+        config = copy.deepcopy(self.acc.state.deepspeed_plugin.deepspeed_config)
+        config.pop("optimizer", None)
+        config.pop("scheduler", None)
+        ref_engine, *_ = deepspeed.initialize(model=ref_model, config=config)
+        ref_engine.eval()
+        return ref_engine.module
+
     def gathered(self):
         """Whole weights on every process for as long as the context lasts: ZeRO-3 partitions them (the final
         save reads them whole); FSDP2's are gathered by save_final itself, every other engine's are whole."""

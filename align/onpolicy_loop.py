@@ -158,6 +158,7 @@ class OnPolicyTrainer:
                                               need_reference=algorithm.needs_reference)
         self.engine = Engine(cfg, self.acc, algorithm.module(self.pair, self.acc.device))
         self.pair.root = self.engine.model  # pi_theta's passes go through the prepared module
+        self.pair.ref_model = self.engine.prepare_reference(self.pair.ref_model)
         algorithm.engine, algorithm.pair = self.engine, self.pair
         self.acc.register_for_checkpointing(*algorithm.checkpoint_state())
         self.schedule = onpolicy.PromptSchedule(self.tasks, cfg.batch_size, cfg.seed, self.acc.num_processes,

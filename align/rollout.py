@@ -131,7 +131,10 @@ def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, batch_s
     """
     from align.ppo_core import entropy_from_logits
 
-    forward = model if _is_logprob_module(model) else PolicyModule(model)
+    # a causal LM is called through the log-prob path directly: no module is built per call (under ZeRO-3
+    # a module built while DeepSpeed's partitioning is active would take the model's weights with it)
+    forward = model if _is_logprob_module(model) else (
+        lambda ids, mask, start, t: (response_logits(model, ids, mask, start, t)[0], None))
     width = rollout.response_ids.shape[1]
     out, ent = [], []
     for idx in torch.arange(len(rollout)).split(batch_size or len(rollout)):

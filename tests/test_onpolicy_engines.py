@@ -6,7 +6,8 @@ processes: batch B each under `accelerate launch` (conftest's `accelerate_launch
 tests/engine_launch.py: DDP (accelerate's own choice for CPU processes), FSDP2 (`fully_shard`, one unit per
 decoder layer, weights, gradients and optimizer state sharded), DeepSpeed ZeRO-2 and ZeRO-3. A shard's
 sampling noise and minibatch order follow its place in the global batch, every loss is a mean over the
-global minibatch, and the engine reduces the gradients: after two steps (the second sampled from the
+global minibatch, the engine reduces the gradients and the loop sets the learning rate of each step
+(a linear decay here) in the engine's optimizer: after two steps (the second sampled from the
 weights the first produced) the final weights agree to TOLERANCE while training moved them by far more.
 The difference left is float summation order (a gradient summed in two halves, then averaged).
 """
@@ -44,7 +45,7 @@ def data(tmp_path_factory):
 def flags(command: str, data, processes: int) -> list[str]:
     """The command's flags for `processes` processes over the same global batch (2 x B prompts per step)."""
     model, prompts, rft = data
-    common = ["--model", model, "--max-steps", 2, "--max-new-tokens", 3, "--sample-every", 0]
+    common = ["--model", model, "--max-steps", 2, "--max-new-tokens", 3, "--sample-every", 0, "--lr-schedule", "linear"]
     one = processes == 1  # one process: the whole global batch in two shards
     if command == "ppo":
         return ["ppo", *common, "--prompts", prompts, "--reward-model", "ppo_helpers:bandit_reward",
