@@ -117,6 +117,9 @@ class GroupRelative(Algorithm):
     def describe(self) -> str:
         return f"G={self.cfg.num_generations}, beta={self.cfg.beta}, "
 
+    def record(self) -> dict:
+        return {"graders": self.cfg.graders}
+
     # -- 2-4: from a scored rollout to advantages -------------------------------------------------------
 
     def advantages(self, scored: Scored) -> dict:

@@ -122,6 +122,10 @@ class Algorithm:
         rollout = sample(self, tasks, 1, seed=self.cfg.seed + 10_000)
         return {"reward": self.score(-1, tasks, rollout).scores.mean().item()}
 
+    def record(self) -> dict:
+        """What run.json records at the start, beside the model's lineage and the data (GRPO: its graders)."""
+        return {}
+
     def results(self) -> dict:
         """What run.json records at the end, beside the held-out evaluation."""
         return {}
@@ -164,7 +168,7 @@ class OnPolicyTrainer:
         self.schedule = onpolicy.PromptSchedule(self.tasks, cfg.batch_size, cfg.seed, self.acc.num_processes,
                                                 self.acc.process_index)
         self.run.save(**lineage(cfg.model), prompts=source, reward_model=cfg.reward_model or None,
-                      num_processes=self.acc.num_processes)
+                      num_processes=self.acc.num_processes, **algorithm.record())
         if self.run.main:
             print(f"[prefloop] {algorithm.command}: {len(self.tasks)} prompts, {len(self.held_out)} held out, "
                   f"{algorithm.describe()}{'LoRA' if cfg.lora else 'full fine-tuning'}, "

@@ -129,8 +129,6 @@ def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, batch_s
     the engine's wrapper around either). Gradients flow when the caller has them on (the policy in an
     update); wrap in no_grad otherwise.
     """
-    from align.ppo_core import entropy_from_logits
-
     # a causal LM is called through the log-prob path directly: no module is built per call (under ZeRO-3
     # a module built while DeepSpeed's partitioning is active would take the model's weights with it)
     forward = model if _is_logprob_module(model) else (
@@ -141,10 +139,15 @@ def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, batch_s
         mb = micro_batch(rollout, idx)
         logits, _ = forward(mb["input_ids"], mb["attention_mask"], mb["response_start"], temperature)
         r = mb["response_ids"].shape[1]
-        out.append(torch.nn.functional.pad(token_logprobs(logits, mb["response_ids"]), (0, width - r)))
-        if entropy:
+        if entropy:  # one logsumexp for both: H = logsumexp(z) - sum softmax(z) * z
+            z = logits.float()
+            lse = torch.logsumexp(z, dim=-1)  # (b, r)
+            logprobs = torch.gather(z, -1, mb["response_ids"].unsqueeze(-1)).squeeze(-1) - lse
             with torch.no_grad():
-                ent.append(torch.nn.functional.pad(entropy_from_logits(logits.float()), (0, width - r)))
+                ent.append(torch.nn.functional.pad(lse - (torch.softmax(z, -1) * z).sum(-1), (0, width - r)))
+        else:
+            logprobs = token_logprobs(logits, mb["response_ids"])
+        out.append(torch.nn.functional.pad(logprobs, (0, width - r)))
     logprobs = torch.cat(out) * rollout.response_mask
     return (logprobs, torch.cat(ent) * rollout.response_mask) if entropy else logprobs
 
