@@ -1,7 +1,7 @@
 """The PPO critic: V(s_t) as a value head on the policy, or a separate model initialised from the reward model.
 
-`ActorCritic` holds pi_theta and V in one module so that one DDP wrapper (accelerate, several processes)
-averages both gradients; its forward is the shared log-prob path (align.rollout.response_logits) plus V.
+`ActorCritic` holds pi_theta and V in one module so that the engine (accelerate's DDP, FSDP2 or DeepSpeed)
+reduces both gradients; its forward is the shared log-prob path (align.rollout.PolicyModule) plus V.
 See align.ppo_config for the trade-off between the two critics.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from align.rollout import response_hidden_states, response_logits
+from align.rollout import PolicyModule, response_hidden_states, response_logits
 from prefloop.errors import InputError
 
 
-class ActorCritic(nn.Module):
+class ActorCritic(PolicyModule):
     """pi_theta (a causal LM, maybe with LoRA) and V(s_t) in one module.
 
     forward -> (logits (B, R, V) at temperature T, values (B, R)), both at the positions
@@ -22,8 +22,7 @@ class ActorCritic(nn.Module):
     """
 
     def __init__(self, policy: nn.Module, critic: nn.Module | None = None):
-        super().__init__()
-        self.policy = policy
+        super().__init__(policy)
         self.critic = critic  # a separate sequence-classification model, or None
         # Zero-initialised: the value head starts from V = 0 rather than from noise.
         hidden_size = policy.config.get_text_config().hidden_size

@@ -33,8 +33,7 @@ class GRPOConfig(OnPolicyConfig):
                                    "{graders: [{name, weight, ...}]} (align/graders/mix.py)")
     reward_model: str = _f("", "optional: a reward model (or 'module:function') added to every row's graders "
                                "as sigmoid(r), weight reward_model_weight")
-    reward_model_weight: float = _f(0.5, "weight of reward_model in the mix (the graders' weights are relative)",
-                                    range=">= 0")
+    reward_model_weight: float = _f(0.5, "weight of reward_model in the mix (the graders' weights are relative)", range=">= 0")
     prompt_field: str | None = _f(None, "read the prompt from this column (e.g. 'question')")
     reference_field: str | None = _f(None, "read the reference from this column (e.g. 'answer')")
     max_steps: int = _f(100, "iterations: each samples num_generations answers to batch_size prompts", range=">= 1")
@@ -49,13 +48,13 @@ class GRPOConfig(OnPolicyConfig):
     loss_type: str = _f("sequence", "how token losses are averaged: sequence (GRPO: per answer, then mean), "
                                     "token (DAPO), dr_grpo (sum / constant), sum (REINFORCE)",
                         choices=list(LOSS_TYPES))
-    length_penalty: float = _f(0.0, "lambda in r - lambda * |y| / max_new_tokens (against verbose reward hacking)",
-                               range=">= 0")
+    length_penalty: float = _f(0.0, "lambda in r - lambda * |y| / max_new_tokens (against verbose reward hacking)", range=">= 0")
     num_iterations: int = _f(1, "policy updates mu on each batch [GRPO Alg. 1]; 1 is on-policy: the clip never "
                                 "binds", range=">= 1")
     mini_batch_size: int = _f(8, "answers per optimizer step; divides batch_size * num_generations", range=">= 1")
     sample_every: int = _f(10, "print and save a table of samples with their graders' reasons every N steps "
                                "(0: never)", range=">= 0")
+    num_samples: int = _f(8, "rows in the sample table", range=">= 1")
     # the graders' budget and what rows may open: the operator's alone (align/graders/budget.py, align/rft_data.py)
     grade_time_limit: float = _f(5.0, "wall-clock seconds per answer's grade; over it the answer scores 0 "
                                       "('timed out') and the run goes on (rows' time_limit is capped by it)",
@@ -67,18 +66,24 @@ class GRPOConfig(OnPolicyConfig):
 
     algorithm = "grpo"  # not a field: which advantage and loss of align.grpo_core
 
-    def grade_budget(self):
-        from align.graders.budget import Budget
-
-        return Budget(self.grade_time_limit, self.grade_memory_mb)
-
     REWARD_MODEL_REQUIRED = False  # the graders are the reward; a reward model only joins their mix
 
     def __post_init__(self):
-        super().__post_init__()  # the ranges; num_generations >= 2: a group of one has no relative advantage
+        super().__post_init__()
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be >= 2: a group of one has no relative advantage")
+        for name in ("num_iterations", "mini_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if (self.batch_size * self.num_generations) % self.mini_batch_size:
             raise ValueError(f"mini_batch_size {self.mini_batch_size} must divide batch_size * num_generations "
                              f"= {self.batch_size * self.num_generations}")
+        if self.beta < 0 or self.length_penalty < 0 or self.reward_model_weight < 0 or self.sample_every < 0:
+            raise ValueError("beta, length_penalty, reward_model_weight and sample_every must be >= 0")
+        if self.mini_batch_size % self.sampling_shards:
+            raise ValueError(f"sampling_shards {self.sampling_shards} must divide mini_batch_size {self.mini_batch_size}")
+        if self.cliprange <= 0:
+            raise ValueError(f"cliprange must be > 0, got {self.cliprange}")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type {self.loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
 
@@ -89,8 +94,7 @@ class RLOOConfig(GRPOConfig):
 
     output_dir: str = _f("runs/rloo", "the run: final/ (the policy), checkpoints/, metrics.jsonl, tensorboard/, "
                                       "run.json, plots")
-    num_generations: int = _f(4, "k answers per prompt; each is baselined by the mean of the other k - 1",
-                              range=">= 2")
+    num_generations: int = _f(4, "k answers per prompt; each is baselined by the mean of the other k - 1", range=">= 2")
     beta: float = _f(0.05, "KL coefficient beta in R = r - beta * log(pi / pi_ref), folded into the reward "
                            "[RLOO §3.2]", range=">= 0")
     loss_type: str = _f("sum", "REINFORCE sums the log-probs of an answer's tokens (sum); or average as GRPO "

@@ -1,8 +1,9 @@
-"""`align grpo` and `align rloo`: group-relative RL with graders, on the on-policy core (align/onpolicy.py).
+"""`align grpo` and `align rloo`: group-relative RL with graders, on the on-policy loop (align/onpolicy_loop.py).
 
-One step (`GroupRelative.step`), after Shao et al. 2024 (GRPO, Alg. 1) and Ahmadian et al. 2024 (RLOO):
+One step, after Shao et al. 2024 (GRPO, Alg. 1) and Ahmadian et al. 2024 (RLOO); steps 1 and 6 are the
+loop's, the rest is `GroupRelative` below:
 
-  1. rollout     G answers y_1..y_G ~ pi_theta(. | q) to each prompt q, prompt-major  (PolicyPair.sample)
+  1. rollout     G answers y_1..y_G ~ pi_theta(. | q) to each prompt q, prompt-major
   2. score       the graders' weighted mix r(q, y) in [0, 1] against q's reference (and the reward
                  model, when given, as one component); optional length penalty
   3. old passes  log pi_old(y_t) and, when beta > 0, log pi_ref(y_t), without gradients
@@ -10,11 +11,10 @@ One step (`GroupRelative.step`), after Shao et al. 2024 (GRPO, Alg. 1) and Ahmad
                  RLOO: R = r - beta * KL folded in, then R_i - mean_{j != i} R_j     [RLOO Eq. 6]
   5. update      mu epochs over minibatches: clipped surrogate (+ beta * k3 for GRPO), token
                  losses averaged by loss_type                                      [GRPO Eq. 3]
-  6. log         reward, each grader's mean, the share of full marks, response length, KL,
-                 clipfrac, groups that teach nothing: the reward-hacking monitors, plotted at the end
+  6. log         reward, each grader's mean, the share of full marks, completion length, KL,
+                 clip_ratio, groups that teach nothing: the reward-hacking monitors, plotted at the end
 
-The equations are align/grpo_core.py's, the graders align/graders/'s; the scaffolding (run directory,
-precision, policy and reference, prompt schedule, checkpoints, resume) is align/onpolicy.py's.
+The equations are align/grpo_core.py's, the graders align/graders/'s.
 
 Launch:  align grpo --prompts tasks.jsonl --graders math --max-steps 200
          align rloo --config configs/rloo.yaml
@@ -26,15 +26,17 @@ from pathlib import Path
 
 import torch
 
-from align import onpolicy
 from align.graders.mix import GraderMix, GraderSpec, load_grader_spec, parse_grader_spec
 from align.grpo_core import ADVANTAGES, KL_ESTIMATORS, grpo_loss, kl_penalised_sequence_rewards, rloo_loss
-from align.prompts import as_conversation
+from align.onpolicy import check_scores
+from align.onpolicy_engine import global_share
+from align.onpolicy_loop import Algorithm, OnPolicyTrainer, Scored, sample
+from align.ppo_core import masked_mean
 from align.rft_data import RFTExample, load_rft_dataset
 from align.rollout import Rollout, select
 
 GRPO_PLOTS = (("reward.png", ("reward", "full_marks"), "reward in [0, 1]", None),
-              ("monitors.png", ("response_length",), "answer tokens", "kl_k1"))
+              ("monitors.png", ("completions/mean_length",), "answer tokens", "kl"))
 
 
 def main(argv: list[str]) -> int:
@@ -55,54 +57,7 @@ def main_rloo(argv: list[str]) -> int:
 
 def train_group_relative(cfg) -> Path:
     """GRPO or RLOO (cfg.algorithm); returns the directory of the final model (OUT/final)."""
-    from tqdm.auto import trange
-
-    from align.reporting import log_samples, save_plots
-    from align.train_common import save_final
-    from prefloop.run import lineage
-
-    # 0. data and graders checked (rows refused before anything is written), run directory and precision;
-    # one probe of the graders before any model loads
-    examples, eval_examples, source = load_examples(cfg)
-    run, acc = onpolicy.start(cfg, f"align {cfg.algorithm}")
-    trainer = GroupRelative(cfg, acc, examples + eval_examples)
-    trainer.probe(examples[0])
-    start = onpolicy.load_checkpoint(acc, run)
-    # lineage: the parent model and, for the usual SFT-then-RFT recipe, the SFT run and its data
-    run.save(**lineage(cfg.model), prompts=source, graders=cfg.graders,
-             reward_model=cfg.reward_model or None, num_processes=acc.num_processes)
-    if run.main:
-        print(f"[prefloop] {cfg.algorithm}: {len(examples)} prompts, {len(eval_examples)} held out, "
-              f"G={cfg.num_generations}, beta={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}, "
-              f"{acc.num_processes} process(es)")
-    # several processes: each its own batch_size prompts of the step (the global batch is N x batch_size)
-    schedule = onpolicy.PromptSchedule(examples, cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
-    logger = run.metrics_logger()
-    before, after = run.record.get("eval_before", {}), {}
-    if eval_examples and start == 0:
-        before = trainer.evaluate(eval_examples)
-        logger.log(0, {f"eval/{k}": v for k, v in before.items()})
-        run.save(eval_before=before)
-    bar = trange(start, cfg.max_steps, desc=cfg.algorithm, initial=start, total=cfg.max_steps,
-                 disable=not run.main)
-    for step in bar:
-        stats, samples = trainer.step(step, schedule.batch(step))
-        logger.log(step + 1, stats)
-        bar.set_postfix(reward=f"{stats['reward']:.3f}", len=f"{stats['response_length']:.1f}")
-        if run.main and cfg.sample_every and step % cfg.sample_every == 0:
-            log_samples(step + 1, samples[:8], logger, bar, run.dir / "samples.jsonl")
-        last = step + 1 == cfg.max_steps
-        if (step + 1) % cfg.save_steps == 0 and not last:
-            logger.flush()
-            onpolicy.save_checkpoint(acc, run, step + 1, cfg.save_total_limit)
-    if eval_examples:
-        after = trainer.evaluate(eval_examples)
-        logger.log(cfg.max_steps, {f"eval/{k}": v for k, v in after.items()})
-    logger.close()
-    if run.main:
-        save_plots(run.metrics_path, run.dir, GRPO_PLOTS)
-    return save_final(trainer.pair.policy, trainer.pair.tokenizer, cfg, run,
-                      {"eval_before": before, "eval_after": after})
+    return OnPolicyTrainer(cfg, GroupRelative(cfg)).train()
 
 
 def load_examples(cfg) -> tuple[list[RFTExample], list[RFTExample], dict]:
@@ -124,50 +79,55 @@ def load_examples(cfg) -> tuple[list[RFTExample], list[RFTExample], dict]:
     return examples, eval_examples, source
 
 
-class GroupRelative:
-    """One GRPO or RLOO step, and the held-out evaluation."""
+class GroupRelative(Algorithm):
+    """Steps 2-5 of a GRPO or RLOO step (the module head), and the held-out evaluation."""
 
-    def __init__(self, cfg, accelerator, examples: list[RFTExample]):
-        self.cfg, self.acc = cfg, accelerator
-        # beta = 0 never asks pi_ref (the KL term and its log-probs are skipped): no frozen copy to load
-        pair = onpolicy.load_policy_pair(cfg, accelerator.device, [e.prompt for e in examples],
-                                         need_reference=cfg.beta > 0)
-        optimizer = torch.optim.AdamW([p for p in pair.policy.parameters() if p.requires_grad],
-                                      lr=cfg.learning_rate, weight_decay=0.0, fused=True)
-        pair.policy, self.optimizer = accelerator.prepare(pair.policy, optimizer)
-        # The module itself (sampling, the adapter switched off for pi_ref, the one log-prob path); under
-        # several processes onpolicy.average_gradients averages its gradients.
-        pair.policy = accelerator.unwrap_model(pair.policy)
-        self.pair = pair
-        self.mix = GraderMix(device=accelerator.device, budget=cfg.grade_budget())
+    plots = GRPO_PLOTS
 
-    def probe(self, example: RFTExample) -> None:
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.command, self.num_generations = f"align {cfg.algorithm}", cfg.num_generations
+        self.mix = None
+
+    # -- data and reward: RFT examples graded by their graders' mix ----------------------------------------
+
+    def load_tasks(self) -> tuple[list, list, dict]:
+        return load_examples(self.cfg)
+
+    def prompt(self, task: RFTExample):
+        return task.prompt
+
+    def load_reward(self, probe_task: RFTExample, device) -> None:
         """Score an empty answer once: a reference query that fails or an unloadable reward model stops here."""
-        self.mix([example.prompt], [""], [example.reference], [example.graders])
+        self.mix = GraderMix(device=device, budget=self.cfg.grade_budget())
+        self.mix([probe_task.prompt], [""], [probe_task.reference], [probe_task.graders])
 
-    def grade(self, examples: list[RFTExample], rollout: Rollout):
+    def score(self, step: int, tasks: list[RFTExample], rollout: Rollout) -> Scored:
         """The mix over the prompt-major rollout (each example's G answers adjacent)."""
-        repeated = [e for e in examples for _ in range(len(rollout) // len(examples))]
-        return self.mix([e.prompt for e in repeated], rollout.texts, [e.reference for e in repeated],
-                        [e.graders for e in repeated])
+        repeated = [e for e in tasks for _ in range(len(rollout) // len(tasks))]
+        graded = self.mix([e.prompt for e in repeated], rollout.texts, [e.reference for e in repeated],
+                          [e.graders for e in repeated])
+        scores = check_scores("of the graders", graded.scores, len(rollout)).to(self.engine.acc.device)
+        return Scored(step, tasks, rollout, scores, graded.components, graded.reasons)
 
-    def step(self, step: int, examples: list[RFTExample]) -> tuple[dict[str, float], list[dict]]:
-        cfg, G = self.cfg, self.cfg.num_generations
-        # a resumed run samples exactly what the first would have; each process its own noise
-        torch.manual_seed(cfg.seed + step + onpolicy.PROCESS_SEED_STRIDE * self.acc.process_index)
+    @property
+    def needs_reference(self) -> bool:
+        return self.cfg.beta > 0  # beta = 0 never asks pi_ref: no frozen copy to load
 
-        # 1. rollout: G answers per prompt at temperature T
-        self.pair.policy.eval()
-        with self.acc.autocast():
-            rollout = self.pair.sample([e.prompt for e in examples], G, cfg.max_new_tokens, cfg.temperature,
-                                       max_prompt_length=cfg.max_prompt_length)
+    def describe(self) -> str:
+        return f"G={self.cfg.num_generations}, beta={self.cfg.beta}, "
+
+    def record(self) -> dict:
+        return {"graders": self.cfg.graders}
+
+    # -- 2-4: from a scored rollout to advantages -------------------------------------------------------
+
+    def advantages(self, scored: Scored) -> dict:
+        cfg, G, rollout = self.cfg, self.cfg.num_generations, scored.rollout
         mask = rollout.response_mask.float()  # (N, R)
-        lengths = mask.sum(1)  # (N,)
 
-        # 2. score: the graders' mix in [0, 1], minus the optional length penalty
-        graded = self.grade(examples, rollout)
-        scores = torch.tensor(graded.scores, dtype=torch.float32, device=mask.device)  # (N,)
-        scores = scores - cfg.length_penalty * lengths / cfg.max_new_tokens
+        # 2. the length penalty on the graders' mix
+        scores = scored.scores - cfg.length_penalty * mask.sum(1) / cfg.max_new_tokens  # (N,)
 
         # 3. log pi_old and log pi_ref of the sampled tokens, without gradients. When the rollout feeds exactly
         # one optimizer step (mu = 1, one minibatch) pi_old is the policy the update's forward runs on, so the
@@ -175,7 +135,7 @@ class GroupRelative:
         # RLOO's KL-in-the-reward needs them before the advantages, so it keeps the pass when beta > 0.
         reuse = (cfg.num_iterations == 1 and cfg.mini_batch_size >= len(rollout)
                  and not (cfg.algorithm == "rloo" and cfg.beta > 0))
-        with torch.no_grad(), self.acc.autocast():
+        with torch.no_grad(), self.engine.acc.autocast():
             old_logprobs = None if reuse else self.pair.logprobs(rollout, cfg.temperature)  # (N, R)
             ref_logprobs = (self.pair.logprobs(rollout, cfg.temperature, reference=True) if cfg.beta > 0
                             else old_logprobs)
@@ -187,81 +147,57 @@ class GroupRelative:
             advantages = ADVANTAGES["rloo"](rewards, G)
         else:
             advantages = ADVANTAGES["grpo"](scores, G, scale_by_std=cfg.scale_rewards)
+        stats = {"full_marks": (scored.scores >= 1.0).float().mean(),
+                 "frac_reward_zero_std": (scores.view(-1, G).std(1) == 0).float().mean()}
+        if old_logprobs is not None and cfg.beta > 0:  # the sequence KL to pi_ref (else: the update's forward)
+            stats["kl"] = (KL_ESTIMATORS["k1"](old_logprobs, ref_logprobs) * mask).sum(1).mean()
+        return {"rollout": rollout, "old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs,
+                "advantages": advantages, "step": scored.step, "stats": stats}
 
-        # 5. mu epochs of clipped-surrogate updates over shuffled minibatches
-        update = self.update(step, rollout, old_logprobs, ref_logprobs, advantages)
-        kl_k1 = (update.pop("kl_k1") if old_logprobs is None
-                 else (KL_ESTIMATORS["k1"](old_logprobs, ref_logprobs) * mask).sum(1).mean().item())
+    # -- 5: the update ----------------------------------------------------------------------------------
 
-        # 6. the monitors
-        stats = {
-            "reward": scores.mean().item(),
-            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
-            "full_marks": sum(s >= 1.0 for s in graded.scores) / len(graded.scores),
-            "zero_std_groups": (scores.view(-1, G).std(1) == 0).float().mean().item(),
-            "response_length": lengths.mean().item(),
-            "terminated": rollout.terminated.float().mean().item(),
-            "kl_k1": kl_k1,
-            **{f"grader/{name}": _mean(column) for name, column in graded.components.items()},
-            **update,
-        }
-        stats = onpolicy.mean_over_processes(self.acc, stats)  # every process's groups
-        repeated = [e for e in examples for _ in range(G)]
-        samples = [{"prompt": as_conversation(e.prompt), "response": text, "score": r, "why": why}
-                   for e, text, r, why in zip(repeated, rollout.texts, graded.scores, graded.reasons)]
-        return stats, samples
-
-    def update(self, step: int, rollout: Rollout, old_logprobs, ref_logprobs, advantages) -> dict[str, float]:
-        cfg = self.cfg
-        self.pair.policy.train()
-        generator = torch.Generator().manual_seed(cfg.seed + step)  # resumable minibatch order
+    def update(self, batch: dict) -> dict:
+        """mu epochs of clipped-surrogate updates over shuffled minibatches."""
+        cfg, engine, rollout = self.cfg, self.engine, batch["rollout"]
+        old_logprobs, ref_logprobs, advantages = batch["old_logprobs"], batch["ref_logprobs"], batch["advantages"]
         totals, n_updates = {}, 0
-        for _ in range(cfg.num_iterations):
-            for rows in torch.randperm(len(rollout), generator=generator).split(cfg.mini_batch_size):
-                mb = select(rollout, rows)
-                width = mb.response_ids.shape[1]  # select trims to the longest response of these rows
-                mask = mb.response_mask.float()
-                with self.acc.autocast():
-                    logprobs = self.pair.logprobs(mb, cfg.temperature)  # (b, r), with gradients
-                if old_logprobs is None:  # one minibatch, mu = 1: pi_old is this very forward (see step)
-                    old = logprobs.detach()
-                    ref = old if ref_logprobs is None else ref_logprobs[rows, :width]
-                else:
-                    old, ref = old_logprobs[rows, :width], ref_logprobs[rows, :width]
-                if cfg.algorithm == "rloo":
-                    loss, stats = rloo_loss(logprobs, old, advantages[rows], mask, cfg.cliprange)
-                else:
-                    loss, stats = grpo_loss(logprobs, old, ref, advantages[rows], mask, cfg.cliprange, cfg.beta,
-                                            cfg.loss_type)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.acc.backward(loss)
-                onpolicy.average_gradients(self.acc, self.pair.policy.parameters())
-                grad_norm = onpolicy.clip_gradients(self.acc, self.pair.policy.parameters(), cfg.max_grad_norm,
-                                                    {"loss": loss.detach()})
-                self.optimizer.step()
-                if old_logprobs is None:  # the sequence KL to pi_ref the step logs, from this forward
-                    stats["kl_k1"] = (KL_ESTIMATORS["k1"](old, ref) * mask).sum(1).mean()
-                for key, value in {"loss": loss.detach(), "grad_norm": grad_norm, **stats}.items():
-                    totals[key] = totals.get(key, 0.0) + float(value)
-                n_updates += 1
-        self.pair.policy.eval()
-        return {key: value / n_updates for key, value in totals.items()}
+        for rows in engine.minibatches(len(rollout), cfg.mini_batch_size, cfg.num_iterations, batch["step"]):
+            mb = select(rollout, rows)
+            width = mb.response_ids.shape[1]  # select trims to the longest response of these rows
+            mask = mb.response_mask.float()
+            with engine.acc.autocast():
+                logprobs, entropy = self.pair.logprobs(mb, cfg.temperature, entropy=True)  # (b, r), with gradients
+            if old_logprobs is None:  # one minibatch, mu = 1: pi_old is this very forward (see advantages)
+                old = logprobs.detach()
+                ref = old if ref_logprobs is None else ref_logprobs[rows, :width]
+            else:
+                old, ref = old_logprobs[rows, :width], ref_logprobs[rows, :width]
+            if cfg.algorithm == "rloo":
+                loss, stats = rloo_loss(logprobs, old, advantages[rows], mask, cfg.cliprange)
+            else:
+                loss, stats = grpo_loss(logprobs, old, ref, advantages[rows], mask, cfg.cliprange, cfg.beta,
+                                        cfg.loss_type)
+            if cfg.loss_type == "token":  # a mean over the global minibatch's tokens, whatever the process count
+                loss = loss * global_share(engine, mask.sum(), engine.sum(mask.sum()))
+            engine.backward(loss)
+            grad_norm = engine.step({"loss": loss.detach()})
+            if old_logprobs is None and cfg.beta > 0:  # the sequence KL to pi_ref the step logs, from this forward
+                stats["kl"] = (KL_ESTIMATORS["k1"](old, ref) * mask).sum(1).mean()
+            stats = {"loss": loss.detach(), "grad_norm": grad_norm, "entropy": masked_mean(entropy, mask),
+                     "clip_ratio": stats.pop("clipfrac"), **stats}
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            n_updates += 1
+        return {**batch["stats"], **{key: value / n_updates for key, value in totals.items()}}
+
+    # -- held-out evaluation ------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, examples: list[RFTExample]) -> dict[str, float]:
+    def evaluate(self, tasks: list[RFTExample]) -> dict[str, float]:
         """Mean reward and share of full marks of one answer per held-out prompt (the same noise every time)."""
-        self.pair.policy.eval()
-        with self.acc.autocast():
-            rollout = self.pair.sample([e.prompt for e in examples], 1, self.cfg.max_new_tokens,
-                                       self.cfg.temperature, max_prompt_length=self.cfg.max_prompt_length,
-                                       seed=self.cfg.seed + 10_000)
-        scores = self.grade(examples, rollout).scores
-        return {"reward": sum(scores) / len(scores), "full_marks": sum(s >= 1.0 for s in scores) / len(scores)}
-
-
-def _mean(column: list) -> float | None:
-    values = [v for v in column if v is not None]
-    return sum(values) / len(values) if values else None
+        rollout = sample(self, tasks, 1, seed=self.cfg.seed + 10_000)
+        scores = self.score(-1, tasks, rollout).scores
+        return {"reward": scores.mean().item(), "full_marks": (scores >= 1.0).float().mean().item()}
 
 
 if __name__ == "__main__":  # `python -m align.grpo_trainer ...`

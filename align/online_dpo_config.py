@@ -19,27 +19,26 @@ class OnlineDPOConfig(OnPolicyConfig):
                             "trainer; always true here")
     output_dir: str = _f("runs/dpo_online", "the run: final/ (the policy), checkpoints/, metrics.jsonl, "
                                             "tensorboard/, run.json")
-    eval_prompts: str | None = _f(None, "held-out prompts file; default: the export's X.test.jsonl beside "
-                                        "--prompts X.train.jsonl (none: no held-out evaluation)")
     max_steps: int = _f(20, "sample-score-update steps", range=">= 1")
     temperature: float = _f(1.0, "sampling temperature T of the N responses", range="> 0")
     learning_rate: float = _f(5e-6, "AdamW learning rate eta", range="> 0")
-    num_generations: int = _f(4, "responses N >= 2 sampled per prompt; best and worst by r become y_w and y_l",
-                              range=">= 2")
+    num_generations: int = _f(4, "responses N >= 2 sampled per prompt; best and worst by r become y_w and y_l", range=">= 2")
     min_reward_gap: float = _f(0.1, "skip a prompt when r(y_w) - r(y_l) is below this (near-tie, no reliable "
                                     "preference)", range=">= 0")
     updates_per_step: int = _f(1, "passes over each step's fresh pairs", range=">= 1")
-    warmup_steps: int = _f(0, "linear learning-rate warmup over the first updates", range=">= 0")
-    eval_steps: int = _f(0, "steps between held-out evaluations; 0 = at start and end only", range=">= 0")
+    weight_decay: float = _f(0.01, "AdamW weight decay (torch's default)")
     # the objective: the same loss functions as offline DPO (align/losses.py)
     loss_type: str = _f("sigmoid", "preference loss (align/losses.py): sigmoid = DPO, ipo, hinge = SLiC, "
                                    "robust = rDPO, conservative = cDPO", choices=list(LOSSES))
     beta: float = _f(0.1, "KL strength beta of max E[r] - beta KL(pi_theta || pi_ref) (tau for IPO)", range="> 0")
-    label_smoothing: float = _f(0.0, "label-flip rate epsilon for the robust and conservative losses, in [0, 0.5)",
-                                range="[0, 0.5)")
+    label_smoothing: float = _f(0.0, "label-flip rate epsilon for the robust and conservative losses, in [0, 0.5)", range="[0, 0.5)")
 
     def __post_init__(self):
         super().__post_init__()
         if not self.online:
             raise ValueError("online DPO is online; for offline DPO on exported pairs run `align dpo`")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 to form a pair, got {self.num_generations}")
+        if self.updates_per_step < 1:
+            raise ValueError(f"updates_per_step must be >= 1, got {self.updates_per_step}")
         check_objective(self.loss_type, self.beta, self.label_smoothing)

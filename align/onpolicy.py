@@ -1,34 +1,21 @@
-"""The on-policy core: what every trainer that samples from its own policy shares (PPO and online DPO
-today). Each algorithm file keeps only its own mathematics and loop. A group-sampling trainer takes the
-same pieces: `PolicyPair.sample(prompts, G, ...)` gives G responses per prompt, prompt-major, so
-`scores.view(P, G)` groups them; `logprobs` gives per-token log pi_theta and log pi_ref with the mask.
+"""The on-policy toolkit: the pieces the loop (align/onpolicy_loop.py) is built from, each written once.
 
     run, acc = start(cfg, "align ppo")                      # layout, resume rule, precision, accelerator
     prompts, held_out, source = load_prompts(cfg)           # held out: the export's X.test.jsonl, if any
     reward_fn = load_reward(cfg.reward_model, prompts[0], acc.device)      # probed once, before training
     pair = load_policy_pair(cfg, acc.device, prompts)       # pi_theta and pi_ref (LoRA: the adapter off)
-    model, optimizer = acc.prepare(pair.policy, optimizer)  # (PPO prepares its ActorCritic around it)
-    start_step = load_checkpoint(acc, run)                  # 0, or the last checkpoint's step (--resume)
-    run.save(**lineage(cfg.model), prompts=source)          # run.json, once the inputs are known good
     schedule = PromptSchedule(prompts, cfg.batch_size, cfg.seed, acc.num_processes, acc.process_index)
-    logger = run.metrics_logger()                           # metrics.jsonl + tensorboard/, resume-aware
-    for step in range(start_step, cfg.max_steps):
-        prompts = schedule.batch(step)                      # a fixed function of the step: resumable
-        rollout = pair.sample(prompts, G, cfg.max_new_tokens, cfg.temperature)    # (P*G rows, prompt-major)
-        scores = score(reward_fn, cfg.reward_model, [p for p in prompts for _ in range(G)], rollout.texts)
-        logp = pair.logprobs(rollout, T)                    # (B, R), with gradients when enabled
-        ref_logp = pair.logprobs(rollout, T, reference=True)                       # (B, R), no gradients
-        ...                                                 # the algorithm; rollout.response_mask (B, R)
-        logger.log(step + 1, stats)                         # steps from 1: step N = N updates done
-        logger.flush(); save_checkpoint(acc, run, step + 1, cfg.save_total_limit)
-    save_final(pair.policy, pair.tokenizer, cfg, run, results)      # OUT/final + results into run.json
+    rollout = pair.sample(schedule.batch(step), G, cfg.max_new_tokens, cfg.temperature, seed=shard_seed(...))
+    scores = score(reward_fn, cfg.reward_model, repeated_prompts, rollout.texts)   # (B,), finite, or one line
+    logp = pair.logprobs(rollout, T)                        # (B, R) through the prepared module: gradients
+    ref_logp = pair.logprobs(rollout, T, reference=True)    # (B, R), no gradients
+    save_checkpoint(acc, run, step, limit); load_checkpoint(acc, run)      # accelerate's save_state
 
 Several processes (`accelerate launch`, prefloop.distributed): `PromptSchedule` gives each process its
-own slice of the step's prompts, `average_gradients` averages what the unwrapped policy's backward left,
-`mean_over_processes` averages what is logged, and only the main process writes.
-
-The log-prob path itself is `align.rollout.response_logits` (written once); checkpoints are accelerate's
-`save_state` (model, optimizer, registered objects, RNG states) under OUT/checkpoints/checkpoint-N.
+own slice of the step's prompts, every pass that carries gradients goes through the module accelerate
+prepared (so DDP, FSDP2 or DeepSpeed reduce them: align/onpolicy_engine.py), and only the main process
+writes. The log-prob path itself is `align.rollout.response_logits` (written once); checkpoints are
+accelerate's `save_state` (model, optimizer, registered objects, RNG states) under OUT/checkpoints/.
 """
 
 from __future__ import annotations
@@ -44,10 +31,10 @@ from align.rollout import Rollout, generate_responses, response_logprobs
 from prefloop.errors import InputError
 
 
-def start(cfg, command: str, sharded_engines: tuple[str, ...] = ()):
+def start(cfg, command: str):
     """(run, accelerator): the output directory checked against the resume rule, the precision decided
-    (or read back from run.json on --resume) and handed to accelerate as its autocast. A launch under
-    FSDP or DeepSpeed not in `sharded_engines` is refused first (`refuse_sharded_engines`)."""
+    (or read back from run.json on --resume) and handed to accelerate as its autocast. A launch the engine
+    cannot run is refused first (`refuse_sharded_engines`)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -55,7 +42,7 @@ def start(cfg, command: str, sharded_engines: tuple[str, ...] = ()):
     from prefloop.hardware import detect
     from prefloop.run import start_run
 
-    refuse_sharded_engines(command, sharded_engines)
+    refuse_sharded_engines(command)
     run = start_run(cfg.output_dir, command, to_dict(cfg), cfg.resume)
     # A previous Accelerator in this Python process (a test, a notebook) fixed its own precision; start
     # afresh, as transformers' TrainingArguments does. The process group (PartialState) is kept.
@@ -78,12 +65,14 @@ class PolicyPair:
     """The policy pi_theta and its reference pi_ref, with one way to sample and one to score tokens.
 
     With LoRA the reference is the same weights with the adapter disabled (no second copy); with full
-    fine-tuning it is a frozen copy of the initial weights.
+    fine-tuning it is a frozen copy of the initial weights. `root` is the module accelerate prepared around
+    the policy (align.rollout.PolicyModule, or PPO's ActorCritic): pi_theta's log-probs go through its
+    forward, so the engine (DDP, FSDP2, DeepSpeed) sees every pass that carries gradients.
     """
 
     def __init__(self, policy, ref_model, tokenizer):
         self.policy, self.ref_model, self.tokenizer = policy, ref_model, tokenizer
-        self.root = None  # the module accelerate prepared around the policy, where it differs (PPO's ActorCritic)
+        self.root = None  # the prepared module (set by the loop's Engine)
 
     @contextlib.contextmanager
     def reference(self):
@@ -99,7 +88,9 @@ class PolicyPair:
     def sample(self, prompts: list, num_generations: int, max_new_tokens: int, temperature: float, *,
                max_prompt_length: int | None = None, seed: int | None = None, reference: bool = False) -> Rollout:
         """`num_generations` responses per prompt, prompt-major (P*G rows); a `seed` leaves the global RNG
-        untouched (the same noise every time: held-out evaluation); `reference` samples from pi_ref."""
+        untouched (the same noise every time: a resumed step, held-out evaluation); `reference` samples
+        from pi_ref. Weights sharded over processes (FSDP2, ZeRO-3) gather inside every layer's forward:
+        each process then keeps generating until all have finished (`synced_gpus`), so the collectives meet."""
         repeated = [p for p in prompts for _ in range(num_generations)]
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
@@ -107,16 +98,34 @@ class PolicyPair:
             sampler = self.reference() if reference else contextlib.nullcontext(self.policy)
             with root_gathered(self.root), sampler as model:
                 return generate_responses(model, self.tokenizer, repeated, max_new_tokens, temperature,
-                                          max_prompt_length=max_prompt_length)
+                                          max_prompt_length=max_prompt_length,
+                                          synced_gpus=weights_sharded(self.root) and not reference_is_copy(self, reference))
 
     def logprobs(self, rollout: Rollout, temperature: float, *, reference: bool = False,
-                 batch_size: int | None = None) -> torch.Tensor:
-        """log pi(y_t | x, y_<t) at temperature T, (B, R), 0 on padding. pi_ref never carries gradients;
-        pi_theta does when they are enabled (an update), so the caller wraps a no-grad pass itself."""
+                 batch_size: int | None = None, entropy: bool = False):
+        """log pi(y_t | x, y_<t) at temperature T, (B, R), 0 on padding (with `entropy`: and the policy's
+        entropy per token, (B, R), without gradients). pi_ref never carries gradients; pi_theta does when
+        they are enabled (an update), so the caller wraps a no-grad pass itself."""
         if reference:
             with torch.no_grad(), root_gathered(self.root), self.reference() as ref:
-                return response_logprobs(ref, rollout, temperature, batch_size)
-        return response_logprobs(self.policy, rollout, temperature, batch_size)
+                return response_logprobs(ref, rollout, temperature, batch_size, entropy=entropy)
+        return response_logprobs(self.root if self.root is not None else self.policy, rollout, temperature,
+                                 batch_size, entropy=entropy)
+
+
+def weights_sharded(root) -> bool:
+    """Whether `root`'s weights are split over several processes (FSDP2, DeepSpeed ZeRO-3)."""
+    if root is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return (torch.distributed.get_world_size() > 1
+            and (isinstance(root, FSDPModule) or any(hasattr(p, "ds_id") for p in root.parameters())))
+
+
+def reference_is_copy(pair: PolicyPair, reference: bool) -> bool:
+    """pi_ref as its own frozen copy: never prepared, so never sharded."""
+    return reference and pair.ref_model is not None
 
 
 @contextlib.contextmanager
@@ -141,24 +150,24 @@ def root_gathered(root):
         root.reshard()
 
 
-def refuse_sharded_engines(command: str, supported: tuple[str, ...] = ()) -> None:
-    """One line, before anything is written, where `command` cannot run under the engine it was launched
-    with (accelerate turns FSDP and DeepSpeed on for GPUs only: CPU processes run plain data parallel).
+def refuse_sharded_engines(command: str) -> None:
+    """One line, before anything is written, where the engine the launch asked for cannot run `command`
+    (accelerate turns FSDP and DeepSpeed on for GPUs only: CPU processes run plain data parallel).
 
-    Online DPO and GRPO/RLOO run every pass on the unwrapped policy and average its gradients themselves
-    (`average_gradients`): data parallel, each process holding the whole model; FSDP's sharded weights
-    break that (on an H200, PPO's first sample failed under FSDP until `root_gathered`; these trainers call
-    the policy below the root in their updates too). PPO trains through its prepared ActorCritic and runs
-    under FSDP. Under DeepSpeed accelerate's `backward` also steps the optimizer, which no on-policy
-    loop here expects (clipping, the finite-gradient check and the step are the loop's own).
+    Every on-policy trainer trains through the module accelerate prepared (align/onpolicy_engine.py), so
+    DDP, FSDP2 and DeepSpeed each reduce and shard its gradients themselves: none is refused today. The
+    hook stays where a limit of an engine would be stated, in the engine's own words.
     """
     from prefloop.distributed import sharded_engines_requested
     from prefloop.hardware import detect
 
-    refused = [engine for engine in sharded_engines_requested() if engine not in supported]
-    if refused and detect().device != "cpu":
-        configs = " or ".join(["configs/accelerate_ddp.yaml"] + [f"accelerate_{e.lower()}.yaml" for e in supported])
-        raise InputError(f"{command} does not run under {refused[0]}: launch it with {configs}")
+    for engine in sharded_engines_requested():
+        reason = ENGINE_LIMITS.get((command, engine))
+        if reason and detect().device != "cpu":
+            raise InputError(f"{command} does not run under {engine}: {reason}")
+
+
+ENGINE_LIMITS: dict[tuple[str, str], str] = {}  # (command, engine) -> the engine's reason
 
 
 def load_policy_pair(cfg, device=None, prompts: list = (), need_reference: bool = True) -> PolicyPair:
@@ -235,29 +244,19 @@ def score(reward_fn, spec: str, prompts: list, responses: list[str]) -> torch.Te
     """r(x, y) per response, (B,) float32; one number per response or one clear line."""
     from align.prompts import as_conversation
 
-    scores = reward_fn([as_conversation(p) for p in prompts], responses)
-    if len(scores) != len(responses) or not all(isinstance(s, (int, float)) or hasattr(s, "item") for s in scores):
+    return check_scores(spec, reward_fn([as_conversation(p) for p in prompts], responses), len(responses))
+
+
+def check_scores(spec: str, scores, n: int) -> torch.Tensor:
+    """`scores` as a (n,) float32 tensor when they are n finite numbers; else one line naming `spec`."""
+    if len(scores) != n or not all(isinstance(s, (int, float)) or hasattr(s, "item") for s in scores):
         raise InputError(f"reward {spec}: expected one number per response, got {scores!r} for "
-                         f"{len(responses)} response{'s' if len(responses) != 1 else ''}")
+                         f"{n} response{'s' if n != 1 else ''}")
     values = [float(s) for s in scores]
     bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
     if bad is not None:  # one NaN would reach every weight through the advantages and the gradient
         raise InputError(f"reward {spec}: response {bad + 1} scored {values[bad]}; a reward must be a finite number")
     return torch.tensor(values, dtype=torch.float32)
-
-
-def clip_gradients(accelerator, parameters, max_norm: float, losses: dict) -> torch.Tensor:
-    """Clip to `max_norm`; a gradient that is not finite is refused before the optimizer applies it.
-
-    Applied, one NaN turns every weight into NaN and the run fails a step later somewhere unrelated
-    (sampling from NaN probabilities). `losses`: what to name in the error (this minibatch's terms).
-    """
-    grad_norm = accelerator.clip_grad_norm_(parameters, max_norm)
-    if not torch.isfinite(torch.as_tensor(grad_norm)).all():
-        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
-        raise FloatingPointError(f"the gradient is not finite (norm {float(grad_norm)}; {shown}); "
-                                 "the update was not applied")
-    return grad_norm
 
 
 def load_prompts(cfg, held_out_file: str | None = None) -> tuple[list, list, dict]:
@@ -289,45 +288,14 @@ def load_prompts(cfg, held_out_file: str | None = None) -> tuple[list, list, dic
 # ---------------------------------------------------------------------------
 
 
-PROCESS_SEED_STRIDE = 1_000_003  # seed + stride * process index: each process samples its own responses
+PROCESS_SEED_STRIDE = 1_000_003  # seed + stride * shard: each shard of the global batch samples its own noise
 
 
-def average_gradients(accelerator, parameters) -> None:
-    """Average the gradients of `parameters` over processes: one all-reduce of one flat buffer.
-
-    Online DPO and GRPO/RLOO run the log-prob path on the unwrapped policy (sampling, the adapter
-    switched off for pi_ref, the one `response_logits`), so DDP's hooks, which fire only for a forward
-    through its wrapper, never average their gradients; this does, before clipping. A parameter without
-    a gradient (a process with nothing to learn from this step) counts as zero, so every process joins.
-    """
-    if accelerator.num_processes == 1:
-        return
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
-    params = [p for p in parameters if p.requires_grad]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = _flatten_dense_tensors(grads)
-    torch.distributed.all_reduce(flat)
-    flat /= accelerator.num_processes
-    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
-        p.grad = g
-
-
-def mean_over_processes(accelerator, stats: dict, sums: tuple[str, ...] = ()) -> dict[str, float | None]:
-    """Each metric averaged over the processes that measured it (None: not measured here), counts named
-    in `sums` summed, in one all-reduce: what the main process logs describes the global batch. A key
-    that only some processes have (a grader named by some rows only) counts as not measured elsewhere."""
-    if accelerator.num_processes > 1:  # the same keys, in the same order, everywhere
-        every: list = [None] * accelerator.num_processes
-        torch.distributed.all_gather_object(every, list(stats))
-        stats = {k: stats.get(k) for k in dict.fromkeys(k for keys in every for k in keys)}
-    values = torch.tensor([float("nan") if stats[k] is None else float(stats[k]) for k in stats],
-                          dtype=torch.float64, device=accelerator.device)  # (M,)
-    present = ~values.isnan()
-    totals = accelerator.reduce(torch.stack([values.nan_to_num(0.0), present.double()]), "sum")  # (2, M)
-    means = totals[0] / totals[1]
-    return {k: (totals[0, i].item() if k in sums else means[i].item()) if totals[1, i] > 0 else None
-            for i, k in enumerate(stats)}
+def shard_seed(seed: int, step: int, shard: int) -> int:
+    """The sampling noise (and minibatch order) of one shard of step `step`'s global batch: a function of
+    the shard's place, not of the process holding it, so N processes sample what one process with N
+    shards samples, and a resumed step samples what the first run did."""
+    return seed + step + PROCESS_SEED_STRIDE * shard
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The fields every on-policy trainer shares (PPO, online DPO), named as transformers/TRL name them.
+"""The fields every on-policy trainer shares (PPO, online DPO, GRPO, RLOO), named as transformers/TRL name them.
 
 `output_dir`, `max_steps`, `save_steps`, `save_total_limit`, `learning_rate`, `max_grad_norm`, `seed`,
 `max_new_tokens`, `temperature` and the LoRA fields mean what they mean in TRL's configs; `reward_model`
@@ -38,19 +38,30 @@ class OnPolicyConfig:
     split_seed: int = _f(0, "--store only: the split's seed (`labeling export --seed`)", range="seed")
     max_prompts: int | None = _f(None, "use at most this many prompts (None: all)", range=">= 1")
     max_prompt_length: int = _f(256, "prompt tokens kept (the beginning of longer prompts is cut)", range=">= 1")
+    eval_prompts: str | None = _f(None, "held-out prompts file; default: the export's X.test.jsonl beside "
+                                        "--prompts X.train.jsonl (none: no held-out evaluation)")
+    eval_steps: int = _f(0, "steps between held-out evaluations; 0 = at start and end only", range=">= 0")
     output_dir: str = _f("runs/onpolicy", "the run: final/ (the policy), checkpoints/, metrics.jsonl, "
                                           "tensorboard/, run.json")
-    seed: int = _f(0, "random seed (each process adds its rank)", range="seed")
+    seed: int = _f(0, "random seed (sampling noise: seed + step + a stride per shard of the global batch)", range="seed")
 
     # --- sampling ------------------------------------------------------------------------
     max_steps: int = _f(100, "training steps: each samples from pi_theta, scores and updates", range=">= 1")
     batch_size: int = _f(8, "prompts x sampled per step per process", range=">= 1")
     max_new_tokens: int = _f(64, "response length limit in tokens", range=">= 1")
     temperature: float = _f(0.7, "sampling temperature T: y ~ softmax(z / T); log-probs use the same T", range="> 0")
+    sampling_shards: int = _f(1, "each process samples its batch in this many equal shards, each seeded by its "
+                                 "place in the global batch, minibatches drawing equally from each: N shards on "
+                                 "one process train exactly as N processes (and bound the sampler's memory)", range=">= 1")
 
     # --- optimisation ----------------------------------------------------------------------
     learning_rate: float = _f(1e-5, "AdamW learning rate eta", range="> 0")
     max_grad_norm: float = _f(1.0, "clip the global gradient norm to this", range="> 0")
+    lr_schedule: str = _f("constant", "learning-rate schedule over the steps: constant, or linear decay to 0 "
+                                      "(CleanRL's anneal_lr)", choices=["constant", "linear"])
+    warmup_steps: int = _f(0, "linear learning-rate warmup over the first steps", range=">= 0")
+    adam_eps: float = _f(1e-8, "Adam epsilon", range="> 0")
+    weight_decay: float = _f(0.0, "AdamW weight decay", range=">= 0")
 
     # --- LoRA (Hu et al. 2021) ------------------------------------------------------------------
     lora: bool = _f(False, "train LoRA adapters instead of all weights; pi_ref is then the same weights "
@@ -63,7 +74,9 @@ class OnPolicyConfig:
                                                         "linear layer but the LM head)")
     merge_lora: bool = _f(True, "save the final policy with LoRA merged into the weights (else the adapter alone)")
 
-    # --- checkpoints ----------------------------------------------------------------------------
+    # --- logging and checkpoints -----------------------------------------------------------------
+    sample_every: int = _f(10, "print and log a table of sample generations every N steps (0: never)", range=">= 0")
+    num_samples: int = _f(4, "rows in the sample table", range=">= 1")
     save_steps: int = _f(25, "write a checkpoint every N steps (and at the end)", range=">= 1")
     save_total_limit: int = _f(2, "checkpoints kept in output_dir/checkpoints", range=">= 1")
     resume: bool = _f(False, "continue the run in output_dir from its last checkpoint (without it, an "
@@ -82,6 +95,13 @@ class OnPolicyConfig:
             raise ValueError("--store needs --project")
         check_ranges(self)  # every field's declared range, the subclasses' fields too
         check_test_fraction(self.test_fraction, self.store)
+        if self.batch_size % self.sampling_shards:
+            raise ValueError(f"sampling_shards {self.sampling_shards} must divide batch_size {self.batch_size}")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError("lr_schedule must be constant or linear")
+        for name in ("temperature", "learning_rate", "max_grad_norm", "adam_eps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def is_callable_spec(spec: str) -> bool:

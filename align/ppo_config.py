@@ -29,14 +29,12 @@ class PPOConfig(OnPolicyConfig):
 
     output_dir: str = _f("runs/ppo", "the run: final/ (the policy), critic/, checkpoints/, metrics.jsonl, "
                                      "tensorboard/, samples.jsonl, plots, run.json")
-    batch_size: int = _f(8, "episodes (prompt, response) sampled per step per process (N in [PPO] Alg. 1)",
-                         range=">= 1")
+    batch_size: int = _f(8, "episodes (prompt, response) sampled per step per process (N in [PPO] Alg. 1)", range=">= 1")
     missing_eos_penalty: float | None = _f(None, "subtracted from r(x, y) when the response never emits EOS "
                                                  "[N-details: 'penalise non-terminated responses']", range=">= 0")
 
     # --- reward shaping [Ziegler eq. 2] ---------------------------------------------------
-    beta: float = _f(0.05, "KL coefficient beta in R = r - beta * log(pi / pi_ref); the initial beta if adaptive",
-                     range=">= 0")
+    beta: float = _f(0.05, "KL coefficient beta in R = r - beta * log(pi / pi_ref); the initial beta if adaptive", range=">= 0")
     adaptive_kl: bool = _f(False, "adapt beta with Ziegler's proportional controller towards target_kl")
     target_kl: float = _f(6.0, "KL_target of the adaptive controller, nats per response [Ziegler §2.2]", range="> 0")
     kl_horizon: int = _f(10000, "horizon H (episodes) of the adaptive controller: K_beta = episodes / H", range=">= 1")
@@ -53,15 +51,12 @@ class PPOConfig(OnPolicyConfig):
     cliprange: float = _f(0.2, "policy clip range epsilon in clip(ratio, 1 - eps, 1 + eps) [PPO eq. 7]", range="> 0")
     cliprange_value: float = _f(0.2, "value clip range eps_v: V may move at most eps_v from V_old", range="> 0")
     vf_coef: float = _f(0.1, "value-loss coefficient c_1 in L = L_clip + c_1 L_V [PPO eq. 9]", range=">= 0")
-    ent_coef: float = _f(0.0, "entropy bonus coefficient c_2 [PPO eq. 9] (RLHF usually relies on the KL instead)",
-                         range=">= 0")
+    ent_coef: float = _f(0.0, "entropy bonus coefficient c_2 [PPO eq. 9] (RLHF usually relies on the KL instead)", range=">= 0")
 
     # --- optimisation ------------------------------------------------------------------------
     ppo_epochs: int = _f(4, "epochs K over each batch of episodes [PPO Alg. 1]", range=">= 1")
-    mini_batch_size: int = _f(4, "episodes per optimizer step (M in [PPO] Alg. 1); divides batch_size", range=">= 1")
+    mini_batch_size: int = _f(4, "episodes per optimizer step per process (M in [PPO] Alg. 1); divides batch_size", range=">= 1")
     gradient_accumulation_steps: int = _f(1, "micro-batches per minibatch (memory only; same update)", range=">= 1")
-    lr_schedule: str = _f("constant", "learning-rate schedule over the PPO steps: constant, or linear "
-                                      "decay to 0 (CleanRL's anneal_lr)", choices=["constant", "linear"])
     adam_eps: float = _f(1e-5, "Adam epsilon (1e-5 as in the PPO reference code, not PyTorch's 1e-8)", range="> 0")
 
     # --- LoRA and the critic ---------------------------------------------------------------------
@@ -75,21 +70,27 @@ class PPOConfig(OnPolicyConfig):
     critic_model: str | None = _f(None, "sequence-classification model to initialise the separate critic "
                                         "from (default: the reward-model directory)")
 
-    # --- logging ----------------------------------------------------------------------------------
-    sample_every: int = _f(10, "print and log a table of sample generations every N steps (0: never)", range=">= 0")
-    num_samples: int = _f(4, "rows in the sample table", range=">= 1")
-
     def __post_init__(self):
         super().__post_init__()
+        for name in ("ppo_epochs", "mini_batch_size", "gradient_accumulation_steps", "kl_horizon"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.mini_batch_size:
             raise ValueError(f"mini_batch_size {self.mini_batch_size} must divide batch_size {self.batch_size}")
+        if self.mini_batch_size % self.sampling_shards:
+            raise ValueError(f"sampling_shards {self.sampling_shards} must divide mini_batch_size {self.mini_batch_size}")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(f"gradient_accumulation_steps {self.gradient_accumulation_steps} must divide "
                              f"mini_batch_size {self.mini_batch_size}")
+        for name in ("cliprange", "cliprange_value", "target_kl"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError("gamma and lam must lie in [0, 1]")
         if self.kl_estimator not in KL_ESTIMATOR_NAMES:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATOR_NAMES)}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError("lr_schedule must be constant or linear")
         if self.critic not in CRITICS:
             raise ValueError(f"critic must be one of {', '.join(CRITICS)}")
         if self.critic == "reward_model" and self.critic_model is None:

@@ -1,6 +1,6 @@
 """Sampling responses from a policy, and the ONE way to get their log-probabilities.
 
-Shared by PPO and online DPO (through align.onpolicy). Sampling
+Shared by every on-policy trainer (through align.onpolicy). Sampling
 itself lives in `prefloop.generation` (labeling generates candidates with it too) and is
 re-exported here:
 
@@ -37,7 +37,7 @@ from prefloop.generation import (  # re-exported: the rollout API in one place
 
 __all__ = ["Rollout", "eos_token_ids", "generate_responses", "tokenize_prompts", "causal_lm_parts",
            "response_hidden_states", "attention_without_cudnn", "response_logits", "token_logprobs",
-           "response_logprobs", "micro_batch", "select", "concat"]
+           "PolicyModule", "response_logprobs", "micro_batch", "select", "concat"]
 
 
 # ---------------------------------------------------------------------------
@@ -100,20 +100,61 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return lm_head(hidden) / temperature, hidden  # (B, R, V), (B, R, H)
 
 
-def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, batch_size: int | None = None) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) at temperature T for every response token. -> (B, R); 0 on padding.
+class PolicyModule(torch.nn.Module):
+    """pi_theta as the module the engine prepares: its forward is the log-prob path, so that DDP's gradient
+    hooks, FSDP2's gathers and DeepSpeed's partitions see every pass that carries gradients.
 
-    Gradients flow when the caller has them on (the policy in an update); wrap in no_grad otherwise.
+    forward -> (logits (B, R, V) at temperature T, None): PPO's ActorCritic (align/critic.py) returns its
+    values in the second place. `_no_split_modules` are the policy's, so FSDP2 wraps one decoder layer
+    per unit (accelerate's TRANSFORMER_BASED_WRAP reads them from the prepared module).
     """
-    chunks = []
-    step = batch_size or len(rollout)
-    for idx in torch.arange(len(rollout)).split(step):
+
+    def __init__(self, policy: torch.nn.Module):
+        super().__init__()
+        self.policy = policy
+        lm = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        self._no_split_modules = getattr(lm, "_no_split_modules", None)
+
+    def forward(self, input_ids, attention_mask, response_start: int, temperature: float):
+        logits, _ = response_logits(self.policy, input_ids, attention_mask, response_start, temperature)
+        return logits, None
+
+
+def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, batch_size: int | None = None,
+                      entropy: bool = False):
+    """log pi(y_t | x, y_<t) at temperature T for every response token. -> (B, R); 0 on padding. With
+    `entropy`: (log-probs, the policy's entropy per token (B, R) without gradients).
+
+    `model` is a causal LM or a module whose forward is the log-prob path (PolicyModule, ActorCritic, or
+    the engine's wrapper around either). Gradients flow when the caller has them on (the policy in an
+    update); wrap in no_grad otherwise.
+    """
+    # a causal LM is called through the log-prob path directly: no module is built per call (under ZeRO-3
+    # a module built while DeepSpeed's partitioning is active would take the model's weights with it)
+    forward = model if _is_logprob_module(model) else (
+        lambda ids, mask, start, t: (response_logits(model, ids, mask, start, t)[0], None))
+    width = rollout.response_ids.shape[1]
+    out, ent = [], []
+    for idx in torch.arange(len(rollout)).split(batch_size or len(rollout)):
         mb = micro_batch(rollout, idx)
-        logits, _ = response_logits(model, mb["input_ids"], mb["attention_mask"], mb["response_start"], temperature)
-        chunk = torch.zeros(len(idx), rollout.response_ids.shape[1], device=logits.device)
-        chunk[:, : mb["response_ids"].shape[1]] = token_logprobs(logits, mb["response_ids"])
-        chunks.append(chunk)
-    return torch.cat(chunks) * rollout.response_mask
+        logits, _ = forward(mb["input_ids"], mb["attention_mask"], mb["response_start"], temperature)
+        r = mb["response_ids"].shape[1]
+        if entropy:  # one logsumexp for both: H = logsumexp(z) - sum softmax(z) * z
+            z = logits.float()
+            lse = torch.logsumexp(z, dim=-1)  # (b, r)
+            logprobs = torch.gather(z, -1, mb["response_ids"].unsqueeze(-1)).squeeze(-1) - lse
+            with torch.no_grad():
+                ent.append(torch.nn.functional.pad(lse - (torch.softmax(z, -1) * z).sum(-1), (0, width - r)))
+        else:
+            logprobs = token_logprobs(logits, mb["response_ids"])
+        out.append(torch.nn.functional.pad(logprobs, (0, width - r)))
+    logprobs = torch.cat(out) * rollout.response_mask
+    return (logprobs, torch.cat(ent) * rollout.response_mask) if entropy else logprobs
+
+
+def _is_logprob_module(model) -> bool:
+    inner = getattr(model, "module", model)  # DDP / DeepSpeed keep the prepared module in .module
+    return isinstance(inner, PolicyModule)
 
 
 # ---------------------------------------------------------------------------
@@ -148,14 +189,18 @@ def select(rollout: Rollout, rows: torch.Tensor) -> Rollout:
                    mask[:, :width], rollout.terminated[rows], [rollout.texts[i] for i in rows.tolist()])
 
 
-def concat(a: Rollout, b: Rollout) -> Rollout:
-    """Stack two rollouts that share their prompt width (responses right-padded to the longer)."""
-    width = max(a.response_ids.shape[1], b.response_ids.shape[1])
+def concat(*parts: Rollout) -> Rollout:
+    """Stack rollouts: prompts left-padded to the widest, responses right-padded to the longest (padding is
+    masked out of every pass)."""
+    p_width = max(r.prompt_ids.shape[1] for r in parts)
+    r_width = max(r.response_ids.shape[1] for r in parts)
 
-    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+    def pad(t: torch.Tensor, width: int, left: bool = False) -> torch.Tensor:
+        extra = width - t.shape[1]
+        return torch.nn.functional.pad(t, (extra, 0) if left else (0, extra), value=0)
 
-    return Rollout(torch.cat([a.prompt_ids, b.prompt_ids]), torch.cat([a.prompt_mask, b.prompt_mask]),
-                   torch.cat([pad(a.response_ids, 0), pad(b.response_ids, 0)]),  # padding is masked out
-                   torch.cat([pad(a.response_mask, 0), pad(b.response_mask, 0)]),
-                   torch.cat([a.terminated, b.terminated]), a.texts + b.texts)
+    return Rollout(torch.cat([pad(r.prompt_ids, p_width, left=True) for r in parts]),
+                   torch.cat([pad(r.prompt_mask, p_width, left=True) for r in parts]),
+                   torch.cat([pad(r.response_ids, r_width) for r in parts]),
+                   torch.cat([pad(r.response_mask, r_width) for r in parts]),
+                   torch.cat([r.terminated for r in parts]), [t for r in parts for t in r.texts])

@@ -167,9 +167,9 @@ def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, o
 
         return train_online(OnlineDPOConfig(**on_policy))
     from align.ppo_config import PPOConfig
-    from align.ppo_trainer import PPOTrainer
+    from align.ppo_trainer import train_ppo
 
-    return Path(PPOTrainer.from_config(PPOConfig(**on_policy)).train())
+    return train_ppo(PPOConfig(**on_policy))
 
 
 def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path) -> dict:

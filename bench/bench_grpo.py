@@ -7,7 +7,8 @@
 All in one process and one run, on the same model (SmolLM2-135M-Instruct, the embedded default, full
 fine-tuning), the same GeneralPoints prompts and grader (align/generalpoints.py), group size G, prompts
 per step, and completion length; every row in the precision and torch thread count of the run:
-  GRPO step   ours: `GroupRelative.step` (rollout with the KV cache, grading, one clipped-surrogate update;
+  GRPO step   ours: the on-policy loop's step with `GroupRelative` (rollout with the KV cache, grading, one
+              clipped-surrogate update;
               mu = 1 and one minibatch, so log pi_old is the update's own forward, as in TRL's same case).
               TRL 1.16 GRPOTrainer, transformers generation (use_vllm=False), beta = 0 (both defaults),
               per_device_train_batch_size = prompts x G, so one generation feeds one optimizer step:
@@ -56,9 +57,9 @@ def task_rows(n: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------
 
 def build_ours(args, workdir: Path):
-    from align import onpolicy
     from align.grpo_config import GRPOConfig
-    from align.grpo_trainer import GroupRelative, load_examples
+    from align.grpo_trainer import GroupRelative
+    from align.onpolicy_loop import OnPolicyTrainer
     from prefloop.data import write_records
     from prefloop.models import resolve_model
 
@@ -67,21 +68,20 @@ def build_ours(args, workdir: Path):
     cfg = GRPOConfig(model=str(resolve_model(args.model)), prompts=str(data), output_dir=str(workdir / "run"),
                      batch_size=args.prompts, num_generations=args.num_generations, max_new_tokens=args.max_new_tokens,
                      temperature=1.0, mini_batch_size=n, num_iterations=1, beta=0.0, sample_every=0)
-    _, acc = onpolicy.start(cfg, "align grpo")
-    examples, _, _ = load_examples(cfg)
-    return GroupRelative(cfg, acc, examples), examples
+    trainer = OnPolicyTrainer(cfg, GroupRelative(cfg))
+    return trainer, trainer.tasks
 
 
 def bench_step(trainer, examples, args) -> dict:
     """Wall seconds of whole GRPO steps, one warm-up first; the mean answer length of the timed ones."""
     times, lengths = [], []
+    trainer.schedule.batch = lambda i: examples[i * args.prompts:(i + 1) * args.prompts]  # the same prompts each run
     for i in range(args.repeats + 1):
-        batch = examples[i * args.prompts:(i + 1) * args.prompts]
         start = time.perf_counter()
-        stats, _ = trainer.step(i, batch)
+        stats, _ = trainer.step(i)
         if i:
             times.append(time.perf_counter() - start)
-            lengths.append(stats["response_length"])
+            lengths.append(stats["completions/mean_length"])
     return {"times": times, "response_length": statistics.mean(lengths)}
 
 
@@ -117,7 +117,7 @@ def bench_training(trainer, examples, args) -> dict:
     from align.grpo_core import group_advantages
     from align.rollout import micro_batch
 
-    acc, policy = trainer.acc, trainer.pair.policy
+    acc, policy, algorithm = trainer.acc, trainer.pair.policy, trainer.algo
     torch.manual_seed(0)
     with acc.autocast():
         rollout = trainer.pair.sample([e.prompt for e in examples[:args.prompts]], args.num_generations,
@@ -134,7 +134,8 @@ def bench_training(trainer, examples, args) -> dict:
         return tokens
 
     def ours() -> int:
-        trainer.update(0, rollout, None, None, advantages)
+        algorithm.update({"rollout": rollout, "old_logprobs": None, "ref_logprobs": None, "advantages": advantages,
+                          "step": 0, "stats": {}})
         return mb["input_ids"].numel()
 
     return alternate(ours, bare, args.repeats, acc.device)

@@ -5,13 +5,13 @@
 
 What is measured, all in one process and one run (same model, same precision):
 Both LoRA and full fine-tuning (`--modes`). Per mode:
-  PPO step      `PPOTrainer.step` on real prompts: rollout (sampling with the KV cache), scoring
+  PPO step      the on-policy loop's step with `PPO` on real prompts: rollout (sampling with the KV cache), scoring
                 (a RewardScorer on a SmolLM2 backbone), reference/value passes (log pi_old, V_old,
                 log pi_ref), training (ppo_epochs x minibatches: forward, clipped losses, backward,
                 gradient clipping, AdamW), timed by the step itself.
   rollout       `generate_responses` against plain `model.generate` with the same sampling
                 settings, batch and seed (so both produce the same tokens): tokens/s, target >= 0.9.
-  training      `PPOTrainer.ppo_update` on a fixed rollout against a bare forward+backward
+  training      `PPO.update` on a fixed rollout against a bare forward+backward
                 (logits -> cross-entropy -> backward, no optimizer) of the same policy over the same
                 micro-batches and epochs: tokens/s, target >= 0.8.
 Times are medians of `--repeats` runs after one warm-up.
@@ -34,8 +34,9 @@ SECTION = "## PPO"
 
 
 def build_trainer(args, workdir: Path):
+    from align.onpolicy_loop import OnPolicyTrainer
     from align.ppo_config import PPOConfig
-    from align.ppo_trainer import PPOTrainer
+    from align.ppo_trainer import PPO
     from reward_model.backbone import load_backbone
     from reward_model.scorer import RewardScorer
 
@@ -49,12 +50,12 @@ def build_trainer(args, workdir: Path):
                     output_dir=str(workdir / "run"), batch_size=args.batch_size,
                     mini_batch_size=args.mini_batch_size, ppo_epochs=args.ppo_epochs,
                     max_new_tokens=args.max_new_tokens, temperature=0.7, lora=args.lora, max_steps=1)
-    trainer = PPOTrainer.from_config(cfg)
+    trainer = OnPolicyTrainer(cfg, PPO(cfg))
     # Scoring through a real RewardScorer on a SmolLM2-sized backbone (head untrained: the
     # cost, not the values, is what is measured here).
     rm, rm_tokenizer = load_backbone(args.model, n_heads=1)
-    trainer.reward_fn = RewardScorer(rm.to(trainer.accelerator.device).eval(), rm_tokenizer,
-                                     batch_size=args.batch_size)
+    trainer.algo.reward_fn = RewardScorer(rm.to(trainer.acc.device).eval(), rm_tokenizer,
+                                          batch_size=args.batch_size)
     return trainer
 
 
@@ -62,11 +63,11 @@ def bench_step(trainer, repeats: int) -> dict:
     """Phase times of whole PPO steps (one warm-up)."""
     runs = []
     for i in range(repeats + 1):
-        stats, _ = trainer.step(trainer.schedule.batch(i))
+        stats, _ = trainer.step(i)
         if i:
             runs.append(stats)
-    keys = ("time/rollout", "time/score", "time/ref_value", "time/train", "tokens", "tokens_trained",
-            "response_length")
+    keys = ("time/rollout", "time/score", "time/advantages", "time/update", "tokens", "tokens_trained",
+            "completions/mean_length")
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
@@ -76,7 +77,7 @@ def bench_rollout(trainer, repeats: int, max_new_tokens: int) -> dict:
 
     from align.rollout import generate_responses, tokenize_prompts
 
-    policy, tokenizer, acc = trainer.unwrapped.policy, trainer.pair.tokenizer, trainer.accelerator
+    policy, tokenizer, acc = trainer.engine.unwrapped.policy, trainer.pair.tokenizer, trainer.acc
     prompts = trainer.schedule.batch(0)
 
     def ours() -> int:
@@ -103,32 +104,33 @@ def bench_training(trainer, repeats: int) -> dict:
     from align.rollout import micro_batch
     from align.rollout import generate_responses
 
-    cfg, acc = trainer.cfg, trainer.accelerator
+    cfg, acc, algorithm = trainer.cfg, trainer.acc, trainer.algo
     prompts = trainer.schedule.batch(0)
     with acc.autocast():
-        rollout = generate_responses(trainer.unwrapped.policy, trainer.pair.tokenizer, prompts, cfg.max_new_tokens,
-                                     cfg.temperature, max_prompt_length=cfg.max_prompt_length)
-        old_logprobs, old_values, _ = trainer.policy_pass(rollout)
+        rollout = generate_responses(trainer.engine.unwrapped.policy, trainer.pair.tokenizer, prompts,
+                                     cfg.max_new_tokens, cfg.temperature, max_prompt_length=cfg.max_prompt_length)
+        old_logprobs, old_values, _ = algorithm.policy_pass(rollout)
         ref_logprobs = trainer.pair.logprobs(rollout, cfg.temperature, reference=True,
-                                              batch_size=trainer.micro_batch_size)
+                                              batch_size=algorithm.micro_batch_size)
     mask = rollout.response_mask.float()
     scores = torch.zeros(len(rollout), device=acc.device)
-    rewards, _ = kl_penalised_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
+    rewards, kl = kl_penalised_rewards(scores, old_logprobs, ref_logprobs, mask, cfg.beta)
     advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
     advantages = masked_whiten(advantages, mask)
 
-    policy = trainer.unwrapped.policy
+    policy = trainer.engine.unwrapped.policy
 
     def bare() -> int:
         tokens = 0
         for _ in range(cfg.ppo_epochs):
-            for idx in torch.arange(len(rollout)).split(trainer.micro_batch_size):
+            for idx in torch.arange(len(rollout)).split(algorithm.micro_batch_size):
                 tokens += bare_lm_backward(policy, micro_batch(rollout, idx), acc)
         policy.zero_grad(set_to_none=True)
         return tokens
 
     def ours() -> int:
-        stats = trainer.ppo_update(rollout, old_logprobs, old_values, advantages, returns)
+        stats = algorithm.update({"rollout": rollout, "old_logprobs": old_logprobs, "old_values": old_values,
+                                  "kl": kl, "advantages": advantages, "returns": returns, "step": 0, "stats": {}})
         return int(stats["tokens_trained"])
 
     return alternate(ours, bare, repeats, acc.device)
@@ -136,12 +138,12 @@ def bench_training(trainer, repeats: int) -> dict:
 
 def render(args, where: str, results: dict, peak: float) -> str:
     phases = [("rollout (sampling, KV cache)", "time/rollout"), ("scoring (RewardScorer)", "time/score"),
-              ("reference + value passes", "time/ref_value"), ("training (PPO epochs)", "time/train")]
+              ("reference + value passes, advantages", "time/advantages"), ("training (PPO epochs)", "time/update")]
     modes = list(results)
     any_step = results[modes[0]]["step"]
     lines = [SECTION, "", f"`python bench/bench_ppo.py` on {where}.", "",
              f"{args.model}, batch {args.batch_size}, max {args.max_new_tokens} new tokens (mean response "
-             f"{any_step['response_length']:.1f}), {args.ppo_epochs} PPO epochs x "
+             f"{any_step['completions/mean_length']:.1f}), {args.ppo_epochs} PPO epochs x "
              f"{args.batch_size // args.mini_batch_size} minibatches, value head on the policy; "
              f"medians of {args.repeats} runs after one warm-up"
              f"{f'; torch threads {args.threads}' if args.threads else ''}. Roofline: achieved FLOP/s (2·N per "
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
             print(f"[{mode}] training vs bare forward+backward ...", flush=True)
             training = bench_training(trainer, args.repeats)
             results[mode] = {"step": step, "rollout": rollout, "training": training,
-                             "n_params": n_params(trainer.unwrapped.policy)}
+                             "n_params": n_params(trainer.engine.unwrapped.policy)}
             del trainer
     peak = max(peak, matmul_peak_flops())  # measured before and after: the least disturbed is kept
     table = render(args, where, results, peak)

@@ -129,12 +129,14 @@ def cmd_probe(args) -> int:
     and not on a CPU, this says where the first NaN or inf appears."""
     import torch
 
-    from align import onpolicy
+    from align import onpolicy_engine
+    from align.onpolicy_loop import OnPolicyTrainer
     from align.ppo_config import PPOConfig
-    from align.ppo_trainer import PPOTrainer
+    from align.ppo_trainer import PPO
     from prefloop.config import parse_config
 
-    trainer = PPOTrainer.from_config(parse_config(PPOConfig, args.rest, prog="align ppo"))
+    cfg = parse_config(PPOConfig, args.rest, prog="align ppo")
+    trainer = OnPolicyTrainer(cfg, PPO(cfg))
     phase, reported = ["setup"], []
 
     def watch(name):
@@ -148,25 +150,26 @@ def cmd_probe(args) -> int:
                           f"rows {sorted(set(torch.nonzero(~torch.isfinite(t))[:, 0].tolist()))[:8]}")
         return hook
 
-    for name, module in trainer.unwrapped.named_modules():
+    for name, module in trainer.engine.unwrapped.named_modules():
         module.register_forward_hook(watch(name))
-    phases = {"step": "rollout", "policy_pass": "old and reference passes", "ppo_update": "update"}
-    for attr, label in phases.items():  # name the phase the hooks fire in
-        original = getattr(trainer, attr)
+    phases = {(trainer, "step"): "rollout", (trainer.algo, "advantages"): "old and reference passes",
+              (trainer.algo, "update"): "update"}
+    for (owner, attr), label in phases.items():  # name the phase the hooks fire in
+        original = getattr(owner, attr)
 
         def phased(*a, _f=original, _label=label, **kw):
             phase[0] = _label
             return _f(*a, **kw)
-        setattr(trainer, attr, phased)
-    clip = onpolicy.clip_gradients
+        setattr(owner, attr, phased)
+    clip = onpolicy_engine.clip_gradients
 
     def checked_clip(accelerator, parameters, max_norm, losses):
-        named = [(n, p.grad) for n, p in trainer.model.named_parameters() if p.grad is not None]
+        named = [(n, p.grad) for n, p in trainer.engine.model.named_parameters() if p.grad is not None]
         bad = [n for n, g in named if not torch.isfinite(g).all()]
         print(f"[probe] update: {len(bad)} of {len(named)} gradients non-finite {bad[:6]}; "
               + ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items()))
         return clip(accelerator, parameters, max_norm, losses)
-    onpolicy.clip_gradients = checked_clip
+    onpolicy_engine.clip_gradients = checked_clip
     with torch.autograd.set_detect_anomaly(True, check_nan=True):
         trainer.train()
     print(f"[probe] finished; non-finite outputs seen in {len(reported)} modules")

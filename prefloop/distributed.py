@@ -94,3 +94,53 @@ def check_replicas_agree(model) -> None:
                            "a gradient was not averaged across processes")
     if st.is_main_process:
         print(f"[prefloop] {st.num_processes} processes hold identical weights (checksum {checksum:.6g})")
+
+
+# ---------------------------------------------------------------------------
+# statistics of the global batch (never gradients: the engine reduces those)
+# ---------------------------------------------------------------------------
+
+
+def sum_over_processes(tensor):
+    """The elementwise sum of `tensor` over every process (a token count, a sum of advantages): what a
+    statistic of the global batch needs. One process: `tensor` itself."""
+    if num_processes() == 1:
+        return tensor
+    import torch.distributed as dist
+
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total
+
+
+def gather(tensor):
+    """`tensor` (n, ...) of every process, concatenated in process order (n equal everywhere)."""
+    if num_processes() == 1:
+        return tensor
+    import torch
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(tensor) for _ in range(num_processes())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def mean_over_processes(stats: dict, sums: tuple[str, ...] = ()) -> dict[str, float | None]:
+    """Each metric averaged over the processes that measured it (None: not measured here), counts named
+    in `sums` summed, in one collective: what the main process logs describes the global batch. A key
+    that only some processes have (a grader named by some rows only) counts as not measured elsewhere."""
+    import torch
+
+    if num_processes() > 1:  # the same keys, in the same order, everywhere
+        import torch.distributed as dist
+
+        every: list = [None] * num_processes()
+        dist.all_gather_object(every, list(stats))
+        stats = {k: stats.get(k) for k in dict.fromkeys(k for keys in every for k in keys)}
+    values = torch.tensor([float("nan") if stats[k] is None else float(stats[k]) for k in stats],
+                          dtype=torch.float64, device=state().device)  # (M,)
+    present = ~values.isnan()
+    totals = sum_over_processes(torch.stack([values.nan_to_num(0.0), present.double()]))  # (2, M)
+    means = totals[0] / totals[1]
+    return {k: (totals[0, i].item() if k in sums else means[i].item()) if totals[1, i] > 0 else None
+            for i, k in enumerate(stats)}

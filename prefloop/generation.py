@@ -79,12 +79,15 @@ def eos_token_ids(model, tokenizer) -> list[int]:
 
 @torch.no_grad()
 def generate_responses(model, tokenizer, prompts: list, max_new_tokens: int, temperature: float = 1.0, *,
-                       max_prompt_length: int | None = None, top_k: int = 0, top_p: float = 1.0) -> Rollout:
+                       max_prompt_length: int | None = None, top_k: int = 0, top_p: float = 1.0,
+                       synced_gpus: bool = False) -> Rollout:
     """Sample one response per prompt with the KV cache; stop each row at EOS.
 
     `model` is a causal LM (a peft model works; unwrap DDP first). Sampling is pure
     softmax(z / temperature) unless top_k / top_p are set (then the recomputed
-    log-probs no longer describe the sampling distribution: PPO keeps them off).
+    log-probs no longer describe the sampling distribution: PPO keeps them off). `synced_gpus`: weights
+    sharded over processes (FSDP2, ZeRO-3) gather in every forward, so each process keeps stepping until
+    all have finished (transformers' flag of that name).
     """
     from transformers import GenerationConfig
 
@@ -99,7 +102,8 @@ def generate_responses(model, tokenizer, prompts: list, max_new_tokens: int, tem
     gen_config = GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p,
                                   max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=eos,
                                   pad_token_id=pad, use_cache=True)
-    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_config)
+    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_config,
+                         **({"synced_gpus": True} if synced_gpus else {}))
     response_ids = out[:, prompt_ids.shape[1]:]  # (B, R)
     response_mask, terminated = _mask_after_eos(response_ids, eos)
     response_ids = response_ids.masked_fill(response_mask == 0, pad)

@@ -45,8 +45,8 @@ def test_the_graders_reward_rises_over_a_short_run(tmp_path, task, command, extr
     first, last = (sum(r["reward"] for r in part) / 5 for part in (rows[:5], rows[-5:]))
     print(f"\n{command} {extra}: reward {first:.3f} -> {last:.3f}")
     assert last > first + 0.2
-    assert {"reward", "grader/token_f1", "full_marks", "kl_k1", "clipfrac", "response_length",
-            "zero_std_groups", "loss"} <= set(rows[-1])
+    assert {"reward", "grader/token_f1", "full_marks", "kl", "clip_ratio", "completions/mean_length",
+            "frac_reward_zero_std", "loss"} <= set(rows[-1])
     assert rows[-1]["grader/token_f1"] == pytest.approx(rows[-1]["reward"])  # one grader, no length penalty
     assert (out / "final" / "config.json").exists() and (out / "reward.png").exists()
     record = json.loads((out / "run.json").read_text())
@@ -101,15 +101,15 @@ def test_rloo_defaults_fold_the_kl_into_the_reward():
     assert cfg.algorithm == "rloo" and cfg.beta > 0 and cfg.loss_type == "sum" and cfg.reward_model == ""
 
 
-def _trainer(tmp_path, model_dir, data, **fields):
-    from align import onpolicy
-    from align.grpo_trainer import GroupRelative, load_examples
+def _algorithm(tmp_path, model_dir, data, **fields):
+    """GRPO's algorithm, set up by the on-policy loop (engine, policy pair), without training."""
+    from align.grpo_trainer import GroupRelative
+    from align.onpolicy_loop import OnPolicyTrainer
 
     cfg = GRPOConfig(model=str(model_dir), prompts=str(data), graders="token_f1", output_dir=str(tmp_path / "out"),
                      batch_size=4, num_generations=8, max_new_tokens=3, learning_rate=3e-3, **fields)
-    _, acc = onpolicy.start(cfg, "align grpo")
-    examples, _, _ = load_examples(cfg)
-    return GroupRelative(cfg, acc, examples), examples
+    trainer = OnPolicyTrainer(cfg, GroupRelative(cfg))
+    return trainer.algo, trainer.tasks
 
 
 def test_one_minibatch_update_reuses_its_own_forward_as_pi_old(tmp_path, task):
@@ -120,25 +120,27 @@ def test_one_minibatch_update_reuses_its_own_forward_as_pi_old(tmp_path, task):
     from align.grpo_core import group_advantages
 
     model_dir, data = task
-    trainers = [_trainer(tmp_path / str(i), model_dir, data, mini_batch_size=32, num_iterations=1)[0]
-                for i in range(2)]
-    assert all(t.pair.ref_model is None for t in trainers)  # beta = 0: pi_ref is never asked for
-    examples = _trainer(tmp_path / "e", model_dir, data, mini_batch_size=32)[1]
+    algorithms = [_algorithm(tmp_path / str(i), model_dir, data, mini_batch_size=32, num_iterations=1)[0]
+                  for i in range(2)]
+    assert all(a.pair.ref_model is None for a in algorithms)  # beta = 0: pi_ref is never asked for
+    examples = _algorithm(tmp_path / "e", model_dir, data, mini_batch_size=32)[1]
     torch.manual_seed(0)
-    rollout = trainers[0].pair.sample([e.prompt for e in examples], 8, 3, 1.0)
-    scores = torch.tensor(trainers[0].grade(examples, rollout).scores)
+    rollout = algorithms[0].pair.sample([e.prompt for e in examples], 8, 3, 1.0)
+    scores = algorithms[0].score(0, examples, rollout).scores
     advantages = group_advantages(scores, 8)
     assert advantages.abs().sum() > 0  # something to learn from
     with torch.no_grad():
-        old = trainers[1].pair.logprobs(rollout, 1.0)
-    before = [p.detach().clone() for p in trainers[0].pair.policy.parameters()]
-    reused = trainers[0].update(0, rollout, None, None, advantages)
-    explicit = trainers[1].update(0, rollout, old, old, advantages)
-    assert reused["kl_k1"] == 0.0 and "kl_k1" not in explicit
+        old = algorithms[1].pair.logprobs(rollout, 1.0)
+    policies = [a.engine.unwrapped.policy for a in algorithms]
+    before = [p.detach().clone() for p in policies[0].parameters()]
+    batch = {"rollout": rollout, "advantages": advantages, "step": 0, "stats": {}}
+    reused = algorithms[0].update({**batch, "old_logprobs": None, "ref_logprobs": None})
+    explicit = algorithms[1].update({**batch, "old_logprobs": old, "ref_logprobs": old})
+    assert "kl" not in reused and "kl" not in explicit  # beta = 0: no reference to measure a KL against
     assert reused["loss"] == pytest.approx(explicit["loss"], abs=1e-6)
-    for p, q, p0 in zip(trainers[0].pair.policy.parameters(), trainers[1].pair.policy.parameters(), before):
+    for p, q, p0 in zip(policies[0].parameters(), policies[1].parameters(), before):
         torch.testing.assert_close(p, q)
-    assert any(not torch.equal(p, p0) for p, p0 in zip(trainers[0].pair.policy.parameters(), before))
+    assert any(not torch.equal(p, p0) for p, p0 in zip(policies[0].parameters(), before))
 
 
 def test_a_one_minibatch_run_learns_and_logs_kl_to_the_reference(tmp_path, task):
@@ -150,4 +152,4 @@ def test_a_one_minibatch_run_learns_and_logs_kl_to_the_reference(tmp_path, task)
     rows = read_metrics(out)
     first, last = (sum(r["reward"] for r in part) / 5 for part in (rows[:5], rows[-5:]))
     assert last > first + 0.2
-    assert rows[0]["kl_k1"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl_k1"] > 0  # drifts from pi_ref
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > 0  # drifts from pi_ref
