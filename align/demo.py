@@ -39,6 +39,8 @@ class DemoConfig:
     rounds: int = field(default=1, metadata={"help": "rounds to run now (a later run continues the loop)"})
     preset: str = field(default="round_demo", metadata={
         "help": "the round's YAML (a shipped preset name or a path); db, output_dir and prompts are the demo's"})
+    seed: int | None = field(default=None, metadata={
+        "help": "the round's seed (default: the preset's): one seed, the same candidates, votes and training data"})
 
     def __post_init__(self):
         if self.rounds < 1:
@@ -89,7 +91,7 @@ def round_config(cfg: DemoConfig, state: dict):
     preset = load_yaml(resolve_config(cfg.preset), RoundConfig)
     files = {"--prompts": _bundled(preset.get("prompts")), "--eval-prompts": _bundled(preset.get("eval_prompts"))}
     return parse_config(RoundConfig, ["--config", cfg.preset, "--db", state["db"], "--output-dir", cfg.output_dir,
-                                      "--project", "loop-demo",
+                                      "--project", "loop-demo", *(("--seed", str(cfg.seed)) if cfg.seed is not None else ()),
                                       *(a for flag, f in files.items() if f for a in (flag, f))], prog="align demo")
 
 

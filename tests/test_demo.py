@@ -81,6 +81,40 @@ def test_demo_runs_a_round_prints_the_table_and_continues_the_loop(tiny_preset, 
     assert rows[1]["judgments"] > 0
 
 
+def _pairs(out: Path) -> dict[str, list[dict]]:
+    return {split: [json.loads(line) for line in (out / "round-1" / f"pairs.{split}.jsonl").read_text().splitlines()]
+            for split in ("train", "test")}
+
+
+def test_one_seed_gives_the_same_exported_pairs(tiny_preset, tmp_path):
+    """The annotators race over HTTP in both runs; what they judge, and so the training data, is the seed's."""
+    first = tmp_path / "first"
+    run_demo(DemoConfig(output_dir=str(first), preset=tiny_preset, seed=5))
+    second = tmp_path / "second"
+    run_demo(DemoConfig(output_dir=str(second), preset=tiny_preset, seed=5))
+    pairs = _pairs(first)
+    assert len(pairs["train"]) >= 10 and pairs["test"]
+    assert _pairs(second) == pairs
+    assert _votes(first) == _votes(second)  # and each annotator judged the same tasks
+
+
+def _votes(out: Path) -> set[tuple]:
+    """(task, annotator, chosen candidate) of every judgment in the demo's store."""
+    from sqlmodel import Session, select
+
+    from labeling.choices import preference
+    from labeling.db import open_store
+    from labeling.models import Annotator, Judgment
+
+    engine = open_store(f"sqlite:///{out / 'store.db'}", create=False)
+    try:
+        with Session(engine) as s:
+            return {(j.task_id, s.get(Annotator, j.annotator_id).name, preference(j.display_order, j.choice).chosen)
+                    for j in s.exec(select(Judgment))}
+    finally:
+        engine.dispose()
+
+
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
