@@ -100,7 +100,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     from tqdm.auto import tqdm
 
     from align.round import run_round
-    from align.round_report import format_round_table, round_rows
+    from align.round_report import format_round_table, round_rows, verdict
     from labeling.db import open_store
     from labeling.lineage import format_lineage, lineage
 
@@ -123,6 +123,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     print(f"\nthe loop on {rcfg.reference} with simulated annotators (gold: {rcfg.gold}), "
           f"{(time.perf_counter() - start) / 60:.1f} min:")
     print(format_round_table(rows))
+    print(f"\n[prefloop] round {rows[-1]['round']}: {verdict(rows[-1])}")
     return rows
 
 

@@ -275,7 +275,9 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
+    from align.round_report import verdict
+
     result = run_round(parse_config(RoundConfig, argv, prog="align round"))
-    print(f"[prefloop] round {result['round']} done: policy {result['policy']} "
-          f"({_win_summary(result['evaluation'])})")
+    print(f"[prefloop] round {result['round']} done: policy {result['policy']}")
+    print(f"[prefloop] round {result['round']}: {verdict(result['evaluation'])}")
     return 0

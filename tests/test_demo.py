@@ -46,6 +46,21 @@ def test_bayes_ceiling_averages_pairs_and_annotators(tmp_path):
     assert bayes_ceiling(pairs, cfg) == pytest.approx((sum(per_annotator) + 2 * 0.5) / 4)
 
 
+@pytest.mark.parametrize("win, line", [
+    ({"rate": 0.824, "lo": 0.742, "hi": 0.884},
+     "the aligned model beat the reference: gold win rate 82.4 % [74.2, 88.4]"),
+    ({"rate": 0.537, "lo": 0.443, "hi": 0.628},
+     "the aligned model did NOT beat the reference: gold win rate 53.7 % [44.3, 62.8] includes 50 %"),
+    ({"rate": 0.3, "lo": 0.2, "hi": 0.41},
+     "the aligned model did NOT beat the reference, it is worse: gold win rate 30.0 % [20.0, 41.0]"),
+])
+def test_verdict_says_plainly_whether_the_interval_lies_above_half(win, line):
+    from align.round_report import verdict
+
+    assert verdict({"win_rate_gold": win, "win_rate_reward": {"rate": 0.9, "lo": 0.8, "hi": 0.95}}) == line
+    assert verdict({"win_rate_gold": None, "win_rate_reward": win}) == line.replace("gold", "reward-model")
+
+
 @pytest.fixture
 def tiny_preset(tmp_path, tiny_model_dir):
     """round_demo as shipped, with the tiny model wherever a model is named and fewer, shorter steps."""
@@ -69,6 +84,7 @@ def test_demo_runs_a_round_prints_the_table_and_continues_the_loop(tiny_preset, 
     rows = run_demo(DemoConfig(output_dir=str(out), preset=tiny_preset))
     text = capsys.readouterr().out
     assert "RM accuracy (ceiling)" in text and "gold win % vs reference" in text and "lineage:" in text
+    assert text.rstrip().splitlines()[-1].startswith("[prefloop] round 1: the aligned model ")  # the verdict, last
     [row] = rows
     assert row["round"] == 1 and row["judgments"] > 0
     assert 0.5 <= row["ceiling"] <= 1 and 0 <= row["rm_accuracy"] <= 1
