@@ -215,7 +215,10 @@ def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path)
     eval_cfg = EvalConfig(**{"seed": cfg.seed, **cfg.evaluate, "policies": [policy], "reference": cfg.reference,
                              "prompts": cfg.eval_prompts, "reward_model": reward_model, "gold": cfg.gold,
                              "output_dir": str(out / "eval")})
+    from prefloop.hardware import detect
+
     report = evaluate(eval_cfg, progress=False)
+    report["precision"] = f"{detect().precision} weights"  # generation and evaluation load models in it
     Path(eval_cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(eval_cfg.output_dir) / "eval.json").write_text(json.dumps(report, indent=2, default=str))
     plot_reward_vs_kl(report, Path(eval_cfg.output_dir) / "reward_vs_kl.png")
