@@ -10,6 +10,10 @@ chosen by PREFLOOP_CPU_BF16 on a CPU (bf16 only where the CPU has bf16 units); o
 (bf16). Seeds alternate between the precisions, so that a change of load on a shared machine falls on
 both alike. What a run achieved is read back from what it wrote (eval.json, the trainers' run.json).
 
+On a machine shared with other jobs, run it with OMP_NUM_THREADS=1: under a load of ~18 on 2 cores,
+sampling the demo's candidates took 2.9 s per candidate on one thread and 37 s on two (threads spinning
+against each other); the runs inherit this process's environment.
+
 Per precision: median, min and max of the gold win rate against the reference, of KL/seq and of the
 length of the answers; how many runs' 95 % interval lies wholly above 50 % (the run beat the reference);
 and minutes per run. One row per run follows, with the reward model's held-out accuracy, the DPO
