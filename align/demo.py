@@ -39,6 +39,8 @@ class DemoConfig:
     rounds: int = field(default=1, metadata={"help": "rounds to run now (a later run continues the loop)"})
     preset: str = field(default="round_demo", metadata={
         "help": "the round's YAML (a shipped preset name or a path); db, output_dir and prompts are the demo's"})
+    seed: int | None = field(default=None, metadata={
+        "help": "the round's seed (default: the preset's): one seed, the same candidates, votes and training data"})
 
     def __post_init__(self):
         if self.rounds < 1:
@@ -77,8 +79,9 @@ def round_config(cfg: DemoConfig, state: dict):
     from align.round_config import RoundConfig
     from prefloop.config import parse_config
 
+    seed = ("--seed", str(cfg.seed)) if cfg.seed is not None else ()
     return parse_config(RoundConfig, ["--config", cfg.preset, "--db", state["db"], "--output-dir", cfg.output_dir,
-                                      "--project", "loop-demo"], prog="align demo")
+                                      "--project", "loop-demo", *seed], prog="align demo")
 
 
 def run_demo(cfg: DemoConfig) -> list[dict]:
@@ -87,7 +90,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
 
     from align.round import run_round
     from align.round_inputs import check_demo_inputs
-    from align.round_report import format_round_table, round_rows
+    from align.round_report import format_round_table, round_rows, verdict
     from labeling.db import open_store
     from labeling.lineage import format_lineage, lineage
 
@@ -111,6 +114,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     print(f"\nthe loop on {rcfg.reference} with simulated annotators (gold: {rcfg.gold}), "
           f"{(time.perf_counter() - start) / 60:.1f} min:")
     print(format_round_table(rows))
+    print(f"\n[prefloop] round {rows[-1]['round']}: {verdict(rows[-1])}")
     return rows
 
 

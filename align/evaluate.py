@@ -271,7 +271,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> tuple[dict, list[dict]]:
 
 def evaluate_to_dir(cfg: EvalConfig, progress: bool = True) -> dict:
     """`evaluate`, then eval.json, samples.jsonl and reward_vs_kl.png in cfg.output_dir; -> the report."""
+    from prefloop.hardware import detect
+
     report, records = evaluate(cfg, progress)
+    report["precision"] = f"{detect().precision} weights"  # generation and evaluation load models in it
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2, default=str))

@@ -71,15 +71,23 @@ def collect_judgments(engine, cfg: RoundConfig, r: int, password: str | None) ->
     from labeling.simulate import SimulateConfig, policies, run_annotators
 
     sim = SimulateConfig(**{"url": cfg.url or "", "project": cfg.project, "gold": cfg.gold or "positive_words",
-                            **cfg.simulate})
+                            "seed": cfg.seed, **cfg.simulate})
     _ensure_accounts(engine, sim.annotators, password)
     server, url = (None, cfg.url) if cfg.url else _local_server(engine, cfg.project)
-    try:
-        done = run_annotators(url, cfg.project, [(n, password, p) for n, p in zip(sim.annotators, policies(sim))])
+    try:  # who judges which task is drawn from the seed, not left to the race: a seed's votes are repeatable
+        done = run_annotators(url, cfg.project, [(n, password, p) for n, p in zip(sim.annotators, policies(sim))],
+                              fixed_seed=cfg.seed + r, judges_per_task=_overlap(engine, cfg.project))
     finally:
         if server is not None:
             server.close()
     print(f"[prefloop] round {r}: {sum(done.values())} judgments from {len(done)} simulated annotators")
+
+
+def _overlap(engine, project: str) -> int:
+    from labeling.db import get_project, session_scope
+
+    with session_scope(engine, immediate=False) as session:
+        return get_project(session, project).overlap
 
 
 def _ensure_accounts(engine, names: list[str], password: str) -> None:
@@ -115,7 +123,8 @@ def export_round(engine, cfg: RoundConfig, out: Path, parent: int, r: int) -> tu
 
     splits, card = export_dataset(engine, cfg.project, "pairwise", test_fraction=cfg.test_fraction,
                                   seed=cfg.seed)
-    path = out / "pairs.jsonl"
+    splits = {split: sorted(rows, key=lambda row: row["task_id"]) for split, rows in splits.items()}  # not in
+    path = out / "pairs.jsonl"  # the order the votes arrived: the trainers' data order is the seed's alone
     write_export(splits, path, card=card)
     train = out / "pairs.train.jsonl" if "test" in splits else path
     rows = {split: len(v) for split, v in splits.items()}
@@ -142,7 +151,7 @@ def train_reward_model(engine, cfg: RoundConfig, data: Path, out: Path, parent: 
     from reward_model.reward_trainer import train
 
     run_dir = out / "reward_model"
-    final = train(RewardModelConfig(**{**cfg.reward_model, "data": str(data), "output_dir": str(run_dir),
+    final = train(RewardModelConfig(**{"seed": cfg.seed, **cfg.reward_model, "data": str(data), "output_dir": str(run_dir),
                                        "store": None, "project": None}))
     accuracy = read_run(run_dir).get("metrics", {}).get("eval_accuracy")
     summary = f"held-out accuracy {accuracy:.3f}" if accuracy is not None else "no held-out pairs"
@@ -158,8 +167,8 @@ def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, o
         from align.dpo_config import DPOConfig
         from align.dpo_trainer import train_offline
 
-        return train_offline(DPOConfig(**{**cfg.align, **fixed, "data": str(data)}))
-    on_policy = {**cfg.align, **fixed, "reward_model": reward_model, "prompts": None, "store": cfg.db,
+        return train_offline(DPOConfig(**{"seed": cfg.seed, **cfg.align, **fixed, "data": str(data)}))
+    on_policy = {"seed": cfg.seed, **cfg.align, **fixed, "reward_model": reward_model, "prompts": None, "store": cfg.db,
                  "project": cfg.project}  # the project's prompts, sampled from the policy
     if cfg.algorithm == "online-dpo":
         from align.dpo_online import train_online
@@ -177,7 +186,7 @@ def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path)
     from align.eval_config import EvalConfig
     from align.evaluate import evaluate_to_dir, format_report
 
-    eval_cfg = EvalConfig(**{**cfg.evaluate, "policies": [policy], "reference": cfg.reference,
+    eval_cfg = EvalConfig(**{"seed": cfg.seed, **cfg.evaluate, "policies": [policy], "reference": cfg.reference,
                              "prompts": cfg.eval_prompts, "reward_model": reward_model, "gold": cfg.gold,
                              "output_dir": str(out / "eval")})
     report = evaluate_to_dir(eval_cfg, progress=False)
@@ -238,7 +247,9 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
+    from align.round_report import verdict
+
     result = run_round(parse_config(RoundConfig, argv, prog="align round"))
-    print(f"[prefloop] round {result['round']} done: policy {result['policy']} "
-          f"({_win_summary(result['evaluation'])})")
+    print(f"[prefloop] round {result['round']} done: policy {result['policy']}")
+    print(f"[prefloop] round {result['round']}: {verdict(result['evaluation'])}")
     return 0

@@ -66,8 +66,10 @@ class RoundConfig:
     # 4. evaluation
     evaluate: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `align eval` (policies, reference, prompts, reward_model, gold are set)"})
-    seed: int = field(default=0, metadata={"help": "seed of generation and task building (plus the round number)",
-                                           "range": "seed"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the round: generation, tasks and who judges them (plus the round number), the annotators' "
+                "noise, the split, and the trainers' and evaluation's seeds unless their sections set one",
+        "range": "seed"})
 
     def __post_init__(self):
         from prefloop.config import check_ranges

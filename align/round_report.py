@@ -78,3 +78,18 @@ def format_round_table(rows: list[dict]) -> str:
                      f"{_pct(r[f'win_rate_{judge}']):>33}  {_num(r['kl_per_sequence'], '.2f'):>6}  "
                      f"{_num(r['length'], '.1f') + ' (' + _num(r['reference_length'], '.1f') + ')':>18}")
     return "\n".join(lines)
+
+
+def verdict(row: dict) -> str:
+    """One plain line on whether the round's policy beat the reference: its win rate's whole interval lies
+    above 50 % (by the gold reward where there is one, else by the reward model)."""
+    judge = "gold" if row.get("win_rate_gold") else "reward-model"
+    w = row.get("win_rate_gold") or row.get("win_rate_reward")
+    if not w:
+        return "no win rate was measured: whether the aligned model beat the reference is unknown"
+    rate = f"{judge} win rate {100 * w['rate']:.1f} % [{100 * w['lo']:.1f}, {100 * w['hi']:.1f}]"
+    if w["lo"] > 0.5:
+        return f"the aligned model beat the reference: {rate}"
+    if w["hi"] < 0.5:
+        return f"the aligned model did NOT beat the reference, it is worse: {rate}"
+    return f"the aligned model did NOT beat the reference: {rate} includes 50 %"

@@ -18,10 +18,19 @@ position bias b (a logit added to the response shown first):
 (Gumbel-max sampling is exactly Plackett-Luce, and its pairwise marginal is the line above.)
 |r*_A − r*_B| < tie_threshold is judged a tie; a winner by at least `much_better` is "much better".
 An AI annotator asks a language-model judge (`labeling.judge`) instead of r*.
+
+Repeatable: a gold annotator's answer is a function of (its seed, the task): its noise is drawn from a
+generator seeded by the task's conversation and responses, in an order of the responses' own (by text),
+so neither the order tasks arrive in nor the order the server shows the responses in (with no position
+bias) changes it. Who judges which task is a race between the annotators' threads; `run_annotators`
+with `judges_per_task` fixes it by the seed instead: each task has its judges, drawn in advance, and
+another annotator that is served it gives it back (a skip), so two runs of one seed store the same votes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import threading
@@ -45,28 +54,42 @@ class Behaviour:
             raise ValueError(f"{self}: need temperature >= 0, reliability in [0, 1], tie_threshold >= 0")
 
 
-def gold_order(scores: list[float], behaviour: Behaviour, rng: random.Random) -> list[int]:
-    """Shown positions best first (position 0 = A), sampled from the noisy gold model."""
+def gold_order(scores: list[float], behaviour: Behaviour, rng: random.Random,
+               draw_order: list[int] | None = None) -> list[int]:
+    """Shown positions best first (position 0 = A), sampled from the noisy gold model. `draw_order`: the
+    positions in the order the noise is drawn for them (default: as shown; see the module head)."""
+    draw = list(draw_order) if draw_order is not None else list(range(len(scores)))
     if rng.random() >= behaviour.reliability:
-        order = list(range(len(scores)))
-        rng.shuffle(order)
-        return order
+        rng.shuffle(draw)
+        return draw
     T, b = behaviour.temperature, behaviour.position_bias
     if T == 0:  # deterministic: the bias only breaks exact ties in favour of A
-        keys = [s + (1e-9 * math.copysign(1, b) if i == 0 and b else 0.0) for i, s in enumerate(scores)]
+        keys = {i: scores[i] + (1e-9 * math.copysign(1, b) if i == 0 and b else 0.0) for i in draw}
     else:
-        keys = [s / T + (b if i == 0 else 0.0) - math.log(-math.log(rng.random() or 1e-300))
-                for i, s in enumerate(scores)]  # + Gumbel(0, 1)
-    return sorted(range(len(scores)), key=lambda i: -keys[i])
+        keys = {i: scores[i] / T + (b if i == 0 else 0.0) - math.log(-math.log(rng.random() or 1e-300))
+                for i in draw}  # + Gumbel(0, 1)
+    return sorted(draw, key=lambda i: -keys[i])
 
 
-def pairwise_choice(scores: list[float], behaviour: Behaviour, rng: random.Random) -> str:
+def pairwise_choice(scores: list[float], behaviour: Behaviour, rng: random.Random,
+                    draw_order: list[int] | None = None) -> str:
     """a_better | a_much_better | tie | b_better | b_much_better for scores (r*_A, r*_B)."""
     margin = abs(scores[0] - scores[1])
     if margin < behaviour.tie_threshold and rng.random() < behaviour.reliability:
         return "tie"
-    winner = "ab"[gold_order(scores, behaviour, rng)[0]]
+    winner = "ab"[gold_order(scores, behaviour, rng, draw_order)[0]]
     return f"{winner}_{'much_better' if margin >= behaviour.much_better else 'better'}"
+
+
+def task_key(task: dict) -> str:
+    """What identifies a served task to an annotator whatever the assignment: its conversation and its
+    responses as a set (the shown order and the assignment's ids vary from one serving to the next)."""
+    return json.dumps([task["conversation"], sorted(r["text"] for r in task["responses"])], sort_keys=True)
+
+
+def task_rng(seed: int | str, task: dict) -> random.Random:
+    """A generator of its own for (seed, task): the same draws whenever and in whatever order it comes."""
+    return random.Random(hashlib.sha256(f"{seed}:{task_key(task)}".encode()).digest())
 
 
 REQUEST_TIMEOUT_S = 60.0
@@ -84,22 +107,59 @@ class GoldAnnotator:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 0
 
-    def __post_init__(self):
-        self.rng = random.Random(self.seed)
-
     def __call__(self, task: dict) -> dict:
         texts = [r["text"] for r in task["responses"]]
         scores = [float(s) for s in self.gold([task["conversation"]] * len(texts), texts)]
         rationale = "simulated: gold " + ", ".join(f"{r['label']}={s:.3g}" for r, s in zip(task["responses"], scores))
+        rng, by_text = task_rng(self.seed, task), sorted(range(len(texts)), key=lambda i: texts[i])
         if len(texts) == 2:
-            return {"choice": pairwise_choice(scores, self.behaviour, self.rng), "rationale": rationale}
-        labels = [task["responses"][i]["label"] for i in gold_order(scores, self.behaviour, self.rng)]
+            return {"choice": pairwise_choice(scores, self.behaviour, rng, by_text), "rationale": rationale}
+        labels = [task["responses"][i]["label"] for i in gold_order(scores, self.behaviour, rng, by_text)]
         return {"ranking": labels, "rationale": rationale}
 
 
+class FixedJudges:
+    """Who judges what, fixed by a seed instead of by the race: each task's `per_task` judges among the `n`
+    annotators are drawn from (seed, task). An annotator served a task that is not its own gives it back
+    (a skip, which the server never serves it again), and none stops while another holds a task that may
+    come back to it: an annotator stops on "no task left" only if nobody was mid-call and nothing was
+    given back since it asked."""
+
+    def __init__(self, seed: int, n: int, per_task: int):
+        self.seed, self.n, self.per_task = seed, n, max(1, min(per_task, n))
+        self._lock = threading.Lock()
+        self._busy = 0  # annotators between asking for a task and answering or returning it
+        self._returned = 0  # tasks given back so far
+
+    def judges(self, task: dict) -> set[int]:
+        return set(task_rng(f"judges:{self.seed}", task).sample(range(self.n), self.per_task))
+
+    @property
+    def returned(self) -> int:
+        return self._returned
+
+    def enter(self) -> None:
+        with self._lock:
+            self._busy += 1
+
+    def leave(self, gave_back: bool) -> None:
+        with self._lock:  # one step: a waiting annotator sees either the call running or the task back
+            self._returned += gave_back
+            self._busy -= 1
+
+    def may_stop(self, returned_before: int) -> bool:
+        with self._lock:
+            return self._busy == 0 and self._returned == returned_before
+
+
+NOT_MINE = "simulated: another annotator judges this task (who judges what is fixed by the seed)"
+
+
 def annotate(url: str, project: str, name: str, password: str, policy: Policy,
-             max_tasks: int | None = None, stop: threading.Event | None = None) -> int:
-    """Sign in as `name`, then take and answer tasks until none is left (or `max_tasks`). -> judgments made."""
+             max_tasks: int | None = None, stop: threading.Event | None = None,
+             fixed: tuple[FixedJudges, int] | None = None) -> int:
+    """Sign in as `name`, then take and answer tasks until none is left (or `max_tasks`); with `fixed`
+    (the judges and this annotator's index), only its own tasks. -> judgments made."""
     import httpx
 
     from labeling.client import LabelingClient
@@ -112,16 +172,34 @@ def annotate(url: str, project: str, name: str, password: str, policy: Policy,
     done = 0
     with client:
         while (max_tasks is None or done < max_tasks) and not (stop and stop.is_set()):
-            task = _call(client.next_task, project)["task"]
+            returned_before = fixed[0].returned if fixed else 0
+            task, gave_back = None, False
+            if fixed:
+                fixed[0].enter()
+            try:
+                task = _call(client.next_task, project)["task"]
+                if task is not None and fixed and fixed[1] not in fixed[0].judges(task):
+                    client.skip(task["assignment_id"], NOT_MINE)  # not retried: a second skip is refused
+                    gave_back = True
+                elif task is not None:
+                    _answer(client, task, policy)
+                    done += 1
+            finally:
+                if fixed:
+                    fixed[0].leave(gave_back)
             if task is None:
-                break
-            start = time.perf_counter()
-            answer = policy(task)
-            ms = int(1000 * (time.perf_counter() - start))
-            fields = {k: answer[k] for k in ("choice", "ranking", "rationale") if answer.get(k) is not None}
-            _call(client.submit, task["assignment_id"], task["client_request_id"], ms_spent=ms, **fields)
-            done += 1
+                if not fixed or fixed[0].may_stop(returned_before):
+                    break
+                time.sleep(0.05)  # another annotator may still give a task of ours back
     return done
+
+
+def _answer(client, task: dict, policy: Policy) -> None:
+    start = time.perf_counter()
+    answer = policy(task)
+    ms = int(1000 * (time.perf_counter() - start))
+    fields = {k: answer[k] for k in ("choice", "ranking", "rationale") if answer.get(k) is not None}
+    _call(client.submit, task["assignment_id"], task["client_request_id"], ms_spent=ms, **fields)
 
 
 def _call(method, *args, attempts: int = 3, **kwargs):
@@ -139,24 +217,29 @@ def _call(method, *args, attempts: int = 3, **kwargs):
 
 
 def run_annotators(url: str, project: str, annotators: list[tuple[str, str, Policy]],
-                   max_tasks: int | None = None) -> dict[str, int]:
+                   max_tasks: int | None = None, fixed_seed: int | None = None,
+                   judges_per_task: int = 1) -> dict[str, int]:
     """Every annotator in its own thread, as people working at once; -> judgments per name.
 
+    With `fixed_seed`, who judges which task is drawn from the seed (`judges_per_task` of the annotators,
+    the project's overlap) instead of decided by the race: two runs store the same votes.
     An error in one annotator stops the others and is raised here.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     stop = threading.Event()
+    fixed = None if fixed_seed is None else FixedJudges(fixed_seed, len(annotators), judges_per_task)
 
-    def work(name, password, policy):
+    def work(i, name, password, policy):
         try:
-            return annotate(url, project, name, password, policy, max_tasks, stop)
+            return annotate(url, project, name, password, policy, max_tasks, stop, fixed and (fixed, i))
         except BaseException:
             stop.set()
             raise
 
     with ThreadPoolExecutor(max_workers=max(1, len(annotators))) as pool:
-        futures = {name: pool.submit(work, name, password, policy) for name, password, policy in annotators}
+        futures = {name: pool.submit(work, i, name, password, policy)
+                   for i, (name, password, policy) in enumerate(annotators)}
         return {name: future.result() for name, future in futures.items()}
 
 

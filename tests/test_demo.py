@@ -46,6 +46,21 @@ def test_bayes_ceiling_averages_pairs_and_annotators(tmp_path):
     assert bayes_ceiling(pairs, cfg) == pytest.approx((sum(per_annotator) + 2 * 0.5) / 4)
 
 
+@pytest.mark.parametrize("win, line", [
+    ({"rate": 0.824, "lo": 0.742, "hi": 0.884},
+     "the aligned model beat the reference: gold win rate 82.4 % [74.2, 88.4]"),
+    ({"rate": 0.537, "lo": 0.443, "hi": 0.628},
+     "the aligned model did NOT beat the reference: gold win rate 53.7 % [44.3, 62.8] includes 50 %"),
+    ({"rate": 0.3, "lo": 0.2, "hi": 0.41},
+     "the aligned model did NOT beat the reference, it is worse: gold win rate 30.0 % [20.0, 41.0]"),
+])
+def test_verdict_says_plainly_whether_the_interval_lies_above_half(win, line):
+    from align.round_report import verdict
+
+    assert verdict({"win_rate_gold": win, "win_rate_reward": {"rate": 0.9, "lo": 0.8, "hi": 0.95}}) == line
+    assert verdict({"win_rate_gold": None, "win_rate_reward": win}) == line.replace("gold", "reward-model")
+
+
 @pytest.fixture
 def tiny_preset(tmp_path, tiny_model_dir):
     """round_demo as shipped, with the tiny model wherever a model is named and fewer, shorter steps."""
@@ -70,6 +85,7 @@ def test_demo_runs_a_round_prints_the_table_and_continues_the_loop(tiny_preset, 
     text = capsys.readouterr().out
     assert "RM accuracy (ceiling)" in text and "gold win % vs reference" in text and "lineage:" in text
     assert "round 1: reward model" in text and "held-out accuracy" in text  # once that step ends, not only in run.json
+    assert text.rstrip().splitlines()[-1].startswith("[prefloop] round 1: the aligned model ")  # the verdict, last
     [row] = rows
     assert row["round"] == 1 and row["judgments"] > 0
     assert 0.5 <= row["ceiling"] <= 1 and 0 <= row["rm_accuracy"] <= 1
@@ -80,6 +96,40 @@ def test_demo_runs_a_round_prints_the_table_and_continues_the_loop(tiny_preset, 
     rows = run_demo(DemoConfig(output_dir=str(out), preset=tiny_preset))  # the next round, same store
     assert [r["round"] for r in rows] == [1, 2] and Path(rows[1]["policy"]).parts[-3] == "round-2"
     assert rows[1]["judgments"] > 0
+
+
+def _pairs(out: Path) -> dict[str, list[dict]]:
+    return {split: [json.loads(line) for line in (out / "round-1" / f"pairs.{split}.jsonl").read_text().splitlines()]
+            for split in ("train", "test")}
+
+
+def test_one_seed_gives_the_same_exported_pairs(tiny_preset, tmp_path):
+    """The annotators race over HTTP in both runs; what they judge, and so the training data, is the seed's."""
+    first = tmp_path / "first"
+    run_demo(DemoConfig(output_dir=str(first), preset=tiny_preset, seed=5))
+    second = tmp_path / "second"
+    run_demo(DemoConfig(output_dir=str(second), preset=tiny_preset, seed=5))
+    pairs = _pairs(first)
+    assert len(pairs["train"]) >= 10 and pairs["test"]
+    assert _pairs(second) == pairs
+    assert _votes(first) == _votes(second)  # and each annotator judged the same tasks
+
+
+def _votes(out: Path) -> set[tuple]:
+    """(task, annotator, chosen candidate) of every judgment in the demo's store."""
+    from sqlmodel import Session, select
+
+    from labeling.choices import preference
+    from labeling.db import open_store
+    from labeling.models import Annotator, Judgment
+
+    engine = open_store(f"sqlite:///{out / 'store.db'}", create=False)
+    try:
+        with Session(engine) as s:
+            return {(j.task_id, s.get(Annotator, j.annotator_id).name, preference(j.display_order, j.choice).chosen)
+                    for j in s.exec(select(Judgment))}
+    finally:
+        engine.dispose()
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path):

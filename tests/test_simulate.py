@@ -155,3 +155,56 @@ def test_ai_annotator_judges_through_http_with_a_local_model(server, tiny_model_
                  "--judge-model", tiny_model_dir, "--max-tasks", "3"]) == 0
     judged = _judgments(engine, "ai")
     assert len(judged) == 3 and all(j.rationale.startswith("AI judge: P(A better) =") for j in judged)
+
+
+def test_a_gold_annotators_answer_is_the_same_whatever_the_shown_order():
+    """The same task shown B-first gets the same response as the winner (no position bias), each time."""
+    annotator = GoldAnnotator(load_gold("positive_words"), Behaviour(temperature=2.0, reliability=0.5), seed=3)
+    for i in range(40):
+        texts = [f"answer {i}: a good and helpful reply", f"answer {i}: a plain reply"]
+        task = {"conversation": [{"role": "user", "content": f"question {i}"}],
+                "responses": [{"label": "A", "text": texts[0]}, {"label": "B", "text": texts[1]}]}
+        swapped = {**task, "responses": [{"label": "A", "text": texts[1]}, {"label": "B", "text": texts[0]}]}
+        first, again, other = (annotator(t)["choice"][0] for t in (task, task, swapped))
+        assert first == again and (first == "a") == (other == "b")
+
+
+@pytest.mark.parametrize("overlap", [1, 2])
+def test_fixed_judges_store_the_same_votes_in_every_run(server, overlap):
+    """Three annotators race over HTTP; with a fixed seed each task is judged by the same `overlap` of them
+    with the same answer, run after run (here: two projects with the same tasks)."""
+    from labeling.simulate import FixedJudges, run_annotators
+
+    url, engine = server
+    names = ["exact", "noisy", "biased"]
+    votes = []
+    for run in ("first", "second"):
+        project = f"fixed-{overlap}-{run}"
+        seed_project(engine, project, n_tasks=12, overlap=overlap)
+        policies = [GoldAnnotator(load_gold("positive_words"), Behaviour(temperature=1.0, reliability=r), seed=i)
+                    for i, r in enumerate([1.0, 0.7, 0.4])]
+        done = run_annotators(url, project, [(n, PASSWORD, p) for n, p in zip(names, policies)],
+                              fixed_seed=11, judges_per_task=overlap)
+        assert sum(done.values()) == 12 * overlap and min(done.values()) > 0
+        votes.append(_votes(engine, project))
+    assert votes[0] == votes[1]
+    judges = FixedJudges(11, 3, overlap)  # and they are the ones drawn from the seed
+    assert all(names.index(name) in judges.judges(_served(question)) for question, name, _ in votes[0])
+
+
+def _votes(engine, project: str) -> list[tuple[str, str, str]]:
+    """(question, annotator, chosen text) of every judgment in `project`."""
+    from labeling.models import Candidate, Prompt
+
+    with Session(engine) as s:
+        return sorted((s.get(Prompt, s.get(Task, j.task_id).prompt_id).messages[0]["content"],
+                       s.get(Annotator, j.annotator_id).name,
+                       s.get(Candidate, preference(j.display_order, j.choice).chosen).text)
+                      for j in _judgments(engine, project))
+
+
+def _served(question: str) -> dict:
+    """A task of seed_project as an annotator is served it (the order of the responses does not matter)."""
+    i = int(question.split()[1].rstrip(":"))
+    return {"conversation": [{"role": "user", "content": question}],
+            "responses": [{"label": "AB"[j], "text": f"Answer {j} to question {i}: `{2 * i + j}`"} for j in range(2)]}

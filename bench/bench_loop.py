@@ -1,0 +1,167 @@
+"""The loop's result over seeds: `align demo` (the round_demo preset) run once per seed in each precision
+this machine has, and the distribution of what the round achieved.
+
+    .venv/bin/python bench/bench_loop.py --seeds 3              # table printed; runs kept in a temp dir
+    .venv/bin/python bench/bench_loop.py --seeds 10 --write     # ... and written to BENCHMARKS.md
+    .venv/bin/python bench/bench_loop.py --seeds 2 --precisions fp32 --output-dir runs/bench-loop
+
+Each run is `align demo --seed S --output-dir DIR/<precision>-seed<S>` in its own process, the precision
+chosen by PREFLOOP_CPU_BF16 on a CPU (bf16 only where the CPU has bf16 units); on a GPU the device's own
+(bf16). Seeds alternate between the precisions, so that a change of load on a shared machine falls on
+both alike. What a run achieved is read back from what it wrote (eval.json, the trainers' run.json).
+
+On a machine shared with other jobs, run it with OMP_NUM_THREADS=1: under a load of ~18 on 2 cores,
+sampling the demo's candidates took 2.9 s per candidate on one thread and 37 s on two (threads spinning
+against each other); the runs inherit this process's environment.
+
+Per precision: median, min and max of the gold win rate against the reference, of KL/seq and of the
+length of the answers; how many runs' 95 % interval lies wholly above 50 % (the run beat the reference);
+and minutes per run. One row per run follows, with the reward model's held-out accuracy, the DPO
+policy's held-out implicit-reward margin and accuracy, and the precision each part ran in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, machine, write_section
+
+SECTION = "## The loop's result over seeds (align demo)"
+
+
+def precisions() -> list[str]:
+    """Every precision this machine can run the demo in: fp32, and bf16 on a CPU with bf16 units;
+    on a GPU the one the device implies (no switch picks another there)."""
+    from prefloop.hardware import _cpu_flags_bf16, detect
+
+    hw = detect()
+    if hw.device != "cpu":
+        return [hw.precision]
+    return ["fp32", "bf16"] if _cpu_flags_bf16() else ["fp32"]
+
+
+def run_demo(out: Path, seed: int, precision: str, preset: str) -> dict:
+    """One `align demo` in its own process; -> its results (see `results`), or the error's last lines."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    if precision in ("fp32", "bf16"):
+        env["PREFLOOP_CPU_BF16"] = "1" if precision == "bf16" else "0"
+    cmd = [sys.executable, "-m", "align.cli", "demo", "--output-dir", str(out), "--seed", str(seed),
+           "--preset", preset]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    minutes = (time.perf_counter() - start) / 60
+    (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        return {"seed": seed, "precision": precision, "minutes": minutes,
+                "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return {"seed": seed, "precision": precision, "minutes": minutes, **results(out / "round-1")}
+
+
+def results(round_dir: Path) -> dict:
+    """What round 1 achieved, from its files: eval.json, and the reward model's and policy's run.json."""
+    report = json.loads((round_dir / "eval" / "eval.json").read_text())
+    final = report["policies"][-1]
+    rm = json.loads((round_dir / "reward_model" / "run.json").read_text())
+    dpo = json.loads((round_dir / "policy" / "run.json").read_text())
+    after = dpo.get("eval_after", {})
+    return {"win": final.get("win_rate_gold") or final.get("win_rate_reward"), "kl": final.get("kl_per_sequence"),
+            "length": final.get("length"), "reference_length": report["reference_stats"].get("length"),
+            "rm_accuracy": rm.get("metrics", {}).get("eval_accuracy"),
+            "dpo_margin": after.get("eval_rewards/margins"), "dpo_accuracy": after.get("eval_rewards/accuracies"),
+            "parts": {"reward model": f"{rm.get('precision')} autocast", "DPO": f"{dpo.get('precision')} autocast",
+                      "generation, evaluation": report.get("precision", "n/a")}}
+
+
+def _spread(values: list[float], spec: str) -> str:
+    if not values:
+        return "n/a"
+    return f"{format(statistics.median(values), spec)} [{format(min(values), spec)}, {format(max(values), spec)}]"
+
+
+def summary_table(runs: list[dict]) -> str:
+    head = ("| precision | runs | gold win % median [min, max] | interval above 50 % | KL/seq median [min, max] "
+            "| length median [min, max] (reference) | min per run |\n| --- | --- | --- | --- | --- | --- | --- |")
+    lines = [head]
+    for precision in dict.fromkeys(r["precision"] for r in runs):
+        done = [r for r in runs if r["precision"] == precision and "error" not in r]
+        failed = sum(1 for r in runs if r["precision"] == precision and "error" in r)
+        ref = statistics.median(r["reference_length"] for r in done) if done else None
+        lines.append(
+            f"| {precision} | {len(done)}{f' ({failed} failed)' if failed else ''} "
+            f"| {_spread([100 * r['win']['rate'] for r in done], '.1f')} "
+            f"| {sum(r['win']['lo'] > 0.5 for r in done)} of {len(done)} "
+            f"| {_spread([r['kl'] for r in done], '.2f')} "
+            f"| {_spread([r['length'] for r in done], '.1f')} ({'n/a' if ref is None else f'{ref:.1f}'}) "
+            f"| {_spread([r['minutes'] for r in runs if r['precision'] == precision], '.1f')} |")
+    return "\n".join(lines)
+
+
+def runs_table(runs: list[dict]) -> str:
+    lines = ["| seed | precision | gold win % [95 %] | KL/seq | length (reference) | RM accuracy | DPO held-out "
+             "margin, accuracy | min | precision of the parts |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        if "error" in r:
+            lines.append(f"| {r['seed']} | {r['precision']} | failed: {' '.join(r['error'])} | | | | | "
+                         f"{r['minutes']:.1f} |")
+            continue
+        w = r["win"]
+        lines.append(f"| {r['seed']} | {r['precision']} | {100 * w['rate']:.1f} [{100 * w['lo']:.1f}, "
+                     f"{100 * w['hi']:.1f}] | {r['kl']:.2f} | {r['length']:.1f} ({r['reference_length']:.1f}) "
+                     f"| {_num(r['rm_accuracy'])} | {_num(r['dpo_margin'])}, {_num(r['dpo_accuracy'])} "
+                     f"| {r['minutes']:.1f} | {', '.join(f'{k} {v}' for k, v in r['parts'].items())} |")
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="runs per precision (seeds first-seed, first-seed+1, ...)")
+    parser.add_argument("--first-seed", type=int, default=1, help="the first run's seed")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
+                        help="default: every precision this machine has")
+    parser.add_argument("--preset", default="round_demo", help="the demo's round preset (name or path)")
+    parser.add_argument("--output-dir", default=None, help="a new directory for the runs (default: a temp dir)")
+    parser.add_argument("--write", action="store_true", help=f"write the table to BENCHMARKS.md ({SECTION})")
+    args = parser.parse_args()
+
+    out = Path(args.output_dir or tempfile.mkdtemp(prefix="bench-loop-"))
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"{out}: exists and is not empty; give a new --output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = args.precisions or precisions()
+    header = machine()
+    print(f"[bench_loop] {header}\n[bench_loop] runs in {out}")
+    runs = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for precision in chosen:
+            run = run_demo(out / f"{precision}-seed{seed}", seed, precision, args.preset)
+            runs.append(run)
+            print(f"[bench_loop] seed {seed} {precision}: "
+                  + (f"failed: {run['error']}" if "error" in run else
+                     f"gold win {100 * run['win']['rate']:.1f} % [{100 * run['win']['lo']:.1f}, "
+                     f"{100 * run['win']['hi']:.1f}], KL {run['kl']:.2f}, length {run['length']:.1f}")
+                  + f", {run['minutes']:.1f} min", flush=True)
+    (out / "runs.json").write_text(json.dumps(runs, indent=2))
+    text = (f"{SECTION}\n\n`python bench/bench_loop.py --seeds {args.seeds} --first-seed {args.first_seed}"
+            f"{' --precisions ' + ' '.join(chosen) if args.precisions else ''}` on {header}.\n\n"
+            f"{summary_table(runs)}\n\nEvery run:\n\n{runs_table(runs)}\n")
+    print("\n" + text)
+    if args.write:
+        write_section(SECTION, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
