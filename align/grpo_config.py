@@ -66,6 +66,11 @@ class GRPOConfig(OnPolicyConfig):
 
     algorithm = "grpo"  # not a field: which advantage and loss of align.grpo_core
 
+    def grade_budget(self):
+        from align.graders.budget import Budget
+
+        return Budget(self.grade_time_limit, self.grade_memory_mb)
+
     REWARD_MODEL_REQUIRED = False  # the graders are the reward; a reward model only joins their mix
 
     def __post_init__(self):
