@@ -102,9 +102,20 @@ def _positionals(argv: list[str], flags: list[str]) -> list[str]:
     return out
 
 
+def _ready(stream, seconds: float) -> bool:
+    """Whether `stream` has input (or its end) within `seconds`; a stream select cannot watch counts as ready."""
+    import select
+
+    try:
+        return bool(select.select([stream], [], [], seconds)[0])
+    except (OSError, ValueError):
+        return True
+
+
 def _read_password() -> str:
-    if not sys.stdin.isatty():  # a pipe or a file: said, so that a command waiting on it is not a mystery
-        print("password: reading the first line of standard input (not a terminal)", file=sys.stderr, flush=True)
+    if not sys.stdin.isatty():  # a pipe or a file: said when it makes the command wait, so that it is no mystery
+        if not _ready(sys.stdin, 0.2):
+            print("password: reading the first line of standard input (not a terminal)", file=sys.stderr, flush=True)
         return sys.stdin.readline().rstrip("\n")
     return getpass.getpass("password: ")
 

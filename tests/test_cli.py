@@ -63,6 +63,11 @@ def test_bad_input_is_one_line_and_exit_code_1(tmp_path):
 def test_users_add_says_when_it_reads_the_password_from_standard_input(tmp_path):
     db = tmp_path / "s.db"
     labeling("init", "--db", db)
-    added = labeling("users", "add", "ann", "--db", db, stdin="a-long-password\n")
-    assert "reading the first line of standard input" in added.stderr and "ann" in added.stdout
+    added = labeling("users", "add", "ann", "--db", db, stdin="a-long-password\n")  # there already: no notice
+    assert "reading" not in added.stderr and "ann" in added.stdout
+    waiting = subprocess.Popen([str(BIN / "labeling"), "users", "add", "bob", "--db", str(db)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "reading the first line of standard input" in waiting.stderr.readline()  # said while it waits
+    out, _ = waiting.communicate("another-long-password\n", timeout=60)
+    assert waiting.returncode == 0 and "bob" in out
     assert "stdin is not a terminal" in " ".join(labeling("users", "--help").stdout.split())
