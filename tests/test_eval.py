@@ -144,7 +144,8 @@ def assert_report_recomputes(report: dict, samples: list[dict]) -> None:
     ref = [s for s in samples if s["kind"] == "reference"]
     assert [s["sample"] for s in ref] == list(range(len(ref)))
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    rebuilt = {k: report[k] for k in ("reference", "prompts", "temperature", "max_new_tokens", "confidence")}
+    rebuilt = {k: report[k] for k in ("reference", "prompts", "temperature", "max_new_tokens", "confidence",
+                                      "precision")}  # settings, not numbers
     rebuilt["samples"] = len(ref)
     rebuilt["reference_stats"] = {**{f"mean_{j}": mean([s[j] for s in ref]) for j in ("reward", "gold")
                                      if ref[0][j] is not None}, "length": mean([s["tokens"] for s in ref])}
