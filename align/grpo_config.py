@@ -75,20 +75,11 @@ class GRPOConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.num_generations < 2:
-            raise ValueError("num_generations must be >= 2: a group of one has no relative advantage")
-        for name in ("num_iterations", "mini_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if (self.batch_size * self.num_generations) % self.mini_batch_size:
             raise ValueError(f"mini_batch_size {self.mini_batch_size} must divide batch_size * num_generations "
                              f"= {self.batch_size * self.num_generations}")
-        if self.beta < 0 or self.length_penalty < 0 or self.reward_model_weight < 0 or self.sample_every < 0:
-            raise ValueError("beta, length_penalty, reward_model_weight and sample_every must be >= 0")
         if self.mini_batch_size % self.sampling_shards:
             raise ValueError(f"sampling_shards {self.sampling_shards} must divide mini_batch_size {self.mini_batch_size}")
-        if self.cliprange <= 0:
-            raise ValueError(f"cliprange must be > 0, got {self.cliprange}")
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type {self.loss_type!r} is not one of {', '.join(LOSS_TYPES)}")
 

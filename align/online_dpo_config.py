@@ -37,8 +37,4 @@ class OnlineDPOConfig(OnPolicyConfig):
         super().__post_init__()
         if not self.online:
             raise ValueError("online DPO is online; for offline DPO on exported pairs run `align dpo`")
-        if self.num_generations < 2:
-            raise ValueError(f"num_generations must be >= 2 to form a pair, got {self.num_generations}")
-        if self.updates_per_step < 1:
-            raise ValueError(f"updates_per_step must be >= 1, got {self.updates_per_step}")
         check_objective(self.loss_type, self.beta, self.label_smoothing)

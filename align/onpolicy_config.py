@@ -99,9 +99,6 @@ class OnPolicyConfig:
             raise ValueError(f"sampling_shards {self.sampling_shards} must divide batch_size {self.batch_size}")
         if self.lr_schedule not in ("constant", "linear"):
             raise ValueError("lr_schedule must be constant or linear")
-        for name in ("temperature", "learning_rate", "max_grad_norm", "adam_eps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def is_callable_spec(spec: str) -> bool:

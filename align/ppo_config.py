@@ -72,9 +72,6 @@ class PPOConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("ppo_epochs", "mini_batch_size", "gradient_accumulation_steps", "kl_horizon"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size % self.mini_batch_size:
             raise ValueError(f"mini_batch_size {self.mini_batch_size} must divide batch_size {self.batch_size}")
         if self.mini_batch_size % self.sampling_shards:
@@ -82,13 +79,6 @@ class PPOConfig(OnPolicyConfig):
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(f"gradient_accumulation_steps {self.gradient_accumulation_steps} must divide "
                              f"mini_batch_size {self.mini_batch_size}")
-        for name in ("cliprange", "cliprange_value", "target_kl"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            raise ValueError("gamma and lam must lie in [0, 1]")
         if self.kl_estimator not in KL_ESTIMATOR_NAMES:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATOR_NAMES)}")
         if self.critic not in CRITICS:
