@@ -134,7 +134,11 @@ def main() -> int:
     parser.add_argument("--preset", default="round_demo", help="the demo's round preset (name or path)")
     parser.add_argument("--output-dir", default=None, help="a new directory for the runs (default: a temp dir)")
     parser.add_argument("--write", action="store_true", help=f"write the table to BENCHMARKS.md ({SECTION})")
+    parser.add_argument("--table", metavar="DIR", default=None,
+                        help="print (and with --write write) the table of the runs an earlier bench left in DIR")
     args = parser.parse_args()
+    if args.table:
+        return report(json.loads((Path(args.table) / "runs.json").read_text()), args, machine(), args.write)
 
     out = Path(args.output_dir or tempfile.mkdtemp(prefix="bench-loop-"))
     if out.exists() and any(out.iterdir()):
@@ -153,12 +157,19 @@ def main() -> int:
                      f"gold win {100 * run['win']['rate']:.1f} % [{100 * run['win']['lo']:.1f}, "
                      f"{100 * run['win']['hi']:.1f}], KL {run['kl']:.2f}, length {run['length']:.1f}")
                   + f", {run['minutes']:.1f} min", flush=True)
-    (out / "runs.json").write_text(json.dumps(runs, indent=2))
-    text = (f"{SECTION}\n\n`python bench/bench_loop.py --seeds {args.seeds} --first-seed {args.first_seed}"
-            f"{' --precisions ' + ' '.join(chosen) if args.precisions else ''}` on {header}.\n\n"
+            # after every run: a bench stopped early (or a long sweep split over days) keeps what it measured
+            (out / "runs.json").write_text(json.dumps(runs, indent=2))
+    return report(runs, args, header, args.write)
+
+
+def report(runs: list[dict], args, header: str, write: bool) -> int:
+    """Print the tables of `runs` (and write them into BENCHMARKS.md)."""
+    seeds = sorted({r["seed"] for r in runs})
+    text = (f"{SECTION}\n\n`python bench/bench_loop.py --seeds {len(seeds)} --first-seed {seeds[0] if seeds else 1}"
+            f"{' --precisions ' + ' '.join(args.precisions) if args.precisions else ''}` on {header}.\n\n"
             f"{summary_table(runs)}\n\nEvery run:\n\n{runs_table(runs)}\n")
     print("\n" + text)
-    if args.write:
+    if write:
         write_section(SECTION, text)
     return 0
 
