@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import torch
 
+from align.logprobs import vocab_logits_fp32
 from prefloop.generation import (  # re-exported: the rollout API in one place
     Rollout,
     eos_token_ids,
@@ -94,10 +95,12 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """(logits / T (B, R, V), hidden states (B, R, H)) at the positions that predict the response tokens.
 
     The one forward every log-probability here goes through (policy, reference, critic-sharing policy).
+    The logits are fp32 under any autocast (align.logprobs): bf16 logits round log π(y_t|x) to steps of
+    1/16 near −log V, more than PPO's and GRPO's ratios and KL terms can afford.
     """
     backbone, lm_head = causal_lm_parts(model)
     hidden = response_hidden_states(backbone, input_ids, attention_mask, response_start)  # (B, R, H)
-    return lm_head(hidden) / temperature, hidden  # (B, R, V), (B, R, H)
+    return vocab_logits_fp32(lm_head, hidden) / temperature, hidden  # (B, R, V) fp32, (B, R, H)
 
 
 class PolicyModule(torch.nn.Module):

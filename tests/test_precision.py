@@ -82,3 +82,31 @@ def test_one_dpo_step_agrees_between_bf16_autocast_and_fp32(steps):
     assert bf16["loss"] == pytest.approx(fp32["loss"], abs=LOSS_ABS)
     assert bf16["dtype"] == torch.float32  # the reduction ran in fp32
     assert (bf16["grad"] - fp32["grad"]).norm() < GRAD_REL * fp32["grad"].norm()
+
+
+
+def test_onpolicy_log_prob_path_projects_in_fp32_under_bf16_autocast(tiny_model_dir):
+    """PPO's, GRPO's, RLOO's and online DPO's log-probs (align.rollout.response_logits) project the response
+    hidden states onto the vocabulary in fp32 under bf16 autocast, as DPO's do: the logits equal an fp32
+    projection of the same hidden states, unlike a bf16 one, which at a trained LM's logit size (std ~10)
+    rounds a token's log-prob by up to ~0.06 and a 40-token sum by ~0.3 nats."""
+    from align.rollout import response_logits, token_logprobs
+    from prefloop.models import load_causal_lm
+
+    torch.set_num_threads(1)
+    model, _ = load_causal_lm(tiny_model_dir, dtype=torch.float32, device="cpu")
+    with torch.no_grad():  # an untied head with logits of a trained LM's size, not a random model's ~0
+        head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=False)
+        head.weight.copy_(model.get_output_embeddings().weight * 60)
+        model.lm_head = head
+    ids = torch.randint(10, 2000, (4, 52), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, hidden = response_logits(model, ids, mask, 12)  # (4, 40, V), (4, 40, H)
+        bf16_logits = head(hidden)  # the projection under autocast: what the path must not do
+    exact = torch.nn.functional.linear(hidden.float(), head.weight)  # (4, 40, V)
+    targets = ids[:, 12:]
+    assert logits.dtype == torch.float32 and logits.std() > 5
+    torch.testing.assert_close(logits, exact, rtol=0, atol=1e-4)
+    drift = (token_logprobs(bf16_logits, targets) - token_logprobs(exact, targets)).abs().sum(1)  # (4,)
+    assert drift.max() > 0.1  # a bf16 projection would fail the assertion above by this much per sequence
