@@ -7,7 +7,7 @@ COMMANDS = {
             "align.sft_config:SFTConfig"),
     "ppo": ("align.ppo_trainer:main", "PPO with a KL penalty against a reward model (Ziegler et al. 2019)",
             "align.ppo_config:PPOConfig"),
-    "dpo": ("align.dpo_trainer:main", "DPO on exported pairs (Rafailov et al. 2023); --online: online-dpo",
+    "dpo": ("align.dpo_trainer:main", "DPO on exported pairs (Rafailov et al. 2023)",
             "align.dpo_config:DPOConfig"),
     "online-dpo": ("align.dpo_online:main", "online DPO: best-vs-worst of N samples labelled by a reward model "
                    "(Guo et al. 2024)", "align.online_dpo_config:OnlineDPOConfig"),

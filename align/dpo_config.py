@@ -35,11 +35,7 @@ class DPOConfig(TrainConfig):
     precompute_ref_log_probs: bool = field(default=False, metadata={
         "help": "full fine-tuning: compute log π_ref once before training so no reference model stays in memory "
                 "(no KL diagnostic then); LoRA always uses the base with the adapter disabled"})
-    online: bool = field(default=False, metadata={"help": "run online DPO instead (align.online_dpo_config: "
-                                                          "`align online-dpo --help` lists its fields)"})
 
     def __post_init__(self):
         super().__post_init__()
         check_objective(self.loss_type, self.beta, self.label_smoothing)
-        if self.online:
-            raise ValueError("online DPO has its own config (align.online_dpo_config.OnlineDPOConfig)")

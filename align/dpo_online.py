@@ -1,4 +1,4 @@
-"""`align online-dpo` (or `align dpo --online`): online DPO with a reward model as the labeller (Guo et al.
+"""`align online-dpo`: online DPO with a reward model as the labeller (Guo et al.
 2024, "Direct Language Model Alignment from Online AI Feedback"; the best-vs-worst pair of N samples as in
 Xiong et al. 2024), on the on-policy loop (align/onpolicy_loop.py); this file holds the method.
 

@@ -168,13 +168,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, caps
 def test_bad_config_and_missing_model(tiny_model_dir, pairs_file, tmp_path, capsys):
     from align.cli import main
 
-    online = ["--online", "--prompts", str(pairs_file)]  # `align dpo --online` runs OnlineDPOConfig
-    for argv, message in [(["--data", str(pairs_file), "--label-smoothing", "0.1"], "label_smoothing is only used by"),
-                          (["--data", str(pairs_file), "--beta", "0"], "beta must be > 0"),
+    online, offline = ["online-dpo", "--prompts", str(pairs_file)], ["dpo", "--data", str(pairs_file)]
+    for argv, message in [([*offline, "--label-smoothing", "0.1"], "label_smoothing is only used by"),
+                          ([*offline, "--beta", "0"], "beta must be > 0"),
                           (online, "reward_model is required"),
                           ([*online, "--reward-model", "x:y", "--num-generations", "1"], "num_generations must be"),
-                          (["--data", str(pairs_file), "--model", str(tmp_path / "nope")], "no such directory")]:
-        argv = ["dpo", "--output-dir", str(tmp_path / "o"), "--model", tiny_model_dir, *argv]
+                          ([*offline, "--model", str(tmp_path / "nope")], "no such directory")]:
+        argv = [*argv[:1], "--output-dir", str(tmp_path / "o"), "--model", tiny_model_dir, *argv[1:]]
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
@@ -190,5 +190,5 @@ def test_shipped_configs_parse():
     offline = parse_config(DPOConfig, ["--config", "dpo"])
     online = parse_config(OnlineDPOConfig, ["--config", "dpo_online"])
     sft = parse_config(SFTConfig, ["--config", "sft"])
-    assert (offline.online, online.online, online.num_generations) == (False, True, 4)
+    assert online.num_generations == 4
     assert sft.completion_only_loss and offline.loss_type == "sigmoid"
