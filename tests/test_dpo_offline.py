@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from align.dpo_config import DPOConfig
-from align.dpo_trainer import train_offline
+from align.offline.dpo_config import DPOConfig
+from align.offline.dpo_trainer import train_offline
 from dpo_helpers import TOPICS, load_weights, pair_row, write_jsonl
 from prefloop.config import ConfigError, parse_config
 from prefloop.errors import InputError
@@ -47,8 +47,8 @@ def test_trainer_loss_equals_the_dpo_formula_on_plain_log_probs(tiny_model_dir, 
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.dpo_trainer import PairCollator, PrefloopDPOTrainer
-    from align.preference_data import load_pairwise
+    from align.offline.dpo_trainer import PairCollator, PrefloopDPOTrainer
+    from align.offline.preference_data import load_pairwise
     from prefloop.models import load_causal_lm
 
     torch.manual_seed(0)
@@ -184,8 +184,8 @@ def test_bad_config_and_missing_model(tiny_model_dir, pairs_file, tmp_path, caps
 
 
 def test_shipped_configs_parse():
-    from align.online_dpo_config import OnlineDPOConfig
-    from align.sft_config import SFTConfig
+    from align.onpolicy.online_dpo_config import OnlineDPOConfig
+    from align.offline.sft_config import SFTConfig
 
     offline = parse_config(DPOConfig, ["--config", "dpo"])
     online = parse_config(OnlineDPOConfig, ["--config", "dpo_online"])

@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
-from align.online_dpo_config import OnlineDPOConfig
-from align.dpo_online import best_worst_pairs, train_online
+from align.onpolicy.online_dpo_config import OnlineDPOConfig
+from align.onpolicy.online_dpo_trainer import best_worst_pairs, train_online
 from dpo_helpers import load_weights, write_jsonl
 from ppo_helpers import build_letter_model
 from prefloop.config import parse_config

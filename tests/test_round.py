@@ -69,7 +69,7 @@ def round_yaml(tmp_path, tiny_model_dir, words_model_dir):
 
 
 def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(round_yaml, monkeypatch, capsys):
-    from align.round import main
+    from loop.round import main
     from labeling.stats import main as stats_main
 
     path, db = round_yaml
@@ -127,7 +127,7 @@ def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(rou
     # HTTP, so the export's row order varies), 0.680 [0.620, 0.734] with two threads; the same loop outside
     # the store, on three other seeds of sampling, pairing and DPO, gave lower bounds of 0.66, 0.56 and 0.71
     # at 128 samples.
-    from align.evaluate import main as eval_main
+    from align.evaluation.evaluate import main as eval_main
 
     out = path.parent / "round2-vs-round1"
     assert eval_main(["--policies", p2["name"], "--reference", p1["name"],
@@ -176,7 +176,7 @@ def test_round_progress_counts_tasks_short_of_their_overlap(memory_engine):
 
 
 def test_round_config_needs_annotators_gold_and_held_out_prompts():
-    from align.round_config import RoundConfig
+    from loop.round_config import RoundConfig
 
     with pytest.raises(ValueError, match="simulate.annotators"):
         RoundConfig(project="p", eval_prompts="x")

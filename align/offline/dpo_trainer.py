@@ -177,7 +177,7 @@ class PrefloopDPOTrainer(DPOTrainer):
 
 
 def main(argv: list[str]) -> int:
-    from align.dpo_config import DPOConfig
+    from align.offline.dpo_config import DPOConfig
     from prefloop.config import parse_config
 
     train_offline(parse_config(DPOConfig, argv, prog="align dpo"))
@@ -190,7 +190,7 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.preference_data import load_pairwise
+    from align.offline.preference_data import load_pairwise
     from align.train_common import (load_policy, lora_config, save_final, train_and_evaluate, trainer_metrics,
                                     trl_args)
     from prefloop.config import to_dict

@@ -12,6 +12,7 @@ and changes nothing.
     --url: a server answers there (a connection, short timeout)
     --output-dir: a directory, or one that can be made
     the simulated annotators' password: set in its environment variable
+(The demo's own directory: loop.demo.check_demo_inputs, which ends in check_round_config.)
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _check_sections(cfg) -> None:
     placeholder paths for what the round makes): a bad value is refused now, not after generation."""
     import importlib
 
-    from align.round_config import ALIGN_CONFIGS, SECTIONS
+    from loop.round_config import ALIGN_CONFIGS, SECTIONS
 
     out = Path(cfg.output_dir) / "round-N"
     fixed = {
@@ -121,18 +122,3 @@ def check_url(url: str) -> None:
     except OSError as err:
         raise InputError(f"url {url}: no server answers there ({err.strerror or err}); is `labeling serve` "
                          "running?") from None
-
-
-def check_demo_inputs(cfg) -> None:
-    """`align demo`: its directory, its preset and the round that preset describes, before the demo
-    writes its store and demo.json."""
-    from align.demo import MARKER, round_config
-    from prefloop.outputs import check_output_dir
-
-    out = Path(cfg.output_dir)
-    ours = (out / MARKER).is_file() or (out.is_dir() and not any(out.iterdir()))
-    if out.is_dir() and not ours:
-        raise InputError(f"{out}: exists and was not made by `align demo`; choose another --output-dir")
-    check_output_dir(out, "--output-dir", ours=True)
-    rcfg = round_config(cfg, {"db": f"sqlite:///{(out / 'store.db').absolute()}"})  # the preset: found, valid
-    check_round_config(rcfg)

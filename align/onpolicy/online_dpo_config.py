@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from align.dpo_config import check_objective
-from align.losses import LOSSES
-from align.onpolicy_config import OnPolicyConfig
+from align.losses import LOSSES, check_objective
+from align.onpolicy.config import OnPolicyConfig
 from prefloop.config import config_field as _f
 
 
@@ -33,4 +32,4 @@ class OnlineDPOConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_objective(self.loss_type, self.beta, self.label_smoothing)
+        check_objective(self.loss_type, self.label_smoothing)

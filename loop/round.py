@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from align.round_config import RoundConfig
+from loop.round_config import RoundConfig
 
 
 def current_policy(engine, cfg: RoundConfig) -> dict:
@@ -164,27 +164,27 @@ def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, o
     """Step 6, from the current policy, with the trainer of `align <algorithm>`; -> OUT/final of its run."""
     fixed = {"model": policy, "output_dir": str(out / "policy")}
     if cfg.algorithm == "dpo":  # offline, on the export (evaluated on its X.test.jsonl companion)
-        from align.dpo_config import DPOConfig
-        from align.dpo_trainer import train_offline
+        from align.offline.dpo_config import DPOConfig
+        from align.offline.dpo_trainer import train_offline
 
         return train_offline(DPOConfig(**{"seed": cfg.seed, **cfg.align, **fixed, "data": str(data)}))
     on_policy = {"seed": cfg.seed, **cfg.align, **fixed, "reward_model": reward_model, "prompts": None, "store": cfg.db,
                  "project": cfg.project}  # the project's prompts, sampled from the policy
     if cfg.algorithm == "online-dpo":
-        from align.dpo_online import train_online
-        from align.online_dpo_config import OnlineDPOConfig
+        from align.onpolicy.online_dpo_trainer import train_online
+        from align.onpolicy.online_dpo_config import OnlineDPOConfig
 
         return train_online(OnlineDPOConfig(**on_policy))
-    from align.ppo_config import PPOConfig
-    from align.ppo_trainer import train_ppo
+    from align.onpolicy.ppo_config import PPOConfig
+    from align.onpolicy.ppo_trainer import train_ppo
 
     return train_ppo(PPOConfig(**on_policy))
 
 
 def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path) -> dict:
     """Step 7: `align eval` of the new policy against the reference; writes eval.json, samples.jsonl and the plot."""
-    from align.eval_config import EvalConfig
-    from align.evaluate import evaluate_to_dir, format_report
+    from align.evaluation.eval_config import EvalConfig
+    from align.evaluation.evaluate import evaluate_to_dir, format_report
 
     eval_cfg = EvalConfig(**{"seed": cfg.seed, **cfg.evaluate, "policies": [policy], "reference": cfg.reference,
                              "prompts": cfg.eval_prompts, "reward_model": reward_model, "gold": cfg.gold,
@@ -207,14 +207,14 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
     """Steps 1-8; -> {"round", "policy", "reward_model", "export", "evaluation"}. `on_step(name)` is called
     as each of STEPS ends (a progress bar's hook)."""
     on_step = on_step or (lambda name: None)
-    from align.round_inputs import check_inputs
+    from loop.round_inputs import check_inputs
     from labeling.db import open_store
     from labeling.importer import import_file
     from labeling.lineage import record
 
     engine = open_store(cfg.db, create=False)
     try:
-        password = check_inputs(engine, cfg)  # every input, before anything is written (align.round_inputs)
+        password = check_inputs(engine, cfg)  # every input, before anything is written (loop.round_inputs)
         if cfg.prompts:
             import_file(engine, cfg.project, cfg.prompts)
         policy = current_policy(engine, cfg)
@@ -247,7 +247,7 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
-    from align.round_report import verdict
+    from loop.round_report import verdict
 
     result = run_round(parse_config(RoundConfig, argv, prog="align round"))
     print(f"[prefloop] round {result['round']} done: policy {result['policy']}")

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 ALGORITHMS = ("dpo", "online-dpo", "ppo")  # the `align` commands
 # YAML section -> the config class whose fields it holds (the align section: per algorithm)
 SECTIONS = {"simulate": "labeling.simulate:SimulateConfig", "reward_model": "reward_model.reward_config:RewardModelConfig",
-            "evaluate": "align.eval_config:EvalConfig"}
-ALIGN_CONFIGS = {"dpo": "align.dpo_config:DPOConfig", "online-dpo": "align.online_dpo_config:OnlineDPOConfig",
-                 "ppo": "align.ppo_config:PPOConfig"}
+            "evaluate": "align.evaluation.eval_config:EvalConfig"}
+ALIGN_CONFIGS = {"dpo": "align.offline.dpo_config:DPOConfig", "online-dpo": "align.onpolicy.online_dpo_config:OnlineDPOConfig",
+                 "ppo": "align.onpolicy.ppo_config:PPOConfig"}
 
 
 def _field_names(target: str) -> set[str]:
