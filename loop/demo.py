@@ -88,10 +88,10 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     """Rounds, then the round table of every round so far; -> its rows."""
     from tqdm.auto import tqdm
 
-    from loop.round import run_round
-    from loop.round_report import format_round_table, round_rows, verdict
     from labeling.db import open_store
     from labeling.lineage import format_lineage, lineage
+    from loop.round import run_round
+    from loop.round_report import format_round_table, round_rows, verdict
 
     check_demo_inputs(cfg)  # every input, before the demo writes anything
     state = prepare(cfg)

@@ -8,7 +8,8 @@ and changes nothing.
     prompt files: present and readable      (a preset's, relative to the preset: prefloop.config.rebase_paths)
     gold rules: registered, or module:function that imports
     the reference model: loadable config
-    the YAML sections (simulate, reward_model, align, evaluate): built as the round will build them
+    the YAML sections (simulate, reward_model, align, evaluate, launch): built as the round will build them
+    launch: its accelerate config file exists
     --url: a server answers there (a connection, short timeout)
     --output-dir: a directory, or one that can be made
     the simulated annotators' password: set in its environment variable
@@ -57,6 +58,8 @@ def check_round_config(cfg) -> None:
     if cfg.url:
         check_url(cfg.url)
     _check_sections(cfg)
+    if cfg.launch and not Path(cfg.launch["config_file"]).is_file():
+        raise InputError(f"launch.config_file: {cfg.launch['config_file']}: no such file")
     if cfg.reference:
         check_model(cfg.reference)
 
@@ -75,9 +78,8 @@ def _check_gold(cfg) -> None:
 def _check_sections(cfg) -> None:
     """The configs of the round's steps, built from the YAML sections as run_round builds them (with
     placeholder paths for what the round makes): a bad value is refused now, not after generation."""
-    import importlib
-
     from loop.round_config import ALIGN_CONFIGS, SECTIONS
+    from prefloop.cli import load_entry
 
     out = Path(cfg.output_dir) / "round-N"
     fixed = {
@@ -86,6 +88,7 @@ def _check_sections(cfg) -> None:
                          "store": None, "project": None},
         "evaluate": {"policies": [str(out / "policy")], "reference": cfg.reference, "prompts": cfg.eval_prompts,
                      "reward_model": str(out / "reward_model"), "gold": cfg.gold, "output_dir": str(out / "eval")},
+        "launch": {},
         "align": {"model": cfg.reference, "output_dir": str(out / "policy"),
                   **({"data": str(out / "pairs.train.jsonl")} if cfg.algorithm == "dpo" else
                      {"reward_model": str(out / "reward_model"), "prompts": None, "store": cfg.db or "prefloop.db",
@@ -93,13 +96,12 @@ def _check_sections(cfg) -> None:
     }
     targets = {**SECTIONS, "align": ALIGN_CONFIGS[cfg.algorithm]}
     for section, target in targets.items():
-        if section == "simulate" and cfg.judges != "simulated":
+        if (section == "simulate" and cfg.judges != "simulated") or (section == "launch" and not cfg.launch):
             continue
         values = getattr(cfg, section)
         merged = {**values, **fixed[section]} if section != "simulate" else {**fixed[section], **values}
-        module, name = target.split(":")
         try:
-            getattr(importlib.import_module(module), name)(**merged)
+            load_entry(target)(**merged)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{section}: {err}") from None
 

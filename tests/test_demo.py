@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loop.demo import DemoConfig, run_demo
 from labeling.simulate import Behaviour, p_gold_winner
+from loop.demo import DemoConfig, run_demo
 from prefloop.config import resolve_config
 from prefloop.errors import InputError
 

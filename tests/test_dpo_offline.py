@@ -184,8 +184,8 @@ def test_bad_config_and_missing_model(tiny_model_dir, pairs_file, tmp_path, caps
 
 
 def test_shipped_configs_parse():
-    from align.onpolicy.online_dpo_config import OnlineDPOConfig
     from align.offline.sft_config import SFTConfig
+    from align.onpolicy.online_dpo_config import OnlineDPOConfig
 
     offline = parse_config(DPOConfig, ["--config", "dpo"])
     online = parse_config(OnlineDPOConfig, ["--config", "dpo_online"])

@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from align.graders.generalpoints import RULES, card_value, evaluate, extract_expression, generate_tasks, reachable, solve
 from align.graders import grade
+from align.graders.generalpoints import RULES, card_value, evaluate, extract_expression, generate_tasks, reachable, solve
 
 REF = {"cards": ["J", "3", "5", "2"], "values": [10, 3, 5, 2], "target": 24}
 

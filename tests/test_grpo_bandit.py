@@ -12,7 +12,7 @@ step, as the trainers use them. The maths under test is the trainer's; only the 
 import torch
 
 from align.onpolicy.grpo_core import (dr_grpo_fixed_point, group_advantages, grpo_loss, kl_penalised_sequence_rewards,
-                             rloo_advantages, rloo_loss)
+                                      rloo_advantages, rloo_loss)
 
 BETA = 0.5
 R = torch.tensor([1.0, 0.5, 0.0, -0.5, 0.25, -1.0, 0.0, 0.75], dtype=torch.float64)

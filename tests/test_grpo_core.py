@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from align.onpolicy.grpo_core import (AGGREGATIONS, clipped_surrogate, group_advantages, grpo_loss,
-                             kl_penalised_sequence_rewards, rloo_advantages, rloo_loss)
+                                      kl_penalised_sequence_rewards, rloo_advantages, rloo_loss)
 
 
 def test_group_advantages_with_and_without_std():

@@ -12,7 +12,6 @@ circle between two modules fails here, with the file and line of the import.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 import pytest

@@ -34,9 +34,9 @@ def dpo_step(model_dir: str, out: Path, precision: str) -> dict:
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
+    from align.offline.dpo_config import DPOConfig
     from align.offline.dpo_trainer import PairCollator, PrefloopDPOTrainer
     from align.train_common import load_policy, lora_config
-    from align.offline.dpo_config import DPOConfig
 
     torch.manual_seed(0)
     model, tokenizer = load_policy(model_dir)

@@ -205,10 +205,10 @@ def test_on_policy_store_prompts_split_as_the_export_does(sqlite_url):
 
 def test_every_shipped_config_parses_and_each_has_a_quick_twin():
     from align.offline.dpo_config import DPOConfig
+    from align.offline.sft_config import SFTConfig
     from align.onpolicy.grpo_config import GRPOConfig, RLOOConfig
     from align.onpolicy.online_dpo_config import OnlineDPOConfig
     from align.onpolicy.ppo_config import PPOConfig
-    from align.offline.sft_config import SFTConfig
     from prefloop.config import parse_config
     from reward_model.reward_config import RewardModelConfig
 

@@ -221,8 +221,8 @@ dist.init_process_group("gloo")
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from align.onpolicy.critic import ActorCritic
-from align.onpolicy.toolkit import load_policy_pair
 from align.onpolicy.rollout import micro_batch
+from align.onpolicy.toolkit import load_policy_pair
 cfg = SimpleNamespace(model=sys.argv[2], lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
                       lora_target_modules=["q_proj", "v_proj"], seed=0)
 pair = load_policy_pair(cfg)

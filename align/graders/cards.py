@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from align.graders.generalpoints import NotAnExpression, evaluate, extract_expression
 from align.graders.base import Grade, checked
+from align.graders.generalpoints import NotAnExpression, evaluate, extract_expression
 
 
 def generalpoints(prompt, response, reference) -> Grade:

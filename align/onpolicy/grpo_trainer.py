@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from align.graders.mix import GraderMix, GraderSpec, load_grader_spec, parse_grader_spec
-from align.onpolicy.grpo_core import ADVANTAGES, KL_ESTIMATORS, grpo_loss, kl_penalised_sequence_rewards, rloo_loss
-from align.onpolicy.toolkit import check_scores
 from align.onpolicy.engine import global_share
+from align.onpolicy.grpo_core import ADVANTAGES, KL_ESTIMATORS, grpo_loss, kl_penalised_sequence_rewards, rloo_loss
 from align.onpolicy.loop import Algorithm, OnPolicyTrainer, Scored, sample
 from align.onpolicy.ppo_core import masked_mean
 from align.onpolicy.rft_data import RFTExample, load_rft_dataset
 from align.onpolicy.rollout import Rollout, select
+from align.onpolicy.toolkit import check_scores
 
 GRPO_PLOTS = (("reward.png", ("reward", "full_marks"), "reward in [0, 1]", None),
               ("monitors.png", ("completions/mean_length",), "answer tokens", "kl"))
