@@ -87,6 +87,12 @@ LOSSES: dict[str, PreferenceLoss] = {
 }
 
 
+def check_objective(loss_type: str, label_smoothing: float) -> None:
+    """The preference objective's fields, offline and online DPO alike (their ranges: prefloop.config.check_ranges)."""
+    if label_smoothing and not LOSSES[loss_type].uses_label_smoothing:
+        raise ValueError(f"label_smoothing is only used by the robust and conservative losses, not {loss_type!r}")
+
+
 def log_ratio_difference(loss_type: str, policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
                          ref_rejected: Tensor, chosen_lengths: Tensor | None = None,
                          rejected_lengths: Tensor | None = None) -> Tensor:

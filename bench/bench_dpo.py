@@ -97,7 +97,7 @@ def _collated(pairs: int, tokenizer) -> dict:
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.dpo_trainer import PairCollator, PrefloopDPOTrainer
+    from align.offline.dpo_trainer import PairCollator, PrefloopDPOTrainer
 
     class _Tokenise(PrefloopDPOTrainer):  # only the dataset preparation of the trainer
         def __init__(self):
@@ -118,8 +118,8 @@ def _sequence_logps(model, batch):
 
 
 def run_ours(pairs: int, repeats: int, precompute: bool) -> dict:
-    from align.dpo_config import DPOConfig
-    from align.dpo_trainer import train_offline
+    from align.offline.dpo_config import DPOConfig
+    from align.offline.dpo_trainer import train_offline
 
     data = Path(tempfile.mkdtemp()) / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in pair_rows(pairs * (repeats + 1))))

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def tasks(args) -> dict[str, list[dict]]:
-    from align.generalpoints import generate_tasks
+    from align.graders.generalpoints import generate_tasks
 
     common = dict(n_cards=args.n_cards, target=None, max_target=args.max_target)
     train = generate_tasks(args.n_train, rule="face10", seed=args.seed, **common)
@@ -72,8 +72,8 @@ def evaluate(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size
 
 
 def run_sft(args, train: list[dict], out: Path) -> Path:
-    from align.sft_config import SFTConfig
-    from align.sft_trainer import train_sft
+    from align.offline.sft_config import SFTConfig
+    from align.offline.sft_trainer import train_sft
     from prefloop.data import write_records
 
     rows = [{"messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["solution"]}]}
@@ -87,8 +87,8 @@ def run_sft(args, train: list[dict], out: Path) -> Path:
 
 def run_rft(args, model_dir: Path, train: list[dict], out: Path) -> Path:
     """`align grpo` from the SFT model, beta = 0 (TRL's default), the GeneralPoints grader."""
-    from align.grpo_config import GRPOConfig
-    from align.grpo_trainer import train_group_relative
+    from align.onpolicy.grpo_config import GRPOConfig
+    from align.onpolicy.grpo_trainer import train_group_relative
     from prefloop.data import write_records
 
     data = write_records(train, out / "rft.jsonl")  # rows carry their grader: generalpoints

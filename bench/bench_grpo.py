@@ -5,7 +5,7 @@
     .venv/bin/python bench/bench_grpo.py --grading --baseline /path/to/other/checkout   # grading throughput only
 
 All in one process and one run, on the same model (SmolLM2-135M-Instruct, the embedded default, full
-fine-tuning), the same GeneralPoints prompts and grader (align/generalpoints.py), group size G, prompts
+fine-tuning), the same GeneralPoints prompts and grader (align/graders/generalpoints.py), group size G, prompts
 per step, and completion length; every row in the precision and torch thread count of the run:
   GRPO step   ours: the on-policy loop's step with `GroupRelative` (rollout with the KV cache, grading, one
               clipped-surrogate update;
@@ -47,7 +47,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 
 def task_rows(n: int) -> list[dict]:
     """GeneralPoints tasks (two cards, a reachable target): RFT rows with their grader."""
-    from align.generalpoints import generate_tasks
+    from align.graders.generalpoints import generate_tasks
 
     return generate_tasks(n, n_cards=2, target=None, max_target=20, seed=0)
 
@@ -57,9 +57,9 @@ def task_rows(n: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------
 
 def build_ours(args, workdir: Path):
-    from align.grpo_config import GRPOConfig
-    from align.grpo_trainer import GroupRelative
-    from align.onpolicy_loop import OnPolicyTrainer
+    from align.onpolicy.grpo_config import GRPOConfig
+    from align.onpolicy.grpo_trainer import GroupRelative
+    from align.onpolicy.loop import OnPolicyTrainer
     from prefloop.data import write_records
     from prefloop.models import resolve_model
 
@@ -89,7 +89,7 @@ def bench_rollout(trainer, examples, args) -> dict:
     """`PolicyPair.sample` (generate_responses) vs plain `model.generate`: same prompts, G, settings and seed."""
     import torch
 
-    from align.rollout import tokenize_prompts
+    from align.onpolicy.rollout import tokenize_prompts
 
     pair, acc, G = trainer.pair, trainer.acc, args.num_generations
     prompts = [e.prompt for e in examples[:args.prompts]]
@@ -114,8 +114,8 @@ def bench_training(trainer, examples, args) -> dict:
     """`update` (one optimizer step on the whole rollout) vs a bare forward+backward of the same rows."""
     import torch
 
-    from align.grpo_core import group_advantages
-    from align.rollout import micro_batch
+    from align.onpolicy.grpo_core import group_advantages
+    from align.onpolicy.rollout import micro_batch
 
     acc, policy, algorithm = trainer.acc, trainer.pair.policy, trainer.algo
     torch.manual_seed(0)

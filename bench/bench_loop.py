@@ -54,7 +54,7 @@ def run_demo(out: Path, seed: int, precision: str, preset: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if precision in ("fp32", "bf16"):
         env["PREFLOOP_CPU_BF16"] = "1" if precision == "bf16" else "0"
-    cmd = [sys.executable, "-m", "align.cli", "demo", "--output-dir", str(out), "--seed", str(seed),
+    cmd = [sys.executable, "-m", "loop.cli", "demo", "--output-dir", str(out), "--seed", str(seed),
            "--preset", preset]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)

@@ -34,9 +34,9 @@ SECTION = "## PPO"
 
 
 def build_trainer(args, workdir: Path):
-    from align.onpolicy_loop import OnPolicyTrainer
-    from align.ppo_config import PPOConfig
-    from align.ppo_trainer import PPO
+    from align.onpolicy.loop import OnPolicyTrainer
+    from align.onpolicy.ppo_config import PPOConfig
+    from align.onpolicy.ppo_trainer import PPO
     from reward_model.backbone import load_backbone
     from reward_model.scorer import RewardScorer
 
@@ -75,7 +75,7 @@ def bench_rollout(trainer, repeats: int, max_new_tokens: int) -> dict:
     """generate_responses vs plain model.generate: same prompts, batch, sampling settings and seed."""
     import torch
 
-    from align.rollout import generate_responses, tokenize_prompts
+    from align.onpolicy.rollout import generate_responses, tokenize_prompts
 
     policy, tokenizer, acc = trainer.engine.unwrapped.policy, trainer.pair.tokenizer, trainer.acc
     prompts = trainer.schedule.batch(0)
@@ -100,9 +100,9 @@ def bench_training(trainer, repeats: int) -> dict:
     """ppo_update vs bare forward+backward over the same micro-batches of one fixed rollout."""
     import torch
 
-    from align.ppo_core import compute_gae, kl_penalised_rewards, masked_whiten
-    from align.rollout import micro_batch
-    from align.rollout import generate_responses
+    from align.onpolicy.ppo_core import compute_gae, kl_penalised_rewards, masked_whiten
+    from align.onpolicy.rollout import micro_batch
+    from align.onpolicy.rollout import generate_responses
 
     cfg, acc, algorithm = trainer.cfg, trainer.acc, trainer.algo
     prompts = trainer.schedule.batch(0)

@@ -129,10 +129,10 @@ def cmd_probe(args) -> int:
     and not on a CPU, this says where the first NaN or inf appears."""
     import torch
 
-    from align import onpolicy_engine
-    from align.onpolicy_loop import OnPolicyTrainer
-    from align.ppo_config import PPOConfig
-    from align.ppo_trainer import PPO
+    from align.onpolicy import engine as onpolicy_engine
+    from align.onpolicy.loop import OnPolicyTrainer
+    from align.onpolicy.ppo_config import PPOConfig
+    from align.onpolicy.ppo_trainer import PPO
     from prefloop.config import parse_config
 
     cfg = parse_config(PPOConfig, args.rest, prog="align ppo")
@@ -179,12 +179,12 @@ def cmd_probe(args) -> int:
 def cmd_attention(_args) -> int:
     """Forward and backward of the embedded model's shape on a left-padded batch (pad rows: queries with
     every key masked) under each attention kernel alone, then through the log-prob path
-    (align.rollout.response_logits, which leaves cuDNN out): are the gradients finite?"""
+    (align.onpolicy.rollout.response_logits, which leaves cuDNN out): are the gradients finite?"""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from transformers import AutoModelForCausalLM
 
-    from align.rollout import response_logits, token_logprobs
+    from align.onpolicy.rollout import response_logits, token_logprobs
     from prefloop.models import DEFAULT_MODEL, cache_dir
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

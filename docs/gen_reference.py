@@ -4,7 +4,8 @@
     python docs/gen_reference.py --check    # exit 1 (naming the page) when a committed page is stale
 
 Where the facts come from:
-  * the commands: each console script's COMMANDS table (labeling/cli.py, reward_model/cli.py, align/cli.py);
+  * the commands: each console script's COMMANDS table (labeling/cli.py, reward_model/cli.py, and loop/cli.py:
+    align/cli.py's table plus round and demo);
   * each command's flags and config fields: the config dataclass that the command itself hands to
     `prefloop.config.build_parser` when asked for `--help` (found by running `TOOL COMMAND --help`
     in-process with build_parser wrapped, so a command added later is picked up without an edit here);
@@ -28,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = {"cli": ROOT / "docs" / "reference" / "cli.md", "config": ROOT / "docs" / "reference" / "config.md"}
-TOOLS = {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "align.cli"}
+TOOLS = {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "loop.cli"}
 # Shipped presets by command; a preset missing here stops the generator (every preset is documented).
 PRESETS = {"reward-model train": ["reward_model", "reward_model_quick"], "align sft": ["sft", "sft_quick"],
            "align ppo": ["ppo", "ppo_quick"], "align dpo": ["dpo", "dpo_quick"],

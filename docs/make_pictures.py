@@ -13,7 +13,7 @@ What it uses, and makes when missing (on the embedded SmolLM2; tens of minutes o
   * BENCHMARKS.md's GeneralPoints table, for its chart.
 
 Writes: annotator.png and dashboard.png (headless Chromium via playwright, /usr/bin/chromium),
-reward_vs_kl.png (align.evaluate's own plot over every round's policy), monitors.png and
+reward_vs_kl.png (align.evaluation.evaluate's own plot over every round's policy), monitors.png and
 generalpoints.png (matplotlib).
 """
 
@@ -192,7 +192,7 @@ def take_screenshots(loop: Path, out: Path, project: str) -> None:
 
 def reward_vs_kl(loop: Path, out: Path) -> None:
     """align eval's own plot, over every round's policy (each was evaluated against the same reference)."""
-    from align.evaluate import plot_reward_vs_kl
+    from align.evaluation.evaluate import plot_reward_vs_kl
 
     reports = [json.loads(path.read_text()) for path in sorted(loop.glob("round-*/eval/eval.json"))]
     merged = dict(reports[-1])

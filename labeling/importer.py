@@ -11,7 +11,7 @@ Accepted columns (one of the prompt columns is required):
   responses   a list of strings or of {"text"|"content", "model"} objects
   chosen / rejected               TRL preference rows: both become candidates
   split, source, id               stored on the prompt; other columns go to prompt.meta
-  reference, grader               RFT rows (align/rft_data.py): kept in prompt.meta like any other
+  reference, grader               RFT rows (align/onpolicy/rft_data.py): kept in prompt.meta like any other
                                   column, never shown to annotators; `align grpo` reads them back
 """
 

@@ -8,7 +8,7 @@ each recorded with what it was made from, so `labeling stats` can show
     round 1  policy        runs/loop/round-1/policy/final          <- policy #1, reward_model #4, export #3
     round 1  evaluation    win rate 0.71 [0.62, 0.79] (gold)       <- policy #5
 
-The records are written through these functions only (the round runner in `align.round` calls
+The records are written through these functions only (the round runner in `loop.round` calls
 them); they never change, so a lineage is an append-only history with typed rows.
 """
 

@@ -33,13 +33,14 @@ def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | 
     if len(entry) > 2 and any(arg in ("-h", "--help") for arg in rest):
         from prefloop.config import build_parser
 
-        build_parser(_load(entry[2]), prog=f"{prog} {name}").print_help()
+        build_parser(load_entry(entry[2]), prog=f"{prog} {name}").print_help()
         return 0
     module, func = entry[0].split(":")
     return run_main(getattr(importlib.import_module(module), func), rest, prog)
 
 
-def _load(path: str):
+def load_entry(path: str):
+    """The object a "module:name" string names (a command's main, its config class), imported now."""
     module, attr = path.split(":")
     return getattr(importlib.import_module(module), attr)
 

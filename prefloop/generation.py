@@ -12,7 +12,7 @@ prompt; only a tokenizer without a template continues a string as plain text. Pr
 are left-padded so all rows end at the same column; sampling uses the KV cache.
 
 Sampling is pure softmax(z / T) (top-k and top-p off unless asked for), so that
-`align.rollout.response_logprobs` can recompute the log-probabilities of exactly the
+`align.onpolicy.rollout.response_logprobs` can recompute the log-probabilities of exactly the
 distribution that was sampled [N-details, "the temperature must be applied when
 recomputing log-probs"].
 """

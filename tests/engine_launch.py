@@ -3,7 +3,7 @@ Accelerator runs ENGINE (ddp, fsdp2, zero2, zero3) on CPU processes over gloo.
 
 accelerate selects FSDP and DeepSpeed for GPU processes only: CPU processes (prefloop starts them with
 cpu=True, see configs/accelerate_ddp.yaml) always get plain DDP. Here the Accelerator that
-align.onpolicy.start builds is switched, right after accelerate has set up the gloo process group, to the
+align.onpolicy.toolkit.start builds is switched, right after accelerate has set up the gloo process group, to the
 engine's distributed type with the plugin that configs/accelerate_fsdp.yaml or
 configs/accelerate_deepspeed.yaml would give it. From there on everything is accelerate's and the
 engine's own code: `prepare` shards with FSDP2's fully_shard or wraps a DeepSpeed ZeRO engine, and
@@ -62,7 +62,7 @@ def main() -> int:
             super().__init__(*args, **kwargs)
             force_engine(self, engine)
 
-    accelerate.Accelerator = EngineAccelerator  # align.onpolicy.start imports it at call time
+    accelerate.Accelerator = EngineAccelerator  # align.onpolicy.toolkit.start imports it at call time
     from align.cli import main as align_main
 
     return align_main(argv)

@@ -78,7 +78,7 @@ def next_token_distribution(model_dir, prompt: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from align.rollout import tokenize_prompts
+    from align.onpolicy.rollout import tokenize_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()

@@ -483,7 +483,7 @@ def run_case(c: Case, work: Path, models: Path, busy: int, capfd, monkeypatch) -
             return 0, "(still running after 120 s: the input was accepted)"
         return result.returncode, result.stderr.decode("utf-8", "replace")
     monkeypatch.chdir(work)
-    main = {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "align.cli"}[c.tool]
+    main = {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "loop.cli"}[c.tool]
     import importlib
     import traceback
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-TOOLS = {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "align.cli"}
+TOOLS = {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "loop.cli"}
 SUBCOMMANDS = [(tool, name) for tool, module in TOOLS.items() for name in importlib.import_module(module).COMMANDS]
 # Subcommands that take a leading action word answer --help after it too.
 ACTIONS = [("labeling", ["users", "add"]), ("labeling", ["users", "list"]), ("labeling", ["tasks", "build"])]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from align.demo import DemoConfig, run_demo
 from labeling.simulate import Behaviour, p_gold_winner
+from loop.demo import DemoConfig, run_demo
 from prefloop.config import resolve_config
 from prefloop.errors import InputError
 
@@ -34,8 +34,8 @@ def test_p_gold_winner_matches_hand_values(delta, behaviour, expected):
 
 
 def test_bayes_ceiling_averages_pairs_and_annotators(tmp_path):
-    from align.round_config import RoundConfig
-    from align.round_report import bayes_ceiling
+    from loop.round_config import RoundConfig
+    from loop.round_report import bayes_ceiling
 
     pairs = tmp_path / "pairs.test.jsonl"
     rows = [("a b", "a b c d e"), ("one two three", "one two three")]  # concise: Δ = 0.3, then 0
@@ -55,7 +55,7 @@ def test_bayes_ceiling_averages_pairs_and_annotators(tmp_path):
      "the aligned model did NOT beat the reference, it is worse: gold win rate 30.0 % [20.0, 41.0]"),
 ])
 def test_verdict_says_plainly_whether_the_interval_lies_above_half(win, line):
-    from align.round_report import verdict
+    from loop.round_report import verdict
 
     assert verdict({"win_rate_gold": win, "win_rate_reward": {"rate": 0.9, "lo": 0.8, "hi": 0.95}}) == line
     assert verdict({"win_rate_gold": None, "win_rate_reward": win}) == line.replace("gold", "reward-model")

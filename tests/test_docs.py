@@ -54,7 +54,7 @@ def test_reference_lists_every_command_and_flag():
 
 def test_every_command_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
-    for tool, module in {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "align.cli"}.items():
+    for tool, module in {"labeling": "labeling.cli", "reward-model": "reward_model.cli", "align": "loop.cli"}.items():
         for name in importlib.import_module(module).COMMANDS:
             assert f"\n| `{tool} {name}` | " in readme, f"README's command table lacks `{tool} {name}`"
 

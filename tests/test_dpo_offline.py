@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from align.dpo_config import DPOConfig
-from align.dpo_trainer import train_offline
+from align.offline.dpo_config import DPOConfig
+from align.offline.dpo_trainer import train_offline
 from dpo_helpers import TOPICS, load_weights, pair_row, write_jsonl
 from prefloop.config import ConfigError, parse_config
 from prefloop.errors import InputError
@@ -47,8 +47,8 @@ def test_trainer_loss_equals_the_dpo_formula_on_plain_log_probs(tiny_model_dir, 
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.dpo_trainer import PairCollator, PrefloopDPOTrainer
-    from align.preference_data import load_pairwise
+    from align.offline.dpo_trainer import PairCollator, PrefloopDPOTrainer
+    from align.offline.preference_data import load_pairwise
     from prefloop.models import load_causal_lm
 
     torch.manual_seed(0)
@@ -168,13 +168,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, caps
 def test_bad_config_and_missing_model(tiny_model_dir, pairs_file, tmp_path, capsys):
     from align.cli import main
 
-    online = ["--online", "--prompts", str(pairs_file)]  # `align dpo --online` runs OnlineDPOConfig
-    for argv, message in [(["--data", str(pairs_file), "--label-smoothing", "0.1"], "label_smoothing is only used by"),
-                          (["--data", str(pairs_file), "--beta", "0"], "beta must be > 0"),
+    online, offline = ["online-dpo", "--prompts", str(pairs_file)], ["dpo", "--data", str(pairs_file)]
+    for argv, message in [([*offline, "--label-smoothing", "0.1"], "label_smoothing is only used by"),
+                          ([*offline, "--beta", "0"], "beta must be > 0"),
                           (online, "reward_model is required"),
                           ([*online, "--reward-model", "x:y", "--num-generations", "1"], "num_generations must be"),
-                          (["--data", str(pairs_file), "--model", str(tmp_path / "nope")], "no such directory")]:
-        argv = ["dpo", "--output-dir", str(tmp_path / "o"), "--model", tiny_model_dir, *argv]
+                          ([*offline, "--model", str(tmp_path / "nope")], "no such directory")]:
+        argv = [*argv[:1], "--output-dir", str(tmp_path / "o"), "--model", tiny_model_dir, *argv[1:]]
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
@@ -184,11 +184,11 @@ def test_bad_config_and_missing_model(tiny_model_dir, pairs_file, tmp_path, caps
 
 
 def test_shipped_configs_parse():
-    from align.online_dpo_config import OnlineDPOConfig
-    from align.sft_config import SFTConfig
+    from align.offline.sft_config import SFTConfig
+    from align.onpolicy.online_dpo_config import OnlineDPOConfig
 
     offline = parse_config(DPOConfig, ["--config", "dpo"])
     online = parse_config(OnlineDPOConfig, ["--config", "dpo_online"])
     sft = parse_config(SFTConfig, ["--config", "sft"])
-    assert (offline.online, online.online, online.num_generations) == (False, True, 4)
+    assert online.num_generations == 4
     assert sft.completion_only_loss and offline.loss_type == "sigmoid"

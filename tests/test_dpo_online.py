@@ -1,4 +1,4 @@
-"""`align dpo --online`: sample N responses, score with a known reward, best vs worst, DPO update.
+"""`align online-dpo`: sample N responses, score with a known reward, best vs worst, DPO update.
 
 The policy is the PPO tests' tiny letter model (a random Llama over 8 letters + specials), whose
 random policy explores every letter; the reward is the share of the letter "a" in the response
@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
-from align.online_dpo_config import OnlineDPOConfig
-from align.dpo_online import best_worst_pairs, train_online
+from align.onpolicy.online_dpo_config import OnlineDPOConfig
+from align.onpolicy.online_dpo_trainer import best_worst_pairs, train_online
 from dpo_helpers import load_weights, write_jsonl
 from ppo_helpers import build_letter_model
 from prefloop.config import parse_config
@@ -116,7 +116,7 @@ def test_online_dpo_with_lora_ipo_and_a_reward_model_dir(letter_model, prompts_f
 def test_online_bad_reward_is_one_line(letter_model, prompts_file, tmp_path, capsys):
     from align.cli import main
 
-    argv = ["dpo", "--online", "--model", letter_model, "--prompts", str(prompts_file), "--output-dir",
+    argv = ["online-dpo", "--model", letter_model, "--prompts", str(prompts_file), "--output-dir",
             str(tmp_path / "bad"), "--max-steps", "1", "--max-new-tokens", "2"]
     assert main(argv + ["--reward-model", "ppo_helpers:no_such_reward"]) == 1
     assert "cannot import" in capsys.readouterr().err

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from align.dpo_config import DPOConfig
-from align.dpo_trainer import train_offline
+from align.offline.dpo_config import DPOConfig
+from align.offline.dpo_trainer import train_offline
 from dpo_helpers import pair_row, write_jsonl
 from prefloop.config import parse_config
 from prefloop.metrics import read_metrics

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from align.evaluate import best_of_n_kl, expand_policies, main, wilson_interval, win_rate
+from align.evaluation.evaluate import best_of_n_kl, expand_policies, main, wilson_interval, win_rate
 from prefloop.errors import InputError
 
 GOLD_ANSWER = "great helpful clear kind"  # positive_words = 4; a random model's text scores about 0
@@ -62,7 +62,7 @@ def _train_to_say(model_dir: str, out_dir, prompts: list, answer: str, steps: in
     """Teach a tiny model to answer every prompt with `answer` (a few dozen Adam steps, until it all but always does)."""
     import torch
 
-    from align.rollout import causal_lm_parts, response_hidden_states
+    from align.onpolicy.rollout import causal_lm_parts, response_hidden_states
     from prefloop.generation import tokenize_prompts
     from prefloop.models import load_causal_lm
 
@@ -195,7 +195,7 @@ def _assert_same(rebuilt, report, where: str = "eval.json") -> None:
 def test_config_refuses_an_evaluation_without_a_judge_in_one_line():
     from prefloop.config import ConfigError, parse_config
 
-    from align.eval_config import EvalConfig
+    from align.evaluation.eval_config import EvalConfig
 
     with pytest.raises(ConfigError, match="nothing to judge with"):
         parse_config(EvalConfig, ["--policies", "p", "--prompts", "x.jsonl"])

@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from align.generalpoints import RULES, card_value, evaluate, extract_expression, generate_tasks, reachable, solve
 from align.graders import grade
+from align.graders.generalpoints import RULES, card_value, evaluate, extract_expression, generate_tasks, reachable, solve
 
 REF = {"cards": ["J", "3", "5", "2"], "values": [10, 3, 5, 2], "target": 24}
 
@@ -88,7 +88,7 @@ def test_extract_expression():
 
 def test_the_command_writes_tasks_and_worked_solutions_that_load_as_rft_data(tmp_path, capsys):
     from align.cli import main as align_main
-    from align.rft_data import load_rft_dataset
+    from align.onpolicy.rft_data import load_rft_dataset
     from prefloop.data import read_records
 
     out, sft = tmp_path / "gp.jsonl", tmp_path / "gp_sft.jsonl"

@@ -1,7 +1,7 @@
 """What GRPO and RLOO converge to on a single-token bandit, against closed forms.
 
 The policy is a softmax over 8 actions (a table of logits: the exact tabular case of a
-one-token response), trained with the functions of align/grpo_core.py on fresh samples every
+one-token response), trained with the functions of align/onpolicy/grpo_core.py on fresh samples every
 step, as the trainers use them. The maths under test is the trainer's; only the model is a table.
 
   RLOO, KL in the reward  -> pi*(y) ∝ pi_ref(y) exp(r(y) / beta)   (as PPO and DPO: test_ppo_bandit.py)
@@ -11,8 +11,8 @@ step, as the trainers use them. The maths under test is the trainer's; only the 
 
 import torch
 
-from align.grpo_core import (dr_grpo_fixed_point, group_advantages, grpo_loss, kl_penalised_sequence_rewards,
-                             rloo_advantages, rloo_loss)
+from align.onpolicy.grpo_core import (dr_grpo_fixed_point, group_advantages, grpo_loss, kl_penalised_sequence_rewards,
+                                      rloo_advantages, rloo_loss)
 
 BETA = 0.5
 R = torch.tensor([1.0, 0.5, 0.0, -0.5, 0.25, -1.0, 0.0, 0.75], dtype=torch.float64)

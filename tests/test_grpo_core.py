@@ -1,12 +1,12 @@
-"""align/grpo_core.py against hand-computed values."""
+"""align/onpolicy/grpo_core.py against hand-computed values."""
 
 import math
 
 import pytest
 import torch
 
-from align.grpo_core import (AGGREGATIONS, clipped_surrogate, group_advantages, grpo_loss,
-                             kl_penalised_sequence_rewards, rloo_advantages, rloo_loss)
+from align.onpolicy.grpo_core import (AGGREGATIONS, clipped_surrogate, group_advantages, grpo_loss,
+                                      kl_penalised_sequence_rewards, rloo_advantages, rloo_loss)
 
 
 def test_group_advantages_with_and_without_std():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from align.cli import main as align_main
-from align.grpo_config import GRPOConfig, RLOOConfig
+from align.onpolicy.grpo_config import GRPOConfig, RLOOConfig
 from ppo_helpers import build_letter_model
 from prefloop.metrics import read_metrics
 
@@ -86,8 +86,8 @@ def test_help_imports_no_torch_and_loss_types_match_the_core():
     import subprocess
     import sys
 
-    from align.grpo_config import LOSS_TYPES
-    from align.grpo_core import AGGREGATIONS
+    from align.onpolicy.grpo_config import LOSS_TYPES
+    from align.onpolicy.grpo_core import AGGREGATIONS
 
     assert tuple(AGGREGATIONS) == LOSS_TYPES
     code = ("import sys, align.cli; align.cli.main(['grpo', '--help']); align.cli.main(['rloo', '--help']); "
@@ -103,8 +103,8 @@ def test_rloo_defaults_fold_the_kl_into_the_reward():
 
 def _algorithm(tmp_path, model_dir, data, **fields):
     """GRPO's algorithm, set up by the on-policy loop (engine, policy pair), without training."""
-    from align.grpo_trainer import GroupRelative
-    from align.onpolicy_loop import OnPolicyTrainer
+    from align.onpolicy.grpo_trainer import GroupRelative
+    from align.onpolicy.loop import OnPolicyTrainer
 
     cfg = GRPOConfig(model=str(model_dir), prompts=str(data), graders="token_f1", output_dir=str(tmp_path / "out"),
                      batch_size=4, num_generations=8, max_new_tokens=3, learning_rate=3e-3, **fields)
@@ -117,7 +117,7 @@ def test_one_minibatch_update_reuses_its_own_forward_as_pi_old(tmp_path, task):
     parameters after the update are those an explicit pi_old pass gives; beta = 0 loads no reference copy."""
     import torch
 
-    from align.grpo_core import group_advantages
+    from align.onpolicy.grpo_core import group_advantages
 
     model_dir, data = task
     algorithms = [_algorithm(tmp_path / str(i), model_dir, data, mini_batch_size=32, num_iterations=1)[0]

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from align.cli import main as align_main
-from align.onpolicy_loop import METRICS, PHASES
+from align.onpolicy.loop import METRICS, PHASES
 from dpo_helpers import write_jsonl
 from ppo_helpers import build_letter_model
 from prefloop.metrics import read_metrics

@@ -1,11 +1,11 @@
-"""align.ppo_core against plain-Python references, hand-computed values and closed forms."""
+"""align.onpolicy.ppo_core against plain-Python references, hand-computed values and closed forms."""
 
 import math
 
 import pytest
 import torch
 
-from align.ppo_core import (
+from align.onpolicy.ppo_core import (
     KL_ESTIMATORS,
     LOSSES,
     AdaptiveKLController,

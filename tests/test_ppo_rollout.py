@@ -1,10 +1,10 @@
-"""align.rollout: sampling with the KV cache, EOS masks, and log-probs recomputed at the same temperature."""
+"""align.onpolicy.rollout: sampling with the KV cache, EOS masks, and log-probs recomputed at the same temperature."""
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from align.rollout import (
+from align.onpolicy.rollout import (
     Rollout,
     generate_responses,
     response_logprobs,
@@ -92,7 +92,7 @@ def test_temperature_must_be_positive(letter_model):
 
 
 def test_the_log_prob_path_runs_attention_without_cudnn(letter_model):
-    """On an H200 cuDNN's attention backward made the first PPO update's gradient NaN (align.rollout's
+    """On an H200 cuDNN's attention backward made the first PPO update's gradient NaN (align.onpolicy.rollout's
     attention_without_cudnn); the log-prob path leaves that kernel out while it runs, and only then."""
     model, tokenizer = letter_model
     seen = []

@@ -216,7 +216,7 @@ def test_a_few_steps_on_the_embedded_smollm2(smollm2_dir, tmp_path):
 def test_a_gradient_that_is_not_finite_is_refused_before_the_update():
     from accelerate import Accelerator
 
-    from align.onpolicy_engine import clip_gradients
+    from align.onpolicy.engine import clip_gradients
 
     layer = torch.nn.Linear(2, 1)
     before = [p.detach().clone() for p in layer.parameters()]

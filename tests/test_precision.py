@@ -4,7 +4,7 @@ log-ratio differences h, implicit reward margins, loss and LoRA gradients within
 
 What keeps them together is where the precision is kept (TRL's practice): fp32 master weights (LoRA
 parameters and AdamW state included), logits upcast to fp32 before the log-softmax and the gather
-(`align.dpo_trainer.add_response_head`), the reference pass under the same autocast as the policy pass,
+(`align.offline.dpo_trainer.add_response_head`), the reference pass under the same autocast as the policy pass,
 the sums over tokens and the loss in fp32. A log-softmax in bf16 rounds log π(y_t|x) near −log V ≈ −10.8
 to steps of 1/16 and moves h by up to 1.8 here: the test fails then (measured, see the tolerances).
 """
@@ -34,9 +34,9 @@ def dpo_step(model_dir: str, out: Path, precision: str) -> dict:
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.dpo_trainer import PairCollator, PrefloopDPOTrainer
+    from align.offline.dpo_config import DPOConfig
+    from align.offline.dpo_trainer import PairCollator, PrefloopDPOTrainer
     from align.train_common import load_policy, lora_config
-    from align.dpo_config import DPOConfig
 
     torch.manual_seed(0)
     model, tokenizer = load_policy(model_dir)

@@ -196,7 +196,7 @@ def test_every_declared_range_of_every_command_parses():
     from prefloop.config import parse_range
 
     found = 0
-    for tool in ("labeling.cli", "reward_model.cli", "align.cli"):
+    for tool in ("labeling.cli", "reward_model.cli", "loop.cli"):  # loop.cli: all of `align`
         for entry in importlib.import_module(tool).COMMANDS.values():
             module, name = (entry[2] if len(entry) > 2 else entry[0]).split(":")
             for cls in vars(importlib.import_module(module)).values():
@@ -209,7 +209,7 @@ def test_every_declared_range_of_every_command_parses():
 
 
 def test_a_yaml_names_its_input_files_relative_to_itself(tmp_path, monkeypatch):
-    from align.round_config import RoundConfig
+    from loop.round_config import RoundConfig
 
     (tmp_path / "exp").mkdir()
     preset = tmp_path / "exp" / "round.yaml"

@@ -9,7 +9,7 @@ import pytest
 
 from align.graders import grade
 from align.graders.mix import GraderMix
-from align.rft_data import load_rft_dataset
+from align.onpolicy.rft_data import load_rft_dataset
 from labeling.cli import main as labeling_main
 from prefloop.data import write_records
 from prefloop.errors import InputError

@@ -229,7 +229,7 @@ def test_remote_scorer_scores_like_the_in_process_one(server, scorer, monkeypatc
 
 def test_align_eval_judges_through_the_server(server, tiny_model_dir, rm_dir, tmp_path, monkeypatch):
     """`align eval --reward-model http://...` gives the reward the local reward model gives."""
-    from align.evaluate import main
+    from align.evaluation.evaluate import main
 
     prompts = tmp_path / "heldout.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Tell me about topic {i}."}) + "\n" for i in range(4)))

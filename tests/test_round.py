@@ -69,8 +69,8 @@ def round_yaml(tmp_path, tiny_model_dir, words_model_dir):
 
 
 def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(round_yaml, monkeypatch, capsys):
-    from align.round import main
     from labeling.stats import main as stats_main
+    from loop.round import main
 
     path, db = round_yaml
     monkeypatch.setenv("LOOP_SIM_PW", PASSWORD)
@@ -127,7 +127,7 @@ def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(rou
     # HTTP, so the export's row order varies), 0.680 [0.620, 0.734] with two threads; the same loop outside
     # the store, on three other seeds of sampling, pairing and DPO, gave lower bounds of 0.66, 0.56 and 0.71
     # at 128 samples.
-    from align.evaluate import main as eval_main
+    from align.evaluation.evaluate import main as eval_main
 
     out = path.parent / "round2-vs-round1"
     assert eval_main(["--policies", p2["name"], "--reference", p1["name"],
@@ -176,7 +176,7 @@ def test_round_progress_counts_tasks_short_of_their_overlap(memory_engine):
 
 
 def test_round_config_needs_annotators_gold_and_held_out_prompts():
-    from align.round_config import RoundConfig
+    from loop.round_config import RoundConfig
 
     with pytest.raises(ValueError, match="simulate.annotators"):
         RoundConfig(project="p", eval_prompts="x")
@@ -185,3 +185,58 @@ def test_round_config_needs_annotators_gold_and_held_out_prompts():
     with pytest.raises(ValueError, match="eval_prompts"):
         RoundConfig(project="p", gold="concise", simulate={"annotators": ["a"]})
     assert RoundConfig(project="p", judges="people", eval_prompts="x").algorithm == "dpo"
+
+
+def test_a_round_launches_its_trainers_on_two_processes(round_yaml, monkeypatch, capfd):
+    """`launch:` in the YAML: the reward model and DPO each run as `accelerate launch --num_processes 2`
+    (CPU processes over gloo), on the config the round wrote beside the run; the round goes on from
+    their OUT/final as it does in process."""
+    from _labeling_seed import free_port
+    from loop.round import main
+
+    path, db = round_yaml
+    root = Path(__file__).resolve().parent.parent
+    cfg = yaml.safe_load(path.read_text())
+    cfg["launch"] = {"config_file": str(root / "configs" / "accelerate_ddp.yaml"), "num_processes": 2,
+                     "main_process_port": free_port()}  # test runs side by side do not meet on 29500
+    cfg["align"]["max_steps"] = 2
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("LOOP_SIM_PW", PASSWORD)
+    monkeypatch.setenv("PYTHONPATH", str(root))  # the children import this checkout, as the round does
+    monkeypatch.setenv("PREFLOOP_CPU_BF16", "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["--config", str(path)]) == 0
+    out = capfd.readouterr().out
+
+    launched = [line for line in out.splitlines() if line.startswith("[prefloop] accelerate launch")]
+    assert [line.split(" -m ")[1] for line in launched] == [
+        f"reward_model.cli train --config {path.parent / 'runs' / 'round-1' / 'reward_model.yaml'}",
+        f"align.cli dpo --config {path.parent / 'runs' / 'round-1' / 'policy.yaml'}"]
+    assert all("--num_processes 2" in line for line in launched)
+    assert out.count("2 processes hold identical weights") == 2  # each trainer's two replicas agree at the end
+    written = yaml.safe_load((path.parent / "runs" / "round-1" / "policy.yaml").read_text())
+    assert written["max_steps"] == 2 and written["data"].endswith("pairs.train.jsonl")
+    engine = open_store(db)
+    try:
+        policy = [r for r in lineage(engine, "loop") if r["kind"] == "policy"][-1]
+    finally:
+        engine.dispose()
+    assert policy["round"] == 1 and policy["name"].endswith("round-1/policy/final")
+    assert json.loads(Path(policy["details"]["run"]).read_text())["status"] == "finished"
+
+
+def test_a_bad_launch_section_is_refused_before_the_round_writes(round_yaml, tmp_path, monkeypatch, capsys):
+    from loop.cli import main
+
+    path, _ = round_yaml
+    monkeypatch.setenv("LOOP_SIM_PW", PASSWORD)
+    cfg = yaml.safe_load(path.read_text())
+    for launch, message in [({"config_file": str(tmp_path / "nope.yaml")}, "launch.config_file"),
+                            ({"config_file": str(path), "num_processes": 0}, "num_processes must be >= 1"),
+                            ({"num_processes": 2}, "launch: config_file: name an accelerate config"),
+                            ({"config_file": str(path), "processes": 2}, "launch: unknown field(s) processes")]:
+        path.write_text(yaml.safe_dump({**cfg, "launch": launch}))
+        assert main(["round", "--config", str(path)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()

@@ -149,7 +149,7 @@ def test_a_store_run_holds_out_the_prompts_labeling_export_holds_out(tiny_model_
 
 
 def test_an_export_file_is_never_split_again(tmp_path):
-    from align.dpo_config import DPOConfig
+    from align.offline.dpo_config import DPOConfig
     from prefloop.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match="an export file is split already"):
@@ -204,11 +204,11 @@ def test_on_policy_store_prompts_split_as_the_export_does(sqlite_url):
 
 
 def test_every_shipped_config_parses_and_each_has_a_quick_twin():
-    from align.dpo_config import DPOConfig
-    from align.grpo_config import GRPOConfig, RLOOConfig
-    from align.online_dpo_config import OnlineDPOConfig
-    from align.ppo_config import PPOConfig
-    from align.sft_config import SFTConfig
+    from align.offline.dpo_config import DPOConfig
+    from align.offline.sft_config import SFTConfig
+    from align.onpolicy.grpo_config import GRPOConfig, RLOOConfig
+    from align.onpolicy.online_dpo_config import OnlineDPOConfig
+    from align.onpolicy.ppo_config import PPOConfig
     from prefloop.config import parse_config
     from reward_model.reward_config import RewardModelConfig
 

@@ -220,9 +220,9 @@ os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WO
 dist.init_process_group("gloo")
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
-from align.critic import ActorCritic
-from align.onpolicy import load_policy_pair
-from align.rollout import micro_batch
+from align.onpolicy.critic import ActorCritic
+from align.onpolicy.rollout import micro_batch
+from align.onpolicy.toolkit import load_policy_pair
 cfg = SimpleNamespace(model=sys.argv[2], lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
                       lora_target_modules=["q_proj", "v_proj"], seed=0)
 pair = load_policy_pair(cfg)
@@ -284,7 +284,7 @@ def test_no_on_policy_trainer_refuses_a_sharded_engine(monkeypatch, env, engine)
     the module accelerate prepared, so none refuses either (tests/test_onpolicy_engines.py runs them all under
     FSDP2 and ZeRO-2/3); before the shared loop, online DPO and GRPO/RLOO averaged gradients by hand and
     refused both, PPO refused DeepSpeed."""
-    from align.onpolicy import refuse_sharded_engines
+    from align.onpolicy.toolkit import refuse_sharded_engines
     from prefloop import hardware
 
     monkeypatch.setenv(env, "true")

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from align.sft_config import SFTConfig
-from align.sft_trainer import train_sft
+from align.offline.sft_config import SFTConfig
+from align.offline.sft_trainer import train_sft
 from dpo_helpers import TOPICS, load_weights, sft_row, write_jsonl
 from prefloop.config import parse_config
 from prefloop.metrics import read_metrics

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from align.dpo_config import DPOConfig
-from align.grpo_config import GRPOConfig, RLOOConfig
-from align.online_dpo_config import OnlineDPOConfig
-from align.ppo_config import PPOConfig
-from align.round_config import RoundConfig
-from align.sft_config import SFTConfig
+from align.offline.dpo_config import DPOConfig
+from align.offline.sft_config import SFTConfig
+from align.onpolicy.grpo_config import GRPOConfig, RLOOConfig
+from align.onpolicy.online_dpo_config import OnlineDPOConfig
+from align.onpolicy.ppo_config import PPOConfig
 from labeling.export_files import output_paths
+from loop.round_config import RoundConfig
 from prefloop.config import ConfigError, parse_config, shipped_configs
 from reward_model.reward_config import RewardModelConfig
 

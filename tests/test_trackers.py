@@ -122,8 +122,8 @@ def test_metrics_logger_feeds_both_trackers_what_metrics_jsonl_holds(tmp_path, t
 
 
 def test_align_sft_reports_to_wandb_mlflow_and_tensorboard(tiny_model_dir, tmp_path, trackers_env):
-    from align.sft_config import SFTConfig
-    from align.sft_trainer import train_sft
+    from align.offline.sft_config import SFTConfig
+    from align.offline.sft_trainer import train_sft
     from dpo_helpers import TOPICS, sft_row, write_jsonl
 
     wandb_dir, mlruns = trackers_env
@@ -144,7 +144,7 @@ def test_align_sft_reports_to_wandb_mlflow_and_tensorboard(tiny_model_dir, tmp_p
 
 
 def test_align_eval_reports_its_numbers(tiny_model_dir, tmp_path, trackers_env):
-    from align.evaluate import main
+    from align.evaluation.evaluate import main
 
     _, mlruns = trackers_env
     prompts = tmp_path / "heldout.jsonl"

@@ -10,7 +10,7 @@ A `Grade` is a float in [0, 1] carrying `why` it is not 1. Each family lives in 
   sections, length, repetition    form.py        required sections, a soft length band, distinct n-grams
   python                          python.py      the user's own `module:function`
   judge                           judge.py       a language model's P(Yes) under a rubric
-  generalpoints                   cards.py       card arithmetic (Chu et al. 2025; align/generalpoints.py)
+  generalpoints                   cards.py       card arithmetic (Chu et al. 2025; align/graders/generalpoints.py)
 
 `grade(name, ...)` is the safe entry point: a grader that fails on an answer scores 0 and says
 why; only a wrong *spec* (unknown grader or option) raises, as GraderSpecError. Every grade runs

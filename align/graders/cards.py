@@ -1,11 +1,11 @@
-"""The GeneralPoints grader: partial credit for card arithmetic (rules and scoring in align/generalpoints.py)."""
+"""The GeneralPoints grader: partial credit for card arithmetic (rules and scoring in align/graders/generalpoints.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from align.generalpoints import NotAnExpression, evaluate, extract_expression
 from align.graders.base import Grade, checked
+from align.graders.generalpoints import NotAnExpression, evaluate, extract_expression
 
 
 def generalpoints(prompt, response, reference) -> Grade:

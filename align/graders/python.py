@@ -2,7 +2,7 @@
 
 The function takes `(prompt, response, reference, **options)` and returns a number (or a
 `Grade`); the result is clamped to [0, 1]. It is the user's own code, trusted like a config
-file, so only the operator names it (flags, config), never a dataset row (align/rft_data.py).
+file, so only the operator names it (flags, config), never a dataset row (align/onpolicy/rft_data.py).
 It runs in the grader worker process under the budget (align/graders/budget.py): past the time
 limit or the memory limit it scores 0, and whatever it forks is killed when the grade ends.
 What it raises is caught and scores 0, so a bug on one odd answer does not stop a run.

@@ -13,7 +13,7 @@ Statistics of the global batch (token counts, means for whitening) are sums over
 (`engine.sum`, prefloop.distributed): numbers, never gradients.
 
 Shards: each process samples its `batch_size` prompts in `cfg.sampling_shards` equal shards; a shard's
-noise and its minibatch order are seeded by its place in the global batch (align.onpolicy.shard_seed),
+noise and its minibatch order are seeded by its place in the global batch (align.onpolicy.toolkit.shard_seed),
 and every minibatch takes the same number of rows from every shard. So a step is a function of the
 global batch alone: N processes with one shard each train exactly as one process with N shards (the
 engine's averaging of per-process means is the mean over the global minibatch), which is what
@@ -163,7 +163,7 @@ class Engine:
         """Row indices of each minibatch, `epochs` passes over this process's `n_rows` rows: each shard's rows
         shuffled by its own generator (seeded by its place in the global batch), every minibatch taking
         `mini_batch_size / shards` rows from every shard."""
-        from align.onpolicy import shard_seed
+        from align.onpolicy.toolkit import shard_seed
 
         shards = self.cfg.sampling_shards
         per_shard, take = n_rows // shards, mini_batch_size // shards

@@ -1,8 +1,8 @@
 """The PPO critic: V(s_t) as a value head on the policy, or a separate model initialised from the reward model.
 
 `ActorCritic` holds pi_theta and V in one module so that the engine (accelerate's DDP, FSDP2 or DeepSpeed)
-reduces both gradients; its forward is the shared log-prob path (align.rollout.PolicyModule) plus V.
-See align.ppo_config for the trade-off between the two critics.
+reduces both gradients; its forward is the shared log-prob path (align.onpolicy.rollout.PolicyModule) plus V.
+See align.onpolicy.ppo_config for the trade-off between the two critics.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from align.rollout import PolicyModule, response_hidden_states, response_logits
+from align.onpolicy.rollout import PolicyModule, response_hidden_states, response_logits
 from prefloop.errors import InputError
 
 

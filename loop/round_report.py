@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from align.round_config import RoundConfig
+from loop.round_config import RoundConfig
 
 
 def bayes_ceiling(test_pairs: Path, cfg: RoundConfig) -> float | None:

@@ -11,7 +11,7 @@ Read against the papers:
             Learning from Human Feedback in LLMs", §3.2 Eq. 6 (leave-one-out baseline), with the
             KL to the reference folded into the sequence reward as in [Ziegler] Eq. 2.
   [PPO]     Schulman et al. 2017, Eq. 7 (the clipped surrogate both use).
-  [KL-approx] Schulman 2020, "Approximating KL Divergence" (k1, k3; in align/ppo_core.py).
+  [KL-approx] Schulman 2020, "Approximating KL Divergence" (k1, k3; in align/onpolicy/ppo_core.py).
 
 Shapes: a batch is N = n_prompts * K responses, the K answers to one prompt adjacent (a
 "group"); T = response tokens; `mask` (N, T) is 1 on real response tokens. Rewards and
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from align.ppo_core import KL_ESTIMATORS, masked_mean
+from align.onpolicy.ppo_core import KL_ESTIMATORS, masked_mean
 
 # ---------------------------------------------------------------------------
 # advantages
@@ -160,7 +160,7 @@ def rloo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     return loss, stats
 
 
-# Every loss the group-relative trainers need, by name (as align/ppo_core.LOSSES).
+# Every loss the group-relative trainers need, by name (as align/onpolicy/ppo_core.LOSSES).
 LOSSES = {"grpo": grpo_loss, "rloo": rloo_loss}
 ADVANTAGES = {"grpo": group_advantages, "rloo": rloo_advantages}
 

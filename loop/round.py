@@ -7,7 +7,8 @@
       4. export     every round's judgments so far as pairwise preference data
       5. reward     `reward-model train` on the export
       6. align      `align dpo` on the export, `align online-dpo` or `align ppo` against the reward model,
-                    from the current policy (each a run directory of prefloop.run: OUT/final, run.json)
+                    from the current policy (each a run directory of prefloop.run: OUT/final, run.json);
+                    5 and 6 in this process, or under `accelerate launch` with a `launch:` section (loop.launch)
       7. evaluate   `align eval`: the new policy against the reference on held-out prompts
       8. register   the new policy becomes the current one; the next round starts from it
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from align.round_config import RoundConfig
+from loop.round_config import RoundConfig
 
 
 def current_policy(engine, cfg: RoundConfig) -> dict:
@@ -146,13 +147,13 @@ def _run_record(final_dir: Path, summary: str, **details) -> dict:
 def train_reward_model(engine, cfg: RoundConfig, data: Path, out: Path, parent: int, r: int) -> tuple[str, int]:
     """Step 5; -> (the run directory, id of the `reward_model` record)."""
     from labeling.lineage import record
+    from loop.launch import TRAINERS, run_trainer
     from prefloop.run import read_run
-    from reward_model.reward_config import RewardModelConfig
-    from reward_model.reward_trainer import train
 
     run_dir = out / "reward_model"
-    final = train(RewardModelConfig(**{"seed": cfg.seed, **cfg.reward_model, "data": str(data), "output_dir": str(run_dir),
-                                       "store": None, "project": None}))
+    values = {"seed": cfg.seed, **cfg.reward_model, "data": str(data), "output_dir": str(run_dir), "store": None,
+              "project": None}
+    final = run_trainer(TRAINERS["reward_model"], values, cfg.launch, out / "reward_model.yaml")
     accuracy = read_run(run_dir).get("metrics", {}).get("eval_accuracy")
     summary = f"held-out accuracy {accuracy:.3f}" if accuracy is not None else "no held-out pairs"
     print(f"[prefloop] round {r}: reward model {run_dir}: {summary}")
@@ -162,29 +163,21 @@ def train_reward_model(engine, cfg: RoundConfig, data: Path, out: Path, parent: 
 
 def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, out: Path) -> Path:
     """Step 6, from the current policy, with the trainer of `align <algorithm>`; -> OUT/final of its run."""
+    from loop.launch import TRAINERS, run_trainer
+
     fixed = {"model": policy, "output_dir": str(out / "policy")}
     if cfg.algorithm == "dpo":  # offline, on the export (evaluated on its X.test.jsonl companion)
-        from align.dpo_config import DPOConfig
-        from align.dpo_trainer import train_offline
-
-        return train_offline(DPOConfig(**{"seed": cfg.seed, **cfg.align, **fixed, "data": str(data)}))
-    on_policy = {"seed": cfg.seed, **cfg.align, **fixed, "reward_model": reward_model, "prompts": None, "store": cfg.db,
-                 "project": cfg.project}  # the project's prompts, sampled from the policy
-    if cfg.algorithm == "online-dpo":
-        from align.dpo_online import train_online
-        from align.online_dpo_config import OnlineDPOConfig
-
-        return train_online(OnlineDPOConfig(**on_policy))
-    from align.ppo_config import PPOConfig
-    from align.ppo_trainer import train_ppo
-
-    return train_ppo(PPOConfig(**on_policy))
+        values = {"seed": cfg.seed, **cfg.align, **fixed, "data": str(data)}
+    else:  # the project's prompts, sampled from the policy
+        values = {"seed": cfg.seed, **cfg.align, **fixed, "reward_model": reward_model, "prompts": None,
+                  "store": cfg.db, "project": cfg.project}
+    return run_trainer(TRAINERS[cfg.algorithm], values, cfg.launch, out / "policy.yaml")
 
 
 def evaluate_policy(cfg: RoundConfig, policy: str, reward_model: str, out: Path) -> dict:
     """Step 7: `align eval` of the new policy against the reference; writes eval.json, samples.jsonl and the plot."""
-    from align.eval_config import EvalConfig
-    from align.evaluate import evaluate_to_dir, format_report
+    from align.evaluation.eval_config import EvalConfig
+    from align.evaluation.evaluate import evaluate_to_dir, format_report
 
     eval_cfg = EvalConfig(**{"seed": cfg.seed, **cfg.evaluate, "policies": [policy], "reference": cfg.reference,
                              "prompts": cfg.eval_prompts, "reward_model": reward_model, "gold": cfg.gold,
@@ -207,14 +200,14 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
     """Steps 1-8; -> {"round", "policy", "reward_model", "export", "evaluation"}. `on_step(name)` is called
     as each of STEPS ends (a progress bar's hook)."""
     on_step = on_step or (lambda name: None)
-    from align.round_inputs import check_inputs
     from labeling.db import open_store
     from labeling.importer import import_file
     from labeling.lineage import record
+    from loop.round_inputs import check_inputs
 
     engine = open_store(cfg.db, create=False)
     try:
-        password = check_inputs(engine, cfg)  # every input, before anything is written (align.round_inputs)
+        password = check_inputs(engine, cfg)  # every input, before anything is written (loop.round_inputs)
         if cfg.prompts:
             import_file(engine, cfg.project, cfg.prompts)
         policy = current_policy(engine, cfg)
@@ -245,9 +238,8 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from loop.round_report import verdict
     from prefloop.config import parse_config
-
-    from align.round_report import verdict
 
     result = run_round(parse_config(RoundConfig, argv, prog="align round"))
     print(f"[prefloop] round {result['round']} done: policy {result['policy']}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    from align.sft_config import SFTConfig
+    from align.offline.sft_config import SFTConfig
     from prefloop.config import parse_config
 
     train_sft(parse_config(SFTConfig, argv, prog="align sft"))
@@ -23,7 +23,7 @@ def train_sft(cfg) -> Path:
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from align.preference_data import load_sft
+    from align.offline.preference_data import load_sft
     from align.train_common import (load_policy, lora_config, save_final, train_and_evaluate, trainer_metrics,
                                     trl_args)
     from prefloop.config import to_dict

@@ -7,7 +7,7 @@ It makes a store in OUTPUT_DIR, imports the bundled prompts, and runs `align rou
 preset `round_demo` (prefloop/configs/round_demo.yaml): candidates from the current policy, three
 simulated annotators judging over the app's HTTP API by a known gold preference (concise answers:
 prefloop.gold.concise), the export, a LoRA reward model, LoRA-DPO, and an evaluation on held-out
-prompts. Then it prints the round table (align.round_report) and the lineage.
+prompts. Then it prints the round table (loop.round_report) and the lineage.
 
 The annotators' accounts get a random password, kept in OUTPUT_DIR/demo.json (readable by you alone)
 so that a later run can continue the loop. A directory the demo did not make is refused, never reused.
@@ -76,7 +76,7 @@ def prepare(cfg: DemoConfig) -> dict:
 def round_config(cfg: DemoConfig, state: dict):
     """The preset as `align round` reads it (its prompt files relative to it; a shipped preset's
     `labeling/loop_prompts.jsonl` is the package's file, from any directory), in the demo's store."""
-    from align.round_config import RoundConfig
+    from loop.round_config import RoundConfig
     from prefloop.config import parse_config
 
     seed = ("--seed", str(cfg.seed)) if cfg.seed is not None else ()
@@ -88,13 +88,12 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     """Rounds, then the round table of every round so far; -> its rows."""
     from tqdm.auto import tqdm
 
-    from align.round import run_round
-    from align.round_inputs import check_demo_inputs
-    from align.round_report import format_round_table, round_rows, verdict
     from labeling.db import open_store
     from labeling.lineage import format_lineage, lineage
+    from loop.round import run_round
+    from loop.round_report import format_round_table, round_rows, verdict
 
-    check_demo_inputs(cfg)  # every input, before the demo writes anything (align.round_inputs)
+    check_demo_inputs(cfg)  # every input, before the demo writes anything
     state = prepare(cfg)
     rcfg = round_config(cfg, state)
     env = rcfg.simulate.get("password_env", "PREFLOOP_SIM_PASSWORD")
@@ -116,6 +115,21 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
     print(format_round_table(rows))
     print(f"\n[prefloop] round {rows[-1]['round']}: {verdict(rows[-1])}")
     return rows
+
+
+def check_demo_inputs(cfg) -> None:
+    """`align demo`: its directory, its preset and the round that preset describes, before the demo
+    writes its store and demo.json."""
+    from loop.round_inputs import check_round_config
+    from prefloop.outputs import check_output_dir
+
+    out = Path(cfg.output_dir)
+    ours = (out / MARKER).is_file() or (out.is_dir() and not any(out.iterdir()))
+    if out.is_dir() and not ours:
+        raise InputError(f"{out}: exists and was not made by `align demo`; choose another --output-dir")
+    check_output_dir(out, "--output-dir", ours=True)
+    rcfg = round_config(cfg, {"db": f"sqlite:///{(out / 'store.db').absolute()}"})  # the preset: found, valid
+    check_round_config(rcfg)
 
 
 def main(argv: list[str] | None = None) -> int:

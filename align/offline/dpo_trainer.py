@@ -1,4 +1,4 @@
-"""`align dpo`: Direct Preference Optimization (Rafailov et al. 2023) on exported pairs, or online.
+"""`align dpo`: Direct Preference Optimization (Rafailov et al. 2023) on exported pairs (online: `align online-dpo`).
 
 Offline DPO is TRL's `DPOTrainer` (tokenisation, reference handling, precomputed reference log-probs,
 checkpoints, resume) with its loss replaced by `align.losses`: the same functions the online loop and
@@ -165,28 +165,11 @@ class PrefloopDPOTrainer(DPOTrainer):
 
 
 def main(argv: list[str]) -> int:
-    from align.dpo_config import DPOConfig
+    from align.offline.dpo_config import DPOConfig
     from prefloop.config import parse_config
 
-    if wants_online(argv):  # `align dpo --online` (or `online: true` in the YAML) is `align online-dpo`
-        from align.dpo_online import main as online_main
-
-        return online_main(argv)
     train_offline(parse_config(DPOConfig, argv, prog="align dpo"))
     return 0
-
-
-def wants_online(argv: list[str]) -> bool:
-    """--online on the command line, or `online: true` in the --config file (a flag `--online false` wins)."""
-    from prefloop.config import load_yaml, resolve_config
-
-    for i, arg in enumerate(argv):
-        if arg in ("--online", "--no-online"):
-            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
-            return arg == "--online" and value.lower() in ("1", "true", "yes", "on")
-    if "--config" in argv and argv.index("--config") + 1 < len(argv):
-        return bool(load_yaml(resolve_config(argv[argv.index("--config") + 1])).get("online"))
-    return False
 
 
 def train_offline(cfg, callbacks: list | None = None) -> Path:
@@ -195,7 +178,7 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
-    from align.preference_data import load_pairwise
+    from align.offline.preference_data import load_pairwise
     from align.train_common import (load_policy, lora_config, save_final, train_and_evaluate, trainer_metrics,
                                     trl_args)
     from prefloop.config import to_dict

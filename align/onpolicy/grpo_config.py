@@ -3,7 +3,7 @@
 The shared fields (model, prompts/store, max_steps, batch_size = prompts per step, max_new_tokens,
 temperature, learning_rate, LoRA, save_steps, resume) are OnPolicyConfig's, named as TRL names them.
 `prompts` is the RFT dataset: rows with a prompt, a `reference` and optionally a `grader` spec
-(align/rft_data.py). The reward is the graders' mix; `reward_model`, optional here, joins the mix
+(align/onpolicy/rft_data.py). The reward is the graders' mix; `reward_model`, optional here, joins the mix
 as one component with weight `reward_model_weight`. The group-relative fields carry the papers'
 and TRL's names (`num_generations` = G, `num_iterations` = mu, `loss_type`, `scale_rewards`).
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from align.onpolicy_config import OnPolicyConfig
+from align.onpolicy.config import OnPolicyConfig
 from prefloop.config import config_field as _f
 
-# align.grpo_core.AGGREGATIONS' keys, written out so that `--help` imports no torch (a test keeps them equal)
+# align.onpolicy.grpo_core.AGGREGATIONS' keys, written out so that `--help` imports no torch (a test keeps them equal)
 LOSS_TYPES = ("sequence", "token", "dr_grpo", "sum")
 
 
@@ -26,7 +26,7 @@ class GRPOConfig(OnPolicyConfig):
     output_dir: str = _f("runs/grpo", "the run: final/ (the policy), checkpoints/, metrics.jsonl, tensorboard/, "
                                       "run.json, plots")
     prompts: str | None = _f(None, "RFT dataset: .jsonl/.csv/.parquet, datasets directory or hf:NAME[:SPLIT] with "
-                                   "prompt, reference and optional grader columns (align/rft_data.py)")
+                                   "prompt, reference and optional grader columns (align/onpolicy/rft_data.py)")
     eval_prompts: str | None = _f(None, "held-out RFT dataset: mean reward and share of full marks at the start "
                                         "and the end (none: no held-out evaluation)")
     graders: str | None = _f(None, "grader spec for rows without their own: a grader name, or a YAML file "
@@ -55,7 +55,7 @@ class GRPOConfig(OnPolicyConfig):
     sample_every: int = _f(10, "print and save a table of samples with their graders' reasons every N steps "
                                "(0: never)", range=">= 0")
     num_samples: int = _f(8, "rows in the sample table", range=">= 1")
-    # the graders' budget and what rows may open: the operator's alone (align/graders/budget.py, align/rft_data.py)
+    # the graders' budget and what rows may open: the operator's alone (align/graders/budget.py, align/onpolicy/rft_data.py)
     grade_time_limit: float = _f(5.0, "wall-clock seconds per answer's grade; over it the answer scores 0 "
                                       "('timed out') and the run goes on (rows' time_limit is capped by it)",
                                  range="> 0")
@@ -64,7 +64,7 @@ class GRPOConfig(OnPolicyConfig):
     sql_dir: str | None = _f(None, "folder that rows' SQL databases (grader option db, a relative path) lie in; "
                                    "none: rows may not name a database")
 
-    algorithm = "grpo"  # not a field: which advantage and loss of align.grpo_core
+    algorithm = "grpo"  # not a field: which advantage and loss of align.onpolicy.grpo_core
 
     def grade_budget(self):
         from align.graders.budget import Budget

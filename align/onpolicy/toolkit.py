@@ -1,4 +1,4 @@
-"""The on-policy toolkit: the pieces the loop (align/onpolicy_loop.py) is built from, each written once.
+"""The on-policy toolkit: the pieces the loop (align/onpolicy/loop.py) is built from, each written once.
 
     run, acc = start(cfg, "align ppo")                      # layout, resume rule, precision, accelerator
     prompts, held_out, source = load_prompts(cfg)           # held out: the export's X.test.jsonl, if any
@@ -13,8 +13,8 @@
 
 Several processes (`accelerate launch`, prefloop.distributed): `PromptSchedule` gives each process its
 own slice of the step's prompts, every pass that carries gradients goes through the module accelerate
-prepared (so DDP, FSDP2 or DeepSpeed reduce them: align/onpolicy_engine.py), and only the main process
-writes. The log-prob path itself is `align.rollout.response_logits` (written once); checkpoints are
+prepared (so DDP, FSDP2 or DeepSpeed reduce them: align/onpolicy/engine.py), and only the main process
+writes. The log-prob path itself is `align.onpolicy.rollout.response_logits` (written once); checkpoints are
 accelerate's `save_state` (model, optimizer, registered objects, RNG states) under OUT/checkpoints/.
 """
 
@@ -27,7 +27,7 @@ import shutil
 
 import torch
 
-from align.rollout import Rollout, generate_responses, response_logprobs
+from align.onpolicy.rollout import Rollout, generate_responses, response_logprobs
 from prefloop.errors import InputError
 
 
@@ -66,7 +66,7 @@ class PolicyPair:
 
     With LoRA the reference is the same weights with the adapter disabled (no second copy); with full
     fine-tuning it is a frozen copy of the initial weights. `root` is the module accelerate prepared around
-    the policy (align.rollout.PolicyModule, or PPO's ActorCritic): pi_theta's log-probs go through its
+    the policy (align.onpolicy.rollout.PolicyModule, or PPO's ActorCritic): pi_theta's log-probs go through its
     forward, so the engine (DDP, FSDP2, DeepSpeed) sees every pass that carries gradients.
     """
 
@@ -154,7 +154,7 @@ def refuse_sharded_engines(command: str) -> None:
     """One line, before anything is written, where the engine the launch asked for cannot run `command`
     (accelerate turns FSDP and DeepSpeed on for GPUs only: CPU processes run plain data parallel).
 
-    Every on-policy trainer trains through the module accelerate prepared (align/onpolicy_engine.py), so
+    Every on-policy trainer trains through the module accelerate prepared (align/onpolicy/engine.py), so
     DDP, FSDP2 and DeepSpeed each reduce and shard its gradients themselves: none is refused today. The
     hook stays where a limit of an engine would be stated, in the engine's own words.
     """

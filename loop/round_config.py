@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from loop.launch import TRAINERS
+
 ALGORITHMS = ("dpo", "online-dpo", "ppo")  # the `align` commands
 # YAML section -> the config class whose fields it holds (the align section: per algorithm)
-SECTIONS = {"simulate": "labeling.simulate:SimulateConfig", "reward_model": "reward_model.reward_config:RewardModelConfig",
-            "evaluate": "align.eval_config:EvalConfig"}
-ALIGN_CONFIGS = {"dpo": "align.dpo_config:DPOConfig", "online-dpo": "align.online_dpo_config:OnlineDPOConfig",
-                 "ppo": "align.ppo_config:PPOConfig"}
+SECTIONS = {"simulate": "labeling.simulate:SimulateConfig", "reward_model": TRAINERS["reward_model"].config,
+            "evaluate": "align.evaluation.eval_config:EvalConfig", "launch": "loop.launch:LaunchConfig"}
+ALIGN_CONFIGS = {algorithm: TRAINERS[algorithm].config for algorithm in ALGORITHMS}
 
 
 def _field_names(target: str) -> set[str]:
     import dataclasses
-    import importlib
 
-    module, name = target.split(":")
-    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    from prefloop.cli import load_entry
+
+    return {f.name for f in dataclasses.fields(load_entry(target))}
+
+
 JUDGES = ("simulated", "people")
 
 
@@ -63,6 +66,10 @@ class RoundConfig:
     align: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `align dpo`, `align online-dpo` or `align ppo` (model, data or prompts, "
                 "reward_model and output_dir are set by the round)"})
+    launch: dict = field(default_factory=dict, metadata={
+        "help": "YAML only: run the reward-model and align trainers through `accelerate launch` (config_file: "
+                "an accelerate config from configs/, num_processes, optional main_process_port); empty: in this "
+                "process"})
     # 4. evaluation
     evaluate: dict = field(default_factory=dict, metadata={
         "help": "YAML only: fields of `align eval` (policies, reference, prompts, reward_model, gold are set)"})

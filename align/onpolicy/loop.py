@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from align import onpolicy
-from align.rollout import PolicyModule, Rollout, concat
+from align.onpolicy import toolkit
+from align.onpolicy.rollout import PolicyModule, Rollout, concat
 
 # What every on-policy trainer logs at every step, named as TRL names them (None where an algorithm does not
 # measure it: online DPO has no clipping; GRPO with beta = 0 has no reference to measure a KL against).
@@ -51,7 +51,7 @@ class Scored:
 
 class Algorithm:
     """The mathematics of one on-policy method; the loop calls these hooks. Set by the loop before the first
-    step: `self.engine` (align.onpolicy_engine.Engine) and `self.pair` (align.onpolicy.PolicyPair)."""
+    step: `self.engine` (align.onpolicy.engine.Engine) and `self.pair` (align.onpolicy.toolkit.PolicyPair)."""
 
     command = "align ?"
     plots = PLOTS
@@ -66,19 +66,19 @@ class Algorithm:
 
     def load_tasks(self) -> tuple[list, list, dict]:
         """(training tasks, held-out tasks, source for run.json)."""
-        return onpolicy.load_prompts(self.cfg, getattr(self.cfg, "eval_prompts", None))
+        return toolkit.load_prompts(self.cfg, getattr(self.cfg, "eval_prompts", None))
 
     def prompt(self, task):
         return task
 
     def load_reward(self, probe_task, device) -> None:
         """Load r(x, y) and score one empty answer: a broken reward fails before any model loads."""
-        self.reward_fn = onpolicy.load_reward(self.cfg.reward_model, self.prompt(probe_task), device)
+        self.reward_fn = toolkit.load_reward(self.cfg.reward_model, self.prompt(probe_task), device)
 
     def score(self, step: int, tasks: list, rollout: Rollout) -> Scored:
         G = len(rollout) // len(tasks)
         repeated = [self.prompt(t) for t in tasks for _ in range(G)]
-        scores = onpolicy.score(self.reward_fn, self.cfg.reward_model, repeated, rollout.texts)
+        scores = toolkit.score(self.reward_fn, self.cfg.reward_model, repeated, rollout.texts)
         return Scored(step, tasks, rollout, scores.to(self.engine.acc.device))
 
     # -- models -----------------------------------------------------------------------------------
@@ -149,16 +149,16 @@ class OnPolicyTrainer:
     """The loop every on-policy algorithm runs in (see the module head)."""
 
     def __init__(self, cfg, algorithm: Algorithm):
-        from align.onpolicy_engine import Engine
+        from align.onpolicy.engine import Engine
         from prefloop.run import lineage
 
         self.cfg, self.algo = cfg, algorithm
         # The data first: a refused row or a bad prompt file fails before the run directory is written
-        # (rows name only registered graders: align/rft_data.py), and a bad reward before any model loads.
+        # (rows name only registered graders: align/onpolicy/rft_data.py), and a bad reward before any model loads.
         self.tasks, self.held_out, source = algorithm.load_tasks()
-        self.run, self.acc = onpolicy.start(cfg, algorithm.command)
+        self.run, self.acc = toolkit.start(cfg, algorithm.command)
         algorithm.load_reward(self.tasks[0], self.acc.device)
-        self.pair = onpolicy.load_policy_pair(cfg, self.acc.device,
+        self.pair = toolkit.load_policy_pair(cfg, self.acc.device,
                                               [algorithm.prompt(t) for t in self.tasks + self.held_out],
                                               need_reference=algorithm.needs_reference)
         self.engine = Engine(cfg, self.acc, algorithm.module(self.pair, self.acc.device))
@@ -166,7 +166,7 @@ class OnPolicyTrainer:
         self.pair.ref_model = self.engine.prepare_reference(self.pair.ref_model)
         algorithm.engine, algorithm.pair = self.engine, self.pair
         self.acc.register_for_checkpointing(*algorithm.checkpoint_state())
-        self.schedule = onpolicy.PromptSchedule(self.tasks, cfg.batch_size, cfg.seed, self.acc.num_processes,
+        self.schedule = toolkit.PromptSchedule(self.tasks, cfg.batch_size, cfg.seed, self.acc.num_processes,
                                                 self.acc.process_index)
         self.run.save(**lineage(cfg.model), prompts=source, reward_model=cfg.reward_model or None,
                       num_processes=self.acc.num_processes, **algorithm.record())
@@ -179,10 +179,10 @@ class OnPolicyTrainer:
         """Steps are numbered from 1 (step N = N updates done); returns OUT/final."""
         from tqdm.auto import trange
 
-        from align.reporting import log_samples
+        from align.onpolicy.reporting import log_samples
 
         cfg, run = self.cfg, self.run
-        start = onpolicy.load_checkpoint(self.acc, run)
+        start = toolkit.load_checkpoint(self.acc, run)
         logger = run.metrics_logger()
         before = run.record.get("eval_before", {})
         after = run.record.get("eval_after", {}) if start >= cfg.max_steps else {}  # resumed after the end
@@ -205,13 +205,13 @@ class OnPolicyTrainer:
                 logger.log(step + 1, {f"eval/{k}": v for k, v in after.items()})
             if last or (step + 1) % cfg.save_steps == 0:
                 logger.flush()
-                onpolicy.save_checkpoint(self.acc, run, step + 1, cfg.save_total_limit)
+                toolkit.save_checkpoint(self.acc, run, step + 1, cfg.save_total_limit)
         logger.close()
         return self.save({"eval_before": before, "eval_after": after} if self.held_out else {})
 
     def step(self, step: int) -> tuple[dict, Scored]:
         """One iteration on this process's share of the step's global batch. -> (metrics, scored rollout)."""
-        from align.reporting import StepTimer
+        from align.onpolicy.reporting import StepTimer
         from prefloop.distributed import mean_over_processes
 
         algo, timer = self.algo, StepTimer(self.acc.device)
@@ -241,13 +241,13 @@ class OnPolicyTrainer:
         per = len(tasks) // shards
         first = self.acc.process_index * shards
         parts = [sample(self.algo, tasks[s * per:(s + 1) * per], self.algo.num_generations,
-                        seed=onpolicy.shard_seed(self.cfg.seed, step, first + s)) for s in range(shards)]
+                        seed=toolkit.shard_seed(self.cfg.seed, step, first + s)) for s in range(shards)]
         return parts[0] if shards == 1 else concat(*parts)
 
     def save(self, results: dict) -> Path:
         """OUT/final as a plain transformers model (LoRA merged, or kept as an adapter), plots, results.
         Every process calls it (save_final checks that their policies agree); the main one writes."""
-        from align.reporting import save_plots
+        from align.onpolicy.reporting import save_plots
         from align.train_common import save_final
 
         self.acc.wait_for_everyone()

@@ -1,6 +1,6 @@
-"""`align online-dpo` (or `align dpo --online`): online DPO with a reward model as the labeller (Guo et al.
+"""`align online-dpo`: online DPO with a reward model as the labeller (Guo et al.
 2024, "Direct Language Model Alignment from Online AI Feedback"; the best-vs-worst pair of N samples as in
-Xiong et al. 2024), on the on-policy loop (align/onpolicy_loop.py); this file holds the method.
+Xiong et al. 2024), on the on-policy loop (align/onpolicy/loop.py); this file holds the method.
 
 Each step (1, 2 and 6 are the loop's):
   1. sample N ≥ 2 responses per prompt from the current policy π_θ  (PolicyPair.sample, KV cache)
@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from align.losses import log_ratio_difference, preference_loss
-from align.onpolicy_loop import Algorithm, OnPolicyTrainer, Scored, sample
-from align.ppo_core import masked_mean
-from align.rollout import Rollout, concat, response_logits, select
+from align.onpolicy.loop import Algorithm, OnPolicyTrainer, Scored, sample
+from align.onpolicy.ppo_core import masked_mean
+from align.onpolicy.rollout import Rollout, concat, response_logits, select
 
 
 def main(argv: list[str]) -> int:
-    from align.online_dpo_config import OnlineDPOConfig
+    from align.onpolicy.online_dpo_config import OnlineDPOConfig
     from prefloop.config import parse_config
 
     train_online(parse_config(OnlineDPOConfig, argv, prog="align online-dpo"))
@@ -141,7 +141,7 @@ class OnlineDPO(Algorithm):
 
     def sequence_kl(self, rollout: Rollout) -> torch.Tensor:
         """Σ_t KL(π_θ(·|x, y<t) ‖ π_ref(·|x, y<t)) per response (B,), exact over the vocabulary."""
-        from align.onpolicy import root_gathered
+        from align.onpolicy.toolkit import root_gathered
 
         P = rollout.prompt_ids.shape[1]
         kls = []
@@ -174,7 +174,7 @@ def best_worst_pairs(rewards: torch.Tensor, min_gap: float) -> tuple[torch.Tenso
     return pairs[keep], gaps[keep]
 
 
-if __name__ == "__main__":  # `accelerate launch -m align.dpo_online ...` runs this module as a script
+if __name__ == "__main__":  # `accelerate launch -m align.onpolicy.online_dpo_trainer ...` runs this module as a script
     import sys
 
     from prefloop.cli import run_main

@@ -1,13 +1,12 @@
-"""Configuration of online DPO (`align online-dpo`, or `align dpo --online`): Guo et al. 2024,
+"""Configuration of online DPO (`align online-dpo`): Guo et al. 2024,
 "Direct Language Model Alignment from Online AI Feedback"; best-vs-worst of N samples as in Xiong et al. 2024."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from align.dpo_config import check_objective
-from align.losses import LOSSES
-from align.onpolicy_config import OnPolicyConfig
+from align.losses import LOSSES, check_objective
+from align.onpolicy.config import OnPolicyConfig
 from prefloop.config import config_field as _f
 
 
@@ -15,8 +14,6 @@ from prefloop.config import config_field as _f
 class OnlineDPOConfig(OnPolicyConfig):
     """Online DPO: sample N responses per prompt from pi_theta, label best vs worst with r(x, y), DPO update."""
 
-    online: bool = _f(True, "kept so that `align dpo --online` and `online: true` in a YAML file select this "
-                            "trainer; always true here")
     output_dir: str = _f("runs/dpo_online", "the run: final/ (the policy), checkpoints/, metrics.jsonl, "
                                             "tensorboard/, run.json")
     max_steps: int = _f(20, "sample-score-update steps", range=">= 1")
@@ -35,6 +32,4 @@ class OnlineDPOConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.online:
-            raise ValueError("online DPO is online; for offline DPO on exported pairs run `align dpo`")
-        check_objective(self.loss_type, self.beta, self.label_smoothing)
+        check_objective(self.loss_type, self.label_smoothing)

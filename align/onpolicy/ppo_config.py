@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from align.onpolicy_config import OnPolicyConfig, is_callable_spec
+from align.onpolicy.config import OnPolicyConfig, is_callable_spec
 from prefloop.config import config_field as _f
 
 CRITICS = ("value_head", "reward_model")

@@ -32,7 +32,7 @@ Output: a table on stdout, `eval.json`, `samples.jsonl` and `reward_vs_kl.png` i
 (`reward` / `gold` are null without that judge.) Sample i's policy answer is compared with reference
 sample i; the k1 KL of a sequence is logprob − reference_logprob; best-of-N picks, for each sample i,
 the first of draws 0..N−1 with the highest reward.
-The numbers also go to `metrics.jsonl` and the `--report-to` trackers (align/eval_metrics.py).
+The numbers also go to `metrics.jsonl` and the `--report-to` trackers (align/evaluation/eval_metrics.py).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import math
 from pathlib import Path
 from statistics import NormalDist
 
-from align.eval_config import EvalConfig
+from align.evaluation.eval_config import EvalConfig
 from prefloop.errors import InputError
 
 # --- statistics ------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def sample(model, tokenizer, prompts: list, cfg: EvalConfig, seed: int) -> list:
     """Rollouts (batches of `cfg.batch_size`) of one response per prompt, seeded."""
     import torch
 
-    from align.rollout import generate_responses
+    from align.onpolicy.rollout import generate_responses
 
     from tqdm.auto import tqdm
 
@@ -134,7 +134,7 @@ def sequence_logprobs(policy, reference, rollouts: list, temperature: float) -> 
     The k1 KL of a sequence is their difference (`ppo_core.KL_ESTIMATORS["k1"]` is linear, so it sums)."""
     import torch
 
-    from align.rollout import response_logprobs
+    from align.onpolicy.rollout import response_logprobs
 
     logprobs, ref_logprobs, lengths = [], [], []
     with torch.no_grad():
@@ -186,7 +186,7 @@ def evaluate_policy(label: str, step: int | None, path: str, reference, ref_toke
                     conversations: list, baseline: dict, base_texts: list[str], judges: Judges,
                     cfg: EvalConfig) -> tuple[dict, list[dict]]:
     """One policy against the reference samples: (its eval.json row, its samples.jsonl records)."""
-    from align.ppo_core import KL_ESTIMATORS
+    from align.onpolicy.ppo_core import KL_ESTIMATORS
     from prefloop.models import load_causal_lm
 
     policy, tokenizer = load_causal_lm(path)
@@ -341,7 +341,7 @@ def plot_reward_vs_kl(report: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.eval_metrics import log_report
+    from align.evaluation.eval_metrics import log_report
     from prefloop.config import parse_config, to_dict
     from prefloop.metrics import check_report_to
 

@@ -1,6 +1,6 @@
 """Sampling responses from a policy, and the ONE way to get their log-probabilities.
 
-Shared by every on-policy trainer (through align.onpolicy). Sampling
+Shared by every on-policy trainer (through align.onpolicy.toolkit). Sampling
 itself lives in `prefloop.generation` (labeling generates candidates with it too) and is
 re-exported here:
 
@@ -107,7 +107,7 @@ class PolicyModule(torch.nn.Module):
     """pi_theta as the module the engine prepares: its forward is the log-prob path, so that DDP's gradient
     hooks, FSDP2's gathers and DeepSpeed's partitions see every pass that carries gradients.
 
-    forward -> (logits (B, R, V) at temperature T, None): PPO's ActorCritic (align/critic.py) returns its
+    forward -> (logits (B, R, V) at temperature T, None): PPO's ActorCritic (align/onpolicy/critic.py) returns its
     values in the second place. `_no_split_modules` are the policy's, so FSDP2 wraps one decoder layer
     per unit (accelerate's TRANSFORMER_BASED_WRAP reads them from the prepared module).
     """

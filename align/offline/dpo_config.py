@@ -1,17 +1,11 @@
-"""Configuration of `align dpo` on exported pairs (online DPO: align.online_dpo_config)."""
+"""Configuration of `align dpo` on exported pairs (online DPO: align.onpolicy.online_dpo_config)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from align.losses import LOSSES
+from align.losses import LOSSES, check_objective
 from align.train_common import TrainConfig
-
-
-def check_objective(loss_type: str, beta: float, label_smoothing: float) -> None:
-    """The preference objective's fields, offline and online alike (their ranges: prefloop.config.check_ranges)."""
-    if label_smoothing and not LOSSES[loss_type].uses_label_smoothing:
-        raise ValueError(f"label_smoothing is only used by the robust and conservative losses, not {loss_type!r}")
 
 
 @dataclass
@@ -35,11 +29,7 @@ class DPOConfig(TrainConfig):
     precompute_ref_log_probs: bool = field(default=False, metadata={
         "help": "full fine-tuning: compute log π_ref once before training so no reference model stays in memory "
                 "(no KL diagnostic then); LoRA always uses the base with the adapter disabled"})
-    online: bool = field(default=False, metadata={"help": "run online DPO instead (align.online_dpo_config: "
-                                                          "`align online-dpo --help` lists its fields)"})
 
     def __post_init__(self):
         super().__post_init__()
-        check_objective(self.loss_type, self.beta, self.label_smoothing)
-        if self.online:
-            raise ValueError("online DPO has its own config (align.online_dpo_config.OnlineDPOConfig)")
+        check_objective(self.loss_type, self.label_smoothing)

@@ -1,7 +1,7 @@
 """`align ppo`: PPO with a KL penalty against a reward model, read top to bottom against the papers.
 
 One iteration, after Ziegler et al. 2019 and Ouyang et al. 2022; steps 1-2 and the logging are the
-on-policy loop's (align/onpolicy_loop.py), the rest is `PPO` below:
+on-policy loop's (align/onpolicy/loop.py), the rest is `PPO` below:
 
   1. rollout     y ~ pi_theta(. | x) for a batch of prompts x (KV cache, temperature T, stop at EOS)
   2. score       r(x, y) from the reward model; non-terminated responses penalised; optional
@@ -15,11 +15,11 @@ on-policy loop's (align/onpolicy_loop.py), the rest is `PPO` below:
   8. log         reward, kl (k1; k2/k3 too), entropy, clip_ratio, approx_kl, value loss, explained
                  variance, completion length, beta, phase timings
 
-The equations live in `align.ppo_core`; the critic (`ActorCritic`: policy and V in one module, so the
-engine reduces both gradients) in `align.critic`.
+The equations live in `align.onpolicy.ppo_core`; the critic (`ActorCritic`: policy and V in one module, so the
+engine reduces both gradients) in `align.onpolicy.critic`.
 
 Launch:  align ppo --config configs/ppo.yaml          (or --config ppo_quick: minutes on a CPU)
-         accelerate launch --config_file configs/accelerate_ddp.yaml -m align.ppo_trainer --config configs/ppo.yaml
+         accelerate launch --config_file configs/accelerate_ddp.yaml -m align.onpolicy.ppo_trainer --config configs/ppo.yaml
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from align.critic import ActorCritic, load_critic
-from align.onpolicy_engine import global_share
-from align.onpolicy_loop import Algorithm, OnPolicyTrainer, Scored
-from align.ppo_config import PPOConfig
-from align.ppo_core import (
+from align.onpolicy.critic import ActorCritic, load_critic
+from align.onpolicy.engine import global_share
+from align.onpolicy.loop import Algorithm, OnPolicyTrainer, Scored
+from align.onpolicy.ppo_config import PPOConfig
+from align.onpolicy.ppo_core import (
     KL_ESTIMATORS,
     LOSSES,
     AdaptiveKLController,
@@ -46,7 +46,7 @@ from align.ppo_core import (
     masked_whiten,
     shape_scores,
 )
-from align.rollout import micro_batch, token_logprobs
+from align.onpolicy.rollout import micro_batch, token_logprobs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +219,7 @@ PPO_PLOTS = (("reward.png", ("reward", "rlhf_reward"), "reward", None),
              ("kl.png", ("kl", "kl_k3"), "KL(pi || pi_ref), nats per response", "beta"))
 
 
-if __name__ == "__main__":  # `accelerate launch -m align.ppo_trainer ...` runs this module as a script
+if __name__ == "__main__":  # `accelerate launch -m align.onpolicy.ppo_trainer ...` runs this module as a script
     import sys
 
     from prefloop.cli import run_main

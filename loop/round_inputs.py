@@ -8,10 +8,12 @@ and changes nothing.
     prompt files: present and readable      (a preset's, relative to the preset: prefloop.config.rebase_paths)
     gold rules: registered, or module:function that imports
     the reference model: loadable config
-    the YAML sections (simulate, reward_model, align, evaluate): built as the round will build them
+    the YAML sections (simulate, reward_model, align, evaluate, launch): built as the round will build them
+    launch: its accelerate config file exists
     --url: a server answers there (a connection, short timeout)
     --output-dir: a directory, or one that can be made
     the simulated annotators' password: set in its environment variable
+(The demo's own directory: loop.demo.check_demo_inputs, which ends in check_round_config.)
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def check_round_config(cfg) -> None:
     if cfg.url:
         check_url(cfg.url)
     _check_sections(cfg)
+    if cfg.launch and not Path(cfg.launch["config_file"]).is_file():
+        raise InputError(f"launch.config_file: {cfg.launch['config_file']}: no such file")
     if cfg.reference:
         check_model(cfg.reference)
 
@@ -74,9 +78,8 @@ def _check_gold(cfg) -> None:
 def _check_sections(cfg) -> None:
     """The configs of the round's steps, built from the YAML sections as run_round builds them (with
     placeholder paths for what the round makes): a bad value is refused now, not after generation."""
-    import importlib
-
-    from align.round_config import ALIGN_CONFIGS, SECTIONS
+    from loop.round_config import ALIGN_CONFIGS, SECTIONS
+    from prefloop.cli import load_entry
 
     out = Path(cfg.output_dir) / "round-N"
     fixed = {
@@ -85,6 +88,7 @@ def _check_sections(cfg) -> None:
                          "store": None, "project": None},
         "evaluate": {"policies": [str(out / "policy")], "reference": cfg.reference, "prompts": cfg.eval_prompts,
                      "reward_model": str(out / "reward_model"), "gold": cfg.gold, "output_dir": str(out / "eval")},
+        "launch": {},
         "align": {"model": cfg.reference, "output_dir": str(out / "policy"),
                   **({"data": str(out / "pairs.train.jsonl")} if cfg.algorithm == "dpo" else
                      {"reward_model": str(out / "reward_model"), "prompts": None, "store": cfg.db or "prefloop.db",
@@ -92,13 +96,12 @@ def _check_sections(cfg) -> None:
     }
     targets = {**SECTIONS, "align": ALIGN_CONFIGS[cfg.algorithm]}
     for section, target in targets.items():
-        if section == "simulate" and cfg.judges != "simulated":
+        if (section == "simulate" and cfg.judges != "simulated") or (section == "launch" and not cfg.launch):
             continue
         values = getattr(cfg, section)
         merged = {**values, **fixed[section]} if section != "simulate" else {**fixed[section], **values}
-        module, name = target.split(":")
         try:
-            getattr(importlib.import_module(module), name)(**merged)
+            load_entry(target)(**merged)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{section}: {err}") from None
 
@@ -121,18 +124,3 @@ def check_url(url: str) -> None:
     except OSError as err:
         raise InputError(f"url {url}: no server answers there ({err.strerror or err}); is `labeling serve` "
                          "running?") from None
-
-
-def check_demo_inputs(cfg) -> None:
-    """`align demo`: its directory, its preset and the round that preset describes, before the demo
-    writes its store and demo.json."""
-    from align.demo import MARKER, round_config
-    from prefloop.outputs import check_output_dir
-
-    out = Path(cfg.output_dir)
-    ours = (out / MARKER).is_file() or (out.is_dir() and not any(out.iterdir()))
-    if out.is_dir() and not ours:
-        raise InputError(f"{out}: exists and was not made by `align demo`; choose another --output-dir")
-    check_output_dir(out, "--output-dir", ours=True)
-    rcfg = round_config(cfg, {"db": f"sqlite:///{(out / 'store.db').absolute()}"})  # the preset: found, valid
-    check_round_config(rcfg)

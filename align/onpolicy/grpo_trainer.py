@@ -1,4 +1,4 @@
-"""`align grpo` and `align rloo`: group-relative RL with graders, on the on-policy loop (align/onpolicy_loop.py).
+"""`align grpo` and `align rloo`: group-relative RL with graders, on the on-policy loop (align/onpolicy/loop.py).
 
 One step, after Shao et al. 2024 (GRPO, Alg. 1) and Ahmadian et al. 2024 (RLOO); steps 1 and 6 are the
 loop's, the rest is `GroupRelative` below:
@@ -14,7 +14,7 @@ loop's, the rest is `GroupRelative` below:
   6. log         reward, each grader's mean, the share of full marks, completion length, KL,
                  clip_ratio, groups that teach nothing: the reward-hacking monitors, plotted at the end
 
-The equations are align/grpo_core.py's, the graders align/graders/'s.
+The equations are align/onpolicy/grpo_core.py's, the graders align/graders/'s.
 
 Launch:  align grpo --prompts tasks.jsonl --graders math --max-steps 200
          align rloo --config configs/rloo.yaml
@@ -27,20 +27,20 @@ from pathlib import Path
 import torch
 
 from align.graders.mix import GraderMix, GraderSpec, load_grader_spec, parse_grader_spec
-from align.grpo_core import ADVANTAGES, KL_ESTIMATORS, grpo_loss, kl_penalised_sequence_rewards, rloo_loss
-from align.onpolicy import check_scores
-from align.onpolicy_engine import global_share
-from align.onpolicy_loop import Algorithm, OnPolicyTrainer, Scored, sample
-from align.ppo_core import masked_mean
-from align.rft_data import RFTExample, load_rft_dataset
-from align.rollout import Rollout, select
+from align.onpolicy.engine import global_share
+from align.onpolicy.grpo_core import ADVANTAGES, KL_ESTIMATORS, grpo_loss, kl_penalised_sequence_rewards, rloo_loss
+from align.onpolicy.loop import Algorithm, OnPolicyTrainer, Scored, sample
+from align.onpolicy.ppo_core import masked_mean
+from align.onpolicy.rft_data import RFTExample, load_rft_dataset
+from align.onpolicy.rollout import Rollout, select
+from align.onpolicy.toolkit import check_scores
 
 GRPO_PLOTS = (("reward.png", ("reward", "full_marks"), "reward in [0, 1]", None),
               ("monitors.png", ("completions/mean_length",), "answer tokens", "kl"))
 
 
 def main(argv: list[str]) -> int:
-    from align.grpo_config import GRPOConfig
+    from align.onpolicy.grpo_config import GRPOConfig
     from prefloop.config import parse_config
 
     train_group_relative(parse_config(GRPOConfig, argv, prog="align grpo"))
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
 
 
 def main_rloo(argv: list[str]) -> int:
-    from align.grpo_config import RLOOConfig
+    from align.onpolicy.grpo_config import RLOOConfig
     from prefloop.config import parse_config
 
     train_group_relative(parse_config(RLOOConfig, argv, prog="align rloo"))
@@ -200,7 +200,7 @@ class GroupRelative(Algorithm):
         return {"reward": scores.mean().item(), "full_marks": (scores >= 1.0).float().mean().item()}
 
 
-if __name__ == "__main__":  # `python -m align.grpo_trainer ...`
+if __name__ == "__main__":  # `python -m align.onpolicy.grpo_trainer ...`
     import sys
 
     from prefloop.cli import run_main
