@@ -168,7 +168,7 @@ def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, o
         from align.dpo_trainer import train_offline
 
         return train_offline(DPOConfig(**{"seed": cfg.seed, **cfg.align, **fixed, "data": str(data)}))
-    on_policy = {"seed": cfg.seed, **cfg.align, **fixed, "reward_model": reward_model, "prompts": None, "store": cfg.db,
+    on_policy = {"seed": cfg.seed, **cfg.align, **fixed, "reward_model": reward_model, "prompts": None, "store": cfg.store,
                  "project": cfg.project}  # the project's prompts, sampled from the policy
     if cfg.algorithm == "online-dpo":
         from align.dpo_online import train_online
@@ -212,7 +212,7 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
     from labeling.importer import import_file
     from labeling.lineage import record
 
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     try:
         password = check_inputs(engine, cfg)  # every input, before anything is written (align.round_inputs)
         if cfg.prompts:

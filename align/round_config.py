@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prefloop.fields import store_field
+
 ALGORITHMS = ("dpo", "online-dpo", "ppo")  # the `align` commands
 # YAML section -> the config class whose fields it holds (the align section: per algorithm)
 SECTIONS = {"simulate": "labeling.simulate:SimulateConfig", "reward_model": "reward_model.reward_config:RewardModelConfig",
@@ -12,12 +14,11 @@ ALIGN_CONFIGS = {"dpo": "align.dpo_config:DPOConfig", "online-dpo": "align.onlin
                  "ppo": "align.ppo_config:PPOConfig"}
 
 
-def _field_names(target: str) -> set[str]:
-    import dataclasses
+def _config_class(target: str):
     import importlib
 
     module, name = target.split(":")
-    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    return getattr(importlib.import_module(module), name)
 JUDGES = ("simulated", "people")
 
 
@@ -27,7 +28,7 @@ class RoundConfig:
     align, evaluate, and register the new policy (lineage in the store)."""
 
     project: str = field(metadata={"help": "labeling project the round works in (labeling init)"})
-    db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    store: str | None = store_field()
     output_dir: str = field(default="runs/loop", metadata={"help": "round-N/ (export, reward model, policy, eval) go here"})
     reference: str | None = field(default=None, metadata={
         "help": "reference policy π_ref: round 1's policy and every evaluation's baseline (default: embedded)"})
@@ -72,7 +73,9 @@ class RoundConfig:
         "range": "seed"})
 
     def __post_init__(self):
-        from prefloop.config import check_ranges
+        import dataclasses
+
+        from prefloop.config import check_ranges, rename_aliases
 
         if self.judges == "simulated" and not self.simulate.get("annotators"):
             raise ValueError("simulate.annotators: name the simulated annotators' accounts")
@@ -84,7 +87,9 @@ class RoundConfig:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
         for section, target in {**SECTIONS, "align": ALIGN_CONFIGS[self.algorithm]}.items():
-            unknown = sorted(set(getattr(self, section)) - _field_names(target))
+            cls = _config_class(target)
+            setattr(self, section, rename_aliases(cls, getattr(self, section), section))  # old names: a notice
+            unknown = sorted(set(getattr(self, section)) - {f.name for f in dataclasses.fields(cls)})
             if unknown:  # found now, not after an hour of generation and judging
                 raise ValueError(f"{section}: unknown field(s) {', '.join(unknown)} for {target.split(':')[1]}")
         check_ranges(self)

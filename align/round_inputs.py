@@ -87,7 +87,7 @@ def _check_sections(cfg) -> None:
                      "reward_model": str(out / "reward_model"), "gold": cfg.gold, "output_dir": str(out / "eval")},
         "align": {"model": cfg.reference, "output_dir": str(out / "policy"),
                   **({"data": str(out / "pairs.train.jsonl")} if cfg.algorithm == "dpo" else
-                     {"reward_model": str(out / "reward_model"), "prompts": None, "store": cfg.db or "prefloop.db",
+                     {"reward_model": str(out / "reward_model"), "prompts": None, "store": cfg.store or "prefloop.db",
                       "project": cfg.project})},
     }
     targets = {**SECTIONS, "align": ALIGN_CONFIGS[cfg.algorithm]}
@@ -134,5 +134,5 @@ def check_demo_inputs(cfg) -> None:
     if out.is_dir() and not ours:
         raise InputError(f"{out}: exists and was not made by `align demo`; choose another --output-dir")
     check_output_dir(out, "--output-dir", ours=True)
-    rcfg = round_config(cfg, {"db": f"sqlite:///{(out / 'store.db').absolute()}"})  # the preset: found, valid
+    rcfg = round_config(cfg, {"store": f"sqlite:///{(out / 'store.db').absolute()}"})  # the preset: found, valid
     check_round_config(rcfg)

@@ -160,7 +160,9 @@ def render_config(rows) -> str:
                 continue
             cells = [f"`{f.name}`", _cell(_type(hints[f.name])), _value(_default_of(f))]
             cells += [_value(values[f.name]) if f.name in values else "" for values in presets.values()]
-            cells.append(_cell(f.metadata.get("help", "")))
+            old = ", ".join(f"`{name}`" for name in f.metadata.get("aliases", ()))
+            cells.append(_cell(f.metadata.get("help", "")) + (f" Old name (deprecated, kept for one release): {old}."
+                                                                if old else ""))
             out.append("| " + " | ".join(cells) + " |")
     out.append("\n## Grader mixes\n\nA grader mix is not a command's config: `--graders FILE` of `align grpo` and "
                "`align rloo` names one (see [Reinforcement fine-tuning](../rft.md)). Shipped as an example:\n")

@@ -49,7 +49,7 @@ def round_yaml(tmp_path, tiny_model_dir, words_model_dir):
         create_project(s, "loop", overlap=1)
     engine.dispose()
     cfg = {
-        "project": "loop", "db": db, "output_dir": str(tmp_path / "runs"), "reference": words_model_dir,
+        "project": "loop", "store": db, "output_dir": str(tmp_path / "runs"), "reference": words_model_dir,
         "prompts": _prompts(tmp_path / "train.jsonl", ["cats", "rain", "tea", "chess", "bread", "stars", "maps",
                                                        "owls", "salt", "snow"]),
         "eval_prompts": _prompts(tmp_path / "heldout.jsonl", ["bees", "ships", "lamps", "boots"]),
@@ -106,7 +106,7 @@ def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(rou
     assert rm2["command"] == "reward-model train" and rm2["status"] == "finished"
 
     # the store's judgments came over HTTP from the two simulated accounts, and stats shows the lineage
-    assert stats_main(["--db", db, "--project", "loop"]) == 0
+    assert stats_main(["--store", db, "--project", "loop"]) == 0
     text = capsys.readouterr().out
     assert "sim-a" in text and "lineage:" in text and "round 2" in text
 
