@@ -134,5 +134,5 @@ def check_demo_inputs(cfg) -> None:
     if out.is_dir() and not ours:
         raise InputError(f"{out}: exists and was not made by `align demo`; choose another --output-dir")
     check_output_dir(out, "--output-dir", ours=True)
-    rcfg = round_config(cfg, {"store": f"sqlite:///{(out / 'store.db').absolute()}"})  # the preset: found, valid
+    rcfg = round_config(cfg, {"db": f"sqlite:///{(out / 'store.db').absolute()}"})  # the preset: found, valid
     check_round_config(rcfg)

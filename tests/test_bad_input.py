@@ -57,7 +57,7 @@ DB_COMMANDS = {  # every command that reads a store, with otherwise valid argume
     "labeling users list": ("labeling", "users list"),
     "labeling users add": ("labeling", "users add carol --password a-long-password"),
     "labeling import": ("labeling", "import --project chat --file prompts.jsonl"),
-    "labeling generate": ("labeling", "generate --project chat --models {lm} --n 1 --max-new-tokens 2"),
+    "labeling generate": ("labeling", "generate --project chat --models {lm} -n 1 --max-new-tokens 2"),
     "labeling tasks": ("labeling", "tasks build --project chat"),
     "labeling export": ("labeling", "export --project chat --out out.jsonl"),
     "labeling stats": ("labeling", "stats --project chat"),
@@ -129,13 +129,13 @@ NUMBER_FLAGS = {  # (command, flag) -> (tool, args); every value in NUMBERS is o
     ("labeling tasks", "--k"): ("labeling", "tasks build --store store.db --project chat --strategy ranking"),
     ("labeling init", "--k"): ("labeling", "init --store store.db --project new --mode ranking"),
     ("labeling init", "--overlap"): ("labeling", "init --store store.db --project new"),
-    ("labeling generate", "--n"): ("labeling", "generate --store store.db --project chat --models {lm}"),
+    ("labeling generate", "--num-generations"): ("labeling", "generate --store store.db --project chat --models {lm}"),
     ("labeling generate", "--max-new-tokens"): ("labeling", "generate --store store.db --project chat --models {lm}"),
     ("reward-model train", "--max-steps"): ("reward-model", "train --model {lm} --data pairs.jsonl"),
     ("align sft", "--max-steps"): ("align", "sft --model {lm} --data sft.jsonl"),
     ("align dpo", "--max-steps"): ("align", "dpo --model {lm} --data pairs.jsonl"),
     ("align ppo", "--max-steps"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl"),
-    ("align eval", "--samples-per-prompt"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+    ("align eval", "--num-generations"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
                                                       "--gold concise"),
     ("align eval", "--max-new-tokens"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
                                                   "--gold concise"),
@@ -174,7 +174,7 @@ CASES["reward-model prioritize --batch-size 0"] = case(
 
 EVAL = f"eval --policies {{lm}} --reference {{lm}} --prompts prompts.jsonl {EVAL_QUICK}"
 RANGES = {  # (command, flag) -> (tool, args, values out of range): each field's declared range (prefloop.config)
-    ("align eval", "--limit"): ("align", EVAL, ["0", "-1"]),
+    ("align eval", "--max-prompts"): ("align", EVAL, ["0", "-1"]),
     ("align eval", "--batch-size"): ("align", EVAL, ["0"]),
     ("align eval", "--best-of"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
                                            "--gold concise", ["0"]),
@@ -271,7 +271,7 @@ OUTPUTS = {  # nothing a command did not create is overwritten (prefloop.outputs
     "align round --output-dir existing file": ("align", f"{ROUND} --output-dir png.md", "png.md"),
     "align round reward_model section out of range": ("align", "round --config round_badrm.yaml", "max_steps"),
     "align round align section out of range": ("align", "round --config round_badalign.yaml", "beta"),
-    "align round evaluate section wrong type": ("align", "round --config round_badeval.yaml", "samples_per_prompt"),
+    "align round evaluate section wrong type": ("align", "round --config round_badeval.yaml", "num_generations"),
     "align round preset's files beside it": ("align", "round --config presets/round_files.yaml",
                                              "presets/heldout.jsonl"),
 }
@@ -413,14 +413,14 @@ def template(tmp_path_factory, tiny_model_dir):
     (work / "latin1.yaml").write_bytes(b"project: caf\xe9\n")
     (work / "empty.jsonl").write_text("")
     jsonl("nocol.jsonl", [{"foo": "bar"}])
-    round_cfg = {"db": "store.db", "project": "chat", "eval_prompts": "prompts.jsonl", "gold": "concise"}
+    round_cfg = {"store": "store.db", "project": "chat", "eval_prompts": "prompts.jsonl", "gold": "concise"}
     jsonl("round_sim.yaml", [{**round_cfg, "simulate": {"annotators": ["sim-a"],
                                                          "password_env": "NO_SUCH_PASSWORD_ENV"}}])  # JSON is YAML
     jsonl("round_typo.yaml", [{**round_cfg, "judges": "people", "align": {"eval_fraction": 0.1}}])
     people = {**round_cfg, "judges": "people"}
     jsonl("round_badrm.yaml", [{**people, "reward_model": {"max_steps": 0}}])
     jsonl("round_badalign.yaml", [{**people, "align": {"beta": -1}}])
-    jsonl("round_badeval.yaml", [{**people, "evaluate": {"samples_per_prompt": "two"}}])
+    jsonl("round_badeval.yaml", [{**people, "evaluate": {"num_generations": "two"}}])
     jsonl("round_simgold.yaml", [{**round_cfg, "simulate": {"annotators": ["sim-a"], "gold": "nosuchrule"}}])
     jsonl("rft.jsonl", [{"prompt": f"What is {i} + 1?", "reference": str(i + 1), "grader": {"name": "math"}}
                         for i in range(4)])
