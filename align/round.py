@@ -50,7 +50,7 @@ def generate_and_build(engine, cfg: RoundConfig, policy: dict, r: int) -> int:
 
     models = list(dict.fromkeys([policy["name"], cfg.reference or policy["name"]]))  # one model in round 1
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + r)
-    added = sum(generate_candidates(engine, cfg.project, m, n=cfg.n, round=r, sampling=sampling).candidates_added
+    added = sum(generate_candidates(engine, cfg.project, m, n=cfg.num_generations, round=r, sampling=sampling).candidates_added
                 for m in models)
     tasks = build_tasks(engine, cfg.project, "random_pairs", pairs_per_prompt=cfg.pairs_per_prompt, models=models,
                         round=r, cross_model_only=len(models) > 1, seed=cfg.seed + r)

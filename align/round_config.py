@@ -40,7 +40,8 @@ class RoundConfig:
     gold: str | None = field(default=None, metadata={
         "help": "gold reward r* (rule or module:function): the simulated annotators' and the evaluation's"})
     # 1. generation and tasks
-    n: int = field(default=2, metadata={"help": "candidates per prompt from each model", "range": ">= 1"})
+    num_generations: int = field(default=2, metadata={"help": "candidates per prompt from each model", "range": ">= 1",
+                                                      "short": "-n", "aliases": ("n",)})
     max_new_tokens: int = field(default=64, metadata={"help": "candidate length cap", "range": ">= 1"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the candidates", "range": "> 0"})
     pairs_per_prompt: int = field(default=1, metadata={"help": "comparison tasks per prompt", "range": ">= 1"})

@@ -150,7 +150,8 @@ class GenerateConfig:
     project: str = field(default="", metadata={"help": "project whose prompts get candidates"})
     models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"],
                               metadata={"help": "HF ids, local dirs or the embedded default"})
-    n: int = field(default=2, metadata={"help": "candidates per prompt and model", "range": ">= 1"})
+    num_generations: int = field(default=2, metadata={"help": "candidates per prompt and model", "range": ">= 1",
+                                                      "short": "-n", "aliases": ("n",)})
     round: int = field(default=0, metadata={"help": "data round these candidates belong to", "range": ">= 0"})
     max_new_tokens: int = field(default=128, metadata={"help": "response length limit", "range": ">= 1"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature T > 0", "range": "> 0"})
@@ -158,7 +159,8 @@ class GenerateConfig:
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call", "range": ">= 1"})
     seed: int = field(default=0, metadata={"help": "sampling seed", "range": "seed"})
     split: str | None = field(default=None, metadata={"help": "only prompts of this split"})
-    limit: int | None = field(default=None, metadata={"help": "at most this many prompts", "range": ">= 1"})
+    max_prompts: int | None = field(default=None, metadata={"help": "at most this many prompts", "range": ">= 1",
+                                                            "aliases": ("limit",)})
     store: str | None = store_field()
 
     def __post_init__(self):
@@ -184,8 +186,8 @@ def generate_main(argv: list[str]) -> int:
     print(f"hardware: {detect().describe()}")
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 0, cfg.seed)
     for model in cfg.models:
-        report = generate_candidates(engine, cfg.project, model, n=cfg.n, round=cfg.round, sampling=sampling,
-                                     batch_size=cfg.batch_size, split=cfg.split, limit=cfg.limit)
+        report = generate_candidates(engine, cfg.project, model, n=cfg.num_generations, round=cfg.round, sampling=sampling,
+                                     batch_size=cfg.batch_size, split=cfg.split, limit=cfg.max_prompts)
         print(report)
     return 0
 

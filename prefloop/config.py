@@ -105,6 +105,7 @@ def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
             continue
         kind, is_list = _base_type(hints[f.name])
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        flags += [f.metadata["short"]] if "short" in f.metadata else []  # `-n`: kept, not deprecated
         help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help
         default = _default_of(f)
         notes = ([f"default: {default}"] if default is not dataclasses.MISSING else []) + (

@@ -34,7 +34,7 @@ def test_store_workflow_from_the_command_line(tmp_path, tiny_model_dir):
     labeling("users", "add", "boss", "--role", "admin", "--password", "another-password", "--store", db)
     assert "ann1" in labeling("users", "list", "--store", db).stdout
     assert "3 new prompts" in labeling("import", "--store", db, "--project", "demo", "--file", prompts).stdout
-    out = labeling("generate", "--store", db, "--project", "demo", "--models", tiny_model_dir, "--n", "2",
+    out = labeling("generate", "--store", db, "--project", "demo", "--models", tiny_model_dir, "-n", "2",
                    "--max-new-tokens", "4", "--temperature", "1.0").stdout
     assert "candidates for 3 prompts" in out
     assert "tasks added" in labeling("tasks", "build", "--store", db, "--project", "demo", "--strategy", "all_pairs").stdout

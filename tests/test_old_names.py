@@ -43,15 +43,46 @@ def test_the_old_and_the_new_key_together_are_refused(tmp_path):
 
 
 def test_round_sections_take_the_old_names(capsys):
-    """`evaluate: {samples_per_prompt: 2}` in a round YAML written before the rename still means num_generations."""
-    old = {"evaluate": {"samples_per_prompt": 2}} if "samples_per_prompt" in _eval_aliases() else {}
-    cfg = RoundConfig(project="p", judges="people", eval_prompts="x.jsonl", **old)
-    if old:
-        assert cfg.evaluate == {"num_generations": 2}
-        assert "evaluate: samples_per_prompt is deprecated" in capsys.readouterr().err
+    """A round YAML written before the renames: `n: 2`, `evaluate: {samples_per_prompt: 2}`, `align: {ppo_epochs: 2}`."""
+    cfg = parse_config(RoundConfig, ["--project", "p", "--judges", "people", "--eval-prompts", "x.jsonl", "--n", "3"])
+    assert cfg.num_generations == 3
+    cfg = RoundConfig(project="p", judges="people", eval_prompts="x.jsonl", algorithm="ppo",
+                      evaluate={"samples_per_prompt": 2}, align={"ppo_epochs": 2})
+    assert (cfg.evaluate, cfg.align) == ({"num_generations": 2}, {"num_iterations": 2})
+    err = capsys.readouterr().err
+    assert "evaluate: samples_per_prompt is deprecated" in err and "align: ppo_epochs is deprecated" in err
 
 
-def _eval_aliases():
-    from align.eval_config import EvalConfig
+OLD_NAMES = [  # (config class, old name, new name): every rename of issue 21, while the old names last
+    ("labeling.stats:StatsConfig", "db", "store"), ("labeling.commands:InitConfig", "db", "store"),
+    ("labeling.serve:ServeConfig", "db", "store"), ("labeling.backup:BackupConfig", "db", "store"),
+    ("labeling.export_files:ExportConfig", "db", "store"), ("labeling.leaderboard_config:LeaderboardConfig", "db", "store"),
+    ("reward_model.active:PrioritizeConfig", "db", "store"), ("align.round_config:RoundConfig", "db", "store"),
+    ("align.ppo_config:PPOConfig", "ppo_epochs", "num_iterations"),
+    ("align.online_dpo_config:OnlineDPOConfig", "updates_per_step", "num_iterations"),
+    ("labeling.commands:GenerateConfig", "n", "num_generations"), ("labeling.demo:DemoConfig", "n", "num_generations"),
+    ("align.round_config:RoundConfig", "n", "num_generations"),
+    ("align.eval_config:EvalConfig", "samples_per_prompt", "num_generations"),
+    ("labeling.commands:GenerateConfig", "limit", "max_prompts"), ("align.eval_config:EvalConfig", "limit", "max_prompts"),
+]
 
-    return field_aliases(EvalConfig)
+
+@pytest.mark.parametrize("target,old,new", OLD_NAMES, ids=[f"{t.split(':')[1]} {o}" for t, o, _ in OLD_NAMES])
+def test_every_old_name_is_a_deprecated_alias_in_the_help(target, old, new):
+    import importlib
+
+    module, name = target.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    assert field_aliases(cls)[old] == new
+    text = " ".join(build_parser(cls).format_help().split())
+    flags = f"--{old.replace('_', '-')} {new.upper()}" + (f", --{old} {new.upper()}" if "_" in old else "")
+    assert f"{flags} deprecated alias of --{new.replace('_', '-')}" in text
+
+
+def test_the_short_n_stays_without_a_notice(capsys):
+    from labeling.commands import GenerateConfig
+
+    cfg = parse_config(GenerateConfig, ["--project", "p", "-n", "3", "--limit", "5"], prog="labeling generate")
+    assert (cfg.num_generations, cfg.max_prompts) == (3, 5)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--limit is deprecated, use --max-prompts" in err
