@@ -137,7 +137,7 @@ def preset_values(cls, names: list[str]) -> dict[str, dict]:
 
 
 def render_config(rows) -> str:
-    from prefloop.config import SHIPPED_CONFIGS, _default_of, shipped_configs
+    from prefloop.config import SHIPPED_CONFIGS, _default_of, help_order, shipped_configs
 
     documented = {name for names in PRESETS.values() for name in names} | set(GRADER_MIXES)
     missing = sorted(set(shipped_configs()) - documented)
@@ -155,7 +155,7 @@ def render_config(rows) -> str:
         out.append(f"\n## {tool} {name}\n\n`{cls.__module__}.{cls.__name__}`: {_cell((cls.__doc__ or '').strip())}\n")
         head = "| field | type | default | " + " | ".join(f"`{p}`" for p in presets) + (" | " if presets else "")
         out.append(head + "help |\n" + "| --- " * (4 + len(presets)) + "|")
-        for f in dataclasses.fields(cls):
+        for f in help_order(cls):
             if not f.init:
                 continue
             cells = [f"`{f.name}`", _cell(_type(hints[f.name])), _value(_default_of(f))]

@@ -100,7 +100,7 @@ def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML file with the same fields, or the name of a shipped config "
                                          f"({', '.join(shipped_configs())}); flags override it")
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in help_order(cls):
         if not f.init:
             continue
         kind, is_list = _base_type(hints[f.name])
@@ -165,6 +165,13 @@ def rename_aliases(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
                   "release)", file=sys.stderr)
         out[name] = value
     return out
+
+
+def help_order(cls) -> list[dataclasses.Field]:
+    """The fields as `--help` and the reference list them: the command's own first, then the shared groups
+    (prefloop.fields, marked FIELD_GROUP), which a dataclass would list first as they are its bases."""
+    shared = {f.name for base in cls.__mro__ if vars(base).get("FIELD_GROUP") for f in dataclasses.fields(base)}
+    return sorted(dataclasses.fields(cls), key=lambda f: f.name in shared)
 
 
 def rebase_paths(cls, values: dict[str, Any], yaml_path: Path) -> dict[str, Any]:
