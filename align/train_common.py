@@ -121,9 +121,8 @@ def lora_config(cfg):
         return None
     from peft import LoraConfig
 
-    targets = cfg.lora_target_modules
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                      target_modules=targets[0] if targets == ["all-linear"] else targets)
+                      target_modules=cfg.lora_targets())
 
 
 def save_final(model, tokenizer, cfg, run, results: dict) -> Path:

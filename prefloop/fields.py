@@ -71,6 +71,10 @@ class LoraFields:
     lora_target_modules: list[str] = _f(["all-linear"], "modules that get an adapter ('all-linear': every linear "
                                                         "layer except the output head)")
 
+    def lora_targets(self) -> str | list[str]:
+        """`lora_target_modules` as peft's LoraConfig takes it: the string 'all-linear', else the list."""
+        return "all-linear" if self.lora_target_modules == ["all-linear"] else self.lora_target_modules
+
 
 @dataclass
 class PolicyLoraFields(LoraFields):
