@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefloop.config import check_ranges
-from prefloop.data import check_test_fraction
-from prefloop.metrics import report_to_field
+from prefloop.fields import PolicyLoraFields, RunFields, StoreFields
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunFields, PolicyLoraFields, StoreFields):
     """Fields common to the supervised and preference trainers (see SFTConfig, DPOConfig)."""
 
     # model
@@ -24,27 +23,10 @@ class TrainConfig:
                                                                 "embedded default when unset (also π_ref's init)"})
     output_dir: str = field(default="runs/align", metadata={"help": "the run: final/ (the model), checkpoints/, "
                                                                      "metrics.jsonl, tensorboard/, run.json"})
-    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (Hu et al. 2021) instead of all weights"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank r", "range": ">= 1"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling α (the update is scaled by α/r)",
-                                                  "range": ">= 1"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input", "range": "[0, 1)"})
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"],
-                                           metadata={"help": "modules that get an adapter ('all-linear' = every "
-                                                             "linear layer except the LM head)"})
-    merge_lora: bool = field(default=True, metadata={"help": "merge the adapter into the final model so plain "
-                                                             "transformers loads it; false keeps an adapter dir"})
     # data
     data: str | None = field(default=None, metadata={"help": "export file (.jsonl/.csv/.parquet/datasets dir)"})
-    store: str | None = field(default=None, metadata={"help": "preference store URL to export from directly "
-                                                              "(instead of --data); the snapshot is recorded"})
-    project: str | None = field(default=None, metadata={"help": "project name in the store"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out file; default: the export's X.test.jsonl "
                                                                   "beside --data X.train.jsonl (never a second split)"})
-    test_fraction: float = field(default=0.0, metadata={"help": "--store only: share of prompts held out, the same "
-                                                                "split as `labeling export --test-fraction`"})
-    split_seed: int = field(default=0, metadata={"help": "--store only: the split's seed (`labeling export --seed`)",
-                                                 "range": "seed"})
     max_length: int = field(default=512, metadata={"help": "tokens kept per prompt+response (truncated at the end)",
                                                    "range": ">= 1"})
     # optimisation
@@ -58,22 +40,14 @@ class TrainConfig:
                                                                   "range": ">= 1"})
     warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps", "range": ">= 0"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm", "range": "> 0"})
-    seed: int = field(default=0, metadata={"help": "random seed (data order, LoRA init, split)", "range": "seed"})
     # bookkeeping
     logging_steps: int = field(default=10, metadata={"help": "optimizer steps between metric logs", "range": ">= 1"})
     eval_steps: int = field(default=0, metadata={"help": "steps between evaluations; 0 = at start and end only",
                                                  "range": ">= 0"})
     save_steps: int = field(default=100, metadata={"help": "steps between checkpoints", "range": ">= 1"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept on disk", "range": ">= 1"})
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
-    report_to: list[str] = report_to_field()
 
     def __post_init__(self):
-        if self.data and self.store:
-            raise ValueError("give either data (an export file) or store (+ project), not both")
-        if self.store and not self.project:
-            raise ValueError("store needs project")
-        check_test_fraction(self.test_fraction, self.store)
+        self.check_store_source("data", self.data, required=False)  # neither: refused when the data is read
         check_ranges(self)
 
 
@@ -147,9 +121,8 @@ def lora_config(cfg):
         return None
     from peft import LoraConfig
 
-    targets = cfg.lora_target_modules
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                      target_modules=targets[0] if targets == ["all-linear"] else targets)
+                      target_modules=cfg.lora_targets())
 
 
 def save_final(model, tokenizer, cfg, run, results: dict) -> Path:

@@ -7,7 +7,7 @@ What is measured, all in one process and one run (same model, same precision):
 Both LoRA and full fine-tuning (`--modes`). Per mode:
   PPO step      the on-policy loop's step with `PPO` on real prompts: rollout (sampling with the KV cache), scoring
                 (a RewardScorer on a SmolLM2 backbone), reference/value passes (log pi_old, V_old,
-                log pi_ref), training (ppo_epochs x minibatches: forward, clipped losses, backward,
+                log pi_ref), training (num_iterations x minibatches: forward, clipped losses, backward,
                 gradient clipping, AdamW), timed by the step itself.
   rollout       `generate_responses` against plain `model.generate` with the same sampling
                 settings, batch and seed (so both produce the same tokens): tokens/s, target >= 0.9.
@@ -48,7 +48,7 @@ def build_trainer(args, workdir: Path):
     prompts.write_text("".join(json.dumps({"prompt": as_conversation(p)}) + "\n" for p in demo))
     cfg = PPOConfig(model=args.model, reward_model="reward_model.testing:length_reward", prompts=str(prompts),
                     output_dir=str(workdir / "run"), batch_size=args.batch_size,
-                    mini_batch_size=args.mini_batch_size, ppo_epochs=args.ppo_epochs,
+                    mini_batch_size=args.mini_batch_size, num_iterations=args.num_iterations,
                     max_new_tokens=args.max_new_tokens, temperature=0.7, lora=args.lora, max_steps=1)
     trainer = OnPolicyTrainer(cfg, PPO(cfg))
     # Scoring through a real RewardScorer on a SmolLM2-sized backbone (head untrained: the
@@ -122,7 +122,7 @@ def bench_training(trainer, repeats: int) -> dict:
 
     def bare() -> int:
         tokens = 0
-        for _ in range(cfg.ppo_epochs):
+        for _ in range(cfg.num_iterations):
             for idx in torch.arange(len(rollout)).split(algorithm.micro_batch_size):
                 tokens += bare_lm_backward(policy, micro_batch(rollout, idx), acc)
         policy.zero_grad(set_to_none=True)
@@ -143,7 +143,7 @@ def render(args, where: str, results: dict, peak: float) -> str:
     any_step = results[modes[0]]["step"]
     lines = [SECTION, "", f"`python bench/bench_ppo.py` on {where}.", "",
              f"{args.model}, batch {args.batch_size}, max {args.max_new_tokens} new tokens (mean response "
-             f"{any_step['completions/mean_length']:.1f}), {args.ppo_epochs} PPO epochs x "
+             f"{any_step['completions/mean_length']:.1f}), {args.num_iterations} PPO epochs x "
              f"{args.batch_size // args.mini_batch_size} minibatches, value head on the policy; "
              f"medians of {args.repeats} runs after one warm-up"
              f"{f'; torch threads {args.threads}' if args.threads else ''}. Roofline: achieved FLOP/s (2·N per "
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--batch-size", type=int, default=4, help="episodes per PPO step (and generate batch)")
     parser.add_argument("--mini-batch-size", type=int, default=4)
-    parser.add_argument("--ppo-epochs", type=int, default=2)
+    parser.add_argument("--num-iterations", type=int, default=2, help="PPO epochs over each rollout")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--modes", default="lora,full", help="comma-separated: lora, full (fine-tuning)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up")

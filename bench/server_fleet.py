@@ -72,7 +72,7 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
     for _ in range(n):
         port = _free_port()
         log = open(logdir / f"serve-{port}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", url, "--port", str(port), *extra],
+        proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--store", url, "--port", str(port), *extra],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=server_root,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(server_root)})
         servers.append((proc, f"http://127.0.0.1:{port}/"))

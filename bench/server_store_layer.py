@@ -53,7 +53,7 @@ def store_growth(judgments: int, n_tasks: int, clients: int, block: int = 500) -
     history: with `clients` 1 one annotator makes every judgment. This prints the cost block by block.
     Run it with PYTHONPATH=TREE to time another checkout.
     """
-    from labeling import assign
+    from labeling import answers, assign
     from labeling.app.auth import viewer_for
     from labeling.db import open_store
 
@@ -67,7 +67,7 @@ def store_growth(judgments: int, n_tasks: int, clients: int, block: int = 500) -
             t0 = time.perf_counter()
             lease = assign.next_assignment(engine, PROJECT, viewer.id)
             t1 = time.perf_counter()
-            assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=viewer.id,
+            answers.submit_judgment(engine, assignment_id=lease.id, annotator_id=viewer.id,
                                    client_request_id=uuid.uuid4().hex, choice="a_better")
             t2 = time.perf_counter()
             assign.progress(engine, PROJECT, viewer.id, open_tasks=n_tasks)  # the app passes its kept count

@@ -138,7 +138,7 @@ def preset_values(cls, names: list[str]) -> dict[str, dict]:
 
 
 def render_config(rows) -> str:
-    from prefloop.config import SHIPPED_CONFIGS, _default_of, shipped_configs
+    from prefloop.config import SHIPPED_CONFIGS, _default_of, help_order, shipped_configs
 
     documented = {name for names in PRESETS.values() for name in names} | set(GRADER_MIXES)
     missing = sorted(set(shipped_configs()) - documented)
@@ -156,12 +156,14 @@ def render_config(rows) -> str:
         out.append(f"\n## {tool} {name}\n\n`{cls.__module__}.{cls.__name__}`: {_cell((cls.__doc__ or '').strip())}\n")
         head = "| field | type | default | " + " | ".join(f"`{p}`" for p in presets) + (" | " if presets else "")
         out.append(head + "help |\n" + "| --- " * (4 + len(presets)) + "|")
-        for f in dataclasses.fields(cls):
+        for f in help_order(cls):
             if not f.init:
                 continue
             cells = [f"`{f.name}`", _cell(_type(hints[f.name])), _value(_default_of(f))]
             cells += [_value(values[f.name]) if f.name in values else "" for values in presets.values()]
-            cells.append(_cell(f.metadata.get("help", "")))
+            old = ", ".join(f"`{name}`" for name in f.metadata.get("aliases", ()))
+            cells.append(_cell(f.metadata.get("help", "")) + (f" Old name (deprecated, kept for one release): {old}."
+                                                                if old else ""))
             out.append("| " + " | ".join(cells) + " |")
     out.append("\n## Grader mixes\n\nA grader mix is not a command's config: `--graders FILE` of `align grpo` and "
                "`align rloo` names one (see [Reinforcement fine-tuning](../rft.md)). Shipped as an example:\n")

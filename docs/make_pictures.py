@@ -72,7 +72,7 @@ def ensure_loop(loop: Path, rounds: int, prompts: int = 48, heldout: int = 16) -
         preset = yaml.safe_load((ROOT / "prefloop" / "configs" / "round_demo.yaml").read_text())
         preset.update(project="loop", db=str(loop / "store.db"), output_dir=str(loop), prompts=str(loop / "prompts.jsonl"),
                       eval_prompts=str(loop / "heldout.jsonl"))
-        preset["evaluate"].update(best_of=[1, 2, 4], samples_per_prompt=2)  # best-of-N: the plot's baseline curve
+        preset["evaluate"].update(best_of=[1, 2, 4], num_generations=2)  # best-of-N: the plot's baseline curve
         settings.write_text(yaml.safe_dump(preset, sort_keys=False))
         sh(tool("labeling"), "init", "--db", loop / "store.db", "--project", "loop")
     secret = loop / "sim-password"  # the simulated annotators' password, kept for the next rounds

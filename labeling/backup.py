@@ -1,6 +1,6 @@
 """`labeling backup --out FILE`: a consistent copy of a store, also while the app is writing to it.
 
-    labeling backup --db prefloop.db --out backups/prefloop-2026-06-01.db
+    labeling backup --store prefloop.db --out backups/prefloop-2026-06-01.db
 
 SQLite: the online backup API (`sqlite3.Connection.backup`, SQLite's sqlite3_backup_*) copies every
 page in one step, inside one read transaction of the source. In WAL mode (the store's) a read
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefloop.errors import InputError, StoreError
+from prefloop.fields import store_field
 
 BUSY_TIMEOUT_S = 30.0  # a checkpoint by the app may hold the source briefly
 
@@ -36,8 +37,7 @@ class BackupConfig:
 
     out: str | None = field(default=None, metadata={
         "help": "the copy to write (a new file: an existing one is refused)"})
-    db: str | None = field(default=None, metadata={
-        "help": "SQLAlchemy URL or SQLite path of the store ($PREFLOOP_DB, ./prefloop.db)"})
+    store: str | None = store_field()
 
     def __post_init__(self):
         if not self.out:
@@ -109,17 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     from prefloop.config import parse_config
 
     cfg = parse_config(BackupConfig, argv, prog="labeling backup")
-    url = db_url(cfg.db)
+    url = db_url(cfg.store)
     if url.startswith("postgresql"):
-        raise InputError(f"{display_url(cfg.db)}: a PostgreSQL store is backed up with pg_dump: "
+        raise InputError(f"{display_url(cfg.store)}: a PostgreSQL store is backed up with pg_dump: "
                          f"{pg_dump_command(url, cfg.out)}")
     source = _sqlite_path(url)
     if source is None:
-        raise InputError(f"{display_url(cfg.db)}: only a SQLite file (online backup) or PostgreSQL (pg_dump) "
+        raise InputError(f"{display_url(cfg.store)}: only a SQLite file (online backup) or PostgreSQL (pg_dump) "
                          "store can be backed up")
     start = time.perf_counter()
     judgments = backup_sqlite(source, Path(cfg.out))
     size = Path(cfg.out).stat().st_size / 2**20
-    print(f"backup of {display_url(cfg.db)} -> {cfg.out}: {judgments} judgments, {size:.1f} MiB, "
+    print(f"backup of {display_url(cfg.store)} -> {cfg.out}: {judgments} judgments, {size:.1f} MiB, "
           f"integrity ok, {time.perf_counter() - start:.1f} s")
     return 0

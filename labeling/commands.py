@@ -12,17 +12,14 @@ from dataclasses import dataclass, field
 
 from prefloop.config import check_ranges, parse_config
 from prefloop.errors import InputError
-
-
-def _db_field():
-    return field(default=None, metadata={"help": "SQLAlchemy URL or SQLite path (default: $PREFLOOP_DB or ./prefloop.db)"})
+from prefloop.fields import store_field
 
 
 @dataclass
 class InitConfig:
     """Create (or upgrade) a store, and optionally a project in it."""
 
-    db: str | None = _db_field()
+    store: str | None = store_field()
     project: str | None = field(default=None, metadata={"help": "project to create"})
     mode: str = field(default="pairwise", metadata={"help": "pairwise A/B or K-way ranking", "choices": ["pairwise", "ranking"]})
     k: int = field(default=2, metadata={"help": "candidates per ranking task", "range": "[2, 9]"})
@@ -46,8 +43,8 @@ def init_main(argv: list[str]) -> int:
 
     cfg = parse_config(InitConfig, argv, prog="labeling init")
     guidelines = read_text(cfg.guidelines, "guidelines") if cfg.guidelines else ""
-    engine = open_store(cfg.db)
-    print(f"store {db_url(cfg.db)} at schema version {schema_version(engine)}")
+    engine = open_store(cfg.store)
+    print(f"store {db_url(cfg.store)} at schema version {schema_version(engine)}")
     if cfg.project:
         with session_scope(engine) as session:
             project = create_project(session, cfg.project, guidelines=guidelines, mode=cfg.mode, k=cfg.k,
@@ -66,7 +63,7 @@ class UserConfig:
     role: str = field(default="annotator", metadata={"help": "annotator or admin", "choices": ["annotator", "admin"]})
     password: str | None = field(default=None, metadata={
         "help": "password (else asked on a terminal; when stdin is not a terminal, its first line is the password)"})
-    db: str | None = _db_field()
+    store: str | None = store_field()
 
 
 def users_main(argv: list[str]) -> int:
@@ -75,7 +72,7 @@ def users_main(argv: list[str]) -> int:
 
     argv = _positionals(argv, ["--action", "--name"])  # `labeling users add NAME ...`
     cfg = parse_config(UserConfig, argv, prog="labeling users")
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     if cfg.action != "list" and not cfg.name:
         raise InputError(f"users {cfg.action}: a user name is required")
     with session_scope(engine) as session:
@@ -129,7 +126,7 @@ class ImportConfig:
     format: str | None = field(default=None, metadata={"help": "override the format detected from the suffix",
                                                         "choices": ["jsonl", "csv", "parquet", "datasets"]})
     model: str = field(default="imported", metadata={"help": "model name for responses without a model column"})
-    db: str | None = _db_field()
+    store: str | None = store_field()
 
     def __post_init__(self):
         if not self.file or not self.project:
@@ -141,7 +138,7 @@ def import_main(argv: list[str]) -> int:
     from labeling.importer import import_file
 
     cfg = parse_config(ImportConfig, argv, prog="labeling import")
-    report = import_file(open_store(cfg.db, create=False), cfg.project, cfg.file, cfg.format, cfg.model)
+    report = import_file(open_store(cfg.store, create=False), cfg.project, cfg.file, cfg.format, cfg.model)
     print(f"imported {cfg.file}: {report}")
     return 0
 
@@ -153,7 +150,8 @@ class GenerateConfig:
     project: str = field(default="", metadata={"help": "project whose prompts get candidates"})
     models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"],
                               metadata={"help": "HF ids, local dirs or the embedded default"})
-    n: int = field(default=2, metadata={"help": "candidates per prompt and model", "range": ">= 1"})
+    num_generations: int = field(default=2, metadata={"help": "candidates per prompt and model", "range": ">= 1",
+                                                      "short": "-n", "aliases": ("n",)})
     round: int = field(default=0, metadata={"help": "data round these candidates belong to", "range": ">= 0"})
     max_new_tokens: int = field(default=128, metadata={"help": "response length limit", "range": ">= 1"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature T > 0", "range": "> 0"})
@@ -161,8 +159,9 @@ class GenerateConfig:
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call", "range": ">= 1"})
     seed: int = field(default=0, metadata={"help": "sampling seed", "range": "seed"})
     split: str | None = field(default=None, metadata={"help": "only prompts of this split"})
-    limit: int | None = field(default=None, metadata={"help": "at most this many prompts", "range": ">= 1"})
-    db: str | None = _db_field()
+    max_prompts: int | None = field(default=None, metadata={"help": "at most this many prompts", "range": ">= 1",
+                                                            "aliases": ("limit",)})
+    store: str | None = store_field()
 
     def __post_init__(self):
         if not self.project:
@@ -179,7 +178,7 @@ def generate_main(argv: list[str]) -> int:
     from prefloop.hardware import detect
     from prefloop.models import check_model
 
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     with session_scope(engine, immediate=False) as session:
         get_project(session, cfg.project)
     for model in cfg.models:  # every model before any work: a typo in the last must not cost minutes
@@ -187,8 +186,8 @@ def generate_main(argv: list[str]) -> int:
     print(f"hardware: {detect().describe()}")
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, 0, cfg.seed)
     for model in cfg.models:
-        report = generate_candidates(engine, cfg.project, model, n=cfg.n, round=cfg.round, sampling=sampling,
-                                     batch_size=cfg.batch_size, split=cfg.split, limit=cfg.limit)
+        report = generate_candidates(engine, cfg.project, model, n=cfg.num_generations, round=cfg.round, sampling=sampling,
+                                     batch_size=cfg.batch_size, split=cfg.split, limit=cfg.max_prompts)
         print(report)
     return 0
 
@@ -209,7 +208,7 @@ class TasksConfig:
     same_model_pairs: bool = field(default=False, metadata={"help": "also pair two responses of one model"})
     priority: float = field(default=0.0, metadata={"help": "priority of the new tasks (higher first)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
-    db: str | None = _db_field()
+    store: str | None = store_field()
 
     def __post_init__(self):
         if not self.project:
@@ -223,7 +222,7 @@ def tasks_main(argv: list[str]) -> int:
 
     argv = _positionals(argv, ["--action"])  # `labeling tasks build ...`
     cfg = parse_config(TasksConfig, argv, prog="labeling tasks")
-    added = build_tasks(open_store(cfg.db, create=False), cfg.project, cfg.strategy,
+    added = build_tasks(open_store(cfg.store, create=False), cfg.project, cfg.strategy,
                         pairs_per_prompt=cfg.pairs_per_prompt, k=cfg.k, models=cfg.models or None, round=cfg.round,
                         cross_model_only=not cfg.same_model_pairs, priority=cfg.priority, seed=cfg.seed)
     print(f"{added} tasks added to {cfg.project!r}")

@@ -58,7 +58,7 @@ def one_read_connection(engine: Engine) -> Iterator[None]:
 def write_statement(engine: Engine) -> Iterator[Connection]:
     """A connection for one write statement that is its own transaction (with what its triggers do),
     in the process's queue of writers: no BEGIN and COMMIT around it, which on SQLite are two more
-    waits for the GIL while the write lock is held (labeling.assign.submit_judgment)."""
+    waits for the GIL while the write lock is held (labeling.answers.submit_judgment)."""
     with write_turn(engine), read_connection(engine) as conn, no_busy_wait_on_event_loop(conn):
         yield conn
         conn.commit()  # PostgreSQL began a transaction anyway; on SQLite the statement committed itself
@@ -68,7 +68,7 @@ def write_statement(engine: Engine) -> Iterator[Connection]:
 def write_connection(engine: Engine) -> Iterator[Connection]:
     """`session_scope` without the ORM session: one write transaction on a plain Connection.
 
-    The annotator hot path (labeling.assign: claim, vote) runs typed Core statements only; a Session
+    The annotator hot path (labeling.assign: claim; labeling.answers: vote) runs typed Core statements only; a Session
     around them cost CPU while the process's SQLite write lock was held (BENCHMARKS.md, server profile).
     """
     with write_turn(engine), engine.connect() as conn, no_busy_wait_on_event_loop(conn):

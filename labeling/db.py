@@ -91,7 +91,7 @@ def open_store(url: str | None = None, *, create: bool = True) -> Engine:
     """Engine for the store at `url`, created or upgraded as needed.
 
     create=False (every command but `labeling init`): a store that does not exist is
-    refused, so a mistyped --db never leaves an empty store behind. Any failure to open
+    refused, so a mistyped --store never leaves an empty store behind. Any failure to open
     (missing directory, unreachable server, not a database) is a StoreError naming the store.
     """
     url, shown = db_url(url), display_url(url)
@@ -99,7 +99,7 @@ def open_store(url: str | None = None, *, create: bool = True) -> Engine:
     if path is not None and not path.parent.is_dir():
         raise StoreError(f"{shown}: directory {path.parent} does not exist")
     if path is not None and not create and not path.exists():
-        raise StoreError(f"{shown}: no such store (create it with `labeling init --db {shown}`)")
+        raise StoreError(f"{shown}: no such store (create it with `labeling init --store {shown}`)")
     try:
         engine = make_engine(url)
     except (ArgumentError, NoSuchModuleError) as err:

@@ -31,7 +31,7 @@ class DemoConfig:
 
     dir: str = field(default="demo", metadata={"help": "folder for the demo database"})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "model generating the candidates"})
-    n: int = field(default=2, metadata={"help": "candidates per prompt"})
+    num_generations: int = field(default=2, metadata={"help": "candidates per prompt", "short": "-n", "aliases": ("n",)})
     max_new_tokens: int = field(default=96, metadata={"help": "response length limit"})
     serve: bool = field(default=True, metadata={"help": "start the labeling app afterwards"})
     host: str = field(default="127.0.0.1", metadata={"help": "address the app listens on"})
@@ -83,7 +83,7 @@ def setup_project(engine, cfg: DemoConfig) -> None:
 
     print(f"hardware: {detect().describe()}")  # as `labeling generate` prints it
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.8, top_p=0.95, seed=0)
-    print(generate_candidates(engine, "demo", cfg.model, n=cfg.n, sampling=sampling, batch_size=8))
+    print(generate_candidates(engine, "demo", cfg.model, n=cfg.num_generations, sampling=sampling, batch_size=8))
     print(f"tasks: {build_tasks(engine, 'demo', 'all_pairs')} added")
 
 

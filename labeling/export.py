@@ -1,4 +1,5 @@
-"""Judgments -> preference dataset rows (pairwise, ranking, sft, raw); files and CLI: `labeling.export_files`.
+"""Judgments -> preference dataset rows (pairwise, ranking, sft, raw); files and CLI: `labeling.export_files`;
+the aggregation of one task's votes: `labeling.aggregate`.
 
 Row formats (the contract read by reward_model and align; TRL's conversational format):
 
@@ -39,15 +40,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from statistics import mean
 from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from labeling.agreement import agreement_summary, borda_ranking, majority_vote, pair_agreement
-from labeling.choices import preference, ranking_pairs
+from labeling.aggregate import choice_pairs, task_pairs, task_rankings, without_ties
+from labeling.agreement import agreement_summary
+from labeling.choices import preference
 from labeling.models import Task
 from labeling.snapshot import (Snapshot, Vote, agreement_triples, as_utc, gold_accuracy, gold_correct, load_snapshot,
                                to_vote)
@@ -108,114 +110,7 @@ def excluded_annotators(snapshot: Snapshot, opts: ExportOptions) -> set[int]:
     return excluded
 
 
-# --- 3. aggregation: pairs and rankings per task -----------------------------------
-
-@dataclass(frozen=True)
-class Pair:
-    task_id: int
-    chosen: int
-    rejected: int
-    agreement: float
-    annotators: int
-    margin: float | None = None
-    tie: bool = False
-
-
-@dataclass(frozen=True)
-class Ranked:
-    task_id: int
-    order: tuple
-    agreement: float  # mean pair agreement over the ranking's pairs
-    annotators: int
-    top_share: float  # share of annotators who put order[0] first
-
-
-def choice_pairs(task: Task, votes: list[Vote], opts: ExportOptions, dropped: Counter) -> list[Pair]:
-    """Pairs from a pairwise task's choices (majority outcome, or every vote)."""
-    outcomes = [v.outcome for v in votes]
-    if opts.aggregate == "none":
-        groups = [(v.outcome, [v], outcomes.count(v.outcome) / len(votes), 1) for v in votes]
-    else:
-        top, share = majority_vote(outcomes)
-        if top is None:
-            dropped["no_majority"] += 1
-            return []
-        groups = [(top, [v for v in votes if v.outcome == top], share, len(votes))]
-    pairs = []
-    for outcome, agreeing, share, n in groups:
-        reason = _drop_reason(outcome, share, opts)
-        if reason:
-            dropped[reason] += 1
-            continue
-        a, b = task.candidate_ids
-        if outcome == "tie":
-            pairs.append(Pair(task.id, a, b, share, n, 0.0, tie=True))
-        else:
-            margin = mean(v.strength for v in agreeing)  # 1 = better, 2 = much better
-            pairs.append(Pair(task.id, outcome, b if outcome == a else a, share, n, float(margin)))
-    return pairs
-
-
-def _drop_reason(outcome, share: float, opts: ExportOptions) -> str | None:
-    if outcome == "both_bad":
-        return "both_bad"  # neither response is preferable: never a pair
-    if share < opts.min_agreement:
-        return "low_agreement"
-    if outcome == "tie" and opts.ties == "drop":
-        return "tie"
-    return None
-
-
-def task_rankings(mode: str, task: Task, votes: list[Vote], opts: ExportOptions,
-                  dropped: Counter) -> list[Ranked]:
-    """Aggregated best-first orders of a ranking task (of a pairwise task: its decisive outcome)."""
-    if mode == "pairwise":
-        return [Ranked(p.task_id, (p.chosen, p.rejected), p.agreement, p.annotators, p.agreement)
-                for p in choice_pairs(task, votes, _without_ties(opts), dropped)]
-    rankings = [v.ranking for v in votes]
-    if opts.aggregate == "none":
-        orders = rankings
-    elif opts.aggregate == "borda":
-        orders = [tuple(borda_ranking(rankings)[0])]
-    else:
-        top, _ = majority_vote(rankings)
-        if top is None:
-            dropped["no_majority"] += 1
-            return []
-        orders = [top]
-    n = 1 if opts.aggregate == "none" else len(rankings)
-    return [Ranked(task.id, order, mean(pair_agreement(rankings, b, w) for b, w in ranking_pairs(list(order))),
-                   n, sum(r[0] == order[0] for r in rankings) / len(rankings)) for order in orders]
-
-
-def ranking_task_pairs(task: Task, votes: list[Vote], opts: ExportOptions, dropped: Counter) -> list[Pair]:
-    """Pairs of a ranking task: `ranking_pairs` of each aggregated order, each with its own agreement."""
-    rankings = [v.ranking for v in votes]
-    _, points = borda_ranking(rankings)
-    pairs = []
-    for ranked in task_rankings("ranking", task, votes, opts, dropped):
-        for better, worse in ranking_pairs(list(ranked.order)):
-            share = pair_agreement(rankings, better, worse)
-            if opts.aggregate == "borda" and points[better] == points[worse]:
-                dropped["no_majority"] += 1  # a split vote on this pair, not a judged tie
-            elif share < opts.min_agreement:
-                dropped["low_agreement"] += 1
-            else:
-                pairs.append(Pair(task.id, better, worse, share, ranked.annotators))
-    return pairs
-
-
-def task_pairs(mode: str, task: Task, votes: list[Vote], opts: ExportOptions, dropped: Counter) -> list[Pair]:
-    if mode == "ranking":
-        return ranking_task_pairs(task, votes, opts, dropped)
-    return choice_pairs(task, votes, opts, dropped)
-
-
-def _without_ties(opts: ExportOptions) -> ExportOptions:
-    return replace(opts, ties="drop")
-
-
-# --- 4. rows -----------------------------------------------------------------------
+# --- 3. rows (each task's pairs and orders: labeling.aggregate) -------------------------
 
 @dataclass
 class Context:
@@ -288,7 +183,7 @@ def _clear_winners(ctx: Context, task_id: int, votes: list[Vote]) -> list[int]:
     sink = Counter()  # SFT does not report pair-level drops
     task = ctx.task(task_id)
     if ctx.snapshot.project.mode == "pairwise":
-        return [p.chosen for p in choice_pairs(task, votes, _without_ties(ctx.opts), sink)
+        return [p.chosen for p in choice_pairs(task, votes, without_ties(ctx.opts), sink)
                 if p.margin == 2.0 or clear(p.agreement, p.annotators)]
     return [r.order[0] for r in task_rankings("ranking", task, votes, ctx.opts, sink)
             if r.agreement >= ctx.opts.min_agreement and clear(r.top_share, r.annotators)]
@@ -337,7 +232,7 @@ ROW_BUILDERS: dict[str, Callable[[Context], list[dict]]] = {
 }
 
 
-# --- 5. the export: rows, split by prompt, card ------------------------------------
+# --- 4. the export: rows, split by prompt, card ------------------------------------
 
 def prompt_split(key: str, test_fraction: float, seed: int) -> str:
     """'test' for a deterministic `test_fraction` of prompt keys, else 'train'."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from labeling.export import AGGREGATES, FILE_FORMATS, FORMATS, TIES, ExportOptions, export_dataset, one_of
 from prefloop.errors import InputError
+from prefloop.fields import store_field
 
 # --- 1. writing files and the dataset card -----------------------------------------
 
@@ -216,8 +217,7 @@ class ExportConfig:
 
     project: str = field(metadata={"help": "project name"})
     out: str = field(metadata={"help": "output: x.jsonl, x.parquet, or a directory (a datasets dir)"})
-    db: str | None = field(default=None, metadata={
-        "help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    store: str | None = store_field()
     format: str = field(default="pairwise", metadata={"help": "row format", "choices": list(FORMATS)})
     file_format: str | None = field(default=None, metadata={
         "help": "jsonl, parquet or datasets; default from the suffix of --out", "choices": list(FILE_FORMATS)})
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(ExportConfig, argv, prog="labeling export")
     out = Path(cfg.out)
     check_output(out, output_format(out, cfg.file_format), ["train", "test"] if cfg.test_fraction > 0 else ["train"])
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     try:
         splits, card = export_dataset(engine, cfg.project, cfg.format, **cfg.options())
     finally:

@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(LeaderboardConfig, argv, prog="labeling leaderboard")
     if cfg.plot:
         check_plot(cfg.plot, cfg.overwrite)
-    engine = open_store(cfg.db, create=False)  # a reader: a mistyped --db creates nothing
+    engine = open_store(cfg.store, create=False)  # a reader: a mistyped --store creates nothing
     try:
         board = leaderboard(engine, cfg.project, cfg.prior, cfg.bootstrap, cfg.confidence, cfg.seed)
     finally:

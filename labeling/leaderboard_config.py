@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prefloop.fields import store_field
+
 
 @dataclass
 class LeaderboardConfig:
     """Rank the models of a project by Bradley-Terry strength, with bootstrap intervals (Chatbot Arena)."""
 
     project: str = field(metadata={"help": "project name"})
-    db: str | None = field(default=None, metadata={
-        "help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    store: str | None = store_field()
     prior: float = field(default=0.5, metadata={
         "help": "Bradley-Terry prior: virtual wins and losses of each model p_i against a reference p = 1 "
                 "(MM iteration, Hunter 2004); 0 = plain maximum likelihood", "range": ">= 0"})

@@ -1,6 +1,6 @@
 """`labeling serve`: the labeling web app over a preference store.
 
-    labeling serve --db postgresql+psycopg://user:pw@dbhost/prefloop --host 0.0.0.0 --port 7860
+    labeling serve --store postgresql+psycopg://user:pw@dbhost/prefloop --host 0.0.0.0 --port 7860
 
 Several processes may serve one PostgreSQL database (one per port, behind a load
 balancer with sticky sessions): assignment and judgments are arbitrated by the
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefloop.config import parse_config
+from prefloop.fields import store_field
 
 SHUTDOWN_GRACE_S = 2.0  # how long a stopping server lets running requests finish
 
@@ -25,7 +26,7 @@ SHUTDOWN_GRACE_S = 2.0  # how long a stopping server lets running requests finis
 class ServeConfig:
     """Serve the labeling app (annotator page, admin dashboard, API) over a preference store."""
 
-    db: str | None = field(default=None, metadata={"help": "store URL or SQLite path; unset: $PREFLOOP_DB, else ./prefloop.db"})
+    store: str | None = store_field()
     host: str = field(default="127.0.0.1", metadata={"help": "interface to listen on (0.0.0.0: every interface)"})
     port: int = field(default=7860, metadata={"help": "TCP port"})
     project: str | None = field(default=None, metadata={"help": "project preselected for annotators"})
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from labeling.db import get_project, open_store, session_scope
 
     cfg = parse_config(ServeConfig, argv, prog="labeling serve")
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     if cfg.project:  # preselected for every annotator: a typo would greet them with an error
         with session_scope(engine, immediate=False) as session:
             get_project(session, cfg.project)

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from labeling.agreement import agreement_summary
 from labeling.snapshot import Vote, agreement_triples, as_utc, gold_accuracy, load_snapshot, to_vote
 from labeling.leaderboard import format_leaderboard, leaderboard
+from prefloop.fields import store_field
 
 
 def _share(hits: int, total: int) -> float | None:
@@ -125,8 +126,7 @@ class StatsConfig:
     """Progress, agreement, position bias and the model leaderboard of a project."""
 
     project: str = field(metadata={"help": "project name"})
-    db: str | None = field(default=None, metadata={
-        "help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    store: str | None = store_field()
     json: bool = field(default=False, metadata={"help": "print JSON instead of a table"})
     prior: float = field(default=0.5, metadata={
         "help": "Bradley-Terry prior: virtual wins and losses of each model p_i against a reference p = 1 "
@@ -144,7 +144,7 @@ def _run(argv, prog: str, show) -> int:
     from prefloop.config import parse_config
 
     cfg = parse_config(StatsConfig, argv, prog=prog)
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     try:
         result = show(engine, cfg)
     finally:

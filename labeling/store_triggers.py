@@ -12,7 +12,7 @@ arise on SQLite (one writer at a time), and on PostgreSQL the only writer of `tr
 which holds the task's row lock; a slot given back concurrently recounts after it, under that lock.
 
 Schema 4 adds one more: a judgment stored for an assignment closes that assignment's lease (open ->
-done). On SQLite that makes the vote one statement (labeling.assign.submit_judgment): under load every
+done). On SQLite that makes the vote one statement (labeling.answers.submit_judgment): under load every
 statement inside the process's write lock cost a wait for the GIL, and the lock was the ceiling.
 Every other path that stores a judgment for an assignment closes it itself too, so the trigger
 finds the lease already done there (and on PostgreSQL, whose vote keeps its two statements).

@@ -38,7 +38,7 @@ class DemoConfig:
         "help": "the demo's directory: store.db, demo.json, round-N/ (made by the demo; another is refused)"})
     rounds: int = field(default=1, metadata={"help": "rounds to run now (a later run continues the loop)"})
     preset: str = field(default="round_demo", metadata={
-        "help": "the round's YAML (a shipped preset name or a path); db, output_dir and prompts are the demo's"})
+        "help": "the round's YAML (a shipped preset name or a path); store, output_dir and prompts are the demo's"})
     seed: int | None = field(default=None, metadata={
         "help": "the round's seed (default: the preset's): one seed, the same candidates, votes and training data"})
 
@@ -80,7 +80,7 @@ def round_config(cfg: DemoConfig, state: dict):
     from prefloop.config import parse_config
 
     seed = ("--seed", str(cfg.seed)) if cfg.seed is not None else ()
-    return parse_config(RoundConfig, ["--config", cfg.preset, "--db", state["db"], "--output-dir", cfg.output_dir,
+    return parse_config(RoundConfig, ["--config", cfg.preset, "--store", state["db"], "--output-dir", cfg.output_dir,
                                       "--project", "loop-demo", *seed], prog="align demo")
 
 
@@ -104,7 +104,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
         for _ in range(cfg.rounds):
             result = run_round(rcfg, on_step=lambda name: bar.update(STEP_SHARE[name]))
             tqdm.write(f"[prefloop] round {result['round']} done after {(time.perf_counter() - start) / 60:.1f} min")
-    engine = open_store(rcfg.db, create=False)
+    engine = open_store(rcfg.store, create=False)
     try:
         rows = round_rows(engine, rcfg)
         print("\n" + format_lineage(lineage(engine, rcfg.project)))  # it has its own "lineage:" heading

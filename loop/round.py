@@ -51,7 +51,7 @@ def generate_and_build(engine, cfg: RoundConfig, policy: dict, r: int) -> int:
 
     models = list(dict.fromkeys([policy["name"], cfg.reference or policy["name"]]))  # one model in round 1
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + r)
-    added = sum(generate_candidates(engine, cfg.project, m, n=cfg.n, round=r, sampling=sampling).candidates_added
+    added = sum(generate_candidates(engine, cfg.project, m, n=cfg.num_generations, round=r, sampling=sampling).candidates_added
                 for m in models)
     tasks = build_tasks(engine, cfg.project, "random_pairs", pairs_per_prompt=cfg.pairs_per_prompt, models=models,
                         round=r, cross_model_only=len(models) > 1, seed=cfg.seed + r)
@@ -170,7 +170,7 @@ def align_policy(cfg: RoundConfig, policy: str, data: Path, reward_model: str, o
         values = {"seed": cfg.seed, **cfg.align, **fixed, "data": str(data)}
     else:  # the project's prompts, sampled from the policy
         values = {"seed": cfg.seed, **cfg.align, **fixed, "reward_model": reward_model, "prompts": None,
-                  "store": cfg.db, "project": cfg.project}
+                  "store": cfg.store, "project": cfg.project}
     return run_trainer(TRAINERS[cfg.algorithm], values, cfg.launch, out / "policy.yaml")
 
 
@@ -205,7 +205,7 @@ def run_round(cfg: RoundConfig, on_step=None) -> dict:
     from labeling.lineage import record
     from loop.round_inputs import check_inputs
 
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     try:
         password = check_inputs(engine, cfg)  # every input, before anything is written (loop.round_inputs)
         if cfg.prompts:

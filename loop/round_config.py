@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loop.launch import TRAINERS
+from prefloop.fields import store_field
 
 ALGORITHMS = ("dpo", "online-dpo", "ppo")  # the `align` commands
 # YAML section -> the config class whose fields it holds (the align section: per algorithm)
@@ -13,12 +14,10 @@ SECTIONS = {"simulate": "labeling.simulate:SimulateConfig", "reward_model": TRAI
 ALIGN_CONFIGS = {algorithm: TRAINERS[algorithm].config for algorithm in ALGORITHMS}
 
 
-def _field_names(target: str) -> set[str]:
-    import dataclasses
-
+def _config_class(target: str):
     from prefloop.cli import load_entry
 
-    return {f.name for f in dataclasses.fields(load_entry(target))}
+    return load_entry(target)
 
 
 JUDGES = ("simulated", "people")
@@ -30,7 +29,7 @@ class RoundConfig:
     align, evaluate, and register the new policy (lineage in the store)."""
 
     project: str = field(metadata={"help": "labeling project the round works in (labeling init)"})
-    db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite path ($PREFLOOP_DB, ./prefloop.db)"})
+    store: str | None = store_field()
     output_dir: str = field(default="runs/loop", metadata={"help": "round-N/ (export, reward model, policy, eval) go here"})
     reference: str | None = field(default=None, metadata={
         "help": "reference policy π_ref: round 1's policy and every evaluation's baseline (default: embedded)"})
@@ -42,7 +41,8 @@ class RoundConfig:
     gold: str | None = field(default=None, metadata={
         "help": "gold reward r* (rule or module:function): the simulated annotators' and the evaluation's"})
     # 1. generation and tasks
-    n: int = field(default=2, metadata={"help": "candidates per prompt from each model", "range": ">= 1"})
+    num_generations: int = field(default=2, metadata={"help": "candidates per prompt from each model", "range": ">= 1",
+                                                      "short": "-n", "aliases": ("n",)})
     max_new_tokens: int = field(default=64, metadata={"help": "candidate length cap", "range": ">= 1"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the candidates", "range": "> 0"})
     pairs_per_prompt: int = field(default=1, metadata={"help": "comparison tasks per prompt", "range": ">= 1"})
@@ -79,7 +79,9 @@ class RoundConfig:
         "range": "seed"})
 
     def __post_init__(self):
-        from prefloop.config import check_ranges
+        import dataclasses
+
+        from prefloop.config import check_ranges, rename_aliases
 
         if self.judges == "simulated" and not self.simulate.get("annotators"):
             raise ValueError("simulate.annotators: name the simulated annotators' accounts")
@@ -91,7 +93,9 @@ class RoundConfig:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
         for section, target in {**SECTIONS, "align": ALIGN_CONFIGS[self.algorithm]}.items():
-            unknown = sorted(set(getattr(self, section)) - _field_names(target))
+            cls = _config_class(target)
+            setattr(self, section, rename_aliases(cls, getattr(self, section), section))  # old names: a notice
+            unknown = sorted(set(getattr(self, section)) - {f.name for f in dataclasses.fields(cls)})
             if unknown:  # found now, not after an hour of generation and judging
                 raise ValueError(f"{section}: unknown field(s) {', '.join(unknown)} for {target.split(':')[1]}")
         check_ranges(self)

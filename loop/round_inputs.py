@@ -91,7 +91,7 @@ def _check_sections(cfg) -> None:
         "launch": {},
         "align": {"model": cfg.reference, "output_dir": str(out / "policy"),
                   **({"data": str(out / "pairs.train.jsonl")} if cfg.algorithm == "dpo" else
-                     {"reward_model": str(out / "reward_model"), "prompts": None, "store": cfg.db or "prefloop.db",
+                     {"reward_model": str(out / "reward_model"), "prompts": None, "store": cfg.store or "prefloop.db",
                       "project": cfg.project})},
     }
     targets = {**SECTIONS, "align": ALIGN_CONFIGS[cfg.algorithm]}

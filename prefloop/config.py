@@ -14,6 +14,10 @@ which each config's `__post_init__` calls: one mechanism, not an `if` per field 
 
 `--config` takes a YAML path or the name of a config shipped in `prefloop/configs/`
 (`--config dpo`), so the presets work from any directory.
+
+A renamed field keeps its old name for one release: `config_field(None, "...", aliases=("db",))` makes
+`--db` (and the YAML key `db:`, and the key in `align round`'s sections) mean `store`, with a one-line
+notice on stderr; `--help` lists the old flag as a deprecated alias. One mechanism for every command.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import dataclasses
 import functools
 import math
 import operator
+import sys
 import types
 import typing
 from pathlib import Path
@@ -95,11 +100,12 @@ def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML file with the same fields, or the name of a shipped config "
                                          f"({', '.join(shipped_configs())}); flags override it")
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in help_order(cls):
         if not f.init:
             continue
         kind, is_list = _base_type(hints[f.name])
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        flags += [f.metadata["short"]] if "short" in f.metadata else []  # `-n`: kept, not deprecated
         help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help
         default = _default_of(f)
         notes = ([f"default: {default}"] if default is not dataclasses.MISSING else []) + (
@@ -114,7 +120,58 @@ def build_parser(cls, prog: str | None = None) -> argparse.ArgumentParser:
         else:
             choices = f.metadata.get("choices")
             parser.add_argument(*flags, dest=f.name, type=kind, choices=choices, help=help_text)
+        _add_aliases(parser, f, kind, is_list)
     return parser
+
+
+# --- old names: a renamed field answers to its old flag and YAML key for one release ---------------
+
+class _OldFlag(argparse.Action):
+    """An old flag name: sets the renamed field, after a one-line notice on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = f"--{self.dest.replace('_', '-')}"
+        print(f"{parser.prog}: warning: {option_string} is deprecated, use {new} (the old name goes in the next "
+              "release)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_aliases(parser: argparse.ArgumentParser, f: dataclasses.Field, kind: type, is_list: bool) -> None:
+    for old in f.metadata.get("aliases", ()):
+        flags = [f"--{old.replace('_', '-')}"] + ([f"--{old}"] if "_" in old else [])
+        new = f"--{f.name.replace('_', '-')}"
+        extra = ({"type": _parse_bool, "nargs": "?", "const": True} if kind is bool else
+                 {"type": kind, "nargs": "+" if is_list else None, "choices": f.metadata.get("choices")})
+        parser.add_argument(*flags, dest=f.name, action=_OldFlag, metavar=f.name.upper(),
+                            help=f"deprecated alias of {new} (kept for one release)", **extra)
+
+
+def field_aliases(cls) -> dict[str, str]:
+    """Old name -> field name, for every field of `cls` that declares `aliases` in its metadata."""
+    return {old: f.name for f in dataclasses.fields(cls) for old in f.metadata.get("aliases", ())}
+
+
+def rename_aliases(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` (a YAML mapping, or a section of one) with each old field name replaced by the new one, one
+    notice on stderr per old name used; the old and the new name together are a ConfigError (which wins?)."""
+    renamed = field_aliases(cls)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = renamed.get(key, key)
+        if name != key:
+            if name in values:
+                raise ConfigError(f"{where}: {key} and {name} are one field (old and new name): give {name} only")
+            print(f"prefloop: warning: {where}: {key} is deprecated, use {name} (the old name goes in the next "
+                  "release)", file=sys.stderr)
+        out[name] = value
+    return out
+
+
+def help_order(cls) -> list[dataclasses.Field]:
+    """The fields as `--help` and the reference list them: the command's own first, then the shared groups
+    (prefloop.fields, marked FIELD_GROUP), which a dataclass would list first as they are its bases."""
+    shared = {f.name for base in cls.__mro__ if vars(base).get("FIELD_GROUP") for f in dataclasses.fields(base)}
+    return sorted(dataclasses.fields(cls), key=lambda f: f.name in shared)
 
 
 def rebase_paths(cls, values: dict[str, Any], yaml_path: Path) -> dict[str, Any]:
@@ -150,6 +207,7 @@ def load_yaml(path: str | Path, cls=None) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
     data = {k.replace("-", "_"): v for k, v in data.items()}
     if cls is not None:
+        data = rename_aliases(cls, data, str(path))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

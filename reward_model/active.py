@@ -18,6 +18,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from prefloop.config import parse_config
+from prefloop.fields import store_field
 
 
 def pair_priority(head_a, head_b) -> float:
@@ -60,7 +61,7 @@ class PrioritizeConfig:
 
     model: str = field(default="", metadata={"help": "reward model directory (an ensemble gives the spread term)"})
     project: str = field(default="", metadata={"help": "project whose open tasks get new priorities"})
-    db: str | None = field(default=None, metadata={"help": "store URL or SQLite path (default $PREFLOOP_DB)"})
+    store: str | None = store_field()
     batch_size: int = field(default=16, metadata={"help": "responses scored per forward pass"})
 
     def __post_init__(self):
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> int:
     from labeling.db import get_project, open_store, session_scope
     from reward_model.scorer import RewardScorer
 
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     with session_scope(engine, immediate=False) as session:  # before the model loads
         get_project(session, cfg.project)
     priorities = prioritize(engine, cfg.project, RewardScorer.from_pretrained(cfg.model, batch_size=cfg.batch_size))

@@ -235,7 +235,7 @@ def lora_config(cfg: RewardModelConfig):
 
     # task SEQ_CLS makes PEFT train and save the new reward head (`score` / `classifier`) in full.
     return LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules="all-linear")
+                      lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets())
 
 
 def train(cfg: RewardModelConfig, callbacks: list | None = None) -> Path:

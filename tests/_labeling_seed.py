@@ -96,7 +96,7 @@ def serve_process(db_url, port, log_path, *extra):
     import httpx
 
     out = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--db", db_url, "--port", str(port), *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--store", db_url, "--port", str(port), *extra],
                             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 180  # a loaded 2-core machine has taken over a minute to import gradio

@@ -13,7 +13,7 @@ import pytest
 from sqlmodel import Session, select
 
 from _labeling_seed import seed_project, seed_users
-from labeling import assign
+from labeling import answers, assign
 from labeling.db import open_store, session_scope
 from labeling.models import Assignment, Judgment, Project, Task, utcnow
 from labeling.projects import set_open
@@ -21,7 +21,7 @@ from prefloop.errors import InputError
 
 
 def _answer(engine, assignment, annotator_id, choice="a_better"):
-    return assign.submit_judgment(engine, assignment_id=assignment.id, annotator_id=annotator_id,
+    return answers.submit_judgment(engine, assignment_id=assignment.id, annotator_id=annotator_id,
                                   client_request_id=uuid.uuid4().hex, choice=choice)
 
 
@@ -73,9 +73,9 @@ def test_a_claim_takes_the_lowest_free_slot_also_between_taken_ones(memory_engin
     users = seed_users(memory_engine, ["a0", "a1", "a2", "b0", "b1"])
     held = [assign.next_assignment(memory_engine, "p", users[name]) for name in ("a0", "a1", "a2")]
     assert [a.slot for a in held] == [0, 1, 2]
-    assign.skip(memory_engine, held[1].id, users["a1"], "unsure")  # slots {0, 2} held
+    answers.skip(memory_engine, held[1].id, users["a1"], "unsure")  # slots {0, 2} held
     assert assign.next_assignment(memory_engine, "p", users["b0"]).slot == 1
-    assign.skip(memory_engine, held[0].id, users["a0"], "unsure")  # slots {1, 2} held
+    answers.skip(memory_engine, held[0].id, users["a0"], "unsure")  # slots {1, 2} held
     again = assign.next_assignment(memory_engine, "p", users["b1"])
     assert (again.task_id, again.slot) == (tasks[0], 0)
 
@@ -96,7 +96,7 @@ def test_expired_lease_returns_slot_and_late_submit_is_refused(memory_engine):
     later = utcnow() + timedelta(seconds=61)
     taken = assign.next_assignment(memory_engine, "p", users["fast"], now=later)
     assert taken.task_id == tasks[0] and taken.slot == 0
-    with pytest.raises(assign.LeaseLost, match="expired"):
+    with pytest.raises(answers.LeaseLost, match="expired"):
         _answer(memory_engine, lease, users["slow"])
     assert assign.next_assignment(memory_engine, "p", users["slow"], now=later) is None  # never the same task twice
     _answer(memory_engine, taken, users["fast"])
@@ -110,7 +110,7 @@ def test_unreaped_late_submit_is_accepted_and_renews(memory_engine):
     uid = seed_users(memory_engine, ["ann"])["ann"]
     lease = assign.next_assignment(memory_engine, "p", uid)
     later = utcnow() + timedelta(seconds=120)  # past expiry, but nobody took the slot
-    judgment = assign.submit_judgment(memory_engine, assignment_id=lease.id, annotator_id=uid,
+    judgment = answers.submit_judgment(memory_engine, assignment_id=lease.id, annotator_id=uid,
                                       client_request_id="r1", choice="tie", now=later)
     assert judgment.choice == "tie" and 119_000 <= judgment.ms_spent <= 125_000
 
@@ -120,14 +120,14 @@ def test_skip_needs_reason_frees_slot_and_is_not_served_again(memory_engine):
     users = seed_users(memory_engine, ["a1", "a2"])
     lease = assign.next_assignment(memory_engine, "p", users["a1"])
     with pytest.raises(InputError, match="reason"):
-        assign.skip(memory_engine, lease.id, users["a1"], "  ")
-    skipped = assign.skip(memory_engine, lease.id, users["a1"], "I cannot judge maths")
+        answers.skip(memory_engine, lease.id, users["a1"], "  ")
+    skipped = answers.skip(memory_engine, lease.id, users["a1"], "I cannot judge maths")
     assert (skipped.status, skipped.slot, skipped.skip_reason) == ("skipped", None, "I cannot judge maths")
     assert assign.next_assignment(memory_engine, "p", users["a2"]).task_id == lease.task_id  # slot is free again
     rest = _drain(memory_engine, "p", users["a1"])
     assert lease.task_id not in rest and rest == [t for t in tasks if t != lease.task_id]
-    with pytest.raises(assign.LeaseLost):
-        assign.skip(memory_engine, lease.id, users["a1"], "again")
+    with pytest.raises(answers.LeaseLost):
+        answers.skip(memory_engine, lease.id, users["a1"], "again")
 
 
 def test_someone_elses_assignment_is_refused(memory_engine):
@@ -137,7 +137,7 @@ def test_someone_elses_assignment_is_refused(memory_engine):
     with pytest.raises(InputError, match="not one of yours"):
         _answer(memory_engine, lease, users["a2"])
     with pytest.raises(InputError, match="not one of yours"):
-        assign.skip(memory_engine, lease.id, users["a2"], "mine now")
+        answers.skip(memory_engine, lease.id, users["a2"], "mine now")
 
 
 def test_double_submit_is_recorded_once(memory_engine):
@@ -145,8 +145,8 @@ def test_double_submit_is_recorded_once(memory_engine):
     uid = seed_users(memory_engine, ["ann"])["ann"]
     lease = assign.next_assignment(memory_engine, "p", uid)
     kwargs = dict(assignment_id=lease.id, annotator_id=uid, client_request_id="click-1", choice="b_better")
-    first = assign.submit_judgment(memory_engine, **kwargs)
-    second = assign.submit_judgment(memory_engine, **kwargs)
+    first = answers.submit_judgment(memory_engine, **kwargs)
+    second = answers.submit_judgment(memory_engine, **kwargs)
     assert first.id == second.id
     with Session(memory_engine) as s:
         assert len(s.exec(select(Judgment)).all()) == 1
@@ -242,7 +242,7 @@ def _hammer(engine, user_ids, seconds, errors):
                     return
                 request = uuid.uuid4().hex
                 for _ in range(2):  # the double click
-                    assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=uid,
+                    answers.submit_judgment(engine, assignment_id=lease.id, annotator_id=uid,
                                            client_request_id=request, choice="tie")
                 with lock:
                     submitted[request] += 1
@@ -320,7 +320,7 @@ def test_the_full_mark_follows_every_change_of_a_tasks_slots(store_url):
     assert _full_marks(engine, tasks) == [True, False]
     # the next claim skips the full task in the index and takes the other
     assert assign.next_assignment(engine, "p", users["cat"], now=now).task_id == tasks[1]
-    assign.skip(engine, b.id, users["bob"], "unsure")  # the slot goes back
+    answers.skip(engine, b.id, users["bob"], "unsure")  # the slot goes back
     assert _full_marks(engine, tasks) == [False, False]
     c = assign.next_assignment(engine, "p", users["cat"], now=now)  # cat's lease on tasks[1] is resumed
     assert c.task_id == tasks[1]

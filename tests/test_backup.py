@@ -61,7 +61,7 @@ def test_a_backup_during_labeling_holds_every_acknowledged_judgment(tmp_path):
         with lock:
             before = set(acked)  # acknowledged before the backup began
         copy = tmp_path / "copy.db"
-        done = _labeling("backup", "--db", str(store), "--out", str(copy))
+        done = _labeling("backup", "--store", str(store), "--out", str(copy))
         with lock:
             during = len(acked) - len(before)  # acknowledged while the backup process ran
     finally:
@@ -80,7 +80,7 @@ def test_a_backup_during_labeling_holds_every_acknowledged_judgment(tmp_path):
           f"total acknowledged {len(acked)}; {done.stdout.strip()}")
     assert before <= in_copy
     assert f"{len(in_copy)} judgments" in done.stdout and "integrity ok" in done.stdout
-    stats = _labeling("stats", "--db", str(copy), "--project", "p")
+    stats = _labeling("stats", "--store", str(copy), "--project", "p")
     assert stats.returncode == 0, stats.stderr
     assert "p" in stats.stdout and str(len(in_copy)) in stats.stdout
 
@@ -90,20 +90,20 @@ def test_an_existing_file_is_refused_in_one_line_and_left_alone(tmp_path, capsys
     open_store(f"sqlite:///{store}").dispose()
     existing = tmp_path / "keep.db"
     existing.write_bytes(b"precious")
-    done = _labeling("backup", "--db", str(store), "--out", str(existing))
+    done = _labeling("backup", "--store", str(store), "--out", str(existing))
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "exists" in done.stderr
     assert existing.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
     with pytest.raises(StoreError, match="no such store"):
-        main(["--db", str(tmp_path / "typo.db"), "--out", str(tmp_path / "x.db")])
+        main(["--store", str(tmp_path / "typo.db"), "--out", str(tmp_path / "x.db")])
     assert not (tmp_path / "typo.db").exists() and not (tmp_path / "x.db").exists()
     with sqlite3.connect(tmp_path / "other.db") as other:
         other.execute("CREATE TABLE notes (text)")
     with pytest.raises(StoreError, match="not a prefloop store"):
-        main(["--db", str(tmp_path / "other.db"), "--out", str(tmp_path / "x.db")])
+        main(["--store", str(tmp_path / "other.db"), "--out", str(tmp_path / "x.db")])
 
 
 def test_postgresql_is_refused_with_the_pg_dump_line_and_no_password():
     with pytest.raises(InputError, match="pg_dump --format=custom --file dump.pgc") as err:
-        main(["--db", "postgresql+psycopg://prefloop:s3cret@db.example:5432/prefloop", "--out", "dump.pgc"])
+        main(["--store", "postgresql+psycopg://prefloop:s3cret@db.example:5432/prefloop", "--out", "dump.pgc"])
     assert "s3cret" not in str(err.value) and "postgresql://prefloop@db.example:5432/prefloop" in str(err.value)

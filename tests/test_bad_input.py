@@ -45,7 +45,7 @@ def case(tool, argv: str | list, expect, **kw) -> Case:
 
 # --- the cases -----------------------------------------------------------------------------
 
-BAD_DBS = {  # name -> (--db value, what the line must name)
+BAD_DBS = {  # name -> (--store value, what the line must name)
     "missing-dir": ("nodir/store.db", "nodir"),
     "mistyped": ("stroe.db", "stroe.db"),
     "not-a-store": ("notstore.db", "notstore.db"),
@@ -57,7 +57,7 @@ DB_COMMANDS = {  # every command that reads a store, with otherwise valid argume
     "labeling users list": ("labeling", "users list"),
     "labeling users add": ("labeling", "users add carol --password a-long-password"),
     "labeling import": ("labeling", "import --project chat --file prompts.jsonl"),
-    "labeling generate": ("labeling", "generate --project chat --models {lm} --n 1 --max-new-tokens 2"),
+    "labeling generate": ("labeling", "generate --project chat --models {lm} -n 1 --max-new-tokens 2"),
     "labeling tasks": ("labeling", "tasks build --project chat"),
     "labeling export": ("labeling", "export --project chat --out out.jsonl"),
     "labeling stats": ("labeling", "stats --project chat"),
@@ -68,11 +68,11 @@ DB_COMMANDS = {  # every command that reads a store, with otherwise valid argume
 CASES: dict[str, Case] = {}
 for command, (tool, args) in DB_COMMANDS.items():
     for db_name, (db, expect) in BAD_DBS.items():
-        CASES[f"{command} --db {db_name}"] = case(tool, f"{args} --db {db}", expect)
+        CASES[f"{command} --store {db_name}"] = case(tool, f"{args} --store {db}", expect)
 for db_name, (db, expect) in BAD_DBS.items():
     if db_name != "mistyped":  # init creates a store wherever it is told to
-        CASES[f"labeling init --db {db_name}"] = case("labeling", f"init --project new --db {db}", expect)
-    CASES[f"labeling serve --db {db_name}"] = case("labeling", f"serve --port {{port}} --db {db}", expect,
+        CASES[f"labeling init --store {db_name}"] = case("labeling", f"init --project new --store {db}", expect)
+    CASES[f"labeling serve --store {db_name}"] = case("labeling", f"serve --port {{port}} --store {db}", expect,
                                                     subprocess=True)
     CASES[f"align eval --store {db_name}"] = case(
         "align", f"eval --policies {{lm}} --reference {{lm}} --gold concise --store {db} --project chat", expect)
@@ -88,7 +88,7 @@ BAD_FILES = {  # name -> (file, what the line must name)
 }
 EVAL_QUICK = "--gold concise --best-of 1 --max-new-tokens 2 --output-dir evalout"
 FILE_COMMANDS = {  # command -> (tool, args with {f} for the file)
-    "labeling import": ("labeling", "import --db store.db --project chat --file {f}"),
+    "labeling import": ("labeling", "import --store store.db --project chat --file {f}"),
     "reward-model train": ("reward-model", "train --model {lm} --data {f} --max-steps 1"),
     "reward-model eval": ("reward-model", "eval --model {rm} --data {f}"),
     "reward-model score": ("reward-model", "score --model {rm} --input {f} --output scored.jsonl"),
@@ -97,22 +97,22 @@ FILE_COMMANDS = {  # command -> (tool, args with {f} for the file)
     "align online-dpo": ("align", "online-dpo --reward-model {rm} --model {lm} --prompts {f} --max-steps 1"),
     "align ppo": ("align", "ppo --model {lm} --reward-model {rm} --prompts {f} --max-steps 1"),
     "align eval": ("align", f"eval --policies {{lm}} --reference {{lm}} --prompts {{f}} {EVAL_QUICK}"),
-    "align round --eval-prompts": ("align", "round --db store.db --project chat --judges people --eval-prompts {f}"),
-    "align round --prompts": ("align", "round --db store.db --project chat --judges people "
+    "align round --eval-prompts": ("align", "round --store store.db --project chat --judges people --eval-prompts {f}"),
+    "align round --prompts": ("align", "round --store store.db --project chat --judges people "
                                        "--eval-prompts prompts.jsonl --prompts {f}"),
 }
 for command, (tool, args) in FILE_COMMANDS.items():
     for file_name, (path, expect) in BAD_FILES.items():
         CASES[f"{command} {file_name} file"] = case(tool, args.replace("{f}", path), expect)
-CASES["labeling import csv non-utf8"] = case("labeling", "import --db store.db --project chat --file latin1.csv",
+CASES["labeling import csv non-utf8"] = case("labeling", "import --store store.db --project chat --file latin1.csv",
                                              "latin1.csv")
-CASES["labeling import png parquet"] = case("labeling", "import --db store.db --project chat --file png.parquet",
+CASES["labeling import png parquet"] = case("labeling", "import --store store.db --project chat --file png.parquet",
                                             "png.parquet")
 
-CONFIG_TOOLS = {"labeling init": ("labeling", "init --db store.db"),
-                "labeling import": ("labeling", "import --db store.db"),
-                "labeling export": ("labeling", "export --db store.db"),
-                "labeling serve": ("labeling", "serve --db store.db --port {port}"),
+CONFIG_TOOLS = {"labeling init": ("labeling", "init --store store.db"),
+                "labeling import": ("labeling", "import --store store.db"),
+                "labeling export": ("labeling", "export --store store.db"),
+                "labeling serve": ("labeling", "serve --store store.db --port {port}"),
                 "reward-model train": ("reward-model", "train"),
                 "align sft": ("align", "sft"), "align dpo": ("align", "dpo"), "align ppo": ("align", "ppo"),
                 "align eval": ("align", "eval"), "align round": ("align", "round"),
@@ -125,56 +125,56 @@ for command, (tool, args) in CONFIG_TOOLS.items():
 
 NUMBERS = ["0", "-1", "nan", "inf"]
 NUMBER_FLAGS = {  # (command, flag) -> (tool, args); every value in NUMBERS is out of range for these
-    ("labeling tasks", "--pairs-per-prompt"): ("labeling", "tasks build --db store.db --project chat"),
-    ("labeling tasks", "--k"): ("labeling", "tasks build --db store.db --project chat --strategy ranking"),
-    ("labeling init", "--k"): ("labeling", "init --db store.db --project new --mode ranking"),
-    ("labeling init", "--overlap"): ("labeling", "init --db store.db --project new"),
-    ("labeling generate", "--n"): ("labeling", "generate --db store.db --project chat --models {lm}"),
-    ("labeling generate", "--max-new-tokens"): ("labeling", "generate --db store.db --project chat --models {lm}"),
+    ("labeling tasks", "--pairs-per-prompt"): ("labeling", "tasks build --store store.db --project chat"),
+    ("labeling tasks", "--k"): ("labeling", "tasks build --store store.db --project chat --strategy ranking"),
+    ("labeling init", "--k"): ("labeling", "init --store store.db --project new --mode ranking"),
+    ("labeling init", "--overlap"): ("labeling", "init --store store.db --project new"),
+    ("labeling generate", "--num-generations"): ("labeling", "generate --store store.db --project chat --models {lm}"),
+    ("labeling generate", "--max-new-tokens"): ("labeling", "generate --store store.db --project chat --models {lm}"),
     ("reward-model train", "--max-steps"): ("reward-model", "train --model {lm} --data pairs.jsonl"),
     ("align sft", "--max-steps"): ("align", "sft --model {lm} --data sft.jsonl"),
     ("align dpo", "--max-steps"): ("align", "dpo --model {lm} --data pairs.jsonl"),
     ("align ppo", "--max-steps"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl"),
-    ("align eval", "--samples-per-prompt"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
+    ("align eval", "--num-generations"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
                                                       "--gold concise"),
     ("align eval", "--max-new-tokens"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
                                                   "--gold concise"),
-    ("align round", "--pairs-per-prompt"): ("align", "round --db store.db --project chat --judges people "
+    ("align round", "--pairs-per-prompt"): ("align", "round --store store.db --project chat --judges people "
                                                      "--eval-prompts prompts.jsonl"),
-    ("labeling leaderboard", "--confidence"): ("labeling", "leaderboard --db store.db --project chat"),
+    ("labeling leaderboard", "--confidence"): ("labeling", "leaderboard --store store.db --project chat"),
 }
 for (command, flag), (tool, args) in NUMBER_FLAGS.items():
     for value in NUMBERS:  # --max-steps -1 too: unset means "train num_train_epochs", -1 means nothing
         CASES[f"{command} {flag} {value}"] = case(tool, f"{args} {flag} {value}", flag.lstrip("-").replace("-", "_"))
 for value in ["-1", "nan", "inf"]:  # 0 is a valid round and priority
-    CASES[f"labeling tasks --round {value}"] = case("labeling", f"tasks build --db store.db --project chat "
+    CASES[f"labeling tasks --round {value}"] = case("labeling", f"tasks build --store store.db --project chat "
                                                                 f"--round {value}", "round")
-    CASES[f"labeling generate --round {value}"] = case("labeling", f"generate --db store.db --project chat "
+    CASES[f"labeling generate --round {value}"] = case("labeling", f"generate --store store.db --project chat "
                                                                    f"--models {{lm}} --round {value}", "round")
 for value in ["nan", "inf", "-inf"]:
-    CASES[f"labeling tasks --priority {value}"] = case("labeling", f"tasks build --db store.db --project chat "
+    CASES[f"labeling tasks --priority {value}"] = case("labeling", f"tasks build --store store.db --project chat "
                                                                    f"--priority {value}", "priority")
 for value in ["nan", "-0.1", "1"]:
     CASES[f"labeling export --test-fraction {value}"] = case(
-        "labeling", f"export --db store.db --project chat --out out.jsonl --test-fraction {value}", "test_fraction")
-CASES["labeling init --gold-rate nan"] = case("labeling", "init --db store.db --project new --gold-rate nan",
+        "labeling", f"export --store store.db --project chat --out out.jsonl --test-fraction {value}", "test_fraction")
+CASES["labeling init --gold-rate nan"] = case("labeling", "init --store store.db --project new --gold-rate nan",
                                               "gold_rate")
-CASES["labeling init --gold-rate 1.5"] = case("labeling", "init --db store.db --project new --gold-rate 1.5",
+CASES["labeling init --gold-rate 1.5"] = case("labeling", "init --store store.db --project new --gold-rate 1.5",
                                               "gold_rate")
-CASES["labeling init --lease-seconds 0"] = case("labeling", "init --db store.db --project new --lease-seconds 0",
+CASES["labeling init --lease-seconds 0"] = case("labeling", "init --store store.db --project new --lease-seconds 0",
                                                 "lease_seconds")
 CASES["labeling generate --temperature nan"] = case(
-    "labeling", "generate --db store.db --project chat --models {lm} --temperature nan", "temperature")
-CASES["labeling serve --port -1"] = case("labeling", "serve --db store.db --port -1", "port", subprocess=True)
-CASES["labeling serve --port 70000"] = case("labeling", "serve --db store.db --port 70000", "port", subprocess=True)
-CASES["labeling serve --port in use"] = case("labeling", "serve --db store.db --port {busy}", "in use", subprocess=True)
+    "labeling", "generate --store store.db --project chat --models {lm} --temperature nan", "temperature")
+CASES["labeling serve --port -1"] = case("labeling", "serve --store store.db --port -1", "port", subprocess=True)
+CASES["labeling serve --port 70000"] = case("labeling", "serve --store store.db --port 70000", "port", subprocess=True)
+CASES["labeling serve --port in use"] = case("labeling", "serve --store store.db --port {busy}", "in use", subprocess=True)
 CASES["reward-model eval --bins 0"] = case("reward-model", "eval --model {rm} --data pairs.jsonl --bins 0", "bins")
 CASES["reward-model prioritize --batch-size 0"] = case(
-    "reward-model", "prioritize --db store.db --model {rm} --project chat --batch-size 0", "batch_size")
+    "reward-model", "prioritize --store store.db --model {rm} --project chat --batch-size 0", "batch_size")
 
 EVAL = f"eval --policies {{lm}} --reference {{lm}} --prompts prompts.jsonl {EVAL_QUICK}"
 RANGES = {  # (command, flag) -> (tool, args, values out of range): each field's declared range (prefloop.config)
-    ("align eval", "--limit"): ("align", EVAL, ["0", "-1"]),
+    ("align eval", "--max-prompts"): ("align", EVAL, ["0", "-1"]),
     ("align eval", "--batch-size"): ("align", EVAL, ["0"]),
     ("align eval", "--best-of"): ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
                                            "--gold concise", ["0"]),
@@ -192,24 +192,24 @@ RANGES = {  # (command, flag) -> (tool, args, values out of range): each field's
     ("align ppo", "--max-prompts"): ("align", "ppo --model {lm} --reward-model {rm} --prompts prompts.jsonl", ["0"]),
     ("align online-dpo", "--num-generations"): ("align", "online-dpo --model {lm} --reward-model {rm} "
                                                          "--prompts prompts.jsonl", ["1"]),
-    ("align round", "--temperature"): ("align", "round --db store.db --project chat --judges people "
+    ("align round", "--temperature"): ("align", "round --store store.db --project chat --judges people "
                                                 "--eval-prompts prompts.jsonl", ["0"]),
-    ("align round", "--poll-seconds"): ("align", "round --db store.db --project chat --judges people "
+    ("align round", "--poll-seconds"): ("align", "round --store store.db --project chat --judges people "
                                                  "--eval-prompts prompts.jsonl", ["0", "-1"]),
     ("reward-model train", "--learning-rate"): ("reward-model", "train --model {lm} --data pairs.jsonl", ["0"]),
     ("reward-model train", "--normalize-samples"): ("reward-model", "train --model {lm} --data pairs.jsonl", ["1"]),
     ("reward-model score", "--batch-size"): ("reward-model", "score --model {rm} --input score.jsonl "
                                                              "--output scored.jsonl", ["0"]),
-    ("labeling generate", "--top-p"): ("labeling", "generate --db store.db --project chat --models {lm}", ["0", "1.5"]),
-    ("labeling leaderboard", "--seed"): ("labeling", "leaderboard --db store.db --project chat", ["-1"]),
-    ("labeling export", "--until-judgment-id"): ("labeling", "export --db store.db --project chat --out out.jsonl",
+    ("labeling generate", "--top-p"): ("labeling", "generate --store store.db --project chat --models {lm}", ["0", "1.5"]),
+    ("labeling leaderboard", "--seed"): ("labeling", "leaderboard --store store.db --project chat", ["-1"]),
+    ("labeling export", "--until-judgment-id"): ("labeling", "export --store store.db --project chat --out out.jsonl",
                                                  ["-1"]),
 }
 for (command, flag), (tool, args, values) in RANGES.items():
     for value in values:
         CASES[f"{command} {flag} {value}"] = case(tool, f"{args} {flag} {value}", flag.lstrip("-").replace("-", "_"))
 
-ROUND = "round --db store.db --project chat --judges people --eval-prompts prompts.jsonl"
+ROUND = "round --store store.db --project chat --judges people --eval-prompts prompts.jsonl"
 OUTPUTS = {  # nothing a command did not create is overwritten (prefloop.outputs); inputs checked before any work
     "reward-model score --output existing file": ("reward-model", "score --model {rm} --input score.jsonl "
                                                                   "--output pairs.jsonl", "--overwrite"),
@@ -232,14 +232,14 @@ OUTPUTS = {  # nothing a command did not create is overwritten (prefloop.outputs
                                                                 "--output scored.jsonl", "builtins:max"),
     "align ppo --reward-model os:getcwd": ("align", "ppo --model {lm} --reward-model os:getcwd --prompts prompts.jsonl "
                                                     "--max-steps 1", "os:getcwd"),
-    "labeling leaderboard --plot existing file": ("labeling", "leaderboard --db store.db --project chat "
+    "labeling leaderboard --plot existing file": ("labeling", "leaderboard --store store.db --project chat "
                                                               "--plot chart.png", "--overwrite"),
-    "labeling leaderboard --plot dir/": ("labeling", "leaderboard --db store.db --project chat --plot mydir/",
+    "labeling leaderboard --plot dir/": ("labeling", "leaderboard --store store.db --project chat --plot mydir/",
                                          "mydir"),
-    "labeling leaderboard --plot dir": ("labeling", "leaderboard --db store.db --project chat --plot mydir", "mydir"),
-    "labeling leaderboard --plot /nodir/x.png": ("labeling", "leaderboard --db store.db --project chat "
+    "labeling leaderboard --plot dir": ("labeling", "leaderboard --store store.db --project chat --plot mydir", "mydir"),
+    "labeling leaderboard --plot /nodir/x.png": ("labeling", "leaderboard --store store.db --project chat "
                                                              "--plot /nosuchdir-prefloop/x.png", "nosuchdir"),
-    "labeling leaderboard --plot not an image": ("labeling", "leaderboard --db store.db --project chat "
+    "labeling leaderboard --plot not an image": ("labeling", "leaderboard --store store.db --project chat "
                                                              "--plot chart.txt", "chart.txt"),
     "align grpo --model unknown model_type": ("align", "grpo --model badtype --prompts rft.jsonl --max-steps 1",
                                               "nosuchtype"),
@@ -247,7 +247,7 @@ OUTPUTS = {  # nothing a command did not create is overwritten (prefloop.outputs
                                              "nosuchtype"),
     "reward-model train --model unknown model_type": ("reward-model", "train --model badtype --data pairs.jsonl "
                                                                       "--max-steps 1", "nosuchtype"),
-    "labeling generate --models unknown model_type": ("labeling", "generate --db store.db --project chat "
+    "labeling generate --models unknown model_type": ("labeling", "generate --store store.db --project chat "
                                                                   "--models badtype", "nosuchtype"),
     "align eval --reference config not JSON": ("align", f"eval --policies {{lm}} --reference notjson "
                                                         f"--prompts prompts.jsonl {EVAL_QUICK}", "notjson"),
@@ -271,7 +271,7 @@ OUTPUTS = {  # nothing a command did not create is overwritten (prefloop.outputs
     "align round --output-dir existing file": ("align", f"{ROUND} --output-dir png.md", "png.md"),
     "align round reward_model section out of range": ("align", "round --config round_badrm.yaml", "max_steps"),
     "align round align section out of range": ("align", "round --config round_badalign.yaml", "beta"),
-    "align round evaluate section wrong type": ("align", "round --config round_badeval.yaml", "samples_per_prompt"),
+    "align round evaluate section wrong type": ("align", "round --config round_badeval.yaml", "num_generations"),
     "align round preset's files beside it": ("align", "round --config presets/round_files.yaml",
                                              "presets/heldout.jsonl"),
 }
@@ -279,26 +279,26 @@ for name, (tool, args, expect) in OUTPUTS.items():
     CASES[name] = case(tool, args, expect)
 
 NAMES = {  # unknown models and projects
-    "labeling import --project nosuch": ("labeling", "import --db store.db --project nosuch --file prompts.jsonl",
+    "labeling import --project nosuch": ("labeling", "import --store store.db --project nosuch --file prompts.jsonl",
                                          "nosuch"),
-    "labeling generate --project nosuch": ("labeling", "generate --db store.db --project nosuch --models {lm}",
+    "labeling generate --project nosuch": ("labeling", "generate --store store.db --project nosuch --models {lm}",
                                            "nosuch"),
-    "labeling generate --models unknown": ("labeling", "generate --db store.db --project chat --models nosuch-model",
+    "labeling generate --models unknown": ("labeling", "generate --store store.db --project chat --models nosuch-model",
                                            "nosuch-model"),
-    "labeling generate --models good unknown-dir": ("labeling", "generate --db store.db --project chat --models {lm} "
+    "labeling generate --models good unknown-dir": ("labeling", "generate --store store.db --project chat --models {lm} "
                                                                 "./my-sft-model", "my-sft-model"),
-    "labeling tasks --project nosuch": ("labeling", "tasks build --db store.db --project nosuch", "nosuch"),
-    "labeling tasks --models unknown": ("labeling", "tasks build --db store.db --project chat --models nosuch-model",
+    "labeling tasks --project nosuch": ("labeling", "tasks build --store store.db --project nosuch", "nosuch"),
+    "labeling tasks --models unknown": ("labeling", "tasks build --store store.db --project chat --models nosuch-model",
                                         "nosuch-model"),
-    "labeling export --project nosuch": ("labeling", "export --db store.db --project nosuch --out out.jsonl",
+    "labeling export --project nosuch": ("labeling", "export --store store.db --project nosuch --out out.jsonl",
                                          "nosuch"),
-    "labeling stats --project nosuch": ("labeling", "stats --db store.db --project nosuch", "nosuch"),
-    "labeling leaderboard --project nosuch": ("labeling", "leaderboard --db store.db --project nosuch", "nosuch"),
-    "labeling init --project exists": ("labeling", "init --db store.db --project chat", "chat"),
-    "labeling users disable unknown": ("labeling", "users disable nosuch --db store.db", "nosuch"),
-    "labeling users add exists": ("labeling", "users add alice --password a-long-password --db store.db", "alice"),
-    "labeling users add no name": ("labeling", "users add --db store.db", "name"),
-    "labeling users --role unknown": ("labeling", "users add dan --role root --db store.db", "role"),
+    "labeling stats --project nosuch": ("labeling", "stats --store store.db --project nosuch", "nosuch"),
+    "labeling leaderboard --project nosuch": ("labeling", "leaderboard --store store.db --project nosuch", "nosuch"),
+    "labeling init --project exists": ("labeling", "init --store store.db --project chat", "chat"),
+    "labeling users disable unknown": ("labeling", "users disable nosuch --store store.db", "nosuch"),
+    "labeling users add exists": ("labeling", "users add alice --password a-long-password --store store.db", "alice"),
+    "labeling users add no name": ("labeling", "users add --store store.db", "name"),
+    "labeling users --role unknown": ("labeling", "users add dan --role root --store store.db", "role"),
     "reward-model train --model unknown": ("reward-model", "train --model nosuch-model --data pairs.jsonl --max-steps 1",
                                            "nosuch-model"),
     "reward-model train --store --project nosuch": ("reward-model", "train --model {lm} --store store.db "
@@ -307,9 +307,9 @@ NAMES = {  # unknown models and projects
     "reward-model eval --model causal LM": ("reward-model", "eval --model {lm} --data pairs.jsonl", "reward model"),
     "reward-model score --model causal LM": ("reward-model", "score --model {lm} --input score.jsonl "
                                                              "--output scored.jsonl", "reward model"),
-    "reward-model prioritize --model causal LM": ("reward-model", "prioritize --db store.db --model {lm} "
+    "reward-model prioritize --model causal LM": ("reward-model", "prioritize --store store.db --model {lm} "
                                                                   "--project chat", "reward model"),
-    "reward-model prioritize --project nosuch": ("reward-model", "prioritize --db store.db --model {rm} "
+    "reward-model prioritize --project nosuch": ("reward-model", "prioritize --store store.db --model {rm} "
                                                                  "--project nosuch", "nosuch"),
     "align sft --model unknown": ("align", "sft --model nosuch-model --data sft.jsonl --max-steps 1", "nosuch-model"),
     "align dpo --model unknown": ("align", "dpo --model nosuch-model --data pairs.jsonl --max-steps 1", "nosuch-model"),
@@ -320,7 +320,7 @@ NAMES = {  # unknown models and projects
     "align ppo --store --project nosuch": ("align", "ppo --model {lm} --reward-model {rm} --store store.db "
                                                     "--project nosuch --max-steps 1", "nosuch"),
     "align dpo --config unknown name": ("align", "dpo --config nosuch-preset", "nosuch-preset"),
-    "labeling serve --project nosuch": ("labeling", "serve --db store.db --port {port} --project nosuch", "nosuch"),
+    "labeling serve --project nosuch": ("labeling", "serve --store store.db --port {port} --project nosuch", "nosuch"),
     "align eval --policies unknown": ("align", f"eval --policies {{lm}} ./nosuch-run --reference {{lm}} "
                                                f"--prompts prompts.jsonl {EVAL_QUICK}", "nosuch-run"),
     "align eval --reference unknown": ("align", f"eval --policies {{lm}} --reference nosuch-model "
@@ -330,13 +330,13 @@ NAMES = {  # unknown models and projects
     "align eval --gold unknown": ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl "
                                            "--gold nosuch_rule --output-dir evalout", "nosuch_rule"),
     "align eval no judge": ("align", "eval --policies {lm} --reference {lm} --prompts prompts.jsonl", "judge"),
-    "align round --project nosuch": ("align", "round --db store.db --project nosuch --judges people "
+    "align round --project nosuch": ("align", "round --store store.db --project nosuch --judges people "
                                               "--eval-prompts prompts.jsonl", "nosuch"),
-    "align round --reference unknown": ("align", "round --db store.db --project chat --judges people "
+    "align round --reference unknown": ("align", "round --store store.db --project chat --judges people "
                                                  "--eval-prompts prompts.jsonl --reference nosuch-model", "nosuch-model"),
     "align round no password": ("align", "round --config round_sim.yaml", "NO_SUCH_PASSWORD_ENV"),
     "align round unknown align field": ("align", "round --config round_typo.yaml", "eval_fraction"),
-    "align round --algorithm unknown": ("align", "round --db store.db --project chat --judges people "
+    "align round --algorithm unknown": ("align", "round --store store.db --project chat --judges people "
                                                  "--eval-prompts prompts.jsonl --algorithm sac", "algorithm"),
     "labeling simulate no password": ("labeling", "simulate --url http://127.0.0.1:1/ --project chat --annotators a "
                                                   "--password-env NO_SUCH_PASSWORD_ENV", "NO_SUCH_PASSWORD_ENV"),
@@ -346,25 +346,25 @@ NAMES = {  # unknown models and projects
                                                   "--password-env HOME --gold concise", "127.0.0.1"),
     "labeling simulate --temperature per annotator": ("labeling", "simulate --url http://127.0.0.1:1/ --project chat "
                                                                   "--annotators a b --temperature 1 2 3", "temperature"),
-    "labeling leaderboard --bootstrap -1": ("labeling", "leaderboard --db store.db --project chat --bootstrap -1",
+    "labeling leaderboard --bootstrap -1": ("labeling", "leaderboard --store store.db --project chat --bootstrap -1",
                                             "bootstrap"),
 }
 for name, (tool, args, expect) in NAMES.items():
     CASES[name] = case(tool, args, expect, subprocess=name.startswith("labeling serve"))
 
 # Non-UTF-8 bytes where a user types them: guidelines, passwords (stdin and flag).
-CASES["labeling init --guidelines non-utf8"] = case("labeling", "init --db store.db --project new "
+CASES["labeling init --guidelines non-utf8"] = case("labeling", "init --store store.db --project new "
                                                                 "--guidelines latin1.md", "latin1.md")
-CASES["labeling init --guidelines missing"] = case("labeling", "init --db store.db --project new "
+CASES["labeling init --guidelines missing"] = case("labeling", "init --store store.db --project new "
                                                                "--guidelines nope.md", "nope.md")
-CASES["labeling init --guidelines png"] = case("labeling", "init --db store.db --project new --guidelines png.md",
+CASES["labeling init --guidelines png"] = case("labeling", "init --store store.db --project new --guidelines png.md",
                                                "png.md")
-CASES["labeling users add password non-utf8 stdin"] = case("labeling", "users add dan --db store.db", "password",
+CASES["labeling users add password non-utf8 stdin"] = case("labeling", "users add dan --store store.db", "password",
                                                            stdin=b"caf\xe9-password\n", subprocess=True)
-CASES["labeling users add password non-utf8 flag"] = case("labeling", ["users", "add", "dan", "--db", "store.db",
+CASES["labeling users add password non-utf8 flag"] = case("labeling", ["users", "add", "dan", "--store", "store.db",
                                                                        "--password", b"caf\xe9-password"],
                                                           "password", subprocess=True)
-CASES["labeling users add password empty"] = case("labeling", "users add dan --db store.db", "password",
+CASES["labeling users add password empty"] = case("labeling", "users add dan --store store.db", "password",
                                                   stdin=b"\n", subprocess=True)
 
 
@@ -413,14 +413,14 @@ def template(tmp_path_factory, tiny_model_dir):
     (work / "latin1.yaml").write_bytes(b"project: caf\xe9\n")
     (work / "empty.jsonl").write_text("")
     jsonl("nocol.jsonl", [{"foo": "bar"}])
-    round_cfg = {"db": "store.db", "project": "chat", "eval_prompts": "prompts.jsonl", "gold": "concise"}
+    round_cfg = {"store": "store.db", "project": "chat", "eval_prompts": "prompts.jsonl", "gold": "concise"}
     jsonl("round_sim.yaml", [{**round_cfg, "simulate": {"annotators": ["sim-a"],
                                                          "password_env": "NO_SUCH_PASSWORD_ENV"}}])  # JSON is YAML
     jsonl("round_typo.yaml", [{**round_cfg, "judges": "people", "align": {"eval_fraction": 0.1}}])
     people = {**round_cfg, "judges": "people"}
     jsonl("round_badrm.yaml", [{**people, "reward_model": {"max_steps": 0}}])
     jsonl("round_badalign.yaml", [{**people, "align": {"beta": -1}}])
-    jsonl("round_badeval.yaml", [{**people, "evaluate": {"samples_per_prompt": "two"}}])
+    jsonl("round_badeval.yaml", [{**people, "evaluate": {"num_generations": "two"}}])
     jsonl("round_simgold.yaml", [{**round_cfg, "simulate": {"annotators": ["sim-a"], "gold": "nosuchrule"}}])
     jsonl("rft.jsonl", [{"prompt": f"What is {i} + 1?", "reference": str(i + 1), "grader": {"name": "math"}}
                         for i in range(4)])

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from _labeling_seed import PASSWORD, PAYLOADS, api_client, seed_project, seed_users, start_server
-from labeling import assign
+from labeling import answers, assign
 from labeling.app.admin import BOOTSTRAP_ROUNDS
 from labeling.db import open_store, session_scope
 from labeling.leaderboard import leaderboard
@@ -54,7 +54,7 @@ def _seed_history(engine, names, project="history"):
                 best = task.candidate_ids[0] if task.gold else task.candidate_ids[task.id % 2]
             wins = "a_better" if lease.display_order[0] == best else "b_better"
             choice = wins if rng.random() < 0.8 else rng.choice(["tie", "a_much_better", "b_better", "both_bad"])
-            assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=uid,
+            answers.submit_judgment(engine, assignment_id=lease.id, annotator_id=uid,
                                    client_request_id=f"{name}-{lease.id}", choice=choice,
                                    ms_spent=rng.randint(4_000, 40_000))
     with session_scope(engine) as s:

@@ -29,43 +29,43 @@ def test_store_workflow_from_the_command_line(tmp_path, tiny_model_dir):
     db = tmp_path / "p.db"
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps({"prompt": f"Question {i}?"}) for i in range(3)) + "\n")
-    labeling("init", "--db", db, "--project", "demo", "--overlap", "2", "--criteria", "helpfulness", "honesty")
-    labeling("users", "add", "ann1", "--db", db, stdin="a-long-password\n")
-    labeling("users", "add", "boss", "--role", "admin", "--password", "another-password", "--db", db)
-    assert "ann1" in labeling("users", "list", "--db", db).stdout
-    assert "3 new prompts" in labeling("import", "--db", db, "--project", "demo", "--file", prompts).stdout
-    out = labeling("generate", "--db", db, "--project", "demo", "--models", tiny_model_dir, "--n", "2",
+    labeling("init", "--store", db, "--project", "demo", "--overlap", "2", "--criteria", "helpfulness", "honesty")
+    labeling("users", "add", "ann1", "--store", db, stdin="a-long-password\n")
+    labeling("users", "add", "boss", "--role", "admin", "--password", "another-password", "--store", db)
+    assert "ann1" in labeling("users", "list", "--store", db).stdout
+    assert "3 new prompts" in labeling("import", "--store", db, "--project", "demo", "--file", prompts).stdout
+    out = labeling("generate", "--store", db, "--project", "demo", "--models", tiny_model_dir, "-n", "2",
                    "--max-new-tokens", "4", "--temperature", "1.0").stdout
     assert "candidates for 3 prompts" in out
-    assert "tasks added" in labeling("tasks", "build", "--db", db, "--project", "demo", "--strategy", "all_pairs").stdout
-    labeling("users", "disable", "ann1", "--db", db)
-    assert "disabled" in labeling("users", "list", "--db", db).stdout
+    assert "tasks added" in labeling("tasks", "build", "--store", db, "--project", "demo", "--strategy", "all_pairs").stdout
+    labeling("users", "disable", "ann1", "--store", db)
+    assert "disabled" in labeling("users", "list", "--store", db).stdout
 
 
 def test_bad_input_is_one_line_and_exit_code_1(tmp_path):
     db = tmp_path / "p.db"
-    labeling("init", "--db", db, "--project", "demo")
+    labeling("init", "--store", db, "--project", "demo")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": 42}\n')
-    result = labeling("import", "--db", db, "--project", "demo", "--file", bad, check=False)
+    result = labeling("import", "--store", db, "--project", "demo", "--file", bad, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "bad.jsonl: row 2: field 'prompt'" in result.stderr
-    missing = labeling("import", "--db", db, "--project", "demo", "--file", tmp_path / "nope.csv", check=False)
+    missing = labeling("import", "--store", db, "--project", "demo", "--file", tmp_path / "nope.csv", check=False)
     assert missing.returncode == 1 and "no such file" in missing.stderr
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "fine"}\n')
-    labeling("import", "--db", db, "--project", "demo", "--file", good)
-    model = labeling("generate", "--db", db, "--project", "demo", "--models", tmp_path / "no-model", check=False)
+    labeling("import", "--store", db, "--project", "demo", "--file", good)
+    model = labeling("generate", "--store", db, "--project", "demo", "--models", tmp_path / "no-model", check=False)
     assert model.returncode == 1 and "no-model: no such directory" in model.stderr
     assert model.stderr.strip().count("\n") == 0
 
 
 def test_users_add_says_when_it_reads_the_password_from_standard_input(tmp_path):
     db = tmp_path / "s.db"
-    labeling("init", "--db", db)
-    added = labeling("users", "add", "ann", "--db", db, stdin="a-long-password\n")  # there already: no notice
+    labeling("init", "--store", db)
+    added = labeling("users", "add", "ann", "--store", db, stdin="a-long-password\n")  # there already: no notice
     assert "reading" not in added.stderr and "ann" in added.stdout
-    waiting = subprocess.Popen([str(BIN / "labeling"), "users", "add", "bob", "--db", str(db)], stdin=subprocess.PIPE,
+    waiting = subprocess.Popen([str(BIN / "labeling"), "users", "add", "bob", "--store", str(db)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert "reading the first line of standard input" in waiting.stderr.readline()  # said while it waits
     out, _ = waiting.communicate("another-long-password\n", timeout=60)

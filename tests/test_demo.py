@@ -73,7 +73,7 @@ def tiny_preset(tmp_path, tiny_model_dir):
     cfg["max_new_tokens"] = 8
     cfg["reward_model"].update(model=tiny_model_dir, max_steps=3, normalize_samples=8)
     cfg["align"].update(max_steps=3, learning_rate=1e-3)
-    cfg["evaluate"].update(max_new_tokens=8, samples_per_prompt=1)
+    cfg["evaluate"].update(max_new_tokens=8, num_generations=1)
     path = tmp_path / "tiny_demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)

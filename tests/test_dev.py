@@ -76,7 +76,7 @@ def test_labeling_demo_prints_the_hardware_and_precision_line(tiny_model_dir, tm
     """README: every command prints the hardware and the precision it picked; `python3 dev.py demo` runs this."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([str(Path(sys.executable).parent / "labeling"), "demo", "--dir", str(tmp_path / "demo"),
-                           "--model", tiny_model_dir, "--n", "1", "--max-new-tokens", "4", "--serve", "false"],
+                           "--model", tiny_model_dir, "-n", "1", "--max-new-tokens", "4", "--serve", "false"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "hardware: cpu" in done.stdout and " -> precision " in done.stdout, done.stdout

@@ -95,7 +95,7 @@ def test_a_policy_that_always_gives_the_gold_answer_wins_about_always(tiny_model
     gold_policy = _train_to_say(tiny_model_dir, tmp_path / "gold-policy", prompts[:4], GOLD_ANSWER)
     out = tmp_path / "eval"
     assert main(["--policies", gold_policy, tiny_model_dir, "--reference", tiny_model_dir,
-                 "--prompts", str(tmp_path / "heldout.jsonl"), "--samples-per-prompt", "2",
+                 "--prompts", str(tmp_path / "heldout.jsonl"), "--num-generations", "2",
                  "--reward-model", "reward_model.synthetic:true_reward_fn", "--gold", "positive_words",
                  "--best-of", "1", "4", "--max-new-tokens", "8", "--output-dir", str(out)]) == 0
     table = capsys.readouterr().out

@@ -233,7 +233,7 @@ def test_empty_export_writes_nothing(sqlite_url, tmp_path):
     engine.dispose()
     out = tmp_path / "out"
     with pytest.raises(InputError, match="no pairwise rows"):
-        main(["--db", sqlite_url, "--project", "p", "--out", str(out / "x.jsonl")])
+        main(["--store", sqlite_url, "--project", "p", "--out", str(out / "x.jsonl")])
     with pytest.raises(InputError, match="nothing to write"):
         write_export([], out / "y.jsonl")
     assert not out.exists() or list(out.iterdir()) == []
@@ -246,7 +246,7 @@ def test_cli_exports_a_file_store(sqlite_url, tmp_path, capsys):
     build_pairwise_store(engine)
     engine.dispose()
     out = tmp_path / "out" / "prefs.parquet"
-    assert main(["--db", sqlite_url, "--project", "p", "--out", str(out), "--ties", "keep",
+    assert main(["--store", sqlite_url, "--project", "p", "--out", str(out), "--ties", "keep",
                  "--test-fraction", "0.5", "--seed", "1"]) == 0
     assert "exported 4 pairwise rows" in capsys.readouterr().out
     from prefloop.data import read_records
@@ -254,6 +254,6 @@ def test_cli_exports_a_file_store(sqlite_url, tmp_path, capsys):
     rows = read_records(out.with_name("prefs.train.parquet")) + read_records(out.with_name("prefs.test.parquet"))
     assert len(rows) == 4 and {"prompt", "chosen", "rejected", "margin", "tie"} <= set(rows[0])
     with pytest.raises(ConfigError, match="min_agreement"):
-        main(["--db", sqlite_url, "--project", "p", "--out", str(out), "--min-agreement", "1.5"])
+        main(["--store", sqlite_url, "--project", "p", "--out", str(out), "--min-agreement", "1.5"])
     with pytest.raises(LookupError, match="nope"):
-        main(["--db", sqlite_url, "--project", "nope", "--out", str(out)])
+        main(["--store", sqlite_url, "--project", "nope", "--out", str(out)])

@@ -32,7 +32,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def export(*args) -> list[str]:
-    return ["export", "--db", "prefloop.db", "--project", "p", "--ties", "keep", *args]
+    return ["export", "--store", "prefloop.db", "--project", "p", "--ties", "keep", *args]
 
 
 @pytest.mark.parametrize("args,names", [

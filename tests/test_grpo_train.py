@@ -71,7 +71,7 @@ def test_bad_input_is_one_line_before_any_model_loads(tmp_path, task, capsys):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({}, "give exactly one prompt source"),
+    ({}, "give exactly one data source: --prompts FILE"),
     ({"prompts": "x", "num_generations": 1}, "num_generations must be >= 2"),
     ({"prompts": "x", "batch_size": 3, "num_generations": 4, "mini_batch_size": 5}, "must divide"),
     ({"prompts": "x", "beta": -0.1}, "beta"),

@@ -175,9 +175,9 @@ def test_command_prints_intervals_writes_a_png_and_json(sqlite_url, tmp_path, ca
     build_pairwise_store(engine)
     engine.dispose()
     png = tmp_path / "board.png"
-    assert main(["--db", sqlite_url, "--project", "p", "--bootstrap", "200", "--plot", str(png)]) == 0
+    assert main(["--store", sqlite_url, "--project", "p", "--bootstrap", "200", "--plot", str(png)]) == 0
     text = capsys.readouterr().out
     assert "interval" in text and "m-good" in text and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["--db", sqlite_url, "--project", "p", "--bootstrap", "200", "--json"]) == 0
+    assert main(["--store", sqlite_url, "--project", "p", "--bootstrap", "200", "--json"]) == 0
     good = json.loads(capsys.readouterr().out)["leaderboard"][0]
     assert good["model"] == "m-good" and good["elo_lo"] < good["elo"] < good["elo_hi"]

@@ -44,7 +44,7 @@ def test_ppo_reaches_the_kl_regularised_optimum_of_a_bandit(tmp_path):
     rc = align_main([
         "ppo", "--model", str(model_dir), "--reward-model", "ppo_helpers:bandit_reward", "--prompts", str(prompts),
         "--output-dir", str(out), "--max-steps", "30", "--batch-size", "64", "--mini-batch-size", "16",
-        "--ppo-epochs", "4", "--max-new-tokens", "1", "--temperature", "1.0", "--beta", str(BETA),
+        "--num-iterations", "4", "--max-new-tokens", "1", "--temperature", "1.0", "--beta", str(BETA),
         "--learning-rate", "5e-3", "--lr-schedule", "linear", "--sample-every", "0", "--save-steps", "1000",
     ])
     assert rc == 0

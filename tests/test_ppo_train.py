@@ -103,7 +103,7 @@ def test_gradient_accumulation_gives_the_same_update(letter_dir, tmp_path):
     prompts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ("a b", "c d", "e f", "g h")))
     # A reward for most letters: with all rewards equal the whitened advantages are float noise, which
     # Adam's first step blows up to lr in both runs alike, and the comparison would test nothing.
-    flags = ["--max-steps", 1, "--batch-size", 8, "--mini-batch-size", 8, "--ppo-epochs", 1, "--max-new-tokens", 1,
+    flags = ["--max-steps", 1, "--batch-size", 8, "--mini-batch-size", 8, "--num-iterations", 1, "--max-new-tokens", 1,
              "--learning-rate", 1e-2, "--ent-coef", 0.01, "--sample-every", 0, "--reward-model",
              "ppo_helpers:bandit_reward"]
     assert _ppo(letter_dir, prompts, tmp_path / "one", *flags) == 0
@@ -128,7 +128,7 @@ def test_lora_with_a_reward_model_critic_on_a_real_reward_scorer(tiny_model_dir,
     out = tmp_path / "run"
     common = ["ppo", "--model", tiny_model_dir, "--reward-model", str(rm_dir), "--prompts", str(prompts),
               "--output-dir", str(out), "--batch-size", "4", "--mini-batch-size", "2", "--max-new-tokens", "6",
-              "--ppo-epochs", "2", "--lora", "--lora-r", "4", "--critic", "reward_model",
+              "--num-iterations", "2", "--lora", "--lora-r", "4", "--critic", "reward_model",
               "--learning-rate", "1e-2", "--missing-eos-penalty", "1.0", "--sample-every", "0", "--save-steps", "2"]
     assert align_main(common + ["--max-steps", "2"]) == 0
     base, merged = _weights(tiny_model_dir), _weights(out / "final")
@@ -204,7 +204,7 @@ def test_a_few_steps_on_the_embedded_smollm2(smollm2_dir, tmp_path):
     out = tmp_path / "run"
     rc = align_main(["ppo", "--prompts", str(prompts), "--reward-model", "reward_model.testing:length_reward",
                      "--output-dir", str(out), "--max-steps", "1", "--batch-size", "2", "--mini-batch-size", "2",
-                     "--ppo-epochs", "1", "--max-new-tokens", "8", "--lora", "--lora-r", "4",
+                     "--num-iterations", "1", "--max-new-tokens", "8", "--lora", "--lora-r", "4",
                      "--learning-rate", "1e-3", "--sample-every", "1"])
     assert rc == 0
     rows = read_metrics(out)

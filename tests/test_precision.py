@@ -86,11 +86,11 @@ def test_one_dpo_step_agrees_between_bf16_autocast_and_fp32(steps):
 
 
 def test_onpolicy_log_prob_path_projects_in_fp32_under_bf16_autocast(tiny_model_dir):
-    """PPO's, GRPO's, RLOO's and online DPO's log-probs (align.rollout.response_logits) project the response
+    """PPO's, GRPO's, RLOO's and online DPO's log-probs (align.onpolicy.rollout.response_logits) project the response
     hidden states onto the vocabulary in fp32 under bf16 autocast, as DPO's do: the logits equal an fp32
     projection of the same hidden states, unlike a bf16 one, which at a trained LM's logit size (std ~10)
     rounds a token's log-prob by up to ~0.06 and a 40-token sum by ~0.3 nats."""
-    from align.rollout import response_logits, token_logprobs
+    from align.onpolicy.rollout import response_logits, token_logprobs
     from prefloop.models import load_causal_lm
 
     torch.set_num_threads(1)

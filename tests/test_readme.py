@@ -121,7 +121,7 @@ def user_inputs(work: Path) -> None:
                 "camping")]
     (work / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     (work / "guidelines.md").write_text("Prefer the response that is correct, useful and kind.\n")
-    (work / "serve.yaml").write_text("db: prefloop.db\nproject: chat\n")
+    (work / "serve.yaml").write_text("store: prefloop.db\nproject: chat\n")
     (work / "constitution.md").write_text("Prefer the response that answers the question briefly and kindly.\n")
     # an RFT dataset (`align rloo --prompts tasks.jsonl`): prompt + reference, graded by the mix
     sums = [(a, b) for a in range(2, 6) for b in range(3, 5)]

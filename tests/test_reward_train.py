@@ -273,7 +273,7 @@ def test_config_file_and_validation():
                                            "--n-heads", "4"])
     assert (cfg.data, cfg.n_heads, cfg.model, cfg.ranking_loss) == ("x.jsonl", 4, "smollm2-135m-instruct",
                                                                     "plackett_luce")
-    with pytest.raises(ConfigError, match="exactly one of --data"):
+    with pytest.raises(ConfigError, match="exactly one data source: --data FILE"):
         parse_config(RewardModelConfig, [])
     with pytest.raises(ConfigError, match="--store needs --project"):
         parse_config(RewardModelConfig, ["--store", "sqlite://"])

@@ -160,10 +160,10 @@ def test_the_operator_may_name_a_python_grader_for_the_rows(tmp_path, monkeypatc
 
 def test_store_metadata_rows_follow_the_same_rule(tmp_path):
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    assert labeling_main(["init", "--db", db, "--project", "rft"]) == 0
+    assert labeling_main(["init", "--store", db, "--project", "rft"]) == 0
     rows = write_jsonl(tmp_path / "rft.jsonl", [{"prompt": "q", "reference": "1",
                                                  "grader": {"name": "python", "function": "os:getcwd"}}])
-    assert labeling_main(["import", "--db", db, "--project", "rft", "--file", str(rows)]) == 0
+    assert labeling_main(["import", "--store", db, "--project", "rft", "--file", str(rows)]) == 0
     with pytest.raises(InputError, match=r"^rft: prompt id \d+: field 'grader': the python grader imports code"):
         load_rft_dataset(store=db, project="rft")
 
@@ -185,11 +185,11 @@ def test_align_grpo_refuses_the_row_before_anything_is_written_or_loaded(tmp_pat
 
 def test_rft_rows_import_into_the_store_beside_preference_rows_and_read_back(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'store.db'}"
-    assert labeling_main(["init", "--db", db, "--project", "mixed"]) == 0
+    assert labeling_main(["init", "--store", db, "--project", "mixed"]) == 0
     rft = write_jsonl(tmp_path / "rft.jsonl", ROWS[:2])
     prefs = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}])
-    assert labeling_main(["import", "--db", db, "--project", "mixed", "--file", str(rft)]) == 0
-    assert labeling_main(["import", "--db", db, "--project", "mixed", "--file", str(prefs)]) == 0
+    assert labeling_main(["import", "--store", db, "--project", "mixed", "--file", str(rft)]) == 0
+    assert labeling_main(["import", "--store", db, "--project", "mixed", "--file", str(prefs)]) == 0
     examples = load_rft_dataset(store=db, project="mixed")  # the preference prompt has no reference: skipped
     assert [e.reference for e in examples] == ["6", {"name": "Ada"}]
     assert [e.graders[0].name for e in examples] == ["math", "json_fields"]

@@ -49,11 +49,11 @@ def round_yaml(tmp_path, tiny_model_dir, words_model_dir):
         create_project(s, "loop", overlap=1)
     engine.dispose()
     cfg = {
-        "project": "loop", "db": db, "output_dir": str(tmp_path / "runs"), "reference": words_model_dir,
+        "project": "loop", "store": db, "output_dir": str(tmp_path / "runs"), "reference": words_model_dir,
         "prompts": _prompts(tmp_path / "train.jsonl", ["cats", "rain", "tea", "chess", "bread", "stars", "maps",
                                                        "owls", "salt", "snow"]),
         "eval_prompts": _prompts(tmp_path / "heldout.jsonl", ["bees", "ships", "lamps", "boots"]),
-        "gold": GOLD, "n": 2, "max_new_tokens": 8, "pairs_per_prompt": 1,
+        "gold": GOLD, "num_generations": 2, "max_new_tokens": 8, "pairs_per_prompt": 1,
         "simulate": {"annotators": ["sim-a", "sim-b"], "temperature": [0.0], "password_env": "LOOP_SIM_PW"},
         "test_fraction": 0.2,  # the export holds out prompts: the reward model and DPO evaluate on them
         "reward_model": {"model": tiny_model_dir, "max_steps": 4, "learning_rate": 1e-3,
@@ -61,7 +61,7 @@ def round_yaml(tmp_path, tiny_model_dir, words_model_dir):
         "algorithm": "dpo",
         "align": {"max_steps": 12, "per_device_train_batch_size": 4, "learning_rate": 2e-3, "beta": 0.1,
                   "logging_steps": 1, "save_steps": 1000},
-        "evaluate": {"max_new_tokens": 8, "samples_per_prompt": 4, "best_of": [1, 2]},
+        "evaluate": {"max_new_tokens": 8, "num_generations": 4, "best_of": [1, 2]},
     }
     path = tmp_path / "round.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -106,7 +106,7 @@ def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(rou
     assert rm2["command"] == "reward-model train" and rm2["status"] == "finished"
 
     # the store's judgments came over HTTP from the two simulated accounts, and stats shows the lineage
-    assert stats_main(["--db", db, "--project", "loop"]) == 0
+    assert stats_main(["--store", db, "--project", "loop"]) == 0
     text = capsys.readouterr().out
     assert "sim-a" in text and "lineage:" in text and "round 2" in text
 
@@ -131,7 +131,7 @@ def test_two_rounds_over_http_record_their_lineage_and_round_2_beats_round_1(rou
 
     out = path.parent / "round2-vs-round1"
     assert eval_main(["--policies", p2["name"], "--reference", p1["name"],
-                      "--prompts", str(path.parent / "heldout.jsonl"), "--gold", GOLD, "--samples-per-prompt", "64",
+                      "--prompts", str(path.parent / "heldout.jsonl"), "--gold", GOLD, "--num-generations", "64",
                       "--max-new-tokens", "8", "--output-dir", str(out)]) == 0
     head_to_head = json.loads((out / "eval.json").read_text())
     w = head_to_head["policies"][0]["win_rate_gold"]

@@ -131,7 +131,7 @@ def test_a_store_run_holds_out_the_prompts_labeling_export_holds_out(tiny_model_
     engine = open_store(sqlite_url)
     build_pairwise_store(engine)
     engine.dispose()
-    assert export_main(["--db", sqlite_url, "--project", "p", "--format", "pairwise", "--ties", "keep",
+    assert export_main(["--store", sqlite_url, "--project", "p", "--format", "pairwise", "--ties", "keep",
                         "--test-fraction", "0.5", "--seed", "3",
                         "--out", str(tmp_path / "export" / "pairs.jsonl")]) == 0
     exported = {split: {r["prompt_id"] for r in read_records(tmp_path / "export" / f"pairs.{split}.jsonl")}

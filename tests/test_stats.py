@@ -123,9 +123,9 @@ def test_stats_command_prints_table_and_json(sqlite_url, capsys):
     engine = open_store(sqlite_url)
     build_pairwise_store(engine)
     engine.dispose()
-    assert main(["--db", sqlite_url, "--project", "p"]) == 0
+    assert main(["--store", sqlite_url, "--project", "p"]) == 0
     text = capsys.readouterr().out
     assert "judgments 19" in text and "Fleiss kappa 0.055" in text and "m-good" in text
-    assert main(["--db", sqlite_url, "--project", "p", "--json"]) == 0
+    assert main(["--store", sqlite_url, "--project", "p", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["judgments"] == 19 and data["leaderboard"][0]["model"] == "m-good"

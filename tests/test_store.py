@@ -256,17 +256,17 @@ def _drop_lease_close_trigger(conn) -> None:
 
 
 def _vote(engine, annotator, request_id):
-    from labeling import assign
+    from labeling import answers, assign
 
     lease = assign.next_assignment(engine, "p", annotator)
-    return lease, assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=annotator,
+    return lease, answers.submit_judgment(engine, assignment_id=lease.id, annotator_id=annotator,
                                          client_request_id=request_id, choice="a_better")
 
 
 def test_a_stored_judgment_closes_its_lease_and_a_closed_lease_takes_no_vote(store_url):
     """The vote (one statement on SQLite) stores the judgment and closes the lease together; a lease that
     is no longer open (skipped here) refuses the vote and stores nothing."""
-    from labeling import assign
+    from labeling import answers, assign
     from labeling.models import Assignment
 
     engine = open_store(store_url)
@@ -276,9 +276,9 @@ def test_a_stored_judgment_closes_its_lease_and_a_closed_lease_takes_no_vote(sto
         assert s.get(Assignment, lease.id).status == "done"
         assert s.get(Judgment, judgment.id).assignment_id == lease.id
     other = assign.next_assignment(engine, "p", b)
-    assign.skip(engine, other.id, b, "not my field")
-    with pytest.raises(assign.LeaseLost, match="skipped"):
-        assign.submit_judgment(engine, assignment_id=other.id, annotator_id=b, client_request_id="req-b",
+    answers.skip(engine, other.id, b, "not my field")
+    with pytest.raises(answers.LeaseLost, match="skipped"):
+        answers.submit_judgment(engine, assignment_id=other.id, annotator_id=b, client_request_id="req-b",
                                choice="tie")
     with session_scope(engine) as s:
         assert s.exec(select(Judgment).where(Judgment.annotator_id == b)).all() == []

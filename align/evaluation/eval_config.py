@@ -19,13 +19,14 @@ class EvalConfig:
     prompts: str | None = field(default=None, metadata={"help": "held-out prompt file (.jsonl/.csv/.parquet)"})
     store: str | None = field(default=None, metadata={"help": "or: a preference store URL to take prompts from"})
     project: str | None = field(default=None, metadata={"help": "project in the store"})
-    limit: int | None = field(default=None, metadata={"help": "evaluate on the first N prompts only", "range": ">= 1"})
+    max_prompts: int | None = field(default=None, metadata={"help": "evaluate on the first N prompts only",
+                                                            "range": ">= 1", "aliases": ("limit",)})
     reward_model: str | None = field(default=None, metadata={
         "help": "reward model r_φ judging the win rate: a `reward-model train` dir or module:function"})
     gold: str | None = field(default=None, metadata={
         "help": "gold reward r* when one exists: a rule (prefloop.gold.RULES) or module:function"})
-    samples_per_prompt: int = field(default=1, metadata={"help": "responses sampled per prompt and policy",
-                                                         "range": ">= 1"})
+    num_generations: int = field(default=1, metadata={"help": "responses sampled per prompt and policy",
+                                                      "range": ">= 1", "aliases": ("samples_per_prompt",)})
     max_new_tokens: int = field(default=64, metadata={"help": "response length cap in tokens", "range": ">= 1"})
     temperature: float = field(default=1.0, metadata={
         "help": "sampling temperature T; KL is measured between the policies at this temperature", "range": "> 0"})

@@ -242,8 +242,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> tuple[dict, list[dict]]:
     from align.prompts import as_conversation, load_prompts
     from prefloop.models import check_model, load_causal_lm
 
-    held_out, source = load_prompts(cfg.prompts, store=cfg.store, project=cfg.project, limit=cfg.limit)
-    prompts = [p for p in held_out for _ in range(cfg.samples_per_prompt)]
+    held_out, source = load_prompts(cfg.prompts, store=cfg.store, project=cfg.project, limit=cfg.max_prompts)
+    prompts = [p for p in held_out for _ in range(cfg.num_generations)]
     conversations = [as_conversation(p) for p in prompts]
     judges = Judges(cfg)
     policies = expand_policies(cfg.policies)

@@ -14,13 +14,12 @@ from typing import ClassVar
 
 from prefloop.config import check_ranges
 from prefloop.config import config_field as _f
-from prefloop.data import check_test_fraction
-from prefloop.metrics import report_to_field
+from prefloop.fields import PolicyLoraFields, RunFields, StoreFields
 from prefloop.models import DEFAULT_MODEL
 
 
 @dataclass
-class OnPolicyConfig:
+class OnPolicyConfig(RunFields, PolicyLoraFields, StoreFields):
     """Fields of a trainer that samples from its own policy pi_theta and scores with a reward r(x, y)."""
 
     # --- models and data -----------------------------------------------------------------
@@ -30,12 +29,6 @@ class OnPolicyConfig:
                                "callable 'module:function' taking (prompts, responses), one float per response")
     prompts: str | None = _f(None, "prompts x: .jsonl/.parquet/.csv file or datasets directory with a "
                                    "'prompt' (conversation or string: a user turn), 'messages' or 'text' column")
-    store: str | None = _f(None, "preference-store database URL to take the prompts from (with --project), "
-                                 "instead of --prompts")
-    project: str | None = _f(None, "project in --store whose prompts to use")
-    test_fraction: float = _f(0.0, "--store only: share of prompts held out, the same split by prompt as "
-                                   "`labeling export --test-fraction` (test prompts never train)", range="[0, 1)")
-    split_seed: int = _f(0, "--store only: the split's seed (`labeling export --seed`)", range="seed")
     max_prompts: int | None = _f(None, "use at most this many prompts (None: all)", range=">= 1")
     max_prompt_length: int = _f(256, "prompt tokens kept (the beginning of longer prompts is cut)", range=">= 1")
     eval_prompts: str | None = _f(None, "held-out prompts file; default: the export's X.test.jsonl beside "
@@ -43,7 +36,6 @@ class OnPolicyConfig:
     eval_steps: int = _f(0, "steps between held-out evaluations; 0 = at start and end only", range=">= 0")
     output_dir: str = _f("runs/onpolicy", "the run: final/ (the policy), checkpoints/, metrics.jsonl, "
                                           "tensorboard/, run.json")
-    seed: int = _f(0, "random seed (sampling noise: seed + step + a stride per shard of the global batch)", range="seed")
 
     # --- sampling ------------------------------------------------------------------------
     max_steps: int = _f(100, "training steps: each samples from pi_theta, scores and updates", range=">= 1")
@@ -64,24 +56,11 @@ class OnPolicyConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay", range=">= 0")
 
     # --- LoRA (Hu et al. 2021) ------------------------------------------------------------------
-    lora: bool = _f(False, "train LoRA adapters instead of all weights; pi_ref is then the same weights "
-                           "with the adapter disabled (no second copy)")
-    lora_r: int = _f(16, "LoRA rank r", range=">= 1")
-    lora_alpha: int = _f(32, "LoRA scaling alpha (update scaled by alpha / r)", range=">= 1")
-    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps log pi deterministic between rollout and update)",
-                             range="[0, 1)")
-    lora_target_modules: list[str] = _f(["all-linear"], "modules that get LoRA adapters ('all-linear': every "
-                                                        "linear layer but the LM head)")
-    merge_lora: bool = _f(True, "save the final policy with LoRA merged into the weights (else the adapter alone)")
 
     # --- logging and checkpoints -----------------------------------------------------------------
     sample_every: int = _f(10, "print and log a table of sample generations every N steps (0: never)", range=">= 0")
     num_samples: int = _f(4, "rows in the sample table", range=">= 1")
     save_steps: int = _f(25, "write a checkpoint every N steps (and at the end)", range=">= 1")
-    save_total_limit: int = _f(2, "checkpoints kept in output_dir/checkpoints", range=">= 1")
-    resume: bool = _f(False, "continue the run in output_dir from its last checkpoint (without it, an "
-                             "output_dir holding a run is refused)")
-    report_to: list[str] = report_to_field()
 
     # the reward r(x, y) is the reward model here; GRPO/RLOO score with graders and make it optional
     REWARD_MODEL_REQUIRED: ClassVar[bool] = True
@@ -89,12 +68,8 @@ class OnPolicyConfig:
     def __post_init__(self):
         if self.REWARD_MODEL_REQUIRED and not self.reward_model:
             raise ValueError("reward_model is required: a reward-model directory or 'module:function'")
-        if (self.prompts is None) == (self.store is None):
-            raise ValueError("give exactly one prompt source: --prompts FILE, or --store URL with --project")
-        if self.store is not None and not self.project:
-            raise ValueError("--store needs --project")
         check_ranges(self)  # every field's declared range, the subclasses' fields too
-        check_test_fraction(self.test_fraction, self.store)
+        self.check_store_source("prompts", self.prompts)
         if self.batch_size % self.sampling_shards:
             raise ValueError(f"sampling_shards {self.sampling_shards} must divide batch_size {self.batch_size}")
         if self.lr_schedule not in ("constant", "linear"):

@@ -22,7 +22,7 @@ class OnlineDPOConfig(OnPolicyConfig):
     num_generations: int = _f(4, "responses N >= 2 sampled per prompt; best and worst by r become y_w and y_l", range=">= 2")
     min_reward_gap: float = _f(0.1, "skip a prompt when r(y_w) - r(y_l) is below this (near-tie, no reliable "
                                     "preference)", range=">= 0")
-    updates_per_step: int = _f(1, "passes over each step's fresh pairs", range=">= 1")
+    num_iterations: int = _f(1, "passes over each step's fresh pairs", range=">= 1", aliases=("updates_per_step",))
     weight_decay: float = _f(0.01, "AdamW weight decay (torch's default)")
     # the objective: the same loss functions as offline DPO (align/losses.py)
     loss_type: str = _f("sigmoid", "preference loss (align/losses.py): sigmoid = DPO, ipo, hinge = SLiC, "

@@ -82,12 +82,12 @@ class OnlineDPO(Algorithm):
     # -- 5: the DPO update ----------------------------------------------------------------------------------
 
     def update(self, batch: dict) -> dict:
-        """updates_per_step DPO steps on the pairs of every process; every process steps when any has a pair
+        """num_iterations DPO steps on the pairs of every process; every process steps when any has a pair
         (the engine reduces together), none when none has."""
         engine = self.engine
         total = int(engine.sum(torch.tensor(batch["stats"]["pairs"], device=engine.acc.device)).item())
         out = dict.fromkeys(DPO_METRICS)  # logged as null at a step without pairs
-        for _ in range(self.cfg.updates_per_step if total else 0):
+        for _ in range(self.cfg.num_iterations if total else 0):
             out = self.dpo_step(batch, total)
         return {**batch["stats"], **out}
 

@@ -54,7 +54,8 @@ class PPOConfig(OnPolicyConfig):
     ent_coef: float = _f(0.0, "entropy bonus coefficient c_2 [PPO eq. 9] (RLHF usually relies on the KL instead)", range=">= 0")
 
     # --- optimisation ------------------------------------------------------------------------
-    ppo_epochs: int = _f(4, "epochs K over each batch of episodes [PPO Alg. 1]", range=">= 1")
+    num_iterations: int = _f(4, "optimisation passes K (PPO's epochs) over each batch of episodes [PPO Alg. 1]", range=">= 1",
+                             aliases=("ppo_epochs",))
     mini_batch_size: int = _f(4, "episodes per optimizer step per process (M in [PPO] Alg. 1); divides batch_size", range=">= 1")
     gradient_accumulation_steps: int = _f(1, "micro-batches per minibatch (memory only; same update)", range=">= 1")
     adam_eps: float = _f(1e-5, "Adam epsilon (1e-5 as in the PPO reference code, not PyTorch's 1e-8)", range="> 0")

@@ -164,7 +164,7 @@ class PPO(Algorithm):
         per_token = {k: batch[k] for k in ("old_logprobs", "old_values", "advantages", "returns")}
         history: dict[str, list[torch.Tensor]] = {}
         tokens_trained = 0  # (prompt + response) positions through forward and backward
-        for minibatch in engine.minibatches(len(rollout), cfg.mini_batch_size, cfg.ppo_epochs, batch["step"]):
+        for minibatch in engine.minibatches(len(rollout), cfg.mini_batch_size, cfg.num_iterations, batch["step"]):
             micro_batches = minibatch.split(self.micro_batch_size)
             # token-mean losses: each micro-batch's mean weighed by its share of the global minibatch's tokens
             total = engine.sum(rollout.response_mask[minibatch].sum().float())

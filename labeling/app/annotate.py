@@ -16,7 +16,7 @@ import gradio as gr
 from labeling.app import render, service
 from labeling.app.context import AppContext
 from labeling.app.handlers import user_errors, viewer
-from labeling.assign import LeaseLost
+from labeling.answers import LeaseLost
 from labeling.choices import CHOICE_LABELS, CHOICES
 from prefloop.errors import InputError
 

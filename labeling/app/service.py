@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from labeling import assign, hot_sql
+from labeling import answers, assign, hot_sql
 from labeling.connections import read_connection
 from labeling.event_loop import WouldWait, wait_point
 from labeling.app.auth import Viewer
@@ -80,8 +80,8 @@ def submit(engine: Engine, viewer: Viewer, *, assignment_id: int, client_request
     if choice is not None and choice not in CHOICES:
         raise InputError(f"choice: expected one of {', '.join(CHOICES)}, got {choice!r}")
     # Only a ranking or ratings name labels; a plain choice needs no look at the shown order first.
-    order = list(assign.get_assignment(engine, assignment_id, viewer.id).display_order) if ranking or ratings else []
-    judgment = assign.submit_judgment(
+    order = list(answers.get_assignment(engine, assignment_id, viewer.id).display_order) if ranking or ratings else []
+    judgment = answers.submit_judgment(
         engine, assignment_id=assignment_id, annotator_id=viewer.id, client_request_id=client_request_id,
         choice=choice or None, ranking=ranking_ids(ranking, order) if ranking else None,
         ratings=ratings_by_id(ratings, order), rationale=(rationale or "").strip() or None,
@@ -127,7 +127,7 @@ def _score(criterion: str, label: str, score) -> int:
 
 
 def skip(engine: Engine, viewer: Viewer, assignment_id: int, reason: str) -> dict:
-    skipped = assign.skip(engine, assignment_id, viewer.id, reason)
+    skipped = answers.skip(engine, assignment_id, viewer.id, reason)
     return {"assignment_id": skipped.id, "skipped": True}
 
 
