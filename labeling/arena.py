@@ -71,7 +71,7 @@ def create_arena(engine: Engine, project_name: str, models: list[str], *, reveal
 
     specs = [parse_model_spec(m) for m in models]
     if len(specs) < 2:
-        raise InputError("arena: at least two models (--model A --model B)")
+        raise InputError("arena: at least two models (--models A B)")
     if len({s.name for s in specs}) != len(specs):
         raise InputError(f"arena: model names must differ ({', '.join(s.name for s in specs)})")
     _check_bounds(max_new_tokens, temperature, top_p, max_prompt_chars, per_minute)
@@ -112,6 +112,11 @@ def arena_settings(engine: Engine, project_name: str) -> ArenaSettings:
             raise NotFoundError(f"project {project_name!r} is not an arena (`labeling arena create`)")
         session.expunge(settings)
         return settings
+
+
+def project_criteria(engine: Engine, project_name: str) -> list[str]:
+    with Session(engine) as session:
+        return list(get_project(session, project_name).criteria or [])
 
 
 def arena_projects(engine: Engine, include_closed: bool = False) -> list[str]:
@@ -182,7 +187,7 @@ def store_battle(engine: Engine, project_name: str, annotator_id: int, prompt: s
     """
     for answer in (a, b):
         if not answer.text.strip():
-            raise InputError(f"an answer came back empty; nothing was stored (ask again)")
+            raise InputError("an answer came back empty; nothing was stored (ask again)")
     messages = [{"role": "user", "content": prompt}]
     with session_scope(engine) as session:
         project = get_project(session, project_name)

@@ -154,6 +154,38 @@ class Limits:
         if old is not None and old is not battle:
             old.cancel()
 
+    def release(self, owner: str, battle: "Battle") -> None:
+        """`battle` is over (answered, failed or abandoned): it no longer counts as the owner's running one."""
+        with self._lock:
+            if self._running.get(owner) is battle:
+                del self._running[owner]
+        battle.cancel()
+
+
+class ArenaRuntime:
+    """What a server's arena pages share: the worker pool, the model backends, the per-annotator limits,
+    and each browser session's running comparison (cancelled when its tab closes)."""
+
+    def __init__(self, workers: int = 4):
+        from labeling.arena_backends import Backends
+
+        self.pool, self.backends, self.limits = GenerationPool(workers), Backends(), Limits()
+        self._sessions: dict[str, Battle] = {}
+        self._lock = threading.Lock()
+
+    def track(self, session: str, battle: "Battle | None") -> None:
+        with self._lock:
+            if battle is None:
+                self._sessions.pop(session, None)
+            else:
+                self._sessions[session] = battle
+
+    def session_closed(self, session: str) -> None:
+        with self._lock:
+            battle = self._sessions.pop(session, None)
+        if battle is not None:
+            battle.cancel()
+
 
 @dataclass(eq=False)
 class Battle:
