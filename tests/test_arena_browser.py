@@ -17,7 +17,7 @@ from labeling.arena import create_arena
 from labeling.db import open_store
 from labeling.models import Candidate, Judgment
 from llama_server import SERVED, start_llama_server, stop
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _login
+from test_browser import TIMEOUT_MS, _login, browser  # noqa: F401 - browser: the module's Chromium fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("tiny_cpu")]
 
@@ -53,16 +53,6 @@ def app(tmp_path_factory, tiny_model_dir):
     engine.dispose()
     stub.close()
     stop(llama)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _page(browser):
