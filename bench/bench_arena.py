@@ -51,7 +51,7 @@ def run_sessions(backends, target: str, sessions: int, workers: int, max_new_tok
         time.sleep(0.02)
     wall = time.monotonic() - start
     jobs = [job for b in battles for job in b.jobs]
-    if errors := [job.error for job in jobs if job.error]:
+    if errors := [job.error or "an empty answer" for job in jobs if job.error or job.first_token is None]:
         raise SystemExit(f"bench_arena: generation failed: {errors[0]}")
     ttft = [job.first_token - start for job in jobs]
     rate = [job.result[0] / max(job.ended - job.first_token, 1e-9) for job in jobs]
@@ -117,8 +117,8 @@ def report(rows: list[dict], args, load: float) -> str:
              f"`python bench/bench_arena.py` — both arena models are the embedded SmolLM2-135M-Instruct; each session "
              f"is one Send (two answers of up to {args.max_new_tokens} tokens, T=0.7, to its own prompt); all sessions "
              f"start at once. `local`: transformers in the arena pool of {args.workers} workers, {args.threads} torch "
-             f"threads; `endpoint`: llama-cpp-python 0.3.36's server on the Q4_1 GGUF ({args.threads} threads), "
-             "streamed over HTTP. Time to first token counts from the Send (queue wait included); tokens/s per "
+             f"threads; `endpoint`: llama-cpp-python 0.3.36's server on the Q4_1 GGUF ({args.threads} threads, "
+             "--interrupt_requests False), streamed over HTTP. Time to first token counts from the Send (queue wait included); tokens/s per "
              "answer from its first token to its last.",
              f"Machine: {machine()}; load average {load:.1f} when the run began (a shared machine: other jobs ran).",
              "", "| backend | sessions | answers | first token, median s | first token, slowest s | "

@@ -24,11 +24,14 @@ def gguf_path() -> Path:
     return Path(list(importlib.util.find_spec(package).submodule_search_locations)[0]) / name
 
 
-def start_llama_server(port: int, log_path: Path, threads: int = 1, parallel: int = 1) -> tuple[str, subprocess.Popen]:
+def start_llama_server(port: int, log_path: Path, threads: int = 1) -> tuple[str, subprocess.Popen]:
     """Start `python -m llama_cpp.server` on 127.0.0.1:port and wait until it lists its model (up to 120 s)."""
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--model_alias", SERVED,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads),
-           "--n_threads_batch", str(threads)]
+           "--n_threads_batch", str(threads),
+           # By default a new request interrupts the one streaming (which then ends empty): an arena sends two
+           # at once, so they must queue instead
+           "--interrupt_requests", "False"]
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"

@@ -114,6 +114,16 @@ def test_endpoint_streams_from_a_real_llama_cpp_server(memory_engine, llama, tin
     assert (stored.model, stored.gen_config["backend"], stored.gen_config["served"]) == ("llama", "endpoint", SERVED)
 
 
+def test_two_answers_at_once_from_one_llama_cpp_server(memory_engine, llama):
+    """Both models on one server: the second request queues there (--interrupt_requests False) instead of
+    ending the first one's answer early and empty."""
+    settings = arena.create_arena(memory_engine, "twins", [f"one={llama}#{SERVED}", f"two={llama}#{SERVED}"],
+                                  max_new_tokens=12)
+    battle = Battle.start(GenerationPool(2), Backends(), settings, "Say something kind.", *arena.model_specs(settings))
+    _run(battle)
+    assert all(answer.text.strip() and answer.tokens > 0 for answer in battle.answers())
+
+
 def test_endpoint_failures_are_one_line(memory_engine):
     settings = arena.create_arena(memory_engine, "down", [f"gone=http://127.0.0.1:{free_port()}/v1", "other=x"])
     backend = Backends().get(arena.model_specs(settings)[0], settings)

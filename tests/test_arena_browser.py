@@ -105,6 +105,8 @@ def test_script_payloads_in_prompt_and_answers_stay_text(app, browser):
     url, engine, _ = app
     page = _page(browser)
     _open_arena(page, url, "eve", "xss")
+    _send(page, "   ")  # refused in one line by the streaming handler, before any model runs
+    page.get_by_test_id("toast-body").filter(has_text="type a prompt first").wait_for()
     _send(page, "\n\n".join(PAYLOADS))
     page.evaluate(WATCH_STREAM)
     page.locator("#pl-arena-responses .pl-card").last.hover()  # would fire a live onmouseover
