@@ -72,6 +72,7 @@ def main() -> int:
     parser.add_argument("--backends", nargs="+", default=["local", "endpoint"], choices=["local", "endpoint"])
     parser.add_argument("--workers", type=int, default=4, help="the pool's size (labeling serve --arena-workers)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each size; the table gives medians")
     parser.add_argument("--threads", type=int, default=2, help="torch threads here, and llama.cpp's threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,11 +83,15 @@ def main() -> int:
         for backend in (["local"] if args.quick else args.backends):
             target, stop = _target(backend, Path(tmp), args)
             try:
-                run_sessions(backends, target, 1, args.workers, 4)  # warm up: load the model, open the pool
-                for s in args.sessions:
-                    row = {"backend": backend, **run_sessions(backends, target, s, args.workers, args.max_new_tokens)}
-                    print(f"[bench] {row}", flush=True)
-                    rows.append(row)
+                run_sessions(backends, target, 1, args.workers, 16)  # warm up: load the model, open the pool
+                runs = {s: [] for s in args.sessions}
+                for _ in range(args.rounds):  # rounds alternate, so a burst of other jobs' load hits every size alike
+                    for s in args.sessions:
+                        runs[s].append(run_sessions(backends, target, s, args.workers, args.max_new_tokens))
+                        print(f"[bench] {backend}: {runs[s][-1]}", flush=True)
+                rows += [{"backend": backend, "sessions": s,
+                          **{k: statistics.median(r[k] for r in results) for k in results[0] if k != "sessions"}}
+                         for s, results in runs.items()]
             finally:
                 stop()
     text = report(rows, args, load)
@@ -119,7 +124,7 @@ def report(rows: list[dict], args, load: float) -> str:
              f"start at once. `local`: transformers in the arena pool of {args.workers} workers, {args.threads} torch "
              f"threads; `endpoint`: llama-cpp-python 0.3.36's server on the Q4_1 GGUF ({args.threads} threads, "
              "--interrupt_requests False), streamed over HTTP. Time to first token counts from the Send (queue wait included); tokens/s per "
-             "answer from its first token to its last.",
+             f"answer from its first token to its last. Each cell: the median over {args.rounds} alternating rounds.",
              f"Machine: {machine()}; load average {load:.1f} when the run began (a shared machine: other jobs ran).",
              "", "| backend | sessions | answers | first token, median s | first token, slowest s | "
              "tokens/s per answer, median | slowest answer tokens/s | all answers tokens/s |",

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from _labeling_seed import free_port, seed_users
 from labeling import arena, assign
-from labeling.arena_backends import Backends, BackendError
+from labeling.arena_backends import BackendError, Backends
 from labeling.arena_pool import Battle, GenerationPool, Limits
 from labeling.export import export_records
 from labeling.models import Candidate, Judgment, Prompt, Task

@@ -129,7 +129,7 @@ def test_script_payloads_in_prompt_and_answers_stay_text(app, browser):
 
 
 def test_queue_position_shown_and_a_closed_tab_cancels(app, browser):
-    url, engine, stub = app
+    url, _, stub = app
     first, second = _page(browser), _page(browser)
     _open_arena(first, url, "ann", "slow")
     _open_arena(second, url, "bob", "slow")
