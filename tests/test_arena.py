@@ -188,3 +188,24 @@ def test_limits_per_annotator():
     limits.replace("ann", old)
     limits.replace("ann", new)
     assert old.cancelled and not new.cancelled
+
+
+def test_cli_create_show_and_bad_input(tmp_path, capsys, tiny_model_dir):
+    from labeling.cli import main
+    from labeling.db import open_store
+
+    db = str(tmp_path / "store.db")
+    open_store(db).dispose()
+    assert main(["arena", "create", "--db", db, "--project", "c", "--models", f"a={tiny_model_dir}",
+                 "b=http://127.0.0.1:9/v1#served-b", "--reveal-models", "false", "--per-minute", "2"]) == 0
+    assert main(["arena", "show", "--db", db, "--project", "c"]) == 0
+    out = capsys.readouterr().out
+    assert "(model served-b)" in out and "2 comparisons a minute" in out and "never shown" in out
+    for argv, message in [(["--models", f"a={tiny_model_dir}"], "at least two models"),
+                          (["--models", "a=/no/such/model", "b=http://h/v1"], "no such directory"),
+                          (["--models", "a=http://h/v1", "b=http://h/v1", "--max-new-tokens", "0"], "max_new_tokens")]:
+        assert main(["arena", "create", "--db", db, "--project", "c", *argv]) != 0
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    settings = arena.arena_settings(open_store(db), "c")
+    assert [m["name"] for m in settings.models] == ["a", "b"]  # the refused creates changed nothing

@@ -129,8 +129,10 @@ def wire(ctx: AppContext, demo: gr.Blocks, page: ArenaPage) -> None:
 
     demo.load(on_load, None, [page.tab, page.project], **private)
     page.take_next.click(on_next, page.project, [page.prompt, page.status], **private)
-    page.send.click(on_send, [page.project, page.prompt], page.battle_outputs(), concurrency_limit=None,
-                    show_progress="hidden", **private)
+    # A streaming handler holds one of the web server's worker threads while it runs: the app's concurrency
+    # (`labeling serve --concurrency`, below --max-threads) bounds them, and Gradio queues further Sends
+    # (its own queue position shows on the outputs) while the arena pool queues the answers.
+    page.send.click(on_send, [page.project, page.prompt], page.battle_outputs(), show_progress="minimal", **private)
     page.vote.click(on_vote, [page.state, page.choice, page.ratings, page.rationale, page.edited],
                     page.battle_outputs(), **private)
     demo.unload(on_unload)
