@@ -31,7 +31,8 @@ class ArenaConfig:
     per_minute: int = field(default=6, metadata={"help": "comparisons one annotator may start per minute",
                                                  "range": "[1, 600]"})
     api_key_env: str | None = field(default=None, metadata={
-        "help": "environment variable of `labeling serve` holding the endpoints' bearer token (the key is never stored)"})
+        "help": "environment variable of `labeling serve` holding the endpoints' bearer token "
+                "(the key is never stored)"})
     guidelines: str | None = field(default=None, metadata={"help": "markdown file with guidelines (new project)"})
     criteria: list[str] = field(default_factory=list, metadata={"help": "criteria rated 1..5 (new project)"})
     db: str | None = field(default=None, metadata={

@@ -239,7 +239,8 @@ class Battle:
             if job.error:
                 # The error names the model or its endpoint: the log gets it, the page only the label.
                 log.warning("arena model %s failed: %s", spec.name, job.error)
-                raise InputError(f"model {label} could not answer ({'cancelled' if job.error == 'cancelled' else 'see the server log'}); ask again")
+                why = "cancelled" if job.error == "cancelled" else "see the server log"
+                raise InputError(f"model {label} could not answer ({why}); ask again")
         return tuple(_answer(spec, job) for spec, job in zip(self.models, self.jobs))
 
 

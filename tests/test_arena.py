@@ -42,7 +42,8 @@ def _run(battle, limit_s=120.0):
 
 def test_model_specs_and_settings(memory_engine):
     spec = arena.parse_model_spec("small=http://127.0.0.1:8080/v1/#smollm2")
-    assert (spec.name, spec.target, spec.served, spec.is_endpoint) == ("small", "http://127.0.0.1:8080/v1", "smollm2", True)
+    assert (spec.name, spec.target, spec.served) == ("small", "http://127.0.0.1:8080/v1", "smollm2")
+    assert spec.is_endpoint
     assert arena.parse_model_spec("http://h:1/v1#m").name == "m"
     assert arena.parse_model_spec("/models/a=b/final").target == "/models/a=b/final"  # a path, not NAME=
     local = arena.parse_model_spec("mine=smollm2-135m-instruct")
