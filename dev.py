@@ -105,9 +105,10 @@ def install() -> None:
 
 
 def system_packages() -> None:
-    """Chromium (browser tests) and PostgreSQL (store tests) from Debian's packages."""
-    wanted = [pkg for pkg, exe in (("chromium", "/usr/bin/chromium"), ("postgresql", "/usr/lib/postgresql"))
-              if not Path(exe).exists()]
+    """Chromium (browser tests), PostgreSQL (store tests) and a C++ compiler (llama-cpp-python, the arena tests'
+    endpoint, is built from source: PyPI has no wheel of it) from Debian's packages."""
+    wanted = [pkg for pkg, exe in (("chromium", "/usr/bin/chromium"), ("postgresql", "/usr/lib/postgresql"),
+                                   ("g++", "/usr/bin/g++")) if not Path(exe).exists()]
     if not wanted:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
