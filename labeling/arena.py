@@ -119,6 +119,11 @@ def project_criteria(engine: Engine, project_name: str) -> list[str]:
         return list(get_project(session, project_name).criteria or [])
 
 
+def project_guidelines(engine: Engine, project_name: str) -> str:
+    with Session(engine) as session:
+        return get_project(session, project_name).guidelines or ""
+
+
 def arena_projects(engine: Engine, include_closed: bool = False) -> list[str]:
     with Session(engine) as session:
         query = select(Project.name).join(ArenaSettings, ArenaSettings.project_id == Project.id).order_by(Project.id)

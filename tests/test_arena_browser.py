@@ -44,7 +44,8 @@ def app(tmp_path_factory, tiny_model_dir):
     engine = open_store(f"sqlite:///{tmp / 'store.db'}")
     create_arena(engine, "live", [f"hidden-tiny={tiny_model_dir}", f"hidden-llama={llama_url}#{SERVED}"],
                  max_new_tokens=40, criteria=["helpfulness"])
-    create_arena(engine, "xss", [f"evil-one={stub.url}#evil", f"evil-two={stub.url}#evil"], reveal_models=False)
+    create_arena(engine, "xss", [f"evil-one={stub.url}#evil", f"evil-two={stub.url}#evil"], reveal_models=False,
+                 guidelines="Judge **safety**.\n\n" + PAYLOADS[0] + "\n\n" + PAYLOADS[3])
     create_arena(engine, "slow", [f"slow-a={stub.url}#slow", f"slow-b={stub.url}#slow"], max_new_tokens=300)
     seed_users(engine, ["ann", "eve", "bob"])
     url, server = start_server(engine, arena_workers=2)
@@ -109,6 +110,9 @@ def test_script_payloads_in_prompt_and_answers_stay_text(app, browser):
     page.get_by_test_id("toast-body").filter(has_text="type a prompt first").wait_for()
     _send(page, "\n\n".join(PAYLOADS))
     page.evaluate(WATCH_STREAM)
+    page.locator("#pl-arena-guidelines").get_by_text("Guidelines").click()
+    page.locator("#pl-arena-guidelines").get_by_text("<script>window.__pwned").wait_for()  # shown as text
+    assert page.locator("#pl-arena-guidelines strong").inner_text() == "safety"  # markdown is rendered
     page.locator("#pl-arena-responses .pl-card").last.hover()  # would fire a live onmouseover
     shown = page.locator("#pl-arena-responses").inner_text()
     assert "<script>window.__pwned = 'script'" in shown and "<img src=x onerror=" in shown
@@ -117,9 +121,11 @@ def test_script_payloads_in_prompt_and_answers_stay_text(app, browser):
     page.wait_for_selector("#pl-arena-reveal >> text=Thanks!")
     page.wait_for_timeout(500)
     assert page.evaluate("window.__pwned") is None and page.title() == "prefloop labeling" and page.dialogs == []
-    live = page.evaluate("""() => [...document.querySelectorAll('#pl-arena-responses *')].filter(e =>
+    live = page.evaluate("""() => [...document.querySelectorAll('#pl-arena-responses *, #pl-arena-guidelines *')]
+        .filter(e =>
         ['SCRIPT', 'IFRAME', 'SVG', 'IMG', 'STYLE', 'DETAILS'].includes(e.tagName.toUpperCase())
-        || [...e.attributes].some(a => a.name.startsWith('on'))).length""")
+        || [...e.attributes].some(a => a.name.startsWith('on'))
+        || (e.tagName === 'A' && !/^https?:|^mailto:/.test(e.getAttribute('href') || 'https:'))).length""")
     assert live == 0
     assert "evil-one" not in page.content() and "evil-two" not in page.content()  # this project never reveals
     with Session(engine) as s:

@@ -32,6 +32,7 @@ REFRESH_S = 0.1  # how often the streaming answers are sent to the browser
 class ArenaPage:
     tab: gr.Tab
     project: gr.Dropdown
+    guidelines: gr.HTML
     prompt: gr.Textbox
     take_next: gr.Button
     send: gr.Button
@@ -53,6 +54,8 @@ class ArenaPage:
 
 def build(ctx: AppContext, tab: gr.Tab) -> ArenaPage:
     project = gr.Dropdown(label="Arena project", choices=[], elem_id="pl-arena-project")
+    with gr.Accordion("Guidelines", open=False, elem_id="pl-arena-guidelines"):
+        guidelines = gr.HTML(js_on_load=None)
     prompt = gr.Textbox(label="Your prompt", lines=3, elem_id="pl-arena-prompt",
                         placeholder="Ask anything; two anonymous models answer side by side.")
     with gr.Row():
@@ -69,7 +72,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> ArenaPage:
         edited = gr.Textbox(label="Edited ideal response (optional)", lines=4, elem_id="pl-arena-edited")
         vote = gr.Button("Vote", variant="primary", elem_id="pl-arena-vote")
     reveal = gr.Markdown(elem_id="pl-arena-reveal")
-    return ArenaPage(tab, project, prompt, take_next, send, status, responses, controls, choice, ratings,
+    return ArenaPage(tab, project, guidelines, prompt, take_next, send, status, responses, controls, choice, ratings,
                      rationale, edited, vote, reveal, gr.State(None))
 
 
@@ -80,7 +83,14 @@ def wire(ctx: AppContext, demo: gr.Blocks, page: ArenaPage) -> None:
     @user_errors
     def on_load(request: gr.Request):
         projects = _projects(ctx, viewer(ctx, request))
-        return gr.update(visible=bool(projects)), gr.update(choices=projects, value=projects[0] if projects else None)
+        first = projects[0] if projects else None
+        return (gr.update(visible=bool(projects)), gr.update(choices=projects, value=first),
+                render.markdown_html(arena.project_guidelines(ctx.engine, first)) if first else "")
+
+    @user_errors
+    def on_project(project, request: gr.Request):
+        _check_project(ctx, viewer(ctx, request), project)
+        return render.markdown_html(arena.project_guidelines(ctx.engine, project))
 
     @user_errors
     def on_next(project, request: gr.Request):
@@ -127,7 +137,8 @@ def wire(ctx: AppContext, demo: gr.Blocks, page: ArenaPage) -> None:
     def on_unload(request: gr.Request):
         runtime.session_closed(request.session_hash)
 
-    demo.load(on_load, None, [page.tab, page.project], **private)
+    demo.load(on_load, None, [page.tab, page.project, page.guidelines], **private)
+    page.project.input(on_project, page.project, page.guidelines, **private)
     page.take_next.click(on_next, page.project, [page.prompt, page.status], **private)
     # A streaming handler holds one of the web server's worker threads while it runs: the app's concurrency
     # (`labeling serve --concurrency`, below --max-threads) bounds them, and Gradio queues further Sends
