@@ -46,6 +46,9 @@ class LocalBackend:
         self.target = target
         self._loaded = None
         self._lock = threading.Lock()
+        # tokenize_prompts sets the shared tokenizer's padding and truncation sides for its call, and a Rust
+        # tokenizer reconfigured by one thread while another encodes fails ("Already borrowed"): one at a time
+        self._tokenize = threading.Lock()
 
     def _model(self):
         with self._lock:  # the first two requests must not load the model twice
@@ -70,7 +73,8 @@ class LocalBackend:
         model, tokenizer, classes = self._model()
         GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextStreamer = classes
         device = next(model.parameters()).device
-        ids, mask = tokenize_prompts(tokenizer, [messages], device=device)
+        with self._tokenize:
+            ids, mask = tokenize_prompts(tokenizer, [messages], device=device)
         eos = eos_token_ids(model, tokenizer)
         counted = {"tokens": 0, "finished": False}
 
