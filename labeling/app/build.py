@@ -7,7 +7,7 @@ from importlib import resources
 
 import gradio as gr
 
-from labeling.app import annotate, api, dashboard
+from labeling.app import annotate, api, arena_page, dashboard
 from labeling.app.context import AppContext
 from labeling.app.guard import Guard
 from labeling.app.handlers import user_errors, viewer
@@ -24,6 +24,8 @@ def build_app(ctx: AppContext, concurrency: int = 16) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Annotate", id="annotate"):
                 page = annotate.build(ctx)
+            with gr.Tab("Arena", id="arena", visible=False) as arena_tab:
+                arena = arena_page.build(ctx, arena_tab)
             with gr.Tab("Dashboard", id="dashboard", visible=False) as dash_tab:
                 dash = dashboard.build(ctx)
         api.register(ctx)
@@ -36,6 +38,7 @@ def build_app(ctx: AppContext, concurrency: int = 16) -> gr.Blocks:
 
         demo.load(on_load, None, header, api_visibility="private")
         annotate.wire(ctx, demo, page)
+        arena_page.wire(ctx, demo, arena)
         dashboard.wire(ctx, demo, dash_tab, dash)
     # Gradio runs one call per event at a time by default; database locks do the ordering here.
     demo.queue(default_concurrency_limit=concurrency)

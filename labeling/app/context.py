@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from labeling.app.login import ThrottlePolicy
+from labeling.arena_pool import ArenaRuntime
 from labeling.app.service import OpenTasks
 
 
@@ -18,3 +19,4 @@ class AppContext:
     export_dir: Path | None = None  # where admin exports are written (a fresh temp dir if None)
     login_policy: ThrottlePolicy = ThrottlePolicy()  # back-off and lock-out of failed sign-ins
     open_tasks: OpenTasks = field(default_factory=OpenTasks)  # shared, briefly cached count for progress
+    arena: ArenaRuntime = field(default_factory=ArenaRuntime)  # arena projects' worker pool and limits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 
 import gradio as gr
 
@@ -22,12 +23,24 @@ def user_errors(fn, *, for_browser: bool = True):
     The browser renders an error message as HTML, and ours may quote user input, so it is
     escaped there; API clients get the plain text.
     """
+    def shown(err: Exception) -> gr.Error:
+        return gr.Error(html.escape(str(err)) if for_browser else str(err), print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):  # a streaming handler fails while it is iterated, not when called
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UserError as err:
+                raise shown(err) from None
+
+        return streaming
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            message = html.escape(str(err)) if for_browser else str(err)
-            raise gr.Error(message, print_exception=False) from None
+            raise shown(err) from None
 
     return wrapper
