@@ -4,7 +4,7 @@ An arena project is a pairwise project with an `ArenaSettings` row: its models a
 A finished comparison is stored as what every other part of prefloop already reads: a Prompt (one
 user turn), two Candidates (model name, settings, generation time in `gen_config`), a Task over
 them and an Assignment of that task to the annotator, in one transaction (`store_battle`). The vote
-then goes through `assign.submit_judgment` like any other, so stats, agreement, the leaderboard,
+then goes through `answers.submit_judgment` like any other, so stats, agreement, the leaderboard,
 export and `reward-model train --store` use arena judgments unchanged.
 
 Model specs (admin only): `NAME=TARGET` or `TARGET`, where TARGET is a local model directory, an HF

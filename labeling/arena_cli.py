@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefloop.config import check_ranges, parse_config
+from prefloop.fields import store_field
 
 
 @dataclass
@@ -35,8 +36,7 @@ class ArenaConfig:
                 "(the key is never stored)"})
     guidelines: str | None = field(default=None, metadata={"help": "markdown file with guidelines (new project)"})
     criteria: list[str] = field(default_factory=list, metadata={"help": "criteria rated 1..5 (new project)"})
-    db: str | None = field(default=None, metadata={
-        "help": "SQLAlchemy URL or SQLite path (default: $PREFLOOP_DB or ./prefloop.db)"})
+    store: str | None = store_field()
 
     def __post_init__(self):
         if not self.project:
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     from prefloop.data import read_text
 
     cfg = parse_config(ArenaConfig, _positionals(argv, ["--action"]), prog="labeling arena")
-    engine = open_store(cfg.db, create=False)
+    engine = open_store(cfg.store, create=False)
     if cfg.action == "create":
         from labeling.arena import parse_model_spec
         from prefloop.models import check_model

@@ -12,7 +12,8 @@ import pytest
 from sqlmodel import Session, select
 
 from _labeling_seed import free_port, seed_users
-from labeling import arena, assign
+from labeling import arena
+from labeling.answers import submit_judgment
 from labeling.arena_backends import BackendError, Backends
 from labeling.arena_pool import Battle, GenerationPool, Limits
 from labeling.export import export_records
@@ -81,7 +82,7 @@ def test_local_models_stream_and_the_vote_is_ordinary_data(memory_engine, tiny_m
     assert all(ans.text and 0 < ans.tokens <= 24 and ans.seconds > 0 for ans in answers)
     assert any(0 < len(t[0]) < len(answers[0].text) for t in seen), "text arrived in pieces, not at the end"
     assignment = arena.store_battle(memory_engine, "live", uid, "Name a <b>colour</b>.", *answers, settings)
-    assign.submit_judgment(memory_engine, assignment_id=assignment.id, annotator_id=uid,
+    submit_judgment(memory_engine, assignment_id=assignment.id, annotator_id=uid,
                            client_request_id="arena-vote-1", choice="a_better", rationale="A is on topic")
     with Session(memory_engine) as s:
         prompt = s.exec(select(Prompt)).one()
@@ -197,15 +198,15 @@ def test_cli_create_show_and_bad_input(tmp_path, capsys, tiny_model_dir):
 
     db = str(tmp_path / "store.db")
     open_store(db).dispose()
-    assert main(["arena", "create", "--db", db, "--project", "c", "--models", f"a={tiny_model_dir}",
+    assert main(["arena", "create", "--store", db, "--project", "c", "--models", f"a={tiny_model_dir}",
                  "b=http://127.0.0.1:9/v1#served-b", "--reveal-models", "false", "--per-minute", "2"]) == 0
-    assert main(["arena", "show", "--db", db, "--project", "c"]) == 0
+    assert main(["arena", "show", "--store", db, "--project", "c"]) == 0
     out = capsys.readouterr().out
     assert "(model served-b)" in out and "2 comparisons a minute" in out and "never shown" in out
     for argv, message in [(["--models", f"a={tiny_model_dir}"], "at least two models"),
                           (["--models", "a=/no/such/model", "b=http://h/v1"], "no such directory"),
                           (["--models", "a=http://h/v1", "b=http://h/v1", "--max-new-tokens", "0"], "max_new_tokens")]:
-        assert main(["arena", "create", "--db", db, "--project", "c", *argv]) != 0
+        assert main(["arena", "create", "--store", db, "--project", "c", *argv]) != 0
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     settings = arena.arena_settings(open_store(db), "c")

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from _labeling_seed import seed_users
-from labeling import arena, assign
+from labeling import arena
+from labeling.answers import submit_judgment
 from labeling.arena_backends import Backends
 from labeling.arena_pool import Battle, GenerationPool
 from labeling.db import open_store
@@ -34,7 +35,7 @@ def test_arena_votes_train_a_reward_model(tmp_path, sqlite_url, tiny_model_dir):
         answers = battle.answers()
         lease = arena.store_battle(engine, "arena", uid, prompt, *answers, settings)
         choice = "a_better" if i % 2 == 0 else "b_much_better"
-        assign.submit_judgment(engine, assignment_id=lease.id, annotator_id=uid, client_request_id=f"arena-{i}",
+        submit_judgment(engine, assignment_id=lease.id, annotator_id=uid, client_request_id=f"arena-{i}",
                                choice=choice)
         chosen_texts.add(answers[0 if i % 2 == 0 else 1].text.strip())
 
