@@ -89,6 +89,24 @@ def trl_args(cfg: TrainConfig, run, has_eval: bool) -> dict:
     )
 
 
+def start_offline(cfg, command: str, load):
+    """The run directory (refused if it holds a run and --resume is not set) and the data, validated by
+    `load(cfg)` before any model is loaded or anything written. -> (run, loaded data)."""
+    from prefloop.config import to_dict
+    from prefloop.run import start_run
+
+    run = start_run(cfg.output_dir, command, to_dict(cfg), cfg.resume)
+    return run, load(cfg)
+
+
+def finish_offline(trainer, tokenizer, cfg, run, logger, has_eval: bool) -> Path:
+    """Train, with the held-out set evaluated before (step 0) and after, then save a plain transformers
+    model whose run.json says where it came from. -> OUT/final."""
+    before, after = train_and_evaluate(trainer, run, has_eval=has_eval)
+    logger.close()
+    return save_final(trainer.model, tokenizer, cfg, run, {"eval_before": before, "eval_after": after})
+
+
 def train_and_evaluate(trainer, run, has_eval: bool) -> tuple[dict, dict]:
     """Train (from the last checkpoint when resuming); -> the held-out metrics (before, after) training.
     Before: what eval_on_start logged at step 0 (see trl_args), or, on --resume, what the run recorded."""

@@ -179,14 +179,12 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
     from trl import DPOConfig as TRLDPOConfig
 
     from align.offline.preference_data import load_pairwise
-    from align.train_common import (load_policy, lora_config, save_final, train_and_evaluate, trainer_metrics,
+    from align.train_common import (finish_offline, load_policy, lora_config, start_offline, trainer_metrics,
                                     trl_args)
-    from prefloop.config import to_dict
-    from prefloop.run import lineage, start_run
+    from prefloop.run import lineage
 
     # 1. the run directory and the data, validated before any model is loaded or anything written
-    run = start_run(cfg.output_dir, "align dpo", to_dict(cfg), cfg.resume)
-    loaded = load_pairwise(cfg)
+    run, loaded = start_offline(cfg, "align dpo", load_pairwise)
     train_rows, eval_rows = loaded.rows, loaded.eval_rows
     print(f"[prefloop] dpo: {len(train_rows)} training pairs, {len(eval_rows)} held-out, loss {cfg.loss_type}, "
           f"β={cfg.beta}, {'LoRA' if cfg.lora else 'full fine-tuning'}")
@@ -206,8 +204,5 @@ def train_offline(cfg, callbacks: list | None = None) -> Path:
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         peft_config=lora_config(cfg), callbacks=[metrics, *(callbacks or [])],
         loss_type=cfg.loss_type, margin_scale=cfg.margin_scale)
-    # 3. train, with the held-out pairs evaluated before (step 0) and after
-    before, after = train_and_evaluate(trainer, run, has_eval=bool(eval_rows))
-    logger.close()
-    # 4. save a plain transformers model; run.json says where it came from
-    return save_final(trainer.model, tokenizer, cfg, run, {"eval_before": before, "eval_after": after})
+    # 3. train (held-out pairs evaluated before and after) and save
+    return finish_offline(trainer, tokenizer, cfg, run, logger, has_eval=bool(eval_rows))

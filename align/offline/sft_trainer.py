@@ -24,15 +24,12 @@ def train_sft(cfg) -> Path:
     from trl import SFTTrainer
 
     from align.offline.preference_data import load_sft
-    from align.train_common import (load_policy, lora_config, save_final, train_and_evaluate, trainer_metrics,
+    from align.train_common import (finish_offline, load_policy, lora_config, start_offline, trainer_metrics,
                                     trl_args)
-    from prefloop.config import to_dict
-    from prefloop.run import lineage, start_run
+    from prefloop.run import lineage
 
-    # 1. the run directory (refused if it holds a run and --resume is not set) and the data, validated
-    #    before any model is loaded or anything is written
-    run = start_run(cfg.output_dir, "align sft", to_dict(cfg), cfg.resume)
-    loaded = load_sft(cfg)
+    # 1. the run directory and the data, validated before any model is loaded or anything written
+    run, loaded = start_offline(cfg, "align sft", load_sft)
     train_rows, eval_rows = loaded.rows, loaded.eval_rows
     print(f"[prefloop] sft: {len(train_rows)} training examples, {len(eval_rows)} held-out, "
           f"{'LoRA' if cfg.lora else 'full fine-tuning'}")
@@ -47,8 +44,5 @@ def train_sft(cfg) -> Path:
                          train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                          peft_config=lora_config(cfg), callbacks=[metrics])
-    # 3. train, with the held-out loss before (step 0) and after
-    before, after = train_and_evaluate(trainer, run, has_eval=bool(eval_rows))
-    logger.close()
-    # 4. save a plain transformers model; run.json says where it came from
-    return save_final(trainer.model, tokenizer, cfg, run, {"eval_before": before, "eval_after": after})
+    # 3. train (held-out loss evaluated before and after) and save
+    return finish_offline(trainer, tokenizer, cfg, run, logger, has_eval=bool(eval_rows))
