@@ -224,7 +224,7 @@ from align.onpolicy.critic import ActorCritic
 from align.onpolicy.rollout import micro_batch
 from align.onpolicy.toolkit import load_policy_pair
 cfg = SimpleNamespace(model=sys.argv[2], lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                      lora_target_modules=["q_proj", "v_proj"], seed=0)
+                      lora_target_modules=["q_proj", "v_proj"], lora_targets=lambda: ["q_proj", "v_proj"], seed=0)
 pair = load_policy_pair(cfg)
 plain_lora = {k: v.clone() for k, v in pair.policy.state_dict().items() if "lora_" in k}
 prompts = ["a b c", "tell me about rivers, please"]
