@@ -47,6 +47,9 @@ def resolve_model(name: str | None = None) -> str:
     path = Path(name).expanduser()
     if path.exists():
         path = final_model_dir(path)  # a training run's directory stands for its final/ model
+        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+            _check_adapter_base(path)  # a LoRA run saved without merging: transformers loads base + adapter
+            return str(path)
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"model path {path}: no config.json in that directory")
         _check_model_type(path)
@@ -54,6 +57,27 @@ def resolve_model(name: str | None = None) -> str:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"model path {name}: no such directory")
     return name if hub_reachable() else _cached_snapshot(name)  # a hub id
+
+
+def _adapter_base(path: Path) -> str | None:
+    """The base model an adapter directory (a LoRA run saved unmerged) names; None for a full model."""
+    import json
+
+    if not (path / "adapter_config.json").exists() or (path / "config.json").exists():
+        return None
+    try:
+        return json.loads((path / "adapter_config.json").read_text("utf-8")).get("base_model_name_or_path") or ""
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        raise ModelNotFoundError(f"model path {path}: adapter_config.json is not a JSON object ({err})") from None
+
+
+def _check_adapter_base(path: Path) -> None:
+    """An adapter directory names its base model; one that is gone is one line here, not a hub lookup."""
+    base = _adapter_base(path)
+    if not base:
+        raise ModelNotFoundError(f"model path {path}: adapter_config.json names no base_model_name_or_path")
+    if base.startswith((".", "/", "~")) and not Path(base).expanduser().exists():
+        raise ModelNotFoundError(f"model path {path}: its adapter's base model {base} is not there")
 
 
 def _check_model_type(path: Path) -> None:
@@ -119,7 +143,7 @@ def check_model(name: str | None = None):
 
     path = resolve_model(name)
     try:
-        return path, AutoConfig.from_pretrained(path)
+        return path, AutoConfig.from_pretrained(_adapter_base(Path(path)) or path)
     except (OSError, ValueError) as err:
         raise ModelNotFoundError(f"model {name}: cannot be loaded ({str(err).strip().splitlines()[0]})") from None
 

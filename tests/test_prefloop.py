@@ -311,3 +311,37 @@ def test_console_scripts_make_openmp_threads_wait_passively_unless_told_otherwis
     assert main(["--help"]) == 0 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
     assert main(["--help"]) == 0 and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_an_unmerged_lora_run_loads_as_base_plus_adapter(tmp_path, tiny_model_dir):
+    """`--no-merge-lora` saves final/ as an adapter (adapter_config.json, no config.json): every command that
+    takes a model (align eval, labeling generate, a next round) loads it as its base plus the adapter, with
+    the adapter's logits; an adapter whose base is gone is one line."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from prefloop.models import ModelNotFoundError, check_model, load_causal_lm
+
+    base, base_tokenizer = load_causal_lm(tiny_model_dir, dtype=torch.float32, device="cpu")
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # B starts at 0: a non-zero adapter, so its logits differ from the base's
+    final = tmp_path / "run" / "final"
+    peft_model.save_pretrained(final)
+    base_tokenizer.save_pretrained(final)  # as align.train_common.save_final does
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"command": "align dpo", "status": "finished"}))
+    ids = torch.tensor([[5, 17, 300, 42, 9]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+        loaded, tokenizer = load_causal_lm(str(tmp_path / "run"), dtype=torch.float32, device="cpu")
+        torch.testing.assert_close(loaded(input_ids=ids).logits, expected)
+    assert check_model(str(final))[1].model_type == "llama" and tokenizer.pad_token is not None
+
+    config = json.loads((final / "adapter_config.json").read_text())
+    (final / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
+    with pytest.raises(ModelNotFoundError, match="adapter's base model .*gone is not there"):
+        load_causal_lm(str(final))
