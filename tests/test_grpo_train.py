@@ -153,3 +153,18 @@ def test_a_one_minibatch_run_learns_and_logs_kl_to_the_reference(tmp_path, task)
     first, last = (sum(r["reward"] for r in part) / 5 for part in (rows[:5], rows[-5:]))
     assert last > first + 0.2
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > 0  # drifts from pi_ref
+
+
+def test_graders_by_a_shipped_mix_name_a_yaml_file_or_a_grader_name(tmp_path, task):
+    """--graders takes a grader's name, a YAML mix, or a shipped mix by name (`graders_example`, as the
+    presets are named): each row without graders of its own gets that mix."""
+    from align.onpolicy.grpo_trainer import load_examples
+    from prefloop.config import resolve_config
+
+    model_dir, data = task
+    mixes = {}
+    for spec in ("graders_example", str(resolve_config("graders_example")), "token_f1"):
+        examples, _, _ = load_examples(GRPOConfig(model=str(model_dir), prompts=str(data), graders=spec))
+        mixes[spec] = [g.name for g in examples[0].graders]
+    assert mixes["graders_example"] == mixes[str(resolve_config("graders_example"))] and len(mixes["graders_example"]) > 1
+    assert mixes["token_f1"] == ["token_f1"]

@@ -64,7 +64,11 @@ def load_examples(cfg) -> tuple[list[RFTExample], list[RFTExample], dict]:
     """(training examples, held-out examples, source), each with its graders (+ the reward model)."""
     default = None
     if cfg.graders:
-        is_file = cfg.graders.endswith((".yaml", ".yml")) or Path(cfg.graders).is_file()
+        from prefloop.config import shipped_configs
+
+        # a YAML mix: a file, or a shipped one by name (`graders_example`); else a grader's name
+        is_file = (cfg.graders.endswith((".yaml", ".yml")) or Path(cfg.graders).is_file()
+                   or cfg.graders in shipped_configs())
         default = load_grader_spec(cfg.graders) if is_file else parse_grader_spec(cfg.graders, "--graders")
     fields = dict(prompt_field=cfg.prompt_field, reference_field=cfg.reference_field, sql_dir=cfg.sql_dir)
     examples = load_rft_dataset(cfg.prompts, default, store=cfg.store, project=cfg.project, limit=cfg.max_prompts,
