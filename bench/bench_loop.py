@@ -57,17 +57,18 @@ def run_demo(out: Path, seed: int, precision: str, preset: str) -> dict:
     cmd = [sys.executable, "-m", "loop.cli", "demo", "--output-dir", str(out), "--seed", str(seed),
            "--preset", preset]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     minutes = (time.perf_counter() - start) / 60
     (out.parent / f"{out.name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         return {"seed": seed, "precision": precision, "minutes": minutes,
                 "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
-    return {"seed": seed, "precision": precision, "minutes": minutes, **results(out / "round-1")}
+    return {"seed": seed, "precision": precision, "minutes": minutes, **results(out / "round-1", preset)}
 
 
-def results(round_dir: Path) -> dict:
-    """What round 1 achieved, from its files: eval.json, and the reward model's and policy's run.json."""
+def results(round_dir: Path, preset: str) -> dict:
+    """What round 1 achieved, from its files: eval.json, the reward model's and policy's run.json, and what
+    DPO learned from its pairs (`first_pass`)."""
     report = json.loads((round_dir / "eval" / "eval.json").read_text())
     final = report["policies"][-1]
     rm = json.loads((round_dir / "reward_model" / "run.json").read_text())
@@ -77,8 +78,28 @@ def results(round_dir: Path) -> dict:
             "length": final.get("length"), "reference_length": report["reference_stats"].get("length"),
             "rm_accuracy": rm.get("metrics", {}).get("eval_accuracy"),
             "dpo_margin": after.get("eval_rewards/margins"), "dpo_accuracy": after.get("eval_rewards/accuracies"),
+            **first_pass(round_dir, preset),
             "parts": {"reward model": f"{rm.get('precision')} autocast", "DPO": f"{dpo.get('precision')} autocast",
                       "generation, evaluation": report.get("precision", "n/a")}}
+
+
+def first_pass(round_dir: Path, preset: str) -> dict:
+    """The training pairs (how many, and the share whose chosen answer the preset's gold prefers: the label
+    noise) and DPO's mean training margin and accuracy over its first epoch, where every batch holds pairs it
+    has not seen yet: what DPO learned that carries over to new pairs (epoch 2 meets the same pairs again)."""
+    from prefloop.config import load_yaml, resolve_config
+    from prefloop.gold import load_gold
+
+    gold = load_gold(load_yaml(resolve_config(preset))["gold"])
+    pairs = [json.loads(line) for line in (round_dir / "pairs.train.jsonl").read_text().splitlines() if line]
+    prompts = [p["prompt"] for p in pairs]
+    chosen, rejected = gold(prompts, [p["chosen"] for p in pairs]), gold(prompts, [p["rejected"] for p in pairs])
+    agree = [c > r for c, r in zip(chosen, rejected)]
+    logs = [json.loads(line) for line in (round_dir / "policy" / "metrics.jsonl").read_text().splitlines()]
+    first = [m for m in logs if "rewards/margins" in m and "eval_loss" not in m and m.get("epoch", 2) <= 1]
+    mean = lambda key: statistics.fmean(m[key] for m in first) if first else None
+    return {"pairs": len(pairs), "gold_agreement": sum(agree) / len(pairs) if pairs else None,
+            "first_pass_margin": mean("rewards/margins"), "first_pass_accuracy": mean("rewards/accuracies")}
 
 
 def _spread(values: list[float], spec: str) -> str:
@@ -106,23 +127,26 @@ def summary_table(runs: list[dict]) -> str:
 
 
 def runs_table(runs: list[dict]) -> str:
-    lines = ["| seed | precision | gold win % [95 %] | KL/seq | length (reference) | RM accuracy | DPO held-out "
-             "margin, accuracy | min | precision of the parts |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| seed | precision | gold win % [95 %] | KL/seq | length (reference) | pairs (gold agrees) | RM accuracy "
+             "| DPO first-pass margin, accuracy | DPO held-out margin, accuracy | min | precision of the parts |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         if "error" in r:
-            lines.append(f"| {r['seed']} | {r['precision']} | failed: {' '.join(r['error'])} | | | | | "
-                         f"{r['minutes']:.1f} |")
+            lines.append(f"| {r['seed']} | {r['precision']} | failed: {' '.join(r['error'])} | | | | | | | "
+                         f"{r['minutes']:.1f} | |")
             continue
         w = r["win"]
         lines.append(f"| {r['seed']} | {r['precision']} | {100 * w['rate']:.1f} [{100 * w['lo']:.1f}, "
                      f"{100 * w['hi']:.1f}] | {r['kl']:.2f} | {r['length']:.1f} ({r['reference_length']:.1f}) "
-                     f"| {_num(r['rm_accuracy'])} | {_num(r['dpo_margin'])}, {_num(r['dpo_accuracy'])} "
+                     f"| {r.get('pairs', 'n/a')} ({_num(r.get('gold_agreement'), '.2f')}) | {_num(r['rm_accuracy'])} "
+                     f"| {_num(r.get('first_pass_margin'))}, {_num(r.get('first_pass_accuracy'), '.2f')} "
+                     f"| {_num(r['dpo_margin'])}, {_num(r['dpo_accuracy'])} "
                      f"| {r['minutes']:.1f} | {', '.join(f'{k} {v}' for k, v in r['parts'].items())} |")
     return "\n".join(lines)
 
 
-def _num(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+def _num(x, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
 def main() -> int:
@@ -134,11 +158,12 @@ def main() -> int:
     parser.add_argument("--preset", default="round_demo", help="the demo's round preset (name or path)")
     parser.add_argument("--output-dir", default=None, help="a new directory for the runs (default: a temp dir)")
     parser.add_argument("--write", action="store_true", help=f"write the table to BENCHMARKS.md ({SECTION})")
-    parser.add_argument("--table", metavar="DIR", default=None,
-                        help="print (and with --write write) the table of the runs an earlier bench left in DIR")
+    parser.add_argument("--table", metavar="DIR", nargs="+", default=None,
+                        help="print (and with --write write) the table of the runs earlier benches left in DIR(s), "
+                             "re-read from their run directories where those are still there")
     args = parser.parse_args()
     if args.table:
-        return report(json.loads((Path(args.table) / "runs.json").read_text()), args, machine(), args.write)
+        return report(earlier_runs([Path(d) for d in args.table], args.preset), args, machine(), args.write)
 
     out = Path(args.output_dir or tempfile.mkdtemp(prefix="bench-loop-"))
     if out.exists() and any(out.iterdir()):
@@ -160,6 +185,20 @@ def main() -> int:
             # after every run: a bench stopped early (or a long sweep split over days) keeps what it measured
             (out / "runs.json").write_text(json.dumps(runs, indent=2))
     return report(runs, args, header, args.write)
+
+
+def earlier_runs(dirs: list[Path], preset: str) -> list[dict]:
+    """The runs recorded in each DIR/runs.json, in seed order, each re-read from DIR/<precision>-seed<seed>/
+    where it is still there (so a column added since the run was made is filled in)."""
+    runs = []
+    for d in dirs:
+        for run in json.loads((d / "runs.json").read_text()):
+            round_dir = d / f"{run['precision']}-seed{run['seed']}" / "round-1"
+            if "error" not in run and (round_dir / "eval" / "eval.json").is_file():
+                run = {**run, **results(round_dir, preset)}
+            runs.append(run)
+    order = {"fp32": 0, "bf16": 1}
+    return sorted(runs, key=lambda r: (r["seed"], order.get(r["precision"], 2)))
 
 
 def report(runs: list[dict], args, header: str, write: bool) -> int:
