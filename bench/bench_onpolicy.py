@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, write_section
+from common import ROOT, machine, publish
 
 FLAGS = {  # besides the shared ones: group sizes of 2 (8 sequences a step), a grader the old GRPO needs
     "ppo": [],
@@ -120,9 +120,7 @@ def main() -> int:
         prompts = demo_prompts(work)
         rows = [measure(t, p, args, prompts, work) for p in args.precisions for t in args.trainers]
     text = f"{header}\n\n{table(rows)}"
-    print(text)
-    if not args.no_write:
-        write_section("On-policy trainers before and after (bench_onpolicy)", text)
+    publish("## On-policy trainers before and after (bench_onpolicy)", text, not args.no_write)
     return 0
 
 

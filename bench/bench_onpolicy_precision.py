@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, write_section
+from common import ROOT, machine, publish
 
 REWARD = ["--reward-model", "ppo_helpers:letter_a_reward"]
 GRADER = ["--graders", "token_f1"]  # against the rows' reference "b b b": partial credit for every b
@@ -103,9 +103,7 @@ def main() -> int:
             print(lines[-2] + "\n" + lines[-1], file=sys.stderr, flush=True)
     text = (f"`python bench/bench_onpolicy_precision.py --seeds {args.seeds} --steps {args.steps}` on {machine()}.\n\n"
             + "\n".join(lines))
-    print(text)
-    if not args.no_write:
-        write_section("On-policy trainers in bf16 and fp32 (bench_onpolicy_precision)", text)
+    publish("## On-policy trainers in bf16 and fp32 (bench_onpolicy_precision)", text, not args.no_write)
     return 0
 
 

@@ -47,6 +47,14 @@ def write_section(section: str, text: str, path: Path = BENCHMARKS) -> None:
     path.write_text(new)
 
 
+def publish(section: str, body: str, write: bool) -> None:
+    """Print a bench's section (its `## ` heading, then the body) and, when asked, write it into BENCHMARKS.md."""
+    text = f"{section}\n\n{body}\n"
+    print(text)
+    if write:
+        write_section(section, text)
+
+
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
