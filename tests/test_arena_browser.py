@@ -17,7 +17,7 @@ from labeling.arena import create_arena
 from labeling.db import open_store
 from labeling.models import Candidate, Judgment
 from llama_server import SERVED, start_llama_server, stop
-from test_browser import TIMEOUT_MS, _login, browser  # noqa: F401 - browser: the module's Chromium fixture
+from browser_helpers import TIMEOUT_MS, browser, login  # noqa: F401 - browser: the module-scoped Chromium fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("tiny_cpu")]
 
@@ -66,7 +66,7 @@ def _page(browser):
 
 
 def _open_arena(page, url, name, project):
-    _login(page, url, name)
+    login(page, url, name)
     page.get_by_role("tab", name="Arena").click()
     page.locator("#pl-arena-project input").click()
     page.get_by_role("option", name=project, exact=True).click()

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from _labeling_seed import PASSWORD, PAYLOADS, api_client, seed_project, seed_users, start_server
+from _labeling_seed import PAYLOADS, api_client, seed_project, seed_users, start_server
+from browser_helpers import TIMEOUT_MS, browser, login  # noqa: F401 - browser: the module-scoped Chromium fixture
 from labeling import answers, assign
 from labeling.app.admin import BOOTSTRAP_ROUNDS
 from labeling.db import open_store, session_scope
@@ -25,10 +26,6 @@ from labeling.models import Annotator, Assignment, Judgment, Project, Task, utcn
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 20_000
 
 CODE_ANSWER = "Sure:\n\n```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```\n\nCall `add(2, 3)`."
 PLAIN_ANSWER = "Use the built-in: `sum([a, b])` returns the total.\n\n1. works for floats\n2. works for ints"
@@ -123,16 +120,6 @@ def app(tmp_path_factory):
     engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
@@ -143,14 +130,6 @@ def page(browser):
     page.dialogs = dialogs
     yield page
     context.close()
-
-
-def _login(page, url, name, password=PASSWORD):
-    page.goto(url)
-    page.locator("input[type=text]").fill(name)
-    page.locator("input[type=password]").fill(password)
-    page.get_by_role("button", name="Login").click()
-    page.wait_for_selector("#pl-header >> text=signed in as")
 
 
 def _pick_project(page, name):
@@ -197,7 +176,7 @@ def test_nothing_visible_without_login(app, page):
 
 def test_annotator_keyboard_flow(app, page):
     url, engine = app
-    _login(page, url, "ann")
+    login(page, url, "ann")
     page.wait_for_selector("#pl-responses .pl-card")
     _wait_progress(page, 0)
     assert "How do I add two numbers" in page.locator("#pl-conversation").inner_text()
@@ -256,7 +235,7 @@ def test_annotator_keyboard_flow(app, page):
 
 def test_ranking_with_letter_keys(app, page):
     url, engine = app
-    _login(page, url, "ann")
+    login(page, url, "ann")
     _pick_project(page, "rank")
     page.wait_for_selector("#pl-responses .pl-k3")
     for key in "cax":  # x is not a shown label: ignored
@@ -274,7 +253,7 @@ def test_ranking_with_letter_keys(app, page):
 
 def test_no_model_names_or_other_annotators_in_the_page(app, page):
     url, _ = app
-    _login(page, url, "eve")
+    login(page, url, "eve")
     page.wait_for_selector("#pl-responses .pl-card")
     html = page.content() + str(page.evaluate("JSON.stringify(window.gradio_config)"))
     assert "secret-model" not in html
@@ -284,7 +263,7 @@ def test_no_model_names_or_other_annotators_in_the_page(app, page):
 
 def test_script_payloads_never_run(app, page):
     url, _ = app
-    _login(page, url, "eve")
+    login(page, url, "eve")
     _pick_project(page, "xss")
     page.wait_for_selector("#pl-responses .pl-card")
     page.locator("#pl-guidelines").get_by_text("Guidelines").click()  # render the guidelines too
@@ -313,7 +292,7 @@ def test_script_payloads_never_run(app, page):
 
 def test_admin_sees_dashboard_creates_closes_and_exports(app, page, tmp_path):
     url, engine = app
-    _login(page, url, "root")
+    login(page, url, "root")
     page.get_by_role("tab", name="Dashboard").click()
     page.locator("#pl-dash-project input").click()
     page.get_by_role("option", name="history", exact=True).click()
@@ -376,7 +355,7 @@ def test_admin_sees_dashboard_creates_closes_and_exports(app, page, tmp_path):
 
 def test_annotator_cannot_reach_admin_views_or_export(app, page):
     url, _ = app
-    _login(page, url, "ann")
+    login(page, url, "ann")
     page.wait_for_selector("#pl-responses .pl-card")
     assert page.get_by_role("tab", name="Dashboard").count() == 0
     assert not page.locator("#pl-dash-summary").is_visible()

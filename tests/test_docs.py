@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_readme import COMMAND_LANGUAGES, OTHER_LANGUAGES, blocks, pages
+from doc_blocks import COMMAND_LANGUAGES, OTHER_LANGUAGES, blocks, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -159,3 +159,16 @@ def test_each_package_says_what_it_owns():
     for name in (*PACKAGES, *[r for r in ROOMS if r != "align"]):
         doc = ast.get_docstring(ast.parse(MODULES[name].read_text()))
         assert doc and len(doc) > 40, f"{name}/__init__.py: a docstring that says what the package owns"
+
+
+def test_no_test_imports_a_test_module():
+    """What tests share lives in helper modules (conftest, *_helpers, _labeling_seed, doc_blocks), not in another
+    test module: importing one runs its module-level set-up and makes pytest collect its tests twice."""
+    tests = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in tests]
+    assert not found, found
