@@ -16,7 +16,6 @@ Flags both checkouts accept are used: an old name still works in the new one (pr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, publish
+from common import ROOT, demo_prompt_file, machine, publish
 
 FLAGS = {  # besides the shared ones: group sizes of 2 (8 sequences a step), a grader the old GRPO needs
     "ppo": [],
@@ -55,23 +54,12 @@ def run_cli(checkout: Path, trainer: str, steps: int, precision: str, threads: i
     return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, wall
 
 
-def step_cost(checkout: Path, trainer: str, args, prompts: Path, work: Path) -> tuple[float, float]:
+def step_cost(checkout: Path, trainer: str, precision: str, args, prompts: Path, work: Path) -> tuple[float, float]:
     """(CPU s, wall s) of one step after the first: (run of 1+K steps − run of 1 step) / K."""
-    tag = f"{checkout.name}-{trainer}-{args.precision_now}-{time.monotonic_ns()}"
-    one = run_cli(checkout, trainer, 1, args.precision_now, args.threads, prompts, work / f"{tag}-1")
-    many = run_cli(checkout, trainer, 1 + args.steps, args.precision_now, args.threads, prompts, work / f"{tag}-k")
+    tag = f"{checkout.name}-{trainer}-{precision}-{time.monotonic_ns()}"
+    one = run_cli(checkout, trainer, 1, precision, args.threads, prompts, work / f"{tag}-1")
+    many = run_cli(checkout, trainer, 1 + args.steps, precision, args.threads, prompts, work / f"{tag}-k")
     return (many[0] - one[0]) / args.steps, (many[1] - one[1]) / args.steps
-
-
-def demo_prompts(work: Path) -> Path:
-    """The demo prompts as chat conversations (SmolLM2-Instruct answers through its chat template), each with a
-    reference answer field, which GRPO and RLOO read (no grader uses it here)."""
-    from align.prompts import as_conversation, load_prompts
-
-    demo, _ = load_prompts(ROOT / "labeling" / "demo_prompts.jsonl")
-    path = work / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": as_conversation(p), "reference": "-"}) + "\n" for p in demo))
-    return path
 
 
 def table(rows: list[dict]) -> str:
@@ -87,12 +75,11 @@ def table(rows: list[dict]) -> str:
 
 def measure(trainer: str, precision: str, args, prompts: Path, work: Path) -> dict:
     """Medians over repeats of alternating runs (baseline first on even repeats, this checkout first on odd)."""
-    args.precision_now = precision
     ours, base = [], []
     for i in range(args.repeats):
         order = [(args.baseline, base), (ROOT, ours)]
         for checkout, into in order if i % 2 == 0 else order[::-1]:
-            into.append(step_cost(checkout, trainer, args, prompts, work))
+            into.append(step_cost(checkout, trainer, precision, args, prompts, work))
             print(f"[bench_onpolicy] {trainer} {precision} {checkout}: {into[-1][0]:.2f} CPU s/step",
                   file=sys.stderr, flush=True)
     med = lambda xs, k: statistics.median(x[k] for x in xs)
@@ -117,7 +104,8 @@ def main() -> int:
               f"OMP_NUM_THREADS={args.threads} in the row's precision (PREFLOOP_CPU_BF16), K = {args.steps}.")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        prompts = demo_prompts(work)
+        # GRPO and RLOO read a reference answer field (no grader uses it here)
+        prompts = demo_prompt_file(work / "prompts.jsonl", reference="-")
         rows = [measure(t, p, args, prompts, work) for p in args.precisions for t in args.trainers]
     text = f"{header}\n\n{table(rows)}"
     publish("## On-policy trainers before and after (bench_onpolicy)", text, not args.no_write)

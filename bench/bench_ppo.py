@@ -27,7 +27,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, alternate, bare_lm_backward, machine, matmul_peak_flops, n_params, roofline, write_section
+from common import (ROOT, alternate, bare_lm_backward, demo_prompt_file, machine, matmul_peak_flops, n_params,
+                    roofline, write_section)
 
 sys.path.insert(0, str(ROOT))
 SECTION = "## PPO"
@@ -40,12 +41,7 @@ def build_trainer(args, workdir: Path):
     from reward_model.backbone import load_backbone
     from reward_model.scorer import RewardScorer
 
-    from align.prompts import as_conversation, load_prompts
-
-    # The demo prompts as conversations: SmolLM2-Instruct answers through its chat template.
-    demo, _ = load_prompts(ROOT / "labeling" / "demo_prompts.jsonl")
-    prompts = workdir / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": as_conversation(p)}) + "\n" for p in demo))
+    prompts = demo_prompt_file(workdir / "prompts.jsonl")
     cfg = PPOConfig(model=args.model, reward_model="reward_model.testing:length_reward", prompts=str(prompts),
                     output_dir=str(workdir / "run"), batch_size=args.batch_size,
                     mini_batch_size=args.mini_batch_size, num_iterations=args.num_iterations,

@@ -47,6 +47,18 @@ def write_section(section: str, text: str, path: Path = BENCHMARKS) -> None:
     path.write_text(new)
 
 
+def demo_prompt_file(path: Path, **fields) -> Path:
+    """The demo prompts (labeling/demo_prompts.jsonl) as chat conversations in a prompts file at `path`, so that
+    SmolLM2-Instruct answers through its chat template; `fields` are added to every row."""
+    import json
+
+    from align.prompts import as_conversation, load_prompts
+
+    demo, _ = load_prompts(ROOT / "labeling" / "demo_prompts.jsonl")
+    path.write_text("".join(json.dumps({"prompt": as_conversation(p), **fields}) + "\n" for p in demo))
+    return path
+
+
 def publish(section: str, body: str, write: bool) -> None:
     """Print a bench's section (its `## ` heading, then the body) and, when asked, write it into BENCHMARKS.md."""
     text = f"{section}\n\n{body}\n"
