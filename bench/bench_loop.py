@@ -1,18 +1,20 @@
-"""The loop's result over seeds: `align demo` (the round_demo preset) run once per seed in each precision
+"""The loop's result over seeds: `align demo` (the round_demo preset, or --preset's) run once per seed in each precision
 this machine has, and the distribution of what the round achieved.
 
     .venv/bin/python bench/bench_loop.py --seeds 3              # table printed; runs kept in a temp dir
     .venv/bin/python bench/bench_loop.py --seeds 10 --write     # ... and written to BENCHMARKS.md
     .venv/bin/python bench/bench_loop.py --seeds 2 --precisions fp32 --output-dir runs/bench-loop
+    .venv/bin/python bench/bench_loop.py --seeds 10 --jobs 2    # two demos at once, one thread each
 
 Each run is `align demo --seed S --output-dir DIR/<precision>-seed<S>` in its own process, the precision
 chosen by PREFLOOP_CPU_BF16 on a CPU (bf16 only where the CPU has bf16 units); on a GPU the device's own
 (bf16). Seeds alternate between the precisions, so that a change of load on a shared machine falls on
 both alike. What a run achieved is read back from what it wrote (eval.json, the trainers' run.json).
 
-On a machine shared with other jobs, run it with OMP_NUM_THREADS=1: under a load of ~18 on 2 cores,
-sampling the demo's candidates took 2.9 s per candidate on one thread and 37 s on two (threads spinning
-against each other); the runs inherit this process's environment.
+`--jobs J` runs J demos at once, each on cores // J threads (OMP_NUM_THREADS, when set, wins); the minutes
+per run are then those of J demos sharing the machine. On a machine shared with other jobs, run it with
+OMP_NUM_THREADS=1: under a load of ~18 on 2 cores, sampling the demo's candidates took 2.9 s per candidate on
+one thread and 37 s on two (threads spinning against each other); the runs inherit this process's environment.
 
 Per precision: median, min and max of the gold win rate against the reference, of KL/seq and of the
 length of the answers; how many runs' 95 % interval lies wholly above 50 % (the run beat the reference);
@@ -29,7 +31,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,9 +53,11 @@ def precisions() -> list[str]:
     return ["fp32", "bf16"] if _cpu_flags_bf16() else ["fp32"]
 
 
-def run_demo(out: Path, seed: int, precision: str, preset: str) -> dict:
-    """One `align demo` in its own process; -> its results (see `results`), or the error's last lines."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+def run_demo(out: Path, seed: int, precision: str, preset: str, threads: str) -> dict:
+    """One `align demo` in its own process on `threads` threads; -> its results (see `results`), or the
+    error's last lines."""
+    env = {**os.environ, "OMP_NUM_THREADS": threads,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if precision in ("fp32", "bf16"):
         env["PREFLOOP_CPU_BF16"] = "1" if precision == "bf16" else "0"
     cmd = [sys.executable, "-m", "loop.cli", "demo", "--output-dir", str(out), "--seed", str(seed),
@@ -156,12 +162,15 @@ def main() -> int:
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
                         help="default: every precision this machine has")
     parser.add_argument("--preset", default="round_demo", help="the demo's round preset (name or path)")
+    parser.add_argument("--jobs", type=int, default=1, help="demos at once (each on cores // jobs threads)")
     parser.add_argument("--output-dir", default=None, help="a new directory for the runs (default: a temp dir)")
     parser.add_argument("--write", action="store_true", help=f"write the table to BENCHMARKS.md ({SECTION})")
     parser.add_argument("--table", metavar="DIR", nargs="+", default=None,
                         help="print (and with --write write) the table of the runs earlier benches left in DIR(s), "
                              "re-read from their run directories where those are still there")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: run at least one demo at a time")
     if args.table:
         return report(earlier_runs([Path(d) for d in args.table], args.preset), args, machine(), args.write)
 
@@ -172,19 +181,37 @@ def main() -> int:
     chosen = args.precisions or precisions()
     header = machine()
     print(f"[bench_loop] {header}\n[bench_loop] runs in {out}")
-    runs = []
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for precision in chosen:
-            run = run_demo(out / f"{precision}-seed{seed}", seed, precision, args.preset)
+    todo = [(seed, precision) for seed in range(args.first_seed, args.first_seed + args.seeds) for precision in chosen]
+    runs = sweep(todo, out, args.preset, args.jobs)
+    return report(runs, args, header, args.write)
+
+
+def sweep(todo: list[tuple[int, str]], out: Path, preset: str, jobs: int) -> list[dict]:
+    """Run the demos of `todo`, `jobs` at a time (each on cores // jobs threads unless OMP_NUM_THREADS says);
+    print each as it ends and keep runs.json up to date, so a bench stopped early keeps what it measured."""
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // jobs))
+    runs, lock = [], threading.Lock()
+
+    def one(seed: int, precision: str) -> None:
+        run = run_demo(out / f"{precision}-seed{seed}", seed, precision, preset, threads)
+        with lock:
             runs.append(run)
             print(f"[bench_loop] seed {seed} {precision}: "
                   + (f"failed: {run['error']}" if "error" in run else
                      f"gold win {100 * run['win']['rate']:.1f} % [{100 * run['win']['lo']:.1f}, "
                      f"{100 * run['win']['hi']:.1f}], KL {run['kl']:.2f}, length {run['length']:.1f}")
                   + f", {run['minutes']:.1f} min", flush=True)
-            # after every run: a bench stopped early (or a long sweep split over days) keeps what it measured
             (out / "runs.json").write_text(json.dumps(runs, indent=2))
-    return report(runs, args, header, args.write)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for done in [pool.submit(one, seed, precision) for seed, precision in todo]:
+            done.result()
+    return in_order(runs)
+
+
+def in_order(runs: list[dict]) -> list[dict]:
+    order = {"fp32": 0, "bf16": 1}
+    return sorted(runs, key=lambda r: (r["seed"], order.get(r["precision"], 2)))
 
 
 def earlier_runs(dirs: list[Path], preset: str) -> list[dict]:
@@ -192,20 +219,23 @@ def earlier_runs(dirs: list[Path], preset: str) -> list[dict]:
     where it is still there (so a column added since the run was made is filled in)."""
     runs = []
     for d in dirs:
+        if not (d / "runs.json").is_file():
+            sys.exit(f"{d}: no runs.json here; give a directory a bench_loop run wrote (its --output-dir)")
         for run in json.loads((d / "runs.json").read_text()):
             round_dir = d / f"{run['precision']}-seed{run['seed']}" / "round-1"
             if "error" not in run and (round_dir / "eval" / "eval.json").is_file():
                 run = {**run, **results(round_dir, preset)}
             runs.append(run)
-    order = {"fp32": 0, "bf16": 1}
-    return sorted(runs, key=lambda r: (r["seed"], order.get(r["precision"], 2)))
+    return in_order(runs)
 
 
 def report(runs: list[dict], args, header: str, write: bool) -> int:
     """Print the tables of `runs` (and write them into BENCHMARKS.md)."""
     seeds = sorted({r["seed"] for r in runs})
     text = (f"{SECTION}\n\n`python bench/bench_loop.py --seeds {len(seeds)} --first-seed {seeds[0] if seeds else 1}"
-            f"{' --precisions ' + ' '.join(args.precisions) if args.precisions else ''}` on {header}.\n\n"
+            f"{' --precisions ' + ' '.join(args.precisions) if args.precisions else ''}"
+            f"{'' if args.preset == 'round_demo' else ' --preset ' + args.preset}"
+            f"{f' --jobs {args.jobs}' if args.jobs > 1 else ''}` on {header}.\n\n"
             f"{summary_table(runs)}\n\nEvery run:\n\n{runs_table(runs)}\n")
     print("\n" + text)
     if write:

@@ -1,6 +1,6 @@
 """`align demo`: the whole loop, headless, on the embedded SmolLM2-135M-Instruct with simulated annotators.
 
-    align demo                  # round 1 in runs/loop-demo (15-18 minutes on two CPU cores)
+    align demo                  # round 1 in runs/loop-demo (20-30 minutes on two CPU cores)
     align demo --rounds 2       # run again (or with --rounds) for the next rounds; earlier rounds stay
 
 It makes a store in OUTPUT_DIR, imports the bundled prompts, and runs `align round` with the shipped
@@ -25,9 +25,10 @@ from pathlib import Path
 from prefloop.errors import InputError
 
 MARKER = "demo.json"
-# Percent of a round's time each step took in a measured run (SmolLM2, 2 CPU cores): the overall bar moves by
-# these as the steps end, so its ETA is elapsed / done-share - elapsed from the first step on.
-STEP_SHARE = {"generate": 28, "judge": 3, "export": 1, "reward_model": 17, "align": 31, "evaluate": 20}
+# Percent of a round's time each step took in measured runs (SmolLM2, the round_demo preset, 2 CPU cores; seeds 6
+# and 10 of bench/bench_loop.py): the overall bar moves by these as the steps end, so its ETA is
+# elapsed / done-share - elapsed from the first step on.
+STEP_SHARE = {"generate": 11, "judge": 3, "export": 1, "reward_model": 21, "align": 51, "evaluate": 13}
 
 
 @dataclass
