@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, write_section
+from common import ROOT, child_env, machine, write_section
 
 SECTION = "## The loop's result over seeds (align demo)"
 
@@ -56,10 +56,7 @@ def precisions() -> list[str]:
 def run_demo(out: Path, seed: int, precision: str, preset: str, threads: str) -> dict:
     """One `align demo` in its own process on `threads` threads; -> its results (see `results`), or the
     error's last lines."""
-    env = {**os.environ, "OMP_NUM_THREADS": threads,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    if precision in ("fp32", "bf16"):
-        env["PREFLOOP_CPU_BF16"] = "1" if precision == "bf16" else "0"
+    env = child_env(threads=threads, precision=precision)
     cmd = [sys.executable, "-m", "loop.cli", "demo", "--output-dir", str(out), "--seed", str(seed),
            "--preset", preset]
     start = time.perf_counter()

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, demo_prompt_file, machine, publish
+from common import ROOT, child_env, demo_prompt_file, machine, publish
 
 FLAGS = {  # besides the shared ones: group sizes of 2 (8 sequences a step), a grader the old GRPO needs
     "ppo": [],
@@ -39,8 +39,7 @@ FLAGS = {  # besides the shared ones: group sizes of 2 (8 sequences a step), a g
 def run_cli(checkout: Path, trainer: str, steps: int, precision: str, threads: int, prompts: Path,
             out: Path) -> tuple[float, float]:
     """(CPU s, wall s) of one run of `align TRAINER` from `checkout`; raises with its last lines on failure."""
-    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": str(threads),
-           "PREFLOOP_CPU_BF16": "1" if precision == "bf16" else "0"}
+    env = child_env(checkout, threads=threads, precision=precision)
     cmd = [sys.executable, "-m", "align.cli", trainer, "--prompts", str(prompts), "--output-dir", str(out),
            "--reward-model", "reward_model.testing:length_reward", "--seed", "0", "--max-steps", str(steps),
            "--batch-size", "4", "--max-new-tokens", "16", "--lora", *FLAGS[trainer]]

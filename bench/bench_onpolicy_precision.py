@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, publish
+from common import ROOT, child_env, machine, publish
 
 REWARD = ["--reward-model", "ppo_helpers:letter_a_reward"]
 GRADER = ["--graders", "token_f1"]  # against the rows' reference "b b b": partial credit for every b
@@ -49,8 +49,7 @@ TASKS = {"ppo": ({"seed": 1, "initializer_range": 0.1}, CHAT), "online-dpo": ({"
 
 def train(trainer: str, model: Path, prompts: Path, out: Path, seed: int, precision: str, steps: int) -> dict:
     """One run in its own process; -> first-5 and last-5 mean reward and the final KL from metrics.jsonl."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFLOOP_CPU_BF16": "1" if precision == "bf16" else "0",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    env = child_env(threads=1, precision=precision, paths=(ROOT / "tests",))
     cmd = [sys.executable, "-m", "align.cli", trainer, "--model", str(model), "--prompts", str(prompts),
            "--output-dir", str(out), "--seed", str(seed), "--max-steps", str(steps),
            "--sample-every", "0", "--save-steps", "1000", *FLAGS[trainer]]

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine
+from common import ROOT, child_env, machine
 
 CHILD = """
 import json, sys
@@ -49,8 +49,7 @@ print("RESULT " + (root / "rm" / "eval" / "metrics.json").read_text().replace("\
 def run(seed: int, precision: str, tmp: Path) -> dict:
     out = tmp / f"{precision}-{seed}"
     out.mkdir()
-    env = {**os.environ, "PREFLOOP_CPU_BF16": "1" if precision == "bf16" else "0",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env(precision=precision)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(out), str(seed)], env=env, cwd=ROOT,
                           capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, machine, write_section
+from common import child_env, machine, write_section
 
 SECTION = "## Reward-model server"
 TOKEN = "bench-token-0123456789abcdef"
@@ -104,7 +104,7 @@ def start_server(model: Path, max_batch: int, threads: int) -> tuple[subprocess.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFLOOP_RM_TOKEN": TOKEN, "OMP_NUM_THREADS": str(threads)}
+    env = child_env(threads=threads, PREFLOOP_RM_TOKEN=TOKEN)
     proc = subprocess.Popen([sys.executable, "-m", "reward_model.cli", "serve", "--model", str(model), "--port",
                              str(port), "--max-batch", str(max_batch)], env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -47,6 +47,21 @@ def write_section(section: str, text: str, path: Path = BENCHMARKS) -> None:
     path.write_text(new)
 
 
+def child_env(root: Path = ROOT, *, threads: int | str | None = None, precision: str | None = None,
+              paths: tuple = (), **extra: str) -> dict:
+    """The environment of a bench's child process: this one's, with `root` (the checkout it runs) first on
+    PYTHONPATH, then `paths`, then what PYTHONPATH held; OMP_NUM_THREADS=`threads` when given; on a CPU the
+    precision through PREFLOOP_CPU_BF16 ("bf16" -> 1, "fp32" -> 0; anything else leaves the device's own);
+    and `extra` as set."""
+    env = {**os.environ, **extra,
+           "PYTHONPATH": os.pathsep.join([str(root), *map(str, paths), os.environ.get("PYTHONPATH", "")])}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if precision in ("fp32", "bf16"):
+        env["PREFLOOP_CPU_BF16"] = "1" if precision == "bf16" else "0"
+    return env
+
+
 def demo_prompt_file(path: Path, **fields) -> Path:
     """The demo prompts (labeling/demo_prompts.jsonl) as chat conversations in a prompts file at `path`, so that
     SmolLM2-Instruct answers through its chat template; `fields` are added to every row."""

@@ -313,6 +313,29 @@ def test_console_scripts_make_openmp_threads_wait_passively_unless_told_otherwis
     assert main(["--help"]) == 0 and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
+def test_a_bench_child_runs_the_checkout_it_times_in_the_precision_and_threads_asked(monkeypatch, tmp_path):
+    """bench/common.child_env, the one environment every bench's child process gets: the timed checkout first
+    on PYTHONPATH (ahead of what the caller's PYTHONPATH held), OMP_NUM_THREADS, and the CPU precision switch."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "common.py"
+    spec = importlib.util.spec_from_file_location("bench_common", path)
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("PREFLOOP_CPU_BF16", "1")
+    env = common.child_env(tmp_path, threads=1, precision="fp32", paths=(tmp_path / "tests",), TOKEN="t")
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), str(tmp_path / "tests"), "/elsewhere"]
+    assert (env["OMP_NUM_THREADS"], env["PREFLOOP_CPU_BF16"], env["TOKEN"]) == ("1", "0", "t")
+    assert common.child_env(precision="bf16")["PREFLOOP_CPU_BF16"] == "1"
+    monkeypatch.delenv("PREFLOOP_CPU_BF16")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    on_gpu = common.child_env(precision="bf16 autocast")  # a device's own precision: no CPU switch, no threads
+    assert "PREFLOOP_CPU_BF16" not in on_gpu and "OMP_NUM_THREADS" not in on_gpu
+
+
 def test_an_unmerged_lora_run_loads_as_base_plus_adapter(tmp_path, tiny_model_dir):
     """`--no-merge-lora` saves final/ as an adapter (adapter_config.json, no config.json): every command that
     takes a model (align eval, labeling generate, a next round) loads it as its base plus the adapter, with
