@@ -16,7 +16,6 @@ Flags both checkouts accept are used: an old name still works in the new one (pr
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import subprocess

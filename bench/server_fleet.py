@@ -14,6 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT  # noqa: E402 - the benches' one helper module
 
+from prefloop.net import free_port  # noqa: E402
+
 
 
 PASSWORD = "bench-password-1"
@@ -55,14 +57,6 @@ def seed(url: str, n_tasks: int, names: list[str]) -> None:
     engine.dispose()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
                     server_root: Path = ROOT) -> list[tuple[subprocess.Popen, str]]:
     """`n` `labeling serve` processes on one store (code from `server_root`); (process, base URL) once all answer."""
@@ -70,7 +64,7 @@ def serve_processes(url: str, n: int, logdir: Path, extra: list[str],
 
     servers = []
     for _ in range(n):
-        port = _free_port()
+        port = free_port()
         log = open(logdir / f"serve-{port}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "labeling.serve", "--store", url, "--port", str(port), *extra],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=server_root,

@@ -24,8 +24,6 @@ import json
 import os
 import re
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,9 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--no-first-run", "--disable-component-update", "--disable-sync"]
 GUIDELINES = ("Prefer the response that answers the question **correctly** and **briefly**.\n\n"
               "- A wrong fact is worse than a long answer.\n- Ties are fine when both are equally good.")
 
@@ -99,12 +94,6 @@ def ensure_grpo(run: Path) -> None:
 
 # -- screenshots ----------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def screenshot_store(loop: Path, work: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the run's store with an admin, an annotator and a `tour` project of the run's held-out pairs."""
     import sqlite3
@@ -150,6 +139,9 @@ def login(page, url: str, name: str, password: str) -> None:
 
 def take_screenshots(loop: Path, out: Path, project: str) -> None:
     from playwright.sync_api import sync_playwright
+
+    from prefloop.net import free_port
+    from prefloop.testing import CHROMIUM, CHROMIUM_ARGS
 
     with tempfile.TemporaryDirectory(prefix="prefloop-pictures-") as tmp:
         store, accounts = screenshot_store(loop, Path(tmp))

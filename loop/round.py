@@ -105,13 +105,10 @@ def _ensure_accounts(engine, names: list[str], password: str) -> None:
 
 def _local_server(engine, project: str):
     """(app, url) of a `labeling serve` in a background thread of this process, on a free port."""
-    import socket
-
     from labeling.serve import serve
+    from prefloop.net import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return serve(engine, "127.0.0.1", port, project, block=False, quiet=True), f"http://127.0.0.1:{port}/"
 
 

@@ -13,6 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+# Debian's Chromium, which Playwright drives without downloading a browser of its own: the browser tests
+# (tests/browser_helpers.py) and the docs' screenshots (docs/make_pictures.py).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
 
 def build_tiny_causal_lm(out_dir: str | Path, seed: int = 0, hidden_size: int = 64,
                          num_layers: int = 2, num_heads: int = 4) -> Path:

@@ -11,6 +11,7 @@ from labeling.db import session_scope
 from labeling.models import Candidate, Prompt, Task
 from labeling.projects import create_project
 from labeling.users import create_user
+from prefloop.net import free_port
 
 PASSWORD = "correct-horse-9"
 # Each payload would set window.__pwned or change the title if it ever ran.
@@ -66,14 +67,6 @@ def seed_users(engine, names, role="annotator") -> dict[str, int]:
         for name in names:
             ids[name] = create_user(session, name, PASSWORD, role=role).id
     return ids
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(engine, project=None, **options):

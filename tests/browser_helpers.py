@@ -7,9 +7,7 @@ import pytest
 
 from _labeling_seed import PASSWORD
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from prefloop.testing import CHROMIUM, CHROMIUM_ARGS
 TIMEOUT_MS = 20_000
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from state_helpers import tree_digest
 
+from prefloop.net import free_port
+
 BIN = Path(sys.executable).parent
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
 LATIN1 = b'{"prompt": "caf\xe9 au lait?", "chosen": "yes", "rejected": "no", "response": "ok"}\n'
@@ -454,12 +456,6 @@ def template(tmp_path_factory, tiny_model_dir):
         conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
         conn.execute("INSERT INTO invoices (total) VALUES (12.5)")
     return work, models
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

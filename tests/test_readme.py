@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,8 @@ import urllib.request
 from pathlib import Path
 
 from doc_blocks import COMMAND_LANGUAGES, Block, blocks, pages
+
+from prefloop.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,12 +52,6 @@ def commands(block: str) -> list[str]:
     """Shell commands of a block: continuation lines joined, trailing `# comments` dropped."""
     joined = block.replace("\\\n", " ")
     return [re.sub(r"\s+#\s.*$", "", line).strip() for line in joined.splitlines() if line.strip()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,17 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from prefloop.net import free_port
 from reward_model.testing import REFERENCE_PROMPTS, REFERENCE_RESPONSES, build_tiny_reward_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789abcdef"
 pytestmark = pytest.mark.usefixtures("tiny_cpu")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(**extra) -> dict:
@@ -54,7 +48,7 @@ def server(rm_dir, tmp_path_factory):
     """http://127.0.0.1:PORT of a running server: batches of 4, 200 ms to gather, 64 KiB bodies, 16 pairs."""
     token_file = tmp_path_factory.mktemp("secret") / "token"
     token_file.write_text(TOKEN + "\n")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(_serve_command("--model", str(rm_dir), "--port", str(port), "--token-file",
                                            str(token_file), "--dtype", "float32", "--max-batch", "4",
                                            "--batch-wait-ms", "200", "--max-body-mb", "0.0625",
@@ -222,7 +216,7 @@ def test_remote_scorer_scores_like_the_in_process_one(server, scorer, monkeypatc
     with pytest.raises(InputError, match=r"token was refused \(401\); set \$PREFLOOP_RM_TOKEN"):
         load_reward(server)
     with pytest.raises(InputError, match="not reachable"):
-        load_reward(f"http://127.0.0.1:{_free_port()}")
+        load_reward(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(InputError, match="holds a user name or password"):
         load_reward(server.replace("http://", f"http://u:{TOKEN}@"))
 
@@ -246,7 +240,7 @@ def test_align_eval_judges_through_the_server(server, tiny_model_dir, rm_dir, tm
 def test_a_trainer_refuses_an_unreachable_server_in_one_line(tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     done = subprocess.run([sys.executable, "-m", "align.cli", "online-dpo", "--reward-model", url, "--prompts",
                            str(prompts), "--output-dir", str(tmp_path / "out"), "--max-steps", "1"],
                           env=_env(), capture_output=True, text=True, timeout=300)
@@ -262,7 +256,7 @@ def test_a_trainer_refuses_an_unreachable_server_in_one_line(tmp_path):
     (["--token-file", "/nonexistent/token"], {}, "no such file"),
 ])
 def test_serve_refuses_to_start_without_a_token_in_one_line(rm_dir, args, env, message):
-    done = subprocess.run(_serve_command("--model", str(rm_dir), "--port", str(_free_port()), *args),
+    done = subprocess.run(_serve_command("--model", str(rm_dir), "--port", str(free_port()), *args),
                           env=_env(**env), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
