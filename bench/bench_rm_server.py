@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -101,9 +100,9 @@ async def through_server(url: str, pid: int, texts: list[str], clients: int) -> 
 def start_server(model: Path, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from prefloop.net import free_port
+
+    port = free_port()
     env = child_env(threads=threads, PREFLOOP_RM_TOKEN=TOKEN)
     proc = subprocess.Popen([sys.executable, "-m", "reward_model.cli", "serve", "--model", str(model), "--port",
                              str(port), "--max-batch", str(max_batch)], env=env, stdout=subprocess.DEVNULL)

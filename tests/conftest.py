@@ -7,7 +7,6 @@ start one). Each test gets a fresh database on it.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from labeling.db import open_store
+from prefloop.net import free_port
 
 PG_URL_ENV = "PREFLOOP_TEST_PG_URL"
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,9 +113,7 @@ def accelerate_launch():
 
     def launch(module: str, *args, config: str = "accelerate_ddp.yaml", num_processes: int = 2,
                timeout: int = 600) -> subprocess.CompletedProcess:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         path = os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path, "PREFLOOP_CPU_BF16": "0", "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / config),

@@ -190,13 +190,12 @@ dist.destroy_process_group()
 def _run_one_process_group(tmp_path, script: str, *args) -> str:
     """`script` as one gloo process (rank 0 of 1, a free port as argv[1], then `args`) -> its stdout."""
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from prefloop.net import free_port
+
+    port = free_port()
     path = tmp_path / "one_process_group.py"
     path.write_text(script)
     root = Path(__file__).resolve().parents[1]
