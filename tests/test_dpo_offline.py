@@ -80,6 +80,64 @@ def test_trainer_loss_equals_the_dpo_formula_on_plain_log_probs(tiny_model_dir, 
     assert loss == pytest.approx(expected, rel=1e-4)
 
 
+def _plain_kl(logits: torch.Tensor, ref_logits: torch.Tensor, batch) -> torch.Tensor:
+    """Σ_t KL(π_θ ‖ π_ref) over response positions from two models' full logits, in float64. -> (2B,)"""
+    logp, ref_logp = torch.log_softmax(logits[:, :-1].double(), -1), torch.log_softmax(ref_logits[:, :-1].double(), -1)
+    return ((logp.exp() * (logp - ref_logp)).sum(-1) * batch["completion_mask"][:, 1:]).sum(1)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["frozen copy", "adapter-disabled base"])
+def test_held_out_kl_is_the_exact_kl_from_the_loss_passes_alone(tiny_model_dir, pairs_file, tmp_path, lora):
+    """The evaluation's KL comes from the hidden states of the loss's own two passes (policy, reference), with
+    no further pass through either body, and equals Σ_t KL(π_θ ‖ π_ref) of plain forward passes in float64:
+    against a frozen copy (full fine-tuning) and against the base with the adapter disabled (LoRA)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig as TRLDPOConfig
+
+    from align.offline.dpo_trainer import PairCollator, PrefloopDPOTrainer
+    from align.offline.preference_data import load_pairwise
+    from prefloop.models import load_causal_lm
+
+    torch.manual_seed(0)
+    rows = load_pairwise(_cfg(tiny_model_dir, pairs_file, tmp_path / "out")).rows[:4]
+    model, tokenizer = load_causal_lm(tiny_model_dir, dtype=torch.float32)
+    args = TRLDPOConfig(output_dir=str(tmp_path / "out"), beta=0.1, report_to=[], per_device_train_batch_size=4,
+                        bf16=False, gradient_checkpointing=False, use_cpu=True)
+    peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]) if lora else None
+    trainer = PrefloopDPOTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft,
+                                 data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id),
+                                 train_dataset=Dataset.from_list(rows), loss_type="sigmoid", margin_scale=1.0)
+    with torch.no_grad():  # move the policy away from π_ref
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    bodies = [trainer.model.get_base_model().model if lora else trainer.model.model]
+    bodies += [] if lora else [trainer.ref_model.model]
+    passes = []
+    hooks = [b.register_forward_hook(lambda *_: passes.append(1)) for b in bodies]
+    trainer.model.eval()
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, batch)
+    for hook in hooks:
+        hook.remove()
+    kl = trainer._metrics["eval"]["kl"][-1]
+    assert len(passes) == 2  # the policy's pass and the reference's, nothing per row
+
+    with torch.no_grad():
+        ids = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logits = trainer.model(**ids).logits
+        if lora:
+            with trainer.model.disable_adapter():
+                ref_logits = trainer.model(**ids).logits
+        else:
+            ref_logits = trainer.ref_model(**ids).logits
+    expected = _plain_kl(logits, ref_logits, batch).mean().item()
+    assert expected > 1e-3
+    assert kl == pytest.approx(expected, rel=1e-4)
+
+
 def test_offline_dpo_end_to_end_then_resume(tiny_model_dir, pairs_file, tmp_path):
     torch.manual_seed(0)
     out = tmp_path / "run"

@@ -33,14 +33,20 @@ def add_response_head(model) -> None:
     Only response positions are projected onto the vocabulary: the (N, V) logits of the response
     tokens, never the prompt's. TRL's fused head scores every position in Triton tiles; without
     Triton (on a CPU) its tiles run as plain torch ops and cost ~2x a plain forward (bench_dpo.py).
-    The model's own forward is untouched without `response_mask` (generation, saving). Idempotent.
+    With `return_hidden=True` it returns (log-probs (B,), the final hidden states at those N positions
+    (N, H)), from which the held-out KL is computed without another pass through the body (`exact_kl`);
+    `model(project=hidden)` projects such states in fp32, inside a forward call, where the head of a
+    sharded model is whole. The model's own forward is untouched without either (generation, saving).
+    Idempotent.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base, "_prefloop_response_head", False):
         return
     previous = base.forward
 
-    def forward(self, *args, response_mask=None, **kwargs):
+    def forward(self, *args, response_mask=None, return_hidden=False, project=None, **kwargs):
+        if project is not None:
+            return vocab_logits_fp32(self.get_output_embeddings(), project)  # (N, V)
         if response_mask is None:
             return previous(*args, **kwargs)
         kwargs.pop("labels", None)
@@ -48,12 +54,30 @@ def add_response_head(model) -> None:
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # (B, T-1, H): state t predicts t+1
         targets = kwargs["input_ids"][:, 1:]  # (B, T-1)
         mask = response_mask[:, 1:].bool()  # (B, T-1)
-        logits = vocab_logits_fp32(self.get_output_embeddings(), hidden[mask])  # (N, V), response positions only
+        hidden = hidden[mask]  # (N, H), response positions only
+        logits = vocab_logits_fp32(self.get_output_embeddings(), hidden)  # (N, V)
         token_logps = logits.gather(-1, targets[mask][:, None]).squeeze(-1) - logits.logsumexp(-1)  # (N,)
-        return token_logps.new_zeros(mask.shape[0]).index_add(0, mask.nonzero()[:, 0], token_logps)  # (B,)
+        logps = token_logps.new_zeros(mask.shape[0]).index_add(0, mask.nonzero()[:, 0], token_logps)  # (B,)
+        return (logps, hidden) if return_hidden else logps
 
     base.forward = types.MethodType(forward, base)
     base._prefloop_response_head = True
+
+
+def exact_kl(head, hidden: torch.Tensor, ref_head, ref_hidden: torch.Tensor, mask: torch.Tensor,
+             chunk: int = 256) -> torch.Tensor:
+    """Σ_t KL(π_θ(·|x, y<t) ‖ π_ref(·|x, y<t)) over each row's response positions, exact over the vocabulary:
+    -> (B,). `hidden`, `ref_hidden`: the two models' final states at the N positions where `mask` (B, T-1)
+    is set (the response head's `return_hidden`); `head`, `ref_head`: callables projecting (n, H) states
+    onto the vocabulary (n, V) in fp32. `chunk` positions at a time, so that only (chunk, V) log-probs of
+    each model are held."""
+    kl = []
+    for h, r in zip(hidden.split(chunk), ref_hidden.split(chunk)):
+        logp = torch.log_softmax(head(h), -1)  # (n, V)
+        ref_logp = torch.log_softmax(ref_head(r), -1)
+        kl.append((logp.exp() * (logp - ref_logp)).sum(-1))  # (n,)
+    kl = torch.cat(kl) if kl else hidden.new_zeros(0, dtype=torch.float32)
+    return kl.new_zeros(mask.shape[0]).index_add(0, mask.nonzero()[:, 0], kl)
 
 
 @dataclass
@@ -82,23 +106,30 @@ class PrefloopDPOTrainer(DPOTrainer):
 
     def compute_ref_log_probs(self, model, inputs):
         """log π_ref(y|x) of [chosen; rejected] as two (B,) tensors; also TRL's precompute pass."""
+        return self._reference_pass(model, inputs).chunk(2)
+
+    def _reference_pass(self, model, inputs, return_hidden: bool = False):
+        """log π_ref(y|x) of every row (2B,), and with `return_hidden` its hidden states at the response
+        positions (N, H)."""
         add_response_head(self.accelerator.unwrap_model(model))
         with torch.no_grad(), self._reference_context(), self.accelerator.autocast():
-            logps = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                          response_mask=inputs["completion_mask"])  # (2B,)
-        return logps.chunk(2)
+            return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                         response_mask=inputs["completion_mask"], return_hidden=return_hidden)
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
+        # The held-out KL needs a live reference: a frozen copy, or the base with the adapter disabled.
+        with_kl = mode == "eval" and (self.ref_model is not None or self._is_peft)
         # 1. log π_θ(y|x): rows are [chosen; rejected], summed over response tokens
         completion_mask = inputs["completion_mask"]  # (2B, T)
         # The reference pass's autocast, also before `train()` has wrapped the model: π_θ and π_ref must
         # see identical numerics, or h ≠ 0 at initialisation and the "before" metrics are noise.
         with self.accelerator.autocast():
-            logps = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                          response_mask=completion_mask)  # (2B,)
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        response_mask=completion_mask, return_hidden=with_kl)  # (2B,) [, (N, H)]
+        logps, hidden = out if with_kl else (out, None)
         # 2. log π_ref(y|x): precomputed, a frozen copy, or the base with the adapter disabled
-        ref_logps = self._reference_logps(inputs)  # (2B,)
+        ref_logps, ref_hidden = self._reference_logps(inputs, return_hidden=with_kl)  # (2B,), (N, H) or None
         # 3. the preference loss on h = Δ log-ratio (align/losses.py)
         lengths = completion_mask[:, 1:].sum(1)  # (2B,) response tokens
         chosen, rejected = logps.chunk(2)
@@ -109,20 +140,24 @@ class PrefloopDPOTrainer(DPOTrainer):
         loss = preference_loss(self.pref_loss_type, h, self.beta, margin, self.label_smoothing).mean()
         # 4. diagnostics: implicit rewards r̂ = β·log(π_θ/π_ref) (DPO Eq. 5), preference accuracy, KL
         self._log_pair_metrics(mode, chosen.detach() - ref_chosen, rejected.detach() - ref_rejected)
-        if mode == "eval" and (self.ref_model is not None or self._is_peft):
-            self._metrics[mode]["kl"].append(self._exact_kl(inputs).mean().item())
+        if with_kl:
+            kl = self._held_out_kl(model, hidden, ref_hidden, completion_mask)  # (2B,)
+            self._metrics[mode]["kl"].append(kl.mean().item())
         return loss
 
     @property
     def _is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
 
-    def _reference_logps(self, inputs) -> torch.Tensor:
-        if self.precompute_ref_logps:
-            return torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(self.accelerator.device)
+    def _reference_logps(self, inputs, return_hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log π_ref (2B,), with `return_hidden` the reference's hidden states at the response positions (N, H),
+        else None); precomputed log-probs when the run has them (the hidden states still take a pass)."""
         model = self.ref_model if self.ref_model is not None else self.model
-        ref_chosen, ref_rejected = self.compute_ref_log_probs(model, inputs)
-        return torch.cat([ref_chosen, ref_rejected])
+        if self.precompute_ref_logps:
+            logps = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]]).to(self.accelerator.device)
+            return logps, self._reference_pass(model, inputs, return_hidden=True)[1] if return_hidden else None
+        out = self._reference_pass(model, inputs, return_hidden=return_hidden)
+        return out if return_hidden else (out, None)
 
     def _reference_context(self):
         if self.ref_model is None and self._is_peft:
@@ -144,24 +179,18 @@ class PrefloopDPOTrainer(DPOTrainer):
             self._metrics[mode][name].append(gather(value).mean().item())
 
     @torch.no_grad()
-    def _exact_kl(self, inputs) -> torch.Tensor:
-        """Σ_t KL(π_θ(·|x, y<t) ‖ π_ref(·|x, y<t)) over response positions, per sequence (2B,).
+    def _held_out_kl(self, model, hidden: torch.Tensor, ref_hidden: torch.Tensor, completion_mask) -> torch.Tensor:
+        """Σ_t KL(π_θ ‖ π_ref) over each held-out row's response positions, exact over the vocabulary (2B,),
+        from the hidden states the loss's two passes already made: no pass through the body of either model
+        again (a pass per row of both, with every prompt position projected, was ~3/4 of the evaluation)."""
+        ref = self.ref_model if self.ref_model is not None else model
 
-        Exact over the vocabulary (not a sample estimate), at the positions of the held-out responses;
-        one row at a time so the (T, V) logits of both models stay small.
-        """
-        kls = []
-        ref = self.ref_model if self.ref_model is not None else self.model
-        for ids, attn, mask in zip(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]):
-            ids, attn = ids[None], attn[None]
-            with self.accelerator.autocast():
-                logits = self.model(input_ids=ids, attention_mask=attn).logits[0, :-1]
-                with self._reference_context():
-                    ref_logits = ref(input_ids=ids, attention_mask=attn).logits[0, :-1]
-            logp, ref_logp = torch.log_softmax(logits.float(), -1), torch.log_softmax(ref_logits.float(), -1)
-            kl_t = (logp.exp() * (logp - ref_logp)).sum(-1)  # (T-1,)
-            kls.append((kl_t * mask[1:]).sum())
-        return torch.stack(kls)
+        def ref_head(states):
+            with self._reference_context():
+                return ref(project=states)
+
+        return exact_kl(lambda states: model(project=states), hidden, ref_head, ref_hidden,
+                        completion_mask[:, 1:].bool())
 
 
 def main(argv: list[str]) -> int:
