@@ -41,9 +41,9 @@ def _plain_sequence_logps(model, batch) -> torch.Tensor:
     return (logp * batch["completion_mask"][:, 1:]).sum(1)
 
 
-@pytest.mark.parametrize("precompute", [False, True])
-def test_trainer_loss_equals_the_dpo_formula_on_plain_log_probs(tiny_model_dir, pairs_file, tmp_path, precompute):
-    """The fused log-prob head, masking, reference handling and margins give exactly −log σ(β·h − Δ)."""
+def _trainer_on_four_pairs(tiny_model_dir, pairs_file, tmp_path, precompute: bool = False, peft=None):
+    """A `PrefloopDPOTrainer` (β 0.1, sigmoid loss, fp32) on the tiny model and the first 4 training pairs:
+    -> (trainer, rows)."""
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
 
@@ -52,14 +52,22 @@ def test_trainer_loss_equals_the_dpo_formula_on_plain_log_probs(tiny_model_dir, 
     from prefloop.models import load_causal_lm
 
     torch.manual_seed(0)
-    cfg = _cfg(tiny_model_dir, pairs_file, tmp_path / "out")
-    rows = load_pairwise(cfg).rows[:4]
+    rows = load_pairwise(_cfg(tiny_model_dir, pairs_file, tmp_path / "out")).rows[:4]
     model, tokenizer = load_causal_lm(tiny_model_dir, dtype=torch.float32)
     args = TRLDPOConfig(output_dir=str(tmp_path / "out"), beta=0.1, report_to=[], per_device_train_batch_size=4,
                         precompute_ref_log_probs=precompute, bf16=False, gradient_checkpointing=False, use_cpu=True)
-    trainer = PrefloopDPOTrainer(model=model, args=args, processing_class=tokenizer,
+    trainer = PrefloopDPOTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft,
                                  data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id),
                                  train_dataset=Dataset.from_list(rows), loss_type="sigmoid", margin_scale=1.0)
+    return trainer, rows
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_trainer_loss_equals_the_dpo_formula_on_plain_log_probs(tiny_model_dir, pairs_file, tmp_path, precompute):
+    """The fused log-prob head, masking, reference handling and margins give exactly −log σ(β·h − Δ)."""
+    from prefloop.models import load_causal_lm
+
+    trainer, rows = _trainer_on_four_pairs(tiny_model_dir, pairs_file, tmp_path, precompute=precompute)
     # π_ref is the initial policy: kept as a frozen copy, or, when precomputed, not kept at all
     assert (trainer.ref_model is None) == precompute
     with torch.no_grad():  # move the policy away from π_ref so that h ≠ 0
@@ -91,30 +99,16 @@ def test_held_out_kl_is_the_exact_kl_from_the_loss_passes_alone(tiny_model_dir, 
     """The evaluation's KL comes from the hidden states of the loss's own two passes (policy, reference), with
     no further pass through either body, and equals Σ_t KL(π_θ ‖ π_ref) of plain forward passes in float64:
     against a frozen copy (full fine-tuning) and against the base with the adapter disabled (LoRA)."""
-    from datasets import Dataset
     from peft import LoraConfig
-    from trl import DPOConfig as TRLDPOConfig
 
-    from align.offline.dpo_trainer import PairCollator, PrefloopDPOTrainer
-    from align.offline.preference_data import load_pairwise
-    from prefloop.models import load_causal_lm
-
-    torch.manual_seed(0)
-    rows = load_pairwise(_cfg(tiny_model_dir, pairs_file, tmp_path / "out")).rows[:4]
-    model, tokenizer = load_causal_lm(tiny_model_dir, dtype=torch.float32)
-    args = TRLDPOConfig(output_dir=str(tmp_path / "out"), beta=0.1, report_to=[], per_device_train_batch_size=4,
-                        bf16=False, gradient_checkpointing=False, use_cpu=True)
     peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]) if lora else None
-    trainer = PrefloopDPOTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft,
-                                 data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id),
-                                 train_dataset=Dataset.from_list(rows), loss_type="sigmoid", margin_scale=1.0)
+    trainer, _ = _trainer_on_four_pairs(tiny_model_dir, pairs_file, tmp_path, peft=peft)
     with torch.no_grad():  # move the policy away from π_ref
         for p in trainer.model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    bodies = [trainer.model.get_base_model().model if lora else trainer.model.model]
-    bodies += [] if lora else [trainer.ref_model.model]
+    bodies = [trainer.model.get_base_model().model] if lora else [trainer.model.model, trainer.ref_model.model]
     passes = []
     hooks = [b.register_forward_hook(lambda *_: passes.append(1)) for b in bodies]
     trainer.model.eval()
