@@ -30,27 +30,32 @@ FLAGS = ["--model", "smollm2-135m-instruct", "--lora", "--lora-r", "16", "--lora
          "--eval-steps", "1000", "--seed", "0"]
 
 
-def run_dpo(checkout: Path, data: Path, out: Path, precision: str, threads: int) -> dict:
-    """One `align dpo` from `checkout`; -> seconds per held-out pair of each evaluation, and the last one."""
+def run_dpo(checkout: Path, data: Path, pairs: int, out: Path, precision: str, threads: int) -> dict:
+    """One `align dpo` from `checkout` on `data` (`pairs` held out beside it); -> seconds per held-out pair of
+    each evaluation, and the last one."""
     cmd = [sys.executable, "-m", "align.cli", "dpo", "--data", str(data), "--output-dir", str(out), *FLAGS]
     proc = subprocess.run(cmd, env=child_env(checkout, threads=threads, precision=precision), cwd=checkout,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"{checkout}: align dpo failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-    pairs = sum(1 for line in data.with_name("pairs.test.jsonl").read_text().splitlines() if line.strip())
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "eval_runtime" in line]
     return {"per_pair": [e["eval_runtime"] / pairs for e in evals], "after": evals[-1]}
 
 
-def held_out_copy(data: Path, n: int | None, work: Path) -> Path:
-    """--data and the first `n` pairs of its pairs.test.jsonl, side by side in `work`."""
+def held_out_copy(data: Path, n: int | None, work: Path) -> tuple[Path, int]:
+    """--data and the first `n` pairs of its pairs.test.jsonl, side by side in `work`: -> (the training file,
+    the held-out pairs)."""
     test = data.with_name("pairs.test.jsonl")
+    if not data.is_file():
+        sys.exit(f"{data}: not found; give a round's pairs.train.jsonl")
     if not test.is_file():
         sys.exit(f"{test}: not found; --data must sit beside the held-out pairs `labeling export` writes")
-    lines = [line for line in test.read_text().splitlines() if line.strip()]
+    lines = [line for line in test.read_text().splitlines() if line.strip()][:n]
+    if not lines:
+        sys.exit(f"{test}: no held-out pairs to evaluate")
     (work / "pairs.train.jsonl").write_text(data.read_text())
-    (work / "pairs.test.jsonl").write_text("\n".join(lines[:n] if n else lines) + "\n")
-    return work / "pairs.train.jsonl"
+    (work / "pairs.test.jsonl").write_text("\n".join(lines) + "\n")
+    return work / "pairs.train.jsonl", len(lines)
 
 
 def main() -> int:
@@ -63,25 +68,27 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    if args.eval_pairs is not None and args.eval_pairs < 1:
+        parser.error(f"--eval-pairs {args.eval_pairs}: evaluate at least one pair")
     baseline = Path(args.baseline).resolve()
     if not (baseline / "align" / "cli.py").is_file():
         parser.error(f"--baseline {baseline} is not a prefloop checkout (no align/cli.py)")
-    runs = {baseline: [], ROOT: []}
+    sides = {"baseline": baseline, "this": ROOT}  # by name: --baseline may be this checkout (a noise check)
+    runs = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(prefix="bench-dpo-eval-") as tmp:
-        data = held_out_copy(Path(args.data).resolve(), args.eval_pairs, Path(tmp))
+        data, pairs = held_out_copy(Path(args.data).resolve(), args.eval_pairs, Path(tmp))
         for i in range(args.repeats):
-            for checkout in (baseline, ROOT) if i % 2 == 0 else (ROOT, baseline):
-                runs[checkout].append(run_dpo(checkout, data, Path(tmp) / f"run-{i}-{checkout.name}",
-                                              args.precision, args.threads))
-                print(f"[bench_dpo_eval] {checkout}: {runs[checkout][-1]['per_pair']} s/pair", file=sys.stderr,
-                      flush=True)
-        pairs = sum(1 for line in data.with_name("pairs.test.jsonl").read_text().splitlines() if line.strip())
+            for side in ("baseline", "this") if i % 2 == 0 else ("this", "baseline"):
+                runs[side].append(run_dpo(sides[side], data, pairs, Path(tmp) / f"run-{i}-{side}", args.precision,
+                                          args.threads))
+                print(f"[bench_dpo_eval] {side} ({sides[side]}): {runs[side][-1]['per_pair']} s/pair",
+                      file=sys.stderr, flush=True)
     lines = ["| checkout | s per held-out pair | KL after | margin after | loss after |",
              "| --- | ---: | ---: | ---: | ---: |"]
-    for checkout, name in ((baseline, f"baseline ({baseline.name})"), (ROOT, f"this ({ROOT.name})")):
-        per_pair = statistics.median(x for run in runs[checkout] for x in run["per_pair"])
-        after = runs[checkout][-1]["after"]
-        lines.append(f"| {name} | {per_pair:.2f} | {after.get('eval_kl', float('nan')):.4f} "
+    for side, checkout in sides.items():
+        per_pair = statistics.median(x for run in runs[side] for x in run["per_pair"])
+        after = runs[side][-1]["after"]
+        lines.append(f"| {side} ({checkout.name}) | {per_pair:.2f} | {after.get('eval_kl', float('nan')):.4f} "
                      f"| {after['eval_rewards/margins']:.4f} | {after['eval_loss']:.4f} |")
     header = (f"`python bench/bench_dpo_eval.py --baseline {baseline.name} --eval-pairs {pairs} --precision "
               f"{args.precision}` on {machine()}; OMP_NUM_THREADS={args.threads}, {args.repeats} runs per checkout.")
